@@ -1,0 +1,1 @@
+//! edgemq runtime.

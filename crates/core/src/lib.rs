@@ -1,0 +1,22 @@
+//! # edgemq-core: MQTT broker semantics without sockets
+//!
+//! Layer: above the codec, below the runtime. Depends on `edgemq-codec` and small data crates;
+//! never on tokio, YAML or sockets. Time comes in as `Instant` arguments.
+//!
+//! # Layout
+//! - [`topic`]: topic name / filter validation and matching, `$share/` parsing, `$`-topic rules.
+//! - [`subscriptions`]: the subscription index (a sharded trie) with shared groups,
+//!   no-local, subscription identifiers and per-subscriber de-duplication of overlapping
+//!   filters.
+//! - [`retained`]: retained messages and their matching against a new subscription's filter.
+//! - [`message`]: [`message::Message`], the immutable application message shared as `Arc`.
+//! - [`session`]: per-session protocol state (packet ids, in-flight windows, QoS 2 state,
+//!   topic aliases) driven by the runtime.
+//! - [`limits`]: broker limits and the per-session queue overflow policy.
+
+pub mod limits;
+pub mod message;
+pub mod retained;
+pub mod session;
+pub mod subscriptions;
+pub mod topic;

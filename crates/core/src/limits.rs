@@ -1,0 +1,61 @@
+//! Broker limits. Plain data owned here and filled by the binary or, later, by the
+//! configuration crate from the `Broker` resource.
+
+/// What to do when a session's queue is full and another message arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverflowPolicy {
+    /// Drop the oldest queued message to make room (AIO `DropOldest`).
+    #[default]
+    DropOldest,
+    /// Drop the new message (AIO `None`: the queue is simply bounded).
+    DropNew,
+    /// Disconnect the subscriber (the queue is kept for a persistent session).
+    Disconnect,
+}
+
+/// Limits applied to every client, advertised in v5 CONNACK where MQTT has a property.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest packet accepted from a client (and advertised as Maximum Packet Size).
+    pub max_packet_size: u32,
+    /// Receive Maximum advertised to clients: QoS 1/2 PUBLISHes a client may have unacknowledged.
+    pub receive_maximum: u16,
+    /// Cap on a client's requested Session Expiry Interval (seconds); `u32::MAX` = never.
+    pub max_session_expiry: u32,
+    /// Cap on a message's Message Expiry Interval (seconds); `None` = no cap.
+    pub max_message_expiry: Option<u32>,
+    /// Cap on keep-alive (seconds); a larger or zero request is answered with Server Keep Alive.
+    pub max_keep_alive: Option<u16>,
+    /// Highest QoS accepted from publishers (Maximum QoS).
+    pub maximum_qos: edgemq_codec::QoS,
+    /// Topic Alias Maximum advertised to clients (aliases a client may use towards us).
+    pub topic_alias_maximum: u16,
+    /// Messages kept per session (queued plus in flight to the client).
+    pub max_queued_messages: usize,
+    pub overflow_policy: OverflowPolicy,
+    /// Largest client identifier accepted (bytes).
+    pub max_client_id_len: usize,
+    /// Whether retained messages are supported (Retain Available).
+    pub retain_available: bool,
+    /// Seconds a new connection has to send CONNECT.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_packet_size: 1024 * 1024,
+            receive_maximum: 100,
+            max_session_expiry: u32::MAX,
+            max_message_expiry: None,
+            max_keep_alive: None,
+            maximum_qos: edgemq_codec::QoS::ExactlyOnce,
+            topic_alias_maximum: 64,
+            max_queued_messages: 1000,
+            overflow_policy: OverflowPolicy::DropOldest,
+            max_client_id_len: 65535,
+            retain_available: true,
+            connect_timeout_secs: 10,
+        }
+    }
+}

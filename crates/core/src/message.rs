@@ -1,0 +1,75 @@
+//! The application message as the broker routes it: immutable, shared as `Arc<Message>`
+//! between every subscriber's queue, so fan-out copies a pointer, never the payload.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use edgemq_codec::{Properties, Publish, QoS};
+
+use crate::subscriptions::SessionKey;
+
+/// One published (or will) message.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: ByteString,
+    pub payload: Bytes,
+    /// QoS as published; each subscriber receives min(this, its granted QoS).
+    pub qos: QoS,
+    /// The RETAIN flag as published (forwarded only with Retain As Published).
+    pub retain: bool,
+    /// Properties forwarded unchanged to subscribers [MQTT-3.3.2-17..20]: payload format
+    /// indicator, content type, response topic, correlation data, user properties. Topic
+    /// alias, subscription identifiers and message expiry are per-delivery and not kept here.
+    pub properties: Properties,
+    /// Absolute expiry from the Message Expiry Interval; the remaining time is forwarded
+    /// [MQTT-3.3.2-6].
+    pub expires_at: Option<Instant>,
+    /// The session that published it (for No Local); `None` for broker-generated messages.
+    pub publisher: Option<SessionKey>,
+}
+
+impl Message {
+    /// Build from a client's PUBLISH, keeping only the properties that are forwarded.
+    /// `max_expiry` caps the Message Expiry Interval (a broker limit).
+    pub fn from_publish(
+        publish: Publish,
+        publisher: Option<SessionKey>,
+        now: Instant,
+        max_expiry: Option<u32>,
+    ) -> Self {
+        let Publish { qos, retain, topic, mut properties, payload, .. } = publish;
+        let expiry = match (properties.message_expiry_interval, max_expiry) {
+            (Some(e), Some(max)) => Some(e.min(max)),
+            (None, Some(max)) => Some(max),
+            (e, None) => e,
+        };
+        properties.message_expiry_interval = None;
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        Message {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+            expires_at: expiry.map(|s| now + Duration::from_secs(u64::from(s))),
+            publisher,
+        }
+    }
+
+    /// Seconds left before expiry (rounded up, so a message never reaches 0 before it
+    /// expires), or `None` if it never expires.
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|at| {
+            let left = at.saturating_duration_since(now);
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            u32::try_from(secs).unwrap_or(u32::MAX)
+        })
+    }
+
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}

@@ -1,0 +1,196 @@
+//! Shared integration-test harness: start the real `edgemq` binary on a free loopback port
+//! and stop it when the test ends.
+//!
+//! Set `EDGEMQ_TEST_AGAINST=mosquitto` to run the same suites against Debian's mosquitto
+//! (to check that a test asserts the specification rather than our own behaviour); tests
+//! that need edgemq-only flags call [`Broker::edgemq_only`] and are skipped there.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running broker. Killed on drop.
+pub struct Broker {
+    pub addr: SocketAddr,
+    child: Child,
+    log: Arc<Mutex<String>>,
+    _tmp: Option<std::path::PathBuf>,
+}
+
+impl Broker {
+    /// Start `edgemq serve --listen 127.0.0.1:0 <extra>` and wait until it is listening.
+    pub fn start() -> Broker {
+        Self::start_with(&[])
+    }
+
+    /// Start with extra `serve` arguments (e.g. `["--max-packet-size", "1000"]`).
+    pub fn start_with(extra: &[&str]) -> Broker {
+        if against_mosquitto() {
+            return Self::start_mosquitto();
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgemq"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "debug"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn edgemq");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = parse_listening(&line) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("edgemq did not report a listening address; log:\n{}", log.lock().unwrap()));
+        Broker { addr, child, log, _tmp: None }
+    }
+
+    fn start_mosquitto() -> Broker {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("edgemq-mosq-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("mosquitto.conf");
+        let mut f = std::fs::File::create(&conf).unwrap();
+        writeln!(f, "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false").unwrap();
+        let child = Command::new("mosquitto")
+            .args(["-c", conf.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mosquitto");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker { addr, child, log: Arc::new(Mutex::new(String::new())), _tmp: Some(dir) }
+    }
+
+    /// Call first in a test that depends on edgemq-only flags or log lines; returns false
+    /// (and the test should return early) when running against mosquitto.
+    pub fn edgemq_only() -> bool {
+        !against_mosquitto()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn host(&self) -> String {
+        self.addr.ip().to_string()
+    }
+
+    /// Everything the broker has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Wait (bounded) until the log contains `needle`; returns whether it did.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The OS process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send SIGTERM and wait for exit (bounded); returns the exit status code if it exited.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = &self._tmp {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn against_mosquitto() -> bool {
+    std::env::var("EDGEMQ_TEST_AGAINST").is_ok_and(|v| v == "mosquitto")
+}
+
+/// `... listening ... addr=127.0.0.1:PORT ...`
+fn parse_listening(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let start = line.find("addr=")? + 5;
+    let rest = &line[start..];
+    let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+    rest[..end].trim_matches('"').parse().ok()
+}
+
+/// A free loopback port (bind to 0, read it, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Run a command to completion with a time limit; returns (status code, stdout, stderr).
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> (Option<i32>, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = child.wait_with_output().map(|o| o).ok();
+    let (stdout, stderr) = out
+        .map(|o| (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned()))
+        .unwrap_or_default();
+    (status, stdout, stderr)
+}
