@@ -12,8 +12,10 @@
 //! - [`message`]: [`message::Message`], the immutable application message shared as `Arc`.
 //! - [`session`]: per-session protocol state (packet ids, in-flight windows, QoS 2 state,
 //!   topic aliases) driven by the runtime.
+//! - [`auth`]: the authentication and authorization seams ([`auth::Principal`], traits, [`auth::AllowAll`]).
 //! - [`limits`]: broker limits and the per-session queue overflow policy.
 
+pub mod auth;
 pub mod limits;
 pub mod message;
 pub mod retained;

@@ -1,1 +1,181 @@
-fn main() {}
+//! The `edgemq` binary: command line, logging, runtime. `anyhow` lives here only.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use edgemq_broker::{Limits, ListenerConfig, OverflowPolicy, QoS, ServerConfig};
+
+/// edgemq: an MQTT 3.1 / 3.1.1 / 5.0 broker for the edge and IoT fleets.
+#[derive(Debug, Parser)]
+#[command(name = "edgemq", version, about, long_about = None)]
+struct Cli {
+    /// Log level: trace, debug, info, warn or error (or an EnvFilter directive).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker. Without options: one anonymous MQTT listener on 127.0.0.1:1883.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (repeatable). Port 0 picks a free port; the log line
+    /// `listening ... addr=...` shows which.
+    #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:1883")]
+    listen: Vec<SocketAddr>,
+    /// Largest packet accepted from a client, in bytes (advertised as Maximum Packet Size).
+    #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(16..=268_435_460))]
+    max_packet_size: u32,
+    /// Receive Maximum advertised to v5 clients; also the in-flight window towards v3 clients.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    receive_maximum: u16,
+    /// Messages queued per session before the overflow policy applies.
+    #[arg(long, default_value_t = 1000)]
+    max_queued_messages: usize,
+    /// What to do when a session's queue is full.
+    #[arg(long, value_enum, default_value_t = Overflow::DropOldest)]
+    overflow_policy: Overflow,
+    /// Largest keep-alive allowed (seconds); v5 clients asking more (or 0) are told this value.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    max_keep_alive: Option<u16>,
+    /// Cap on Session Expiry Interval (seconds).
+    #[arg(long)]
+    max_session_expiry: Option<u32>,
+    /// Cap on Message Expiry Interval (seconds); also applied to messages without one.
+    #[arg(long)]
+    max_message_expiry: Option<u32>,
+    /// Topic Alias Maximum advertised to v5 clients (0 disables aliases).
+    #[arg(long, default_value_t = 64)]
+    topic_alias_maximum: u16,
+    /// Highest QoS accepted (advertised as Maximum QoS when below 2).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
+    maximum_qos: u8,
+    /// Seconds a new connection has to send CONNECT.
+    #[arg(long, default_value_t = 10)]
+    connect_timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Overflow {
+    DropOldest,
+    DropNew,
+    Disconnect,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli) {
+        eprintln!("edgemq: {e:#}");
+        return ExitCode::from(1);
+    }
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn init_logging(cli: &Cli) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&cli.log_level)
+        .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", cli.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let limits = Limits {
+        max_packet_size: args.max_packet_size,
+        receive_maximum: args.receive_maximum,
+        max_session_expiry: args.max_session_expiry.unwrap_or(u32::MAX),
+        max_message_expiry: args.max_message_expiry,
+        max_keep_alive: args.max_keep_alive,
+        maximum_qos: match args.maximum_qos {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        },
+        topic_alias_maximum: args.topic_alias_maximum,
+        max_queued_messages: args.max_queued_messages.max(1),
+        overflow_policy: match args.overflow_policy {
+            Overflow::DropOldest => OverflowPolicy::DropOldest,
+            Overflow::DropNew => OverflowPolicy::DropNew,
+            Overflow::Disconnect => OverflowPolicy::Disconnect,
+        },
+        connect_timeout_secs: args.connect_timeout,
+        ..Limits::default()
+    };
+    let listeners = args
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            let name = if i == 0 { "default".to_string() } else { format!("default-{i}") };
+            ListenerConfig::anonymous(name, *addr)
+        })
+        .collect::<Vec<_>>();
+    for l in &listeners {
+        tracing::warn!(listener = %l.name, addr = %l.addr, "listener admits anonymous clients (no authentication configured)");
+    }
+    let config = ServerConfig { listeners, limits };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edgemq: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(edgemq_broker::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("edgemq: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

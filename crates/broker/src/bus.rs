@@ -1,0 +1,116 @@
+//! The bus: what every listener shares. It owns the subscription index, the retained store,
+//! the session registry and the counters, and routes each publish straight from the
+//! publisher's task into the matching sessions' mailboxes (no router thread, no global lock:
+//! the index takes per-shard read locks and each mailbox its own lock).
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use edgemq_core::limits::Limits;
+use edgemq_core::message::Message;
+use edgemq_core::retained::RetainedStore;
+use edgemq_core::session::Delivery;
+use edgemq_core::subscriptions::{Route, SubscriptionIndex};
+
+use crate::mailbox::MailboxHandle;
+use crate::sessions::Registry;
+use crate::stats::Stats;
+
+/// Shared broker state. One per process; every connection holds an `Arc<Bus>`.
+pub struct Bus {
+    pub index: SubscriptionIndex<MailboxHandle>,
+    pub retained: RetainedStore,
+    pub sessions: Registry,
+    pub stats: Stats,
+    pub limits: Limits,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").field("sessions", &self.sessions.len()).finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    // Reused per thread so routing a publish does not allocate.
+    static ROUTES: RefCell<Vec<Route<MailboxHandle>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Bus {
+    pub fn new(limits: Limits) -> Arc<Bus> {
+        Arc::new(Bus {
+            index: SubscriptionIndex::new(),
+            retained: RetainedStore::new(),
+            sessions: Registry::default(),
+            stats: Stats::default(),
+            limits,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// A process-unique id for sessions and connections.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Route a message to every matching subscription (and store it if retained). Returns
+    /// the number of sessions it was routed to.
+    pub fn publish(&self, message: Arc<Message>) -> usize {
+        self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+        if message.retain && self.limits.retain_available {
+            self.retained.set(message.clone());
+        }
+        ROUTES.with(|routes| {
+            // A re-entrant publish on this thread (not expected) falls back to a fresh Vec.
+            let mut fresh = Vec::new();
+            let mut borrowed = routes.try_borrow_mut();
+            let routes = match borrowed {
+                Ok(ref mut r) => &mut **r,
+                Err(_) => &mut fresh,
+            };
+            self.index.route(&message.topic, message.publisher, routes);
+            let count = routes.len();
+            for route in routes.drain(..) {
+                let delivery = Delivery {
+                    qos: message.qos.min(route.qos),
+                    retain: route.retain_as_published && message.retain,
+                    subscription_ids: route.subscription_ids,
+                    share_group: route.share_group,
+                    message: message.clone(),
+                };
+                route.subscriber.0.push(delivery, &self.stats);
+            }
+            count
+        })
+    }
+
+    /// Re-route a shared-subscription delivery whose member left to another member of the
+    /// same group. Returns it back if no other member exists.
+    pub fn redistribute(&self, delivery: Delivery, excluded: u64) -> Option<Delivery> {
+        let Some(group) = delivery.share_group.clone() else {
+            return Some(delivery);
+        };
+        match self.index.route_shared_excluding(&group, &delivery.message.topic, excluded) {
+            Some(route) => {
+                let d = Delivery {
+                    qos: delivery.message.qos.min(route.qos),
+                    retain: route.retain_as_published && delivery.message.retain,
+                    subscription_ids: route.subscription_ids,
+                    share_group: route.share_group,
+                    message: delivery.message,
+                };
+                route.subscriber.0.push(d, &self.stats);
+                None
+            }
+            None => Some(delivery),
+        }
+    }
+
+    /// Current time. One place, so a future clock abstraction has one seam.
+    pub fn now(&self) -> Instant {
+        Instant::now()
+    }
+}

@@ -1,0 +1,306 @@
+//! CONNECT → CONNACK: decode the first packet (within the connect timeout), validate it,
+//! authenticate, attach the session (new, resumed or taken over) and answer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytestring::ByteString;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use edgemq_codec::{ConnAck, Connect, Decoder, Packet, Properties, ProtocolVersion, QoS, ReasonCode};
+use edgemq_core::auth::{Action, AuthDecision, ConnectRequest, Principal};
+use edgemq_core::message::Message;
+use edgemq_core::session::{IncomingQos2, OutgoingWindow};
+
+use super::{Accepted, Io, Will};
+use crate::bus::Bus;
+use crate::listener::ListenerContext;
+use crate::mailbox::Mailbox;
+use crate::sessions::{SessionData, NEVER_EXPIRES};
+
+/// Run the handshake. `None` means the connection is refused; any answer (CONNACK with an
+/// error) is left in `io.wbuf` for the caller to flush.
+pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Io<S>,
+    mut decoder: Decoder,
+    peer: SocketAddr,
+    listener: &Arc<ListenerContext>,
+    bus: &Arc<Bus>,
+) -> Option<Accepted> {
+    let timeout = Duration::from_secs(bus.limits.connect_timeout_secs);
+    let connect = match tokio::time::timeout(timeout, read_connect(io, &mut decoder)).await {
+        Ok(Ok(connect)) => connect,
+        Ok(Err(Refusal { version, reason, detail })) => {
+            tracing::warn!(listener = %listener.name, peer = %peer, reason = reason.0, "connection refused: {detail}");
+            if let Some(version) = version {
+                connack_error(io, version, reason);
+            }
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(listener = %listener.name, peer = %peer, "no CONNECT within {}s; closing", timeout.as_secs());
+            return None;
+        }
+    };
+    let version = connect.protocol_version;
+    let limits = &bus.limits;
+
+    // Client identifier [MQTT-3.1.3-5..8].
+    let mut client_id = connect.client_id.clone();
+    let mut assigned = false;
+    if client_id.is_empty() {
+        let may_assign = match version {
+            ProtocolVersion::V5 => true,
+            ProtocolVersion::V3_1_1 => connect.clean_start, // [MQTT-3.1.3-7], [MQTT-3.1.3-8]
+            ProtocolVersion::V3_1 => false,
+        };
+        if !may_assign {
+            tracing::warn!(listener = %listener.name, peer = %peer, "refused: empty client identifier without clean session [MQTT-3.1.3-8]");
+            connack_error(io, version, ReasonCode::ClientIdentifierNotValid);
+            return None;
+        }
+        client_id = ByteString::from(format!("edgemq-{:016x}", rand::random::<u64>()));
+        assigned = true;
+    } else if client_id.len() > limits.max_client_id_len {
+        connack_error(io, version, ReasonCode::ClientIdentifierNotValid);
+        return None;
+    }
+
+    // Will: QoS and retain must be supported [MQTT-3.2.2-12], [MQTT-3.2.2-13].
+    if let Some(will) = &connect.last_will {
+        if will.qos > limits.maximum_qos {
+            connack_error(io, version, ReasonCode::QoSNotSupported);
+            return None;
+        }
+        if will.retain && !limits.retain_available {
+            connack_error(io, version, ReasonCode::RetainNotSupported);
+            return None;
+        }
+    }
+    // Enhanced authentication is not offered by this listener's authenticator yet.
+    if connect.properties.authentication_method.is_some() {
+        tracing::warn!(listener = %listener.name, peer = %peer, client_id = %client_id, "refused: unsupported authentication method");
+        connack_error(io, version, ReasonCode::BadAuthenticationMethod);
+        return None;
+    }
+
+    let request = ConnectRequest {
+        listener: &listener.name,
+        peer,
+        client_id: &client_id,
+        username: connect.username.as_deref(),
+        password: connect.password.as_ref(),
+        authentication_method: connect.properties.authentication_method.as_deref(),
+        authentication_data: connect.properties.authentication_data.as_ref(),
+    };
+    let attributes = match listener.authenticator.authenticate(&request).await {
+        AuthDecision::Allow { attributes } => attributes,
+        AuthDecision::Deny(reason) => {
+            tracing::warn!(listener = %listener.name, peer = %peer, client_id = %client_id, reason = reason.0, "authentication failed");
+            connack_error(io, version, reason);
+            return None;
+        }
+    };
+    let principal = Principal { client_id: client_id.clone(), username: connect.username.clone(), attributes };
+    if !listener.authorizer.authorize(&principal, Action::Connect) {
+        tracing::warn!(listener = %listener.name, peer = %peer, client_id = %client_id, "not authorized to connect");
+        connack_error(io, version, ReasonCode::NotAuthorized);
+        return None;
+    }
+
+    // Session expiry: v5 from the property (capped), v3 from clean session [MQTT-3.1.2-4..6].
+    let requested_expiry = match version {
+        ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
+        _ if connect.clean_start => 0,
+        _ => NEVER_EXPIRES,
+    };
+    let expiry = requested_expiry.min(limits.max_session_expiry);
+
+    // Keep-alive: v5 clients may be told a different value (Server Keep Alive).
+    let mut keep_alive = connect.keep_alive;
+    let mut server_keep_alive = None;
+    if let (ProtocolVersion::V5, Some(max)) = (version, limits.max_keep_alive) {
+        if keep_alive == 0 || keep_alive > max {
+            keep_alive = max;
+            server_keep_alive = Some(max);
+        }
+    }
+
+    let will = connect.last_will.as_ref().map(|w| {
+        let publish = edgemq_codec::Publish {
+            dup: false,
+            qos: w.qos,
+            retain: w.retain,
+            topic: w.topic.clone(),
+            packet_id: None,
+            properties: w.properties.clone(),
+            payload: w.payload.clone(),
+        };
+        let delay = w.properties.will_delay_interval.unwrap_or(0);
+        // The will's own expiry counts from when it is published; approximated from now
+        // plus its delay (it can only be published later, never earlier).
+        let mut message = Message::from_publish(publish, None, bus.now(), limits.max_message_expiry);
+        if let Some(at) = message.expires_at.as_mut() {
+            *at += Duration::from_secs(u64::from(delay));
+        }
+        Will { message: Arc::new(message), delay }
+    });
+
+    let conn_id = bus.next_id();
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let new_session = || {
+        let key = bus.next_id();
+        SessionData {
+            key,
+            mailbox: Arc::new(Mailbox::new(
+                key,
+                client_id.clone(),
+                limits.max_queued_messages,
+                limits.overflow_policy,
+            )),
+            subscriptions: Default::default(),
+            outgoing: OutgoingWindow::default(),
+            incoming_qos2: IncomingQos2::default(),
+            expiry_interval: expiry,
+        }
+    };
+    let opened = bus
+        .sessions
+        .open(bus, &client_id, connect.clean_start, conn_id, control_tx, new_session)
+        .await;
+    let mut session = opened.data;
+    session.expiry_interval = expiry;
+
+    let mut ack = ConnAck { session_present: opened.session_present, reason: ReasonCode::Success, properties: Properties::default() };
+    if version.is_v5() {
+        let p = &mut ack.properties;
+        p.receive_maximum = Some(limits.receive_maximum);
+        p.maximum_packet_size = Some(limits.max_packet_size);
+        p.topic_alias_maximum = Some(limits.topic_alias_maximum);
+        p.retain_available = Some(u8::from(limits.retain_available));
+        p.wildcard_subscription_available = Some(1);
+        p.subscription_identifier_available = Some(1);
+        p.shared_subscription_available = Some(1);
+        if limits.maximum_qos < QoS::ExactlyOnce {
+            p.maximum_qos = Some(limits.maximum_qos as u8);
+        }
+        if assigned {
+            p.assigned_client_identifier = Some(client_id.clone());
+        }
+        if expiry != requested_expiry {
+            p.session_expiry_interval = Some(expiry);
+        }
+        p.server_keep_alive = server_keep_alive;
+    }
+    let _ = Packet::ConnAck(ack).encode(version, &mut io.wbuf);
+
+    tracing::info!(
+        listener = %listener.name, peer = %peer, client_id = %client_id,
+        protocol = version as u8, clean_start = connect.clean_start,
+        session_present = opened.session_present, keep_alive, "client connected"
+    );
+
+    let send_window = match version {
+        ProtocolVersion::V5 => usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX)),
+        _ => usize::from(limits.receive_maximum),
+    };
+    Some(Accepted {
+        client_id,
+        version,
+        decoder,
+        session,
+        principal,
+        conn_id,
+        control_rx,
+        keep_alive,
+        will,
+        send_window,
+        client_max_packet: connect.properties.maximum_packet_size,
+        connect_expiry_zero: requested_expiry == 0,
+    })
+}
+
+struct Refusal {
+    /// The version to answer in, if known (or sniffed from a malformed CONNECT).
+    version: Option<ProtocolVersion>,
+    reason: ReasonCode,
+    detail: String,
+}
+
+/// Read until the first packet decodes; it must be CONNECT [MQTT-3.1.0-1].
+async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Io<S>,
+    decoder: &mut Decoder,
+) -> Result<Box<Connect>, Refusal> {
+    loop {
+        match decoder.decode(&mut io.rbuf) {
+            Ok(Some(Packet::Connect(connect))) => return Ok(connect),
+            Ok(Some(other)) => {
+                return Err(Refusal {
+                    version: None,
+                    reason: ReasonCode::ProtocolError,
+                    detail: format!("[MQTT-3.1.0-1] first packet is {:?}, not CONNECT", other.packet_type()),
+                })
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let version = if e.reason == ReasonCode::UnsupportedProtocolVersion {
+                    // Answer in the 3.1.1 form, which every client can read [MQTT-3.1.2-2].
+                    Some(ProtocolVersion::V3_1_1)
+                } else {
+                    sniff_version(&io.rbuf)
+                };
+                return Err(Refusal { version, reason: e.reason, detail: e.to_string() });
+            }
+        }
+        match io.read_more().await {
+            Ok(0) | Err(_) => {
+                return Err(Refusal { version: None, reason: ReasonCode::Success, detail: "closed before CONNECT".into() })
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The protocol level of a CONNECT that failed to decode, so the CONNACK uses its version.
+fn sniff_version(buf: &[u8]) -> Option<ProtocolVersion> {
+    if buf.first().map(|b| b >> 4) != Some(1) {
+        return None;
+    }
+    // Skip the remaining-length varint.
+    let mut i = 1;
+    while i < buf.len() && i < 5 && buf[i] & 0x80 != 0 {
+        i += 1;
+    }
+    let body = buf.get(i + 1..)?;
+    match body.get(..7)? {
+        [0, 4, b'M', b'Q', b'T', b'T', 5] => Some(ProtocolVersion::V5),
+        [0, 4, b'M', b'Q', b'T', b'T', 4] => Some(ProtocolVersion::V3_1_1),
+        [0, 6, b'M', b'Q', b'I', b's', b'd'] => Some(ProtocolVersion::V3_1),
+        _ => None,
+    }
+}
+
+/// Queue a refusing CONNACK. v3 has return codes only for some reasons; others just close
+/// (the spec's "close the network connection").
+fn connack_error<S>(io: &mut Io<S>, version: ProtocolVersion, reason: ReasonCode) {
+    if !version.is_v5()
+        && !matches!(
+            reason,
+            ReasonCode::UnsupportedProtocolVersion
+                | ReasonCode::ClientIdentifierNotValid
+                | ReasonCode::ServerUnavailable
+                | ReasonCode::ServerBusy
+                | ReasonCode::BadUserNameOrPassword
+                | ReasonCode::BadAuthenticationMethod
+                | ReasonCode::NotAuthorized
+                | ReasonCode::Banned
+        )
+    {
+        return;
+    }
+    let ack = ConnAck { session_present: false, reason, properties: Properties::default() };
+    let _ = Packet::ConnAck(ack).encode(version, &mut io.wbuf);
+}

@@ -1,0 +1,293 @@
+//! Packets from the client after CONNECT.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use edgemq_codec::{
+    Packet, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, RetainHandling, SubAck,
+    Subscribe, UnsubAck, Unsubscribe,
+};
+use edgemq_core::auth::Action;
+use edgemq_core::message::Message;
+use edgemq_core::session::{AckError, Delivery};
+use edgemq_core::subscriptions::StoredOptions;
+use edgemq_core::topic::parse_subscription_filter;
+
+use super::{Connection, Exit};
+use crate::mailbox::MailboxHandle;
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    pub(super) fn handle_packet(&mut self, packet: Packet) -> Result<(), Exit> {
+        match packet {
+            Packet::Publish(publish) => self.on_publish(publish),
+            Packet::PubAck(ack) => {
+                match self.session.outgoing.puback(ack.packet_id) {
+                    Ok(_) | Err(AckError::NotFound) => {} // a stray PUBACK is harmless
+                    Err(AckError::OutOfSequence) => {
+                        return Err(self.protocol_error("[MQTT-4.3.2] PUBACK for a QoS 2 message"))
+                    }
+                }
+                Ok(())
+            }
+            Packet::PubRec(rec) => {
+                match self.session.outgoing.pubrec(rec.packet_id, rec.reason.is_error()) {
+                    Ok(()) if !rec.reason.is_error() => {
+                        self.send(Packet::PubRel(PubResponse::new(rec.packet_id)));
+                    }
+                    Ok(()) => {}
+                    Err(AckError::NotFound) if self.version.is_v5() => {
+                        // [MQTT-4.3.3] answer an unknown PUBREC with PUBREL 0x92.
+                        let mut rel = PubResponse::new(rec.packet_id);
+                        rel.reason = ReasonCode::PacketIdentifierNotFound;
+                        self.send(Packet::PubRel(rel));
+                    }
+                    Err(AckError::NotFound) => self.send(Packet::PubRel(PubResponse::new(rec.packet_id))),
+                    Err(AckError::OutOfSequence) => {
+                        return Err(self.protocol_error("[MQTT-4.3.3] PUBREC for a QoS 1 message"))
+                    }
+                }
+                Ok(())
+            }
+            Packet::PubRel(rel) => {
+                let mut comp = PubResponse::new(rel.packet_id);
+                if !self.session.incoming_qos2.release(rel.packet_id) && self.version.is_v5() {
+                    comp.reason = ReasonCode::PacketIdentifierNotFound;
+                }
+                self.send(Packet::PubComp(comp));
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                match self.session.outgoing.pubcomp(comp.packet_id) {
+                    Ok(()) | Err(AckError::NotFound) => {}
+                    Err(AckError::OutOfSequence) => {
+                        return Err(self.protocol_error("[MQTT-4.3.3] PUBCOMP before PUBREC"))
+                    }
+                }
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe),
+            Packet::Unsubscribe(unsubscribe) => {
+                self.on_unsubscribe(unsubscribe);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.send(Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => {
+                if let Some(expiry) = disconnect.properties.session_expiry_interval {
+                    if self.connect_expiry_zero && expiry != 0 {
+                        return Err(self.protocol_error(
+                            "[MQTT-3.14.2-2] DISCONNECT sets a session expiry after CONNECT had 0",
+                        ));
+                    }
+                    self.session.expiry_interval = expiry.min(self.bus.limits.max_session_expiry);
+                }
+                Err(Exit::ClientDisconnect {
+                    with_will: disconnect.reason == ReasonCode::DisconnectWithWillMessage,
+                })
+            }
+            Packet::Auth(_) => {
+                // Only valid during enhanced authentication, which this connection did not use.
+                Err(self.protocol_error("[MQTT-4.12.0-1] AUTH without an authentication method"))
+            }
+            Packet::Connect(_) => Err(self.protocol_error("[MQTT-3.1.0-2] second CONNECT")),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(self.protocol_error("server-to-client packet sent by a client"))
+            }
+        }
+    }
+
+    fn protocol_error(&mut self, rule: &'static str) -> Exit {
+        tracing::warn!(client_id = %self.client_id, rule, "protocol error; closing");
+        self.violation(ReasonCode::ProtocolError, rule)
+    }
+
+    fn refuse(&mut self, reason: ReasonCode, rule: &'static str) -> Exit {
+        tracing::warn!(client_id = %self.client_id, rule, reason = reason.0, "refused; closing");
+        self.violation(reason, rule)
+    }
+
+    fn on_publish(&mut self, mut publish: Publish) -> Result<(), Exit> {
+        if self.version.is_v5() {
+            if !publish.properties.subscription_identifiers.is_empty() {
+                return Err(self.protocol_error("[MQTT-3.3.4-6] subscription identifier in a client PUBLISH"));
+            }
+            if let Some(alias) = publish.properties.topic_alias {
+                let max = self.bus.limits.topic_alias_maximum;
+                match self.aliases.resolve(alias, &publish.topic, max) {
+                    Ok(topic) => publish.topic = topic,
+                    Err(e) => {
+                        return Err(self.refuse(ReasonCode::TopicAliasInvalid, topic_alias_rule(e)));
+                    }
+                }
+            }
+        }
+        if publish.topic.is_empty() {
+            return Err(self.protocol_error("[MQTT-3.3.2-1] empty topic name without a topic alias"));
+        }
+        if let Err(e) = edgemq_core::topic::validate_topic_name(&publish.topic) {
+            tracing::warn!(client_id = %self.client_id, error = %e, "invalid topic name; closing");
+            return Err(self.violation(ReasonCode::TopicNameInvalid, "invalid topic name"));
+        }
+        if publish.qos > self.bus.limits.maximum_qos {
+            return Err(self.refuse(ReasonCode::QoSNotSupported, "[MQTT-3.2.2-11] QoS above Maximum QoS"));
+        }
+        if publish.retain && !self.bus.limits.retain_available {
+            return Err(self.refuse(ReasonCode::RetainNotSupported, "[MQTT-3.2.2-14] retain not available"));
+        }
+        let packet_id = publish.packet_id.unwrap_or(0);
+        let qos = publish.qos;
+        if qos == QoS::ExactlyOnce {
+            let window = usize::from(self.bus.limits.receive_maximum);
+            let is_new = !self.session.incoming_qos2.contains(packet_id);
+            if is_new && self.session.incoming_qos2.len() >= window {
+                return Err(self.refuse(ReasonCode::ReceiveMaximumExceeded, "[MQTT-3.3.4-9] receive maximum exceeded"));
+            }
+            if !self.session.incoming_qos2.receive(packet_id) {
+                // A repeat of a message already received: acknowledge again, deliver once
+                // [MQTT-4.3.3-9].
+                self.send(Packet::PubRec(PubResponse::new(packet_id)));
+                return Ok(());
+            }
+        }
+        let allowed = self.listener.authorizer.authorize(&self.principal, Action::Publish { topic: &publish.topic });
+        let mut reason = ReasonCode::Success;
+        if allowed {
+            let message = Message::from_publish(
+                publish,
+                Some(self.session.key),
+                self.bus.now(),
+                self.bus.limits.max_message_expiry,
+            );
+            if self.bus.publish(Arc::new(message)) == 0 {
+                reason = ReasonCode::NoMatchingSubscribers;
+            }
+        } else {
+            tracing::warn!(client_id = %self.client_id, topic = %publish.topic, "publish not authorized");
+            reason = ReasonCode::NotAuthorized;
+        }
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(Packet::PubAck(self.response(packet_id, reason))),
+            QoS::ExactlyOnce => {
+                if reason.is_error() {
+                    // A refused QoS 2 message ends its exchange here [MQTT-4.3.3].
+                    self.session.incoming_qos2.release(packet_id);
+                }
+                self.send(Packet::PubRec(self.response(packet_id, reason)));
+            }
+        }
+        Ok(())
+    }
+
+    /// A PUBACK/PUBREC carrying `reason` in v5 (v3 has no reason codes).
+    fn response(&self, packet_id: u16, reason: ReasonCode) -> PubResponse {
+        let mut r = PubResponse::new(packet_id);
+        if self.version.is_v5() {
+            r.reason = reason;
+        }
+        r
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Exit> {
+        let subscription_id = subscribe.properties.subscription_identifiers.first().copied();
+        let mut reasons = Vec::with_capacity(subscribe.filters.len());
+        let mut retained_for: Vec<(bytestring::ByteString, StoredOptions)> = Vec::new();
+        let invalid = if self.version.is_v5() { ReasonCode::TopicFilterInvalid } else { ReasonCode::UnspecifiedError };
+        for (raw, mut options) in subscribe.filters {
+            let filter = match parse_subscription_filter(&raw) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(client_id = %self.client_id, filter = %raw, error = %e, "invalid subscription filter");
+                    reasons.push(invalid);
+                    continue;
+                }
+            };
+            if filter.share_group.is_some() && options.no_local {
+                return Err(self.protocol_error("[MQTT-3.8.3-4] No Local on a shared subscription"));
+            }
+            if !self.listener.authorizer.authorize(&self.principal, Action::Subscribe { filter: &raw }) {
+                tracing::warn!(client_id = %self.client_id, filter = %raw, "subscribe not authorized");
+                reasons.push(if self.version.is_v5() { ReasonCode::NotAuthorized } else { ReasonCode::UnspecifiedError });
+                continue;
+            }
+            options.qos = options.qos.min(self.bus.limits.maximum_qos);
+            let stored = StoredOptions { options, subscription_id };
+            let handle = MailboxHandle(self.session.mailbox.clone());
+            let existed = self.bus.index.subscribe(&filter, handle, stored);
+            let send_retained = filter.share_group.is_none()
+                && match options.retain_handling {
+                    RetainHandling::SendOnSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                retained_for.push((filter.filter.clone(), stored));
+            }
+            self.session.subscriptions.insert(raw, (filter, stored));
+            reasons.push(ReasonCode(options.qos as u8));
+        }
+        self.send(Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            properties: Default::default(),
+            reasons,
+        }));
+        // Retained messages follow the SUBACK [MQTT-3.8.4-4], with RETAIN set [MQTT-3.3.1-8].
+        if !retained_for.is_empty() {
+            let now = self.bus.now();
+            let mut found = Vec::new();
+            for (filter, stored) in retained_for {
+                found.clear();
+                self.bus.retained.matching(&filter, now, &mut found);
+                for message in found.drain(..) {
+                    let mut subscription_ids = smallvec::SmallVec::new();
+                    subscription_ids.extend(stored.subscription_id);
+                    let delivery = Delivery {
+                        qos: message.qos.min(stored.options.qos),
+                        retain: true,
+                        subscription_ids,
+                        share_group: None,
+                        message,
+                    };
+                    self.session.mailbox.push(delivery, &self.bus.stats);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+        let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
+        for raw in unsubscribe.filters {
+            let removed = match self.session.subscriptions.remove(&raw) {
+                Some((filter, _)) => self.bus.index.unsubscribe(&filter, self.session.key),
+                None => false,
+            };
+            reasons.push(if removed { ReasonCode::Success } else { ReasonCode::NoSubscriptionExisted });
+        }
+        if self.version != ProtocolVersion::V5 {
+            reasons.clear();
+        }
+        self.send(Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            properties: Default::default(),
+            reasons,
+        }));
+    }
+
+    /// Encode a packet into the write buffer.
+    pub(super) fn send(&mut self, packet: Packet) {
+        if let Err(e) = packet.encode(self.version, &mut self.io.wbuf) {
+            tracing::error!(client_id = %self.client_id, error = %e, "could not encode a packet");
+        }
+    }
+}
+
+fn topic_alias_rule(e: edgemq_core::session::TopicAliasError) -> &'static str {
+    match e {
+        edgemq_core::session::TopicAliasError::OutOfRange => "[MQTT-3.3.2-8] topic alias out of range",
+        edgemq_core::session::TopicAliasError::Unknown => "[MQTT-3.3.2-7] unknown topic alias",
+    }
+}

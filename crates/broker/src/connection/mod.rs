@@ -1,0 +1,344 @@
+//! One task per client connection: read → decode → handle → encode → write.
+//!
+//! The task owns its session's state while connected, so no lock is taken to change it.
+//! Reads, writes, mailbox wake-ups, the keep-alive deadline, control messages (takeover) and
+//! shutdown are multiplexed in one `select!`. Outgoing packets are encoded into one buffer and
+//! written with as few syscalls as possible; reading pauses while that buffer is above its
+//! high-water mark, so a client that sends faster than it reads cannot grow broker memory.
+
+mod handshake;
+mod inbound;
+mod outbound;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use edgemq_codec::{Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode};
+use edgemq_core::auth::Principal;
+use edgemq_core::message::Message;
+use edgemq_core::session::InboundAliases;
+
+use crate::bus::Bus;
+use crate::listener::ListenerContext;
+use crate::sessions::{redistribute_shared, Control, SessionData};
+
+/// Stop reading while this much output is waiting for the socket.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 4 * 1024;
+
+/// Serve one accepted connection until it ends. Never panics on client input.
+pub async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    listener: Arc<ListenerContext>,
+    bus: Arc<Bus>,
+    shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (reader, writer) = tokio::io::split(stream);
+    let mut io = Io { reader, writer, rbuf: BytesMut::new(), wbuf: BytesMut::new() };
+    let decoder = Decoder::new(bus.limits.max_packet_size);
+    let accepted = match handshake::accept(&mut io, decoder, peer, &listener, &bus).await {
+        Some(accepted) => accepted,
+        None => {
+            let _ = io.flush_all().await;
+            return;
+        }
+    };
+    let client_id = accepted.client_id.clone();
+    let span = tracing::info_span!("conn", listener = %listener.name, client_id = %client_id, peer = %peer);
+    let mut conn = Connection::new(io, accepted, listener, bus, shutdown);
+    async move {
+        let exit = conn.run().await;
+        conn.finish(exit).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+/// The socket halves and their buffers.
+pub(crate) struct Io<S> {
+    reader: tokio::io::ReadHalf<S>,
+    writer: tokio::io::WriteHalf<S>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
+    /// Read more bytes into `rbuf`; Ok(0) means the peer closed.
+    async fn read_more(&mut self) -> std::io::Result<usize> {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        self.reader.read_buf(&mut self.rbuf).await
+    }
+
+    /// Write everything buffered (used at the end of a connection, bounded by the caller).
+    async fn flush_all(&mut self) -> std::io::Result<()> {
+        if !self.wbuf.is_empty() {
+            let buf = self.wbuf.split();
+            self.writer.write_all(&buf).await?;
+        }
+        self.writer.flush().await
+    }
+
+    /// Release idle buffer memory (the idle-connection footprint matters at 10k+ clients).
+    fn shrink_if_idle(&mut self) {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = BytesMut::new();
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > 0 {
+            self.wbuf = BytesMut::new();
+        }
+    }
+}
+
+/// What the handshake established.
+pub(crate) struct Accepted {
+    pub client_id: ByteString,
+    pub version: ProtocolVersion,
+    pub decoder: Decoder,
+    pub session: SessionData,
+    pub principal: Principal,
+    pub conn_id: u64,
+    pub control_rx: mpsc::UnboundedReceiver<Control>,
+    /// Effective keep-alive in seconds (0 = none).
+    pub keep_alive: u16,
+    pub will: Option<Will>,
+    /// The client's Receive Maximum: how many QoS 1/2 messages may be unacknowledged.
+    pub send_window: usize,
+    /// The client's Maximum Packet Size, if it set one.
+    pub client_max_packet: Option<u32>,
+    /// v5 Session Expiry Interval from CONNECT was 0 (DISCONNECT may then not set one).
+    pub connect_expiry_zero: bool,
+}
+
+/// The client's will message and its delay.
+#[derive(Debug, Clone)]
+pub(crate) struct Will {
+    pub message: Arc<Message>,
+    pub delay: u32,
+}
+
+/// Why the connection loop ended.
+#[derive(Debug)]
+enum Exit {
+    /// DISCONNECT from the client; `with_will` for reason 0x04.
+    ClientDisconnect { with_will: bool },
+    /// The peer closed or the socket failed.
+    Closed,
+    /// We refused something and (v5) sent a DISCONNECT with this reason.
+    Violation(ReasonCode),
+    /// Another connection took the session.
+    TakenOver { new_clean_start: bool, reply: tokio::sync::oneshot::Sender<SessionData> },
+    Shutdown,
+}
+
+pub(crate) struct Connection<S> {
+    io: Io<S>,
+    bus: Arc<Bus>,
+    listener: Arc<ListenerContext>,
+    shutdown: watch::Receiver<bool>,
+    client_id: ByteString,
+    version: ProtocolVersion,
+    decoder: Decoder,
+    session: SessionData,
+    principal: Principal,
+    conn_id: u64,
+    control_rx: mpsc::UnboundedReceiver<Control>,
+    keep_alive: u16,
+    will: Option<Will>,
+    send_window: usize,
+    client_max_packet: Option<u32>,
+    connect_expiry_zero: bool,
+    aliases: InboundAliases,
+    last_read: Instant,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    fn new(
+        io: Io<S>,
+        a: Accepted,
+        listener: Arc<ListenerContext>,
+        bus: Arc<Bus>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Connection {
+            io,
+            last_read: bus.now(),
+            bus,
+            listener,
+            shutdown,
+            client_id: a.client_id,
+            version: a.version,
+            decoder: a.decoder,
+            session: a.session,
+            principal: a.principal,
+            conn_id: a.conn_id,
+            control_rx: a.control_rx,
+            keep_alive: a.keep_alive,
+            will: a.will,
+            send_window: a.send_window,
+            client_max_packet: a.client_max_packet,
+            connect_expiry_zero: a.connect_expiry_zero,
+            aliases: InboundAliases::default(),
+        }
+    }
+
+    async fn run(&mut self) -> Exit {
+        self.session.mailbox.set_connected(true);
+        // Resume: re-send what was in flight, before anything new [MQTT-4.4.0-1].
+        self.resend_inflight();
+        loop {
+            if let Err(exit) = self.pump() {
+                return exit;
+            }
+            if self.session.mailbox.take_overflowed() {
+                tracing::warn!(client_id = %self.client_id, "subscriber queue full (policy disconnect): disconnecting");
+                return self.violation(ReasonCode::QuotaExceeded, "queue overflow");
+            }
+            if self.io.wbuf.is_empty() {
+                self.io.shrink_if_idle();
+            }
+            let keep_alive_deadline = self.keep_alive_deadline();
+            let can_read = self.io.wbuf.len() < WRITE_HIGH_WATER;
+            let can_take = self.io.wbuf.len() < WRITE_HIGH_WATER;
+            let Io { reader, writer, rbuf, wbuf } = &mut self.io;
+            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 && can_read {
+                rbuf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                control = self.control_rx.recv() => match control {
+                    Some(Control::TakeOver { new_clean_start, reply }) => {
+                        return Exit::TakenOver { new_clean_start, reply };
+                    }
+                    None => return Exit::Closed,
+                },
+                _ = self.shutdown.changed() => return Exit::Shutdown,
+                written = writer.write(wbuf), if !wbuf.is_empty() => match written {
+                    Ok(0) | Err(_) => return Exit::Closed,
+                    Ok(n) => { let _ = wbuf.split_to(n); }
+                },
+                read = reader.read_buf(rbuf), if can_read => match read {
+                    Ok(0) | Err(_) => return Exit::Closed,
+                    Ok(_) => {
+                        self.last_read = self.bus.now();
+                        if let Err(exit) = self.handle_input() {
+                            return exit;
+                        }
+                    }
+                },
+                _ = self.session.mailbox.notified(), if can_take => {}
+                _ = tokio::time::sleep_until(keep_alive_deadline.into()), if self.keep_alive > 0 => {
+                    tracing::info!(client_id = %self.client_id, keep_alive = self.keep_alive, "keep-alive timeout [MQTT-3.1.2-22]");
+                    return self.violation(ReasonCode::KeepAliveTimeout, "keep-alive timeout");
+                }
+            }
+        }
+    }
+
+    /// 1.5 × keep-alive after the last packet from the client [MQTT-3.1.2-22].
+    fn keep_alive_deadline(&self) -> Instant {
+        self.last_read + Duration::from_millis(u64::from(self.keep_alive) * 1500)
+    }
+
+    /// Decode and handle every whole packet in the read buffer.
+    fn handle_input(&mut self) -> Result<(), Exit> {
+        loop {
+            match self.decoder.decode(&mut self.io.rbuf) {
+                Ok(Some(packet)) => self.handle_packet(packet)?,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(client_id = %self.client_id, rule = e.rule, reason = e.reason.0, "{}; closing", e.message);
+                    return Err(self.violation(e.reason, e.message));
+                }
+            }
+        }
+    }
+
+    /// Queue a v5 DISCONNECT with `reason` (v3 has none) and end the loop.
+    fn violation(&mut self, reason: ReasonCode, _why: &'static str) -> Exit {
+        if self.version.is_v5() {
+            let packet = Packet::Disconnect(Disconnect { reason, properties: Default::default() });
+            let _ = packet.encode(self.version, &mut self.io.wbuf);
+        }
+        Exit::Violation(reason)
+    }
+
+    /// Tear down after the loop: flush, hand the session back, publish the will if due.
+    async fn finish(mut self, exit: Exit) {
+        self.session.mailbox.set_connected(false);
+        let publish_will = match &exit {
+            Exit::ClientDisconnect { with_will } => *with_will,
+            Exit::Shutdown | Exit::Closed | Exit::Violation(_) | Exit::TakenOver { .. } => true,
+        };
+        let reason = match &exit {
+            Exit::TakenOver { .. } => Some(ReasonCode::SessionTakenOver),
+            Exit::Shutdown => Some(ReasonCode::ServerShuttingDown),
+            _ => None,
+        };
+        if let (Some(reason), true) = (reason, self.version.is_v5()) {
+            let packet = Packet::Disconnect(Disconnect { reason, properties: Default::default() });
+            let _ = packet.encode(self.version, &mut self.io.wbuf);
+        }
+        // A client that does not read cannot hold the task: bounded flush.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = self.io.flush_all().await;
+            let _ = self.io.writer.shutdown().await;
+        })
+        .await;
+        tracing::info!(client_id = %self.client_id, exit = ?ExitLog(&exit), "client disconnected");
+
+        let will = if publish_will { self.will.take() } else { None };
+        match exit {
+            Exit::TakenOver { new_clean_start, reply } => {
+                // The session ends on takeover if it would not outlive this connection or the
+                // new one starts clean; then the will goes now, else only without a delay.
+                let ending = new_clean_start || self.session.expiry_interval == 0;
+                if let Some(will) = will {
+                    if ending || will.delay == 0 {
+                        self.bus.publish(will.message);
+                    }
+                }
+                let _ = reply.send(self.session);
+            }
+            _ => {
+                redistribute_shared(&self.bus, &mut self.session);
+                let will = will.map(|w| (w.message, w.delay));
+                if let Err(data) =
+                    self.bus.sessions.close(&self.bus, &self.client_id, self.conn_id, self.session, will)
+                {
+                    // Taken over while we were exiting: the request is in our channel.
+                    if let Ok(Control::TakeOver { reply, .. }) = self.control_rx.try_recv() {
+                        let _ = reply.send(data);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Log form of an exit without the session data.
+struct ExitLog<'a>(&'a Exit);
+
+impl std::fmt::Debug for ExitLog<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Exit::ClientDisconnect { with_will } => write!(f, "disconnect(with_will={with_will})"),
+            Exit::Closed => write!(f, "connection closed"),
+            Exit::Violation(r) => write!(f, "refused(reason=0x{:02X})", r.0),
+            Exit::TakenOver { .. } => write!(f, "session taken over"),
+            Exit::Shutdown => write!(f, "server shutting down"),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Messages to the client: drain the mailbox into the write buffer within the client's
+//! Receive Maximum, and re-send what was in flight when a session resumes.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use edgemq_codec::{Packet, PubResponse, Publish, QoS};
+use edgemq_core::session::{Delivery, OutgoingState};
+
+use super::{Connection, Exit, WRITE_HIGH_WATER};
+use crate::stats::DropReason;
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    /// Move deliveries from the mailbox into the write buffer while the buffer is below its
+    /// high-water mark and the in-flight window has room. Order is kept: a QoS 0 message
+    /// behind a QoS 1/2 message waiting for window room waits too.
+    pub(super) fn pump(&mut self) -> Result<(), Exit> {
+        let now = self.bus.now();
+        while self.io.wbuf.len() < WRITE_HIGH_WATER {
+            let window_open = self.session.outgoing.len() < self.send_window;
+            let Some(delivery) = self.session.mailbox.pop(window_open) else {
+                return Ok(());
+            };
+            if delivery.message.is_expired(now) {
+                self.bus.stats.dropped(DropReason::Expired);
+                continue;
+            }
+            let packet_id = match delivery.qos {
+                QoS::AtMostOnce => None,
+                _ => match self.session.outgoing.insert(delivery.clone()) {
+                    Some(id) => Some(id),
+                    None => {
+                        // 65,535 messages in flight cannot happen within a u16 Receive Maximum.
+                        self.session.mailbox.requeue_front(std::iter::once(delivery));
+                        return Ok(());
+                    }
+                },
+            };
+            if !self.write_publish(&delivery, packet_id, false, now) {
+                if let Some(id) = packet_id {
+                    // Too large for this client: behave as if it was delivered [MQTT-3.1.2-25].
+                    let _ = self.session.outgoing.take_where(|i| i.packet_id == id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// On session resumption, re-send unacknowledged PUBLISHes with DUP set and PUBRELs for
+    /// messages awaiting PUBCOMP, in their original order [MQTT-4.4.0-1].
+    pub(super) fn resend_inflight(&mut self) {
+        let now = self.bus.now();
+        let pending: Vec<(u16, OutgoingState, Delivery)> = self
+            .session
+            .outgoing
+            .iter()
+            .map(|i| (i.packet_id, i.state, i.delivery.clone()))
+            .collect();
+        for (packet_id, state, delivery) in pending {
+            match state {
+                OutgoingState::AwaitingPubComp => self.send(Packet::PubRel(PubResponse::new(packet_id))),
+                _ => {
+                    self.write_publish(&delivery, Some(packet_id), true, now);
+                }
+            }
+        }
+    }
+
+    /// Encode one PUBLISH for this client. Returns false (and writes nothing) if the packet
+    /// exceeds the client's Maximum Packet Size; the drop is counted.
+    fn write_publish(
+        &mut self,
+        delivery: &Delivery,
+        packet_id: Option<u16>,
+        dup: bool,
+        now: std::time::Instant,
+    ) -> bool {
+        let message = &delivery.message;
+        let mut properties = if self.version.is_v5() { message.properties.clone() } else { Default::default() };
+        if self.version.is_v5() {
+            properties.message_expiry_interval = message.remaining_expiry(now);
+            properties.subscription_identifiers.extend(delivery.subscription_ids.iter().copied());
+        }
+        let publish = Publish {
+            dup,
+            qos: delivery.qos,
+            retain: delivery.retain,
+            topic: message.topic.clone(),
+            packet_id,
+            properties,
+            payload: message.payload.clone(),
+        };
+        let before = self.io.wbuf.len();
+        if let Err(e) = Packet::Publish(publish).encode(self.version, &mut self.io.wbuf) {
+            tracing::error!(client_id = %self.client_id, error = %e, "could not encode a PUBLISH");
+            self.io.wbuf.truncate(before);
+            return false;
+        }
+        if let Some(max) = self.client_max_packet {
+            if self.io.wbuf.len() - before > max as usize {
+                self.io.wbuf.truncate(before);
+                self.bus.stats.dropped(DropReason::PacketTooLarge);
+                tracing::debug!(client_id = %self.client_id, topic = %message.topic, "message larger than the client's Maximum Packet Size: dropped for this client");
+                return false;
+            }
+        }
+        self.bus.stats.messages_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+}

@@ -1,0 +1,306 @@
+//! The session registry: client identifier → session, online or offline.
+//!
+//! An online session is owned by its connection task (no lock is taken to change its state);
+//! the registry only holds a control channel to it. When the connection ends, the task hands
+//! the [`SessionData`] back here to wait offline (persistent sessions) or be discarded.
+//! Takeover: the new connection replaces the registry entry and sends `TakeOver` to the old
+//! task under the registry lock; the old task answers with the session data. Because both the
+//! replacement and the send happen under the lock, an old task that is exiting at the same
+//! time always finds the request in its channel (see [`Registry::close`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use edgemq_core::message::Message;
+use edgemq_core::session::{Delivery, IncomingQos2, OutgoingState, OutgoingWindow};
+use edgemq_core::subscriptions::{SessionKey, StoredOptions};
+use edgemq_core::topic::SubscriptionFilter;
+
+use crate::bus::Bus;
+use crate::mailbox::Mailbox;
+use crate::stats::DropReason;
+
+/// Session Expiry Interval meaning "never expires" [MQTT-3.1.2-11].
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// Everything a session keeps across connections.
+#[derive(Debug)]
+pub struct SessionData {
+    pub key: SessionKey,
+    pub mailbox: Arc<Mailbox>,
+    /// Keyed by the filter as the client wrote it (`$share/g/f` included).
+    pub subscriptions: HashMap<ByteString, (SubscriptionFilter, StoredOptions)>,
+    pub outgoing: OutgoingWindow,
+    pub incoming_qos2: IncomingQos2,
+    /// Seconds the session outlives its connection; 0 = ends with it.
+    pub expiry_interval: u32,
+}
+
+/// Messages to a connection task from outside.
+#[derive(Debug)]
+pub enum Control {
+    /// Another connection with the same client identifier arrived [MQTT-3.1.4-3]. Send the
+    /// session data on `reply` and close (v5: DISCONNECT 0x8E).
+    TakeOver { new_clean_start: bool, reply: oneshot::Sender<SessionData> },
+}
+
+#[derive(Debug)]
+enum Slot {
+    Online {
+        conn_id: u64,
+        control: mpsc::UnboundedSender<Control>,
+    },
+    Offline {
+        data: SessionData,
+        /// Identifies this offline period, so a stale timer does nothing.
+        generation: u64,
+        expires_at: Option<Instant>,
+        will: Option<(Arc<Message>, Instant)>,
+    },
+}
+
+/// How a session was obtained at CONNECT.
+#[derive(Debug)]
+pub struct Opened {
+    pub data: SessionData,
+    /// CONNACK Session Present [MQTT-3.2.2-2].
+    pub session_present: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    slots: Mutex<HashMap<ByteString, Slot>>,
+}
+
+enum Previous {
+    None,
+    Offline(SessionData, Option<Arc<Message>>),
+    TakeOver(oneshot::Receiver<SessionData>),
+}
+
+impl Registry {
+    /// Attach a new connection to the session for `client_id`, creating, resuming or taking
+    /// it over. `new_session` builds a fresh session when one is needed.
+    pub async fn open(
+        &self,
+        bus: &Arc<Bus>,
+        client_id: &ByteString,
+        clean_start: bool,
+        conn_id: u64,
+        control: mpsc::UnboundedSender<Control>,
+        new_session: impl FnOnce() -> SessionData,
+    ) -> Opened {
+        let previous = {
+            let mut slots = self.slots.lock();
+            let old = slots.insert(client_id.clone(), Slot::Online { conn_id, control });
+            match old {
+                None => Previous::None,
+                Some(Slot::Offline { data, will, .. }) => {
+                    Previous::Offline(data, will.map(|(w, _)| w))
+                }
+                Some(Slot::Online { control, .. }) => {
+                    let (reply, rx) = oneshot::channel();
+                    // The old task may already be gone; then `rx` fails and we start fresh.
+                    let _ = control.send(Control::TakeOver { new_clean_start: clean_start, reply });
+                    Previous::TakeOver(rx)
+                }
+            }
+        };
+        let old = match previous {
+            Previous::None => None,
+            Previous::Offline(data, pending_will) => {
+                // A reconnection to the session cancels a delayed will [MQTT-3.1.3-9]; a clean
+                // start ends the old session, which publishes it.
+                if clean_start {
+                    if let Some(will) = pending_will {
+                        bus.publish(will);
+                    }
+                }
+                Some(data)
+            }
+            Previous::TakeOver(rx) => {
+                tokio::time::timeout(Duration::from_secs(10), rx).await.ok().and_then(Result::ok)
+            }
+        };
+        match old {
+            Some(data) if !clean_start && data.expiry_interval != 0 => {
+                Opened { data, session_present: true }
+            }
+            Some(data) => {
+                end_session(bus, data);
+                Opened { data: new_session(), session_present: false }
+            }
+            None => Opened { data: new_session(), session_present: false },
+        }
+    }
+
+    /// The connection `conn_id` ended. Keeps the session offline (with its delayed will) or
+    /// ends it. Returns the data back if another connection has taken the session over
+    /// meanwhile: the caller then answers the `TakeOver` waiting in its control channel.
+    pub fn close(
+        &self,
+        bus: &Arc<Bus>,
+        client_id: &ByteString,
+        conn_id: u64,
+        data: SessionData,
+        will: Option<(Arc<Message>, u32)>,
+    ) -> Result<(), SessionData> {
+        let now = bus.now();
+        let mut slots = self.slots.lock();
+        match slots.get(client_id) {
+            Some(Slot::Online { conn_id: owner, .. }) if *owner == conn_id => {}
+            _ => return Err(data),
+        }
+        let expiry = data.expiry_interval;
+        if expiry == 0 {
+            slots.remove(client_id);
+            drop(slots);
+            if let Some((will, _)) = will {
+                bus.publish(will);
+            }
+            end_session(bus, data);
+            return Ok(());
+        }
+        // The will goes at the earlier of its delay and the session's end [MQTT-3.1.3-9].
+        let mut pending_will = None;
+        if let Some((will, delay)) = will {
+            if delay == 0 {
+                bus.publish(will);
+            } else {
+                let delay = delay.min(expiry);
+                pending_will = Some((will, now + Duration::from_secs(u64::from(delay))));
+            }
+        }
+        let expires_at = (expiry != NEVER_EXPIRES)
+            .then(|| now + Duration::from_secs(u64::from(expiry)));
+        let generation = bus.next_id();
+        let next = next_deadline(expires_at, pending_will.as_ref().map(|(_, at)| *at));
+        slots.insert(
+            client_id.clone(),
+            Slot::Offline { data, generation, expires_at, will: pending_will },
+        );
+        drop(slots);
+        if let Some(at) = next {
+            spawn_timer(bus, client_id.clone(), generation, at);
+        }
+        Ok(())
+    }
+
+    /// A timer for an offline session fired: publish a due will, end an expired session.
+    fn on_timer(&self, bus: &Arc<Bus>, client_id: &ByteString, generation: u64) {
+        let now = bus.now();
+        let mut due_will = None;
+        let mut ended = None;
+        let mut reschedule = None;
+        {
+            let mut slots = self.slots.lock();
+            let Some(Slot::Offline { generation: g, expires_at, will, .. }) = slots.get_mut(client_id)
+            else {
+                return;
+            };
+            if *g != generation {
+                return;
+            }
+            if will.as_ref().is_some_and(|(_, at)| *at <= now) {
+                due_will = will.take().map(|(w, _)| w);
+            }
+            if expires_at.is_some_and(|at| at <= now) {
+                if let Some(Slot::Offline { data, will, .. }) = slots.remove(client_id) {
+                    if let Some((w, _)) = will {
+                        due_will = Some(w);
+                    }
+                    ended = Some(data);
+                }
+            } else {
+                reschedule = next_deadline(*expires_at, will.as_ref().map(|(_, at)| *at));
+            }
+        }
+        if let Some(will) = due_will {
+            bus.publish(will);
+        }
+        if let Some(data) = ended {
+            tracing::debug!(client_id = %client_id, "session expired");
+            end_session(bus, data);
+        }
+        if let Some(at) = reschedule {
+            spawn_timer(bus, client_id.clone(), generation, at);
+        }
+    }
+
+    /// Number of sessions (online and offline).
+    pub fn len(&self) -> usize {
+        self.slots.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn next_deadline(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn spawn_timer(bus: &Arc<Bus>, client_id: ByteString, generation: u64, at: Instant) {
+    let bus = bus.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(at.into()).await;
+        bus.sessions.on_timer(&bus, &client_id, generation);
+    });
+}
+
+/// A session is over: remove its subscriptions, hand unacknowledged shared-subscription
+/// messages to other group members, and count what is dropped.
+pub fn end_session(bus: &Bus, mut data: SessionData) {
+    for (filter, _) in data.subscriptions.values() {
+        bus.index.unsubscribe(filter, data.key);
+    }
+    let inflight = data
+        .outgoing
+        .take_where(|i| i.state != OutgoingState::AwaitingPubComp)
+        .into_iter()
+        .map(|i| i.delivery);
+    let queued = data.mailbox.take_where(|_| true);
+    let mut lost = 0u64;
+    for delivery in inflight.chain(queued) {
+        if bus.redistribute(delivery, data.key).is_some() {
+            lost += 1;
+        }
+    }
+    for _ in 0..lost {
+        bus.stats.dropped(DropReason::SessionEnded);
+    }
+    if lost > 0 {
+        tracing::info!(client_id = %data.mailbox.client_id, dropped = lost, "session ended with undelivered messages");
+    }
+}
+
+/// Move this session's not-yet-acknowledged shared-subscription messages to other members of
+/// their groups (the connection is gone; the session may come back, but the group should not
+/// wait for it). Messages with no other member stay.
+pub fn redistribute_shared(bus: &Bus, data: &mut SessionData) {
+    let key = data.key;
+    // In-flight messages move only if another member takes them; otherwise they stay in
+    // flight and are re-sent with DUP when this client comes back [MQTT-4.4.0-1].
+    data.outgoing.take_where(|i| {
+        i.delivery.share_group.is_some()
+            && i.state != OutgoingState::AwaitingPubComp
+            && bus.redistribute(i.delivery.clone(), key).is_none()
+    });
+    let mut keep: Vec<Delivery> = Vec::new();
+    for d in data.mailbox.take_where(|d| d.share_group.is_some()) {
+        if let Some(d) = bus.redistribute(d, key) {
+            keep.push(d);
+        }
+    }
+    // Nobody else in the group: they wait for this session, oldest first.
+    data.mailbox.requeue_front(keep.into_iter());
+}

@@ -1,0 +1,94 @@
+//! The seams for authentication and authorization. The runtime calls an [`Authenticator`]
+//! once per CONNECT and an [`Authorizer`] per action; the security layer (username/password,
+//! X.509, service-account tokens, custom HTTP; attribute-based rules) implements them.
+//! [`AllowAll`] is the anonymous default of the embedded configuration.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use edgemq_codec::ReasonCode;
+
+/// Who a connected client is, as decided by authentication. The input to authorization.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Principal {
+    pub client_id: ByteString,
+    pub username: Option<ByteString>,
+    /// Attributes granted by the authentication method that admitted the client.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// The credentials a CONNECT presents. `Debug` omits the password and authentication data
+/// so a log line can never show a secret.
+pub struct ConnectRequest<'a> {
+    pub listener: &'a str,
+    pub peer: SocketAddr,
+    pub client_id: &'a str,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a Bytes>,
+    pub authentication_method: Option<&'a str>,
+    pub authentication_data: Option<&'a Bytes>,
+}
+
+impl std::fmt::Debug for ConnectRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectRequest")
+            .field("listener", &self.listener)
+            .field("peer", &self.peer)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.map(|_| "<redacted>"))
+            .field("authentication_method", &self.authentication_method)
+            .finish()
+    }
+}
+
+/// The result of authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthDecision {
+    Allow { attributes: Vec<(String, String)> },
+    /// Refuse with this CONNACK reason (0x86 bad user name or password, 0x87 not authorized,
+    /// 0x8C bad authentication method, ...).
+    Deny(ReasonCode),
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Decides whether a CONNECT is admitted. Asynchronous because methods may call out (an HTTP
+/// auth server, a token review) or hash (run off the async threads).
+pub trait Authenticator: Send + Sync + 'static {
+    fn authenticate<'a>(&'a self, request: &'a ConnectRequest<'a>) -> BoxFuture<'a, AuthDecision>;
+}
+
+/// An action a client asks to perform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'a> {
+    Connect,
+    Publish { topic: &'a str },
+    Subscribe { filter: &'a str },
+}
+
+/// Decides whether a principal may perform an action. Synchronous and cheap: it runs on the
+/// publish path.
+pub trait Authorizer: Send + Sync + 'static {
+    fn authorize(&self, principal: &Principal, action: Action<'_>) -> bool;
+}
+
+/// Admits everyone and allows everything: the embedded default's anonymous listener.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl Authenticator for AllowAll {
+    fn authenticate<'a>(&'a self, _request: &'a ConnectRequest<'a>) -> BoxFuture<'a, AuthDecision> {
+        Box::pin(std::future::ready(AuthDecision::Allow { attributes: Vec::new() }))
+    }
+}
+
+impl Authorizer for AllowAll {
+    fn authorize(&self, _principal: &Principal, _action: Action<'_>) -> bool {
+        true
+    }
+}
