@@ -3,7 +3,7 @@
 //! its lock is per session, so fan-out runs in parallel on every core.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytestring::ByteString;
 use parking_lot::Mutex;
@@ -26,6 +26,8 @@ pub struct Mailbox {
     connected: AtomicBool,
     /// Set when the Disconnect overflow policy fires; the connection task closes.
     overflowed: AtomicBool,
+    /// Messages dropped for this session (all reasons), for rate-limited warnings.
+    drops: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -53,6 +55,7 @@ impl Mailbox {
             notify: Notify::new(),
             connected: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
+            drops: AtomicU64::new(0),
         }
     }
 
@@ -87,14 +90,24 @@ impl Mailbox {
             }
         };
         match outcome {
-            PushOutcome::QueuedDroppedOldest => stats.dropped(DropReason::QueueFullDropOldest),
-            PushOutcome::Dropped(reason) => stats.dropped(reason),
+            PushOutcome::QueuedDroppedOldest => self.count_drop(DropReason::QueueFullDropOldest, stats),
+            PushOutcome::Dropped(reason) => self.count_drop(reason, stats),
             PushOutcome::Queued => {}
         }
         if connected && outcome != PushOutcome::Dropped(DropReason::QueueFullDropNew) {
             self.notify.notify_one();
         }
         outcome
+    }
+
+    /// Count a drop broker-wide and warn about it: the first one per session and then every
+    /// thousandth, so a flood of drops cannot flood the log.
+    fn count_drop(&self, reason: DropReason, stats: &Stats) {
+        stats.dropped(reason);
+        let n = self.drops.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 || n.is_multiple_of(1000) {
+            tracing::warn!(client_id = %self.client_id, reason = reason.as_str(), dropped_total = n, "message dropped for subscriber");
+        }
     }
 
     /// Put deliveries back at the front (oldest first), e.g. messages taken for sending that

@@ -149,12 +149,12 @@ impl Registry {
         conn_id: u64,
         data: SessionData,
         will: Option<(Arc<Message>, u32)>,
-    ) -> Result<(), SessionData> {
+    ) -> Result<(), Box<SessionData>> {
         let now = bus.now();
         let mut slots = self.slots.lock();
         match slots.get(client_id) {
             Some(Slot::Online { conn_id: owner, .. }) if *owner == conn_id => {}
-            _ => return Err(data),
+            _ => return Err(Box::new(data)),
         }
         let expiry = data.expiry_interval;
         if expiry == 0 {
@@ -168,9 +168,10 @@ impl Registry {
         }
         // The will goes at the earlier of its delay and the session's end [MQTT-3.1.3-9].
         let mut pending_will = None;
+        let mut will_now = None;
         if let Some((will, delay)) = will {
             if delay == 0 {
-                bus.publish(will);
+                will_now = Some(will);
             } else {
                 let delay = delay.min(expiry);
                 pending_will = Some((will, now + Duration::from_secs(u64::from(delay))));
@@ -185,6 +186,9 @@ impl Registry {
             Slot::Offline { data, generation, expires_at, will: pending_will },
         );
         drop(slots);
+        if let Some(will) = will_now {
+            bus.publish(will);
+        }
         if let Some(at) = next {
             spawn_timer(bus, client_id.clone(), generation, at);
         }

@@ -39,15 +39,22 @@ impl Message {
         now: Instant,
         max_expiry: Option<u32>,
     ) -> Self {
-        let Publish { qos, retain, topic, mut properties, payload, .. } = publish;
-        let expiry = match (properties.message_expiry_interval, max_expiry) {
+        let Publish { qos, retain, topic, properties: p, payload, .. } = publish;
+        let expiry = match (p.message_expiry_interval, max_expiry) {
             (Some(e), Some(max)) => Some(e.min(max)),
             (None, Some(max)) => Some(max),
             (e, None) => e,
         };
-        properties.message_expiry_interval = None;
-        properties.topic_alias = None;
-        properties.subscription_identifiers.clear();
+        // Only these travel with the message; everything else (topic alias, subscription
+        // ids, a will's delay) is per hop or per delivery.
+        let properties = Properties {
+            payload_format_indicator: p.payload_format_indicator,
+            content_type: p.content_type,
+            response_topic: p.response_topic,
+            correlation_data: p.correlation_data,
+            user_properties: p.user_properties,
+            ..Properties::default()
+        };
         Message {
             topic,
             payload,

@@ -198,6 +198,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         self.session.mailbox.set_connected(true);
         // Resume: re-send what was in flight, before anything new [MQTT-4.4.0-1].
         self.resend_inflight();
+        // One timer for the connection's life, re-armed only when it fires early: resetting
+        // it on every packet would touch the timer wheel on the hot path.
+        let keep_alive = tokio::time::sleep_until(self.keep_alive_deadline().into());
+        tokio::pin!(keep_alive);
         loop {
             if let Err(exit) = self.pump() {
                 return exit;
@@ -209,11 +213,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if self.io.wbuf.is_empty() {
                 self.io.shrink_if_idle();
             }
-            let keep_alive_deadline = self.keep_alive_deadline();
-            let can_read = self.io.wbuf.len() < WRITE_HIGH_WATER;
-            let can_take = self.io.wbuf.len() < WRITE_HIGH_WATER;
+            let below_high_water = self.io.wbuf.len() < WRITE_HIGH_WATER;
             let Io { reader, writer, rbuf, wbuf } = &mut self.io;
-            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 && can_read {
+            if below_high_water && rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                 rbuf.reserve(READ_CHUNK);
             }
             tokio::select! {
@@ -229,7 +231,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     Ok(0) | Err(_) => return Exit::Closed,
                     Ok(n) => { let _ = wbuf.split_to(n); }
                 },
-                read = reader.read_buf(rbuf), if can_read => match read {
+                read = reader.read_buf(rbuf), if below_high_water => match read {
                     Ok(0) | Err(_) => return Exit::Closed,
                     Ok(_) => {
                         self.last_read = self.bus.now();
@@ -238,10 +240,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         }
                     }
                 },
-                _ = self.session.mailbox.notified(), if can_take => {}
-                _ = tokio::time::sleep_until(keep_alive_deadline.into()), if self.keep_alive > 0 => {
-                    tracing::info!(client_id = %self.client_id, keep_alive = self.keep_alive, "keep-alive timeout [MQTT-3.1.2-22]");
-                    return self.violation(ReasonCode::KeepAliveTimeout, "keep-alive timeout");
+                _ = self.session.mailbox.notified(), if below_high_water => {}
+                _ = &mut keep_alive, if self.keep_alive > 0 => {
+                    let deadline = self.keep_alive_deadline();
+                    // While we are not reading (our output is backed up), silence is ours.
+                    if deadline > self.bus.now() || !below_high_water {
+                        keep_alive.as_mut().reset(deadline.max(self.bus.now() + Duration::from_secs(1)).into());
+                    } else {
+                        tracing::info!(client_id = %self.client_id, keep_alive = self.keep_alive, "keep-alive timeout [MQTT-3.1.2-22]");
+                        return self.violation(ReasonCode::KeepAliveTimeout, "keep-alive timeout");
+                    }
                 }
             }
         }
@@ -320,7 +328,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 {
                     // Taken over while we were exiting: the request is in our channel.
                     if let Ok(Control::TakeOver { reply, .. }) = self.control_rx.try_recv() {
-                        let _ = reply.send(data);
+                        let _ = reply.send(*data);
                     }
                 }
             }
