@@ -1,8 +1,10 @@
 //! Incremental framing over a read buffer.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 
-use crate::{DecodeError, Packet, ProtocolVersion};
+use crate::packet::{decode_body, FixedHeader};
+use crate::primitives::parse_varint;
+use crate::{DecodeError, Packet, ProtocolVersion, ReasonCode};
 
 /// Splits packets off the front of a read buffer.
 ///
@@ -28,14 +30,51 @@ impl Decoder {
     /// it. Before that, any packet other than CONNECT is a Protocol Error [MQTT-3.1.0-1]; a
     /// second CONNECT afterwards is a Protocol Error [MQTT-3.1.0-2].
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
-        let _ = buf;
-        todo!("codec helper")
+        let Some((header, header_len)) = self.parse_header(buf)? else {
+            return Ok(None);
+        };
+        let total = header_len + header.remaining_length as usize;
+        if buf.len() < total {
+            // Make room for more of it, but never reserve what a peer merely claims: a
+            // header announcing 256 MB must not cost 256 MB before the bytes arrive.
+            buf.reserve((total - buf.len()).min(64 * 1024));
+            return Ok(None);
+        }
+        buf.advance(header_len);
+        let body = buf.split_to(header.remaining_length as usize).freeze();
+        let packet = decode_body(header, body, self.version)?;
+        if let Packet::Connect(connect) = &packet {
+            self.version = Some(connect.protocol_version);
+        }
+        Ok(Some(packet))
     }
 
     /// How many more bytes the packet at the front of `buf` needs (for read sizing); 0 if
     /// unknown or complete.
     pub fn bytes_needed(&self, buf: &[u8]) -> usize {
-        let _ = buf;
-        todo!("codec helper")
+        match self.parse_header(buf) {
+            Ok(Some((h, n))) => (n + h.remaining_length as usize).saturating_sub(buf.len()),
+            _ => 0,
+        }
+    }
+
+    /// The fixed header at the front of `buf`, checked against the size limit; `None` if
+    /// incomplete.
+    fn parse_header(&self, buf: &[u8]) -> Result<Option<(FixedHeader, usize)>, DecodeError> {
+        let Some(&first) = buf.first() else {
+            return Ok(None);
+        };
+        let Some((remaining_length, n)) = parse_varint(&buf[1..])? else {
+            return Ok(None);
+        };
+        let total = 1 + n as u64 + u64::from(remaining_length);
+        if total > u64::from(self.max_packet_size) {
+            return Err(DecodeError::with_reason(
+                ReasonCode::PacketTooLarge,
+                "[MQTT-3.2.2-15]",
+                "packet exceeds the maximum packet size",
+            ));
+        }
+        Ok(Some((FixedHeader { packet_type: first >> 4, flags: first & 0x0F, remaining_length }, 1 + n)))
     }
 }

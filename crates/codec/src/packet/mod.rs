@@ -5,8 +5,9 @@
 //! packet identifiers are `u16` and never 0 once decoded [MQTT-2.2.1-3]; `properties` is
 //! ignored on encode and left default on decode for protocol levels 3 and 4.
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
+use crate::primitives::{varint_len, write_varint};
 use crate::{DecodeError, EncodeError};
 
 mod auth;
@@ -128,8 +129,61 @@ impl Packet {
     /// reason codes the v3 packet has no room for, and AUTH (an `EncodeError` is not used for
     /// that: encoding AUTH for v3 is a caller bug and writes nothing).
     pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let _ = (version, out);
-        todo!("codec helper")
+        if matches!(self, Packet::Auth(_)) && !version.is_v5() {
+            return Ok(());
+        }
+        let remaining = self.remaining_len(version);
+        out.reserve(1 + varint_len(remaining) + remaining);
+        out.put_u8(((self.packet_type() as u8) << 4) | self.flags());
+        write_varint(out, remaining)?;
+        match self {
+            Packet::Connect(c) => c.write(out),
+            Packet::ConnAck(c) => c.write(version, out),
+            Packet::Publish(p) => p.write(version, out),
+            Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+                r.write(version, out)
+            }
+            Packet::Subscribe(s) => s.write(version, out),
+            Packet::SubAck(s) => s.write(version, out),
+            Packet::Unsubscribe(u) => u.write(version, out),
+            Packet::UnsubAck(u) => u.write(version, out),
+            Packet::PingReq | Packet::PingResp => Ok(()),
+            Packet::Disconnect(d) => d.write(version, out),
+            Packet::Auth(a) => a.write(out),
+        }
+    }
+
+    /// Size of the whole encoded packet (fixed header included) for `version`.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        let remaining = self.remaining_len(version);
+        1 + varint_len(remaining) + remaining
+    }
+
+    fn remaining_len(&self, version: ProtocolVersion) -> usize {
+        match self {
+            Packet::Connect(c) => c.remaining_len(),
+            Packet::ConnAck(c) => c.remaining_len(version),
+            Packet::Publish(p) => p.remaining_len(version),
+            Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
+                r.remaining_len(version)
+            }
+            Packet::Subscribe(s) => s.remaining_len(version),
+            Packet::SubAck(s) => s.remaining_len(version),
+            Packet::Unsubscribe(u) => u.remaining_len(version),
+            Packet::UnsubAck(u) => u.remaining_len(version),
+            Packet::PingReq | Packet::PingResp => 0,
+            Packet::Disconnect(d) => d.remaining_len(version),
+            Packet::Auth(a) => a.remaining_len(),
+        }
+    }
+
+    /// The fixed header's flag nibble [MQTT-2.1.3].
+    fn flags(&self) -> u8 {
+        match self {
+            Packet::Publish(p) => p.flags(),
+            Packet::PubRel(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_) => 0b0010,
+            _ => 0,
+        }
     }
 }
 
@@ -149,6 +203,55 @@ pub fn decode_body(
     body: bytes::Bytes,
     version: Option<ProtocolVersion>,
 ) -> Result<Packet, DecodeError> {
-    let _ = (header, body, version);
-    todo!("codec helper")
+    let kind = header.packet_type;
+    if kind == PacketType::Connect as u8 {
+        if version.is_some() {
+            return Err(DecodeError::protocol("[MQTT-3.1.0-2]", "second CONNECT"));
+        }
+        check_flags(header.flags, 0)?;
+        return Ok(Packet::Connect(Box::new(Connect::decode(body)?)));
+    }
+    let Some(version) = version else {
+        return Err(DecodeError::protocol("[MQTT-3.1.0-1]", "first packet is not CONNECT"));
+    };
+    let empty = |p: Packet| {
+        if body.is_empty() {
+            Ok(p)
+        } else {
+            Err(DecodeError::malformed("[MQTT-3.12.1]", "PINGREQ/PINGRESP with a body"))
+        }
+    };
+    match kind {
+        2 => check_flags(header.flags, 0).and_then(|_| ConnAck::decode(body, version).map(Packet::ConnAck)),
+        3 => Publish::decode(header.flags, body, version).map(Packet::Publish),
+        4 => check_flags(header.flags, 0)
+            .and_then(|_| PubResponse::decode(PacketType::PubAck, body, version).map(Packet::PubAck)),
+        5 => check_flags(header.flags, 0)
+            .and_then(|_| PubResponse::decode(PacketType::PubRec, body, version).map(Packet::PubRec)),
+        6 => check_flags(header.flags, 0b0010)
+            .and_then(|_| PubResponse::decode(PacketType::PubRel, body, version).map(Packet::PubRel)),
+        7 => check_flags(header.flags, 0)
+            .and_then(|_| PubResponse::decode(PacketType::PubComp, body, version).map(Packet::PubComp)),
+        8 => check_flags(header.flags, 0b0010).and_then(|_| Subscribe::decode(body, version).map(Packet::Subscribe)),
+        9 => check_flags(header.flags, 0).and_then(|_| SubAck::decode(body, version).map(Packet::SubAck)),
+        10 => check_flags(header.flags, 0b0010)
+            .and_then(|_| Unsubscribe::decode(body, version).map(Packet::Unsubscribe)),
+        11 => check_flags(header.flags, 0).and_then(|_| UnsubAck::decode(body, version).map(Packet::UnsubAck)),
+        12 => check_flags(header.flags, 0).and_then(|_| empty(Packet::PingReq)),
+        13 => check_flags(header.flags, 0).and_then(|_| empty(Packet::PingResp)),
+        14 => check_flags(header.flags, 0)
+            .and_then(|_| Disconnect::decode(body, version).map(Packet::Disconnect)),
+        15 if version.is_v5() => check_flags(header.flags, 0).and_then(|_| Auth::decode(body).map(Packet::Auth)),
+        15 => Err(DecodeError::malformed("[MQTT-2.1.2]", "AUTH is not an MQTT 3 packet")),
+        _ => Err(DecodeError::malformed("[MQTT-2.1.2]", "reserved packet type 0")),
+    }
+}
+
+/// Flag bits other than PUBLISH's are fixed [MQTT-2.1.3-1].
+fn check_flags(flags: u8, expected: u8) -> Result<(), DecodeError> {
+    if flags == expected {
+        Ok(())
+    } else {
+        Err(DecodeError::malformed("[MQTT-2.1.3-1]", "reserved fixed-header flags are wrong"))
+    }
 }

@@ -21,3 +21,91 @@ pub struct Publish {
     pub properties: Properties,
     pub payload: Bytes,
 }
+
+use bytes::{BufMut, BytesMut};
+
+use crate::primitives::{field_len, read_string, read_u16, write_string};
+use crate::properties::PropertyContext;
+use crate::{DecodeError, EncodeError, ProtocolVersion, ReasonCode};
+
+/// A Payload Format Indicator of 1 promises UTF-8 [MQTT-3.3.2-4].
+pub(crate) fn check_payload_format(properties: &Properties, payload: &Bytes) -> Result<(), DecodeError> {
+    if properties.payload_format_indicator == Some(1) && std::str::from_utf8(payload).is_err() {
+        return Err(DecodeError::with_reason(
+            ReasonCode::PayloadFormatInvalid,
+            "[MQTT-3.3.2-4]",
+            "payload format indicator is UTF-8 but the payload is not",
+        ));
+    }
+    Ok(())
+}
+
+impl Publish {
+    pub(crate) fn decode(flags: u8, mut buf: Bytes, version: ProtocolVersion) -> Result<Publish, DecodeError> {
+        let dup = flags & 0x08 != 0;
+        let retain = flags & 0x01 != 0;
+        let qos = QoS::from_u8((flags >> 1) & 0x03)
+            .ok_or(DecodeError::malformed("[MQTT-3.3.1-4]", "PUBLISH with QoS 3"))?;
+        if dup && qos == QoS::AtMostOnce {
+            return Err(DecodeError::malformed("[MQTT-3.3.1-2]", "DUP set on a QoS 0 PUBLISH"));
+        }
+        let topic = read_string(&mut buf)?;
+        if topic.contains(['+', '#']) {
+            return Err(DecodeError::with_reason(
+                ReasonCode::TopicNameInvalid,
+                "[MQTT-3.3.2-2]",
+                "wildcard in a PUBLISH topic name",
+            ));
+        }
+        let packet_id = if qos == QoS::AtMostOnce {
+            None
+        } else {
+            let id = read_u16(&mut buf)?;
+            if id == 0 {
+                return Err(DecodeError::malformed("[MQTT-2.2.1-3]", "packet identifier 0"));
+            }
+            Some(id)
+        };
+        let properties = if version.is_v5() {
+            Properties::decode(&mut buf, PropertyContext::Publish)?
+        } else {
+            Properties::default()
+        };
+        if topic.is_empty() {
+            if !version.is_v5() {
+                return Err(DecodeError::malformed("[MQTT-4.7.3-1]", "empty topic name"));
+            }
+            if properties.topic_alias.is_none() {
+                return Err(DecodeError::protocol("[MQTT-3.3.2-1]", "empty topic name without a topic alias"));
+            }
+        }
+        if properties.topic_alias == Some(0) {
+            return Err(DecodeError::with_reason(ReasonCode::TopicAliasInvalid, "[MQTT-3.3.2-8]", "topic alias 0"));
+        }
+        check_payload_format(&properties, &buf)?;
+        Ok(Publish { dup, qos, retain, topic, packet_id, properties, payload: buf })
+    }
+
+    pub(crate) fn flags(&self) -> u8 {
+        (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
+    }
+
+    pub(crate) fn remaining_len(&self, version: ProtocolVersion) -> usize {
+        field_len(self.topic.as_bytes())
+            + if self.qos == QoS::AtMostOnce { 0 } else { 2 }
+            + if version.is_v5() { self.properties.encoded_len() } else { 0 }
+            + self.payload.len()
+    }
+
+    pub(crate) fn write(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+        write_string(out, &self.topic)?;
+        if self.qos != QoS::AtMostOnce {
+            out.put_u16(self.packet_id.unwrap_or(0));
+        }
+        if version.is_v5() {
+            self.properties.encode(out)?;
+        }
+        out.put_slice(&self.payload);
+        Ok(())
+    }
+}
