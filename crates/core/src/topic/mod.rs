@@ -39,26 +39,85 @@ pub struct SubscriptionFilter {
 
 /// Validate a PUBLISH / will topic name.
 pub fn validate_topic_name(topic: &str) -> Result<(), TopicError> {
-    let _ = topic;
-    todo!("core helper")
+    if topic.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if topic.contains('\0') {
+        return Err(TopicError::NullCharacter);
+    }
+    if topic.contains(['+', '#']) {
+        return Err(TopicError::WildcardInName);
+    }
+    Ok(())
 }
 
 /// Validate a plain topic filter (no `$share/` handling).
 pub fn validate_topic_filter(filter: &str) -> Result<(), TopicError> {
-    let _ = filter;
-    todo!("core helper")
+    if filter.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if filter.contains('\0') {
+        return Err(TopicError::NullCharacter);
+    }
+    let mut levels = filter.split('/').peekable();
+    while let Some(level) = levels.next() {
+        match level {
+            "#" if levels.peek().is_none() => {}
+            "+" => {}
+            _ if level.contains('#') => return Err(TopicError::BadMultiLevelWildcard),
+            _ if level.contains('+') => return Err(TopicError::BadSingleLevelWildcard),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Parse and validate a SUBSCRIBE/UNSUBSCRIBE filter, recognising `$share/{group}/{filter}`.
 /// Note `$share` alone or `$share/group` without a filter is an error; `$sharefoo/x` is an
 /// ordinary filter.
 pub fn parse_subscription_filter(raw: &bytestring::ByteString) -> Result<SubscriptionFilter, TopicError> {
-    let _ = raw;
-    todo!("core helper")
+    let Some(rest) = raw.strip_prefix("$share/") else {
+        if raw.as_ref() as &str == "$share" {
+            return Err(TopicError::SharedFilterMissing);
+        }
+        validate_topic_filter(raw)?;
+        return Ok(SubscriptionFilter { share_group: None, filter: raw.clone() });
+    };
+    let (group, filter) = rest.split_once('/').ok_or(TopicError::SharedFilterMissing)?;
+    if group.is_empty() || group.contains(['+', '#']) {
+        return Err(TopicError::BadShareName);
+    }
+    if filter.is_empty() {
+        return Err(TopicError::SharedFilterMissing);
+    }
+    validate_topic_filter(filter)?;
+    // Slices of the original string share its buffer: no copy.
+    let group_start = "$share/".len();
+    let filter_start = group_start + group.len() + 1;
+    Ok(SubscriptionFilter {
+        share_group: Some(raw.slice_ref(&raw[group_start..group_start + group.len()])),
+        filter: raw.slice_ref(&raw[filter_start..]),
+    })
 }
 
 /// Does `filter` (valid) match `topic` (valid name)?
 pub fn matches(filter: &str, topic: &str) -> bool {
-    let _ = (filter, topic);
-    todo!("core helper")
+    // Filters starting with a wildcard do not match `$` topics [MQTT-4.7.2-1].
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(fl), Some(tl)) if fl == tl => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
 }
+
+#[cfg(test)]
+mod tests;
