@@ -1,0 +1,124 @@
+//! Property tests: any valid packet survives encode → decode for 3.1.1 and 5.0, and no byte
+//! sequence makes the decoder panic.
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use proptest::prelude::*;
+
+use edgemq_codec::*;
+
+fn text() -> impl Strategy<Value = ByteString> {
+    "[a-z0-9/ é]{0,12}".prop_map(ByteString::from)
+}
+
+fn topic() -> impl Strategy<Value = ByteString> {
+    "[a-z0-9]{1,6}(/[a-z0-9]{0,6}){0,3}".prop_map(ByteString::from)
+}
+
+fn qos() -> impl Strategy<Value = QoS> {
+    prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
+}
+
+fn publish_props() -> impl Strategy<Value = Properties> {
+    (
+        proptest::option::of(0u8..=1),
+        proptest::option::of(any::<u32>()),
+        proptest::option::of(text()),
+        proptest::option::of(topic()),
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8)),
+        proptest::collection::vec((text(), text()), 0..3),
+        proptest::collection::vec(1u32..=268_435_455, 0..3),
+        proptest::option::of(1u16..),
+    )
+        .prop_map(|(pfi, exp, ct, rt, cd, up, ids, alias)| Properties {
+            payload_format_indicator: pfi,
+            message_expiry_interval: exp,
+            content_type: ct,
+            response_topic: rt,
+            correlation_data: cd.map(Bytes::from),
+            user_properties: up,
+            subscription_identifiers: ids,
+            topic_alias: alias,
+            ..Default::default()
+        })
+}
+
+fn packet(v5: bool) -> impl Strategy<Value = Packet> {
+    let props = move |p: Properties| if v5 { p } else { Properties::default() };
+    let publish = (qos(), any::<bool>(), any::<bool>(), topic(), 1u16.., publish_props(), "[a-z]{0,20}")
+        .prop_map(move |(q, dup, retain, topic, id, p, payload)| {
+            Packet::Publish(Publish {
+                dup: dup && q != QoS::AtMostOnce,
+                qos: q,
+                retain,
+                topic,
+                packet_id: (q != QoS::AtMostOnce).then_some(id),
+                properties: props(p),
+                payload: Bytes::from(payload),
+            })
+        });
+    let ack = (1u16.., 0usize..4).prop_map(|(id, kind)| {
+        let r = PubResponse::new(id);
+        [Packet::PubAck, Packet::PubRec, Packet::PubRel, Packet::PubComp][kind](r)
+    });
+    let subscribe = (1u16.., proptest::collection::vec((topic(), qos(), any::<bool>(), any::<bool>(), 0u8..3), 1..4))
+        .prop_map(move |(id, filters)| {
+            Packet::Subscribe(Subscribe {
+                packet_id: id,
+                properties: Properties::default(),
+                filters: filters
+                    .into_iter()
+                    .map(|(f, q, nl, rap, rh)| {
+                        let options = if v5 {
+                            SubscriptionOptions {
+                                qos: q,
+                                no_local: nl,
+                                retain_as_published: rap,
+                                retain_handling: [RetainHandling::SendOnSubscribe, RetainHandling::SendIfNew, RetainHandling::DoNotSend][rh as usize],
+                            }
+                        } else {
+                            SubscriptionOptions { qos: q, ..Default::default() }
+                        };
+                        (f, options)
+                    })
+                    .collect(),
+            })
+        });
+    let unsubscribe = (1u16.., proptest::collection::vec(topic(), 1..4)).prop_map(|(id, filters)| {
+        Packet::Unsubscribe(Unsubscribe { packet_id: id, properties: Properties::default(), filters })
+    });
+    prop_oneof![publish, ack, subscribe, unsubscribe, Just(Packet::PingReq), Just(Packet::PingResp)]
+}
+
+fn roundtrip(p: Packet, version: ProtocolVersion) -> Result<(), TestCaseError> {
+    let mut out = BytesMut::new();
+    p.encode(version, &mut out).unwrap();
+    prop_assert_eq!(out.len(), p.encoded_len(version));
+    let mut d = Decoder::new(u32::MAX);
+    d.version = Some(version);
+    let decoded = d.decode(&mut out).unwrap();
+    prop_assert_eq!(decoded, Some(p));
+    prop_assert!(out.is_empty());
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn roundtrip_v311(p in packet(false)) {
+        roundtrip(p, ProtocolVersion::V3_1_1)?;
+    }
+
+    #[test]
+    fn roundtrip_v5(p in packet(true)) {
+        roundtrip(p, ProtocolVersion::V5)?;
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256), start in 0u8..3) {
+        let mut d = Decoder::new(4096);
+        d.version = [None, Some(ProtocolVersion::V3_1_1), Some(ProtocolVersion::V5)][start as usize];
+        let mut buf = BytesMut::from(&bytes[..]);
+        // Decode until the input is exhausted or rejected.
+        while let Ok(Some(_)) = d.decode(&mut buf) {}
+    }
+}
