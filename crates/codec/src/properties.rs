@@ -1,6 +1,6 @@
 //! MQTT 5 properties ([MQTT-2.2.2]). One struct holds every property; which ones a packet may
-//! carry is checked on decode against [`PropertyContext`] ("property not allowed in that
-//! packet" and "property included more than once" are both Protocol Errors, 0x82).
+//! carry is checked on decode against [`PropertyContext`]: a property not valid for its
+//! packet is a Malformed Packet (0x81), one included more than once a Protocol Error (0x82).
 //! On v3 connections properties are neither decoded nor encoded.
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -120,8 +120,9 @@ impl Properties {
                 .ok()
                 .filter(|id| allowed_in(*id).is_some())
                 .ok_or(DecodeError::malformed("[MQTT-2.2.2-2]", "unknown property identifier"))?;
+            // "A Property that is not valid for its packet type is a Malformed Packet" [MQTT-2.2.2.2].
             if !allowed_in(id).is_some_and(|ctxs| ctxs.contains(&ctx)) {
-                return Err(DecodeError::protocol("[MQTT-2.2.2-2]", "property not allowed in this packet"));
+                return Err(DecodeError::malformed("[MQTT-2.2.2-2]", "property not allowed in this packet"));
             }
             let repeatable = id == id::USER_PROPERTY
                 || (id == id::SUBSCRIPTION_IDENTIFIER && ctx == PropertyContext::Publish);

@@ -133,7 +133,7 @@ fn property_rules() {
     let dup = [0x30, 15, 0, 1, b't', 10, 0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 2, b'x'];
     assert_rule(err(V5, &dup), "[MQTT-2.2.2-2]", ReasonCode::ProtocolError);
     // Session Expiry Interval is not a PUBLISH property.
-    assert_rule(err(V5, &[0x30, 10, 0, 1, b't', 5, 0x11, 0, 0, 0, 1, b'x']), "[MQTT-2.2.2-2]", ReasonCode::ProtocolError);
+    assert_rule(err(V5, &[0x30, 10, 0, 1, b't', 5, 0x11, 0, 0, 0, 1, b'x']), "[MQTT-2.2.2-2]", ReasonCode::MalformedPacket);
     // Unknown property identifier.
     assert_rule(err(V5, &[0x30, 7, 0, 1, b't', 2, 0x7F, 0, b'x']), "[MQTT-2.2.2-2]", ReasonCode::MalformedPacket);
     // Property length past the packet.
@@ -161,6 +161,7 @@ fn subscribe_rules() {
     assert_rule(err(V5, &[0x82, 7, 0, 1, 0, 0, 1, b'a', 0x40]), "[MQTT-3.8.3-5]", ReasonCode::MalformedPacket);
     assert_rule(err(V5, &[0x82, 7, 0, 1, 0, 0, 1, b'a', 0x30]), "[MQTT-3.8.3-5]", ReasonCode::ProtocolError);
     assert_eq!(err(V4, &[0x82, 6, 0, 1, 0, 1, b'a', 0x03]).reason, ReasonCode::MalformedPacket, "QoS 3");
+    assert_eq!(err(V5, &[0x82, 7, 0, 1, 0, 0, 1, b'a', 0x03]).reason, ReasonCode::ProtocolError, "QoS 3");
     assert_rule(err(V4, &[0x82, 6, 0, 0, 0, 1, b'a', 0]), "[MQTT-2.2.1-3]", ReasonCode::MalformedPacket);
     assert_rule(err(V4, &[0xA2, 2, 0, 1]), "[MQTT-3.10.3-2]", ReasonCode::ProtocolError);
 }

@@ -235,6 +235,8 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
     decoder: &mut Decoder,
 ) -> Result<Box<Connect>, Refusal> {
     loop {
+        // Sniffed before decoding: a failed decode has consumed the frame.
+        let sniffed = sniff_version(&io.rbuf);
         match decoder.decode(&mut io.rbuf) {
             Ok(Some(Packet::Connect(connect))) => return Ok(connect),
             Ok(Some(other)) => {
@@ -250,7 +252,7 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
                     // Answer in the 3.1.1 form, which every client can read [MQTT-3.1.2-2].
                     Some(ProtocolVersion::V3_1_1)
                 } else {
-                    sniff_version(&io.rbuf)
+                    sniffed
                 };
                 return Err(Refusal { version, reason: e.reason, detail: e.to_string() });
             }

@@ -59,8 +59,12 @@ impl SubscriptionOptions {
         if byte & 0xC0 != 0 {
             return Err(DecodeError::malformed("[MQTT-3.8.3-5]", "reserved subscription option bits set"));
         }
-        let qos = QoS::from_u8(byte & 0x03)
-            .ok_or(DecodeError::malformed("[MQTT-3-8.3-4]", "subscription QoS 3"))?;
+        // QoS 3 is a Protocol Error in 5.0 [MQTT-3.8.3.1], a malformed option byte in 3.1.1.
+        let qos = QoS::from_u8(byte & 0x03).ok_or(if version.is_v5() {
+            DecodeError::protocol("[MQTT-3.8.3.1]", "subscription QoS 3")
+        } else {
+            DecodeError::malformed("[MQTT-3-8.3-4]", "subscription QoS 3")
+        })?;
         let retain_handling = match (byte >> 4) & 0x03 {
             0 => RetainHandling::SendOnSubscribe,
             1 => RetainHandling::SendIfNew,

@@ -1,0 +1,1013 @@
+//! Raw-packet conformance suite, part 1: CONNECT/CONNACK, fixed header, PINGREQ, DISCONNECT,
+//! AUTH, isolation of misbehaving clients and a slow reader.
+//!
+//! Every packet is hand-built (see `raw/mod.rs`), never produced by `edgemq-codec`, so this is
+//! an independent check of the codec and of the connection state machine. PUBLISH, SUBSCRIBE
+//! and UNSUBSCRIBE live in `raw_packets_pubsub.rs`.
+//!
+//! Expected behaviour is the MQTT 3.1.1 / 5.0 specification plus the broker contract: v5
+//! violations get a DISCONNECT (or a refusing CONNACK) with the reason code before the close,
+//! v3.x violations a plain close. Run against mosquitto with `EDGEMQ_TEST_AGAINST=mosquitto`;
+//! tests where mosquitto 2.0.11 legitimately differs return early there and say why.
+
+mod common;
+mod raw;
+
+use common::Broker;
+use raw::*;
+use std::time::Duration;
+
+/// CONNECT with a Will (v3.1.1 layout): client id, will topic, will message.
+fn connect_v311_will(
+    client_id: &str,
+    extra_flags: u8,
+    will_topic: &str,
+    will_msg: &[u8],
+) -> Vec<u8> {
+    let payload = cat(&[
+        &lp(client_id.as_bytes()),
+        &lp(will_topic.as_bytes()),
+        &lp(will_msg),
+    ]);
+    connect_raw(b"MQTT", 4, flags::WILL | extra_flags, 0, None, &payload)
+}
+
+/// CONNECT with a Will (v5 layout): client id, will properties, will topic, will message.
+fn connect_v5_will(
+    client_id: &str,
+    extra_flags: u8,
+    connect_props: &[u8],
+    will_topic: &str,
+    will_msg: &[u8],
+) -> Vec<u8> {
+    let payload = cat(&[
+        &lp(client_id.as_bytes()),
+        &no_props(),
+        &lp(will_topic.as_bytes()),
+        &lp(will_msg),
+    ]);
+    connect_raw(
+        b"MQTT",
+        5,
+        flags::WILL | extra_flags,
+        0,
+        Some(connect_props),
+        &payload,
+    )
+}
+
+/// A v3.1.1 subscriber on `filter` at QoS 0 (SUBACK checked).
+fn subscriber_v311(b: &Broker, id: &str, filter: &str) -> RawClient {
+    let mut s = RawClient::v311(b.addr, id);
+    s.send(&subscribe(1, None, &[(filter, 0)]));
+    s.expect_packet(&[0x90, 0x03, 0x00, 0x01, 0x00]);
+    s
+}
+
+// =======================================================================================
+// CONNECT / CONNACK
+// =======================================================================================
+
+#[test]
+fn connack_v311_plain_is_exact() {
+    // [MQTT-3.2.2-1] clean session → Session Present 0; return code 0.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v311("plain", flags::CLEAN, 30));
+    c.expect_packet(&[0x20, 0x02, 0x00, 0x00]);
+    c.ping();
+}
+
+#[test]
+fn connack_v311_session_present_after_reconnect() {
+    // [MQTT-3.2.2-3] new session → Session Present 0; [MQTT-3.2.2-2] resumed session → 1.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v311("persist", 0, 0));
+    c.expect_packet(&[0x20, 0x02, 0x00, 0x00]);
+    c.send(&subscribe(1, None, &[("keep/#", 1)]));
+    c.expect_packet(&[0x90, 0x03, 0x00, 0x01, 0x01]);
+    c.send(&DISCONNECT);
+    c.expect_closed_silently();
+
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v311("persist", 0, 0));
+    c.expect_packet(&[0x20, 0x02, 0x01, 0x00]);
+    // The session (and its subscription) survived: a message on keep/x reaches us.
+    let mut p = RawClient::v311(b.addr, "persist-pub");
+    p.send(&publish_v311("keep/x", 0, 0, b"still here"));
+    let got = c.expect_publish(false);
+    assert_eq!(
+        (got.topic.as_str(), got.payload.as_slice()),
+        ("keep/x", &b"still here"[..])
+    );
+}
+
+#[test]
+fn connack_v5_session_present_after_reconnect() {
+    // [MQTT-3.2.2-2]/[MQTT-3.2.2-3] for v5: Clean Start 0 + Session Expiry keeps the session.
+    let b = Broker::start();
+    let expiry = props(&[p_u32(prop::SESSION_EXPIRY_INTERVAL, 300)]);
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v5("persist5", 0, 0, &expiry));
+    let ack = c.expect_connack(true);
+    assert_eq!((ack.code, ack.session_present), (0x00, false));
+    c.send(&DISCONNECT);
+    c.expect_closed_silently();
+
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v5("persist5", 0, 0, &expiry));
+    let ack = c.expect_connack(true);
+    assert_eq!((ack.code, ack.session_present), (0x00, true));
+}
+
+#[test]
+fn connack_v5_properties_are_well_formed() {
+    // [MQTT-3.2.2] CONNACK properties: only identifiers allowed in CONNACK, each at most once
+    // (User Property excepted).
+    let b = Broker::start();
+    let (mut c, p) = RawClient::v5(b.addr, "props");
+    for id in p.ids() {
+        assert!(
+            prop::CONNACK_ALLOWED.contains(&id),
+            "property {id:#04x} is not allowed in CONNACK: {p:?}"
+        );
+        if id != prop::USER_PROPERTY {
+            assert_eq!(
+                p.count(id),
+                1,
+                "property {id:#04x} included more than once: {p:?}"
+            );
+        }
+    }
+    // [MQTT-4.12.0-6] no Authentication Method when the client did not ask for one.
+    assert_eq!(p.get(prop::AUTHENTICATION_METHOD), None);
+    // A client id was supplied, so none may be assigned.
+    assert_eq!(p.get(prop::ASSIGNED_CLIENT_IDENTIFIER), None);
+    c.ping();
+}
+
+#[test]
+fn connack_v5_advertises_default_limits() {
+    // edgemq contract: CONNACK always carries Receive Maximum, Maximum Packet Size, Topic
+    // Alias Maximum, Retain/Wildcard/Subscription-Identifier/Shared-Subscription Available;
+    // Maximum QoS only when < 2; Server Keep Alive / Session Expiry only when overridden.
+    // (mosquitto advertises a different set.)
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v5(
+        "limits",
+        flags::CLEAN,
+        60,
+        &props(&[p_u32(prop::SESSION_EXPIRY_INTERVAL, 30)]),
+    ));
+    let ack = c.expect_connack(true);
+    assert_eq!(ack.code, 0);
+    let p = &ack.props;
+    assert_eq!(p.num(prop::RECEIVE_MAXIMUM), Some(100), "{p:?}");
+    assert_eq!(p.num(prop::MAXIMUM_PACKET_SIZE), Some(1_048_576), "{p:?}");
+    assert_eq!(p.num(prop::TOPIC_ALIAS_MAXIMUM), Some(64), "{p:?}");
+    assert_eq!(p.num(prop::RETAIN_AVAILABLE), Some(1), "{p:?}");
+    assert_eq!(
+        p.num(prop::WILDCARD_SUBSCRIPTION_AVAILABLE),
+        Some(1),
+        "{p:?}"
+    );
+    assert_eq!(
+        p.num(prop::SUBSCRIPTION_IDENTIFIER_AVAILABLE),
+        Some(1),
+        "{p:?}"
+    );
+    assert_eq!(p.num(prop::SHARED_SUBSCRIPTION_AVAILABLE), Some(1), "{p:?}");
+    assert_eq!(
+        p.get(prop::MAXIMUM_QOS),
+        None,
+        "Maximum QoS 2 must not be advertised: {p:?}"
+    );
+    assert_eq!(
+        p.get(prop::SERVER_KEEP_ALIVE),
+        None,
+        "keep-alive was not overridden: {p:?}"
+    );
+    assert_eq!(
+        p.get(prop::SESSION_EXPIRY_INTERVAL),
+        None,
+        "session expiry was not capped: {p:?}"
+    );
+}
+
+#[test]
+fn connack_v5_advertises_configured_limits() {
+    // Server Keep Alive [MQTT-3.2.2-21]: when sent, the client must use it; edgemq sends it
+    // when the client's keep-alive exceeds --max-keep-alive. Session Expiry Interval is sent
+    // when capped; Maximum QoS when < 2 [MQTT-3.2.2-9].
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let b = Broker::start_with(&[
+        "--receive-maximum",
+        "10",
+        "--max-packet-size",
+        "2000",
+        "--topic-alias-maximum",
+        "5",
+        "--maximum-qos",
+        "1",
+        "--max-keep-alive",
+        "30",
+        "--max-session-expiry",
+        "100",
+    ]);
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v5(
+        "limits",
+        flags::CLEAN,
+        60,
+        &props(&[p_u32(prop::SESSION_EXPIRY_INTERVAL, 1000)]),
+    ));
+    let ack = c.expect_connack(true);
+    assert_eq!(ack.code, 0);
+    let p = &ack.props;
+    assert_eq!(p.num(prop::RECEIVE_MAXIMUM), Some(10), "{p:?}");
+    assert_eq!(p.num(prop::MAXIMUM_PACKET_SIZE), Some(2000), "{p:?}");
+    assert_eq!(p.num(prop::TOPIC_ALIAS_MAXIMUM), Some(5), "{p:?}");
+    assert_eq!(p.num(prop::MAXIMUM_QOS), Some(1), "{p:?}");
+    assert_eq!(p.num(prop::SERVER_KEEP_ALIVE), Some(30), "{p:?}");
+    assert_eq!(p.num(prop::SESSION_EXPIRY_INTERVAL), Some(100), "{p:?}");
+
+    // A keep-alive of 0 ("no keep-alive") also exceeds the maximum.
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v5("limits0", flags::CLEAN, 0, &no_props()));
+    let ack = c.expect_connack(true);
+    assert_eq!(
+        ack.props.num(prop::SERVER_KEEP_ALIVE),
+        Some(30),
+        "{:?}",
+        ack.props
+    );
+}
+
+#[test]
+fn connect_v31_mqisdp_level3_works() {
+    // MQTT 3.1: protocol name "MQIsdp", level 3; CONNACK has the same 4-byte form.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_raw(
+        b"MQIsdp",
+        3,
+        flags::CLEAN,
+        60,
+        None,
+        &lp(b"old-timer"),
+    ));
+    c.expect_packet(&[0x20, 0x02, 0x00, 0x00]);
+    c.send(&subscribe(1, None, &[("v31/t", 1)]));
+    c.expect_packet(&[0x90, 0x03, 0x00, 0x01, 0x01]);
+    c.send(&publish_v311("v31/t", 0, 0, b"hi"));
+    c.expect_packet(&publish_v311("v31/t", 0, 0, b"hi"));
+}
+
+#[test]
+fn connect_wrong_protocol_name_v311_is_refused() {
+    // [MQTT-3.1.2-1] (3.1.1): a wrong protocol name MAY be disconnected; the server MUST NOT
+    // continue under this specification. Accept a close, optionally after CONNACK rc 1.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_raw(
+        b"MQTX",
+        4,
+        flags::CLEAN,
+        0,
+        None,
+        &lp(b"badname"),
+    ));
+    let got = c.expect_closed();
+    assert!(
+        got.is_empty() || (got.len() == 1 && got[0] == [0x20, 0x02, 0x00, 0x01]),
+        "expected close (optionally after 20 02 00 01), got {:?}",
+        got.iter().map(|p| hex(p)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn connect_wrong_protocol_name_v5_is_refused() {
+    // [MQTT-3.1.2-1] (5.0): the server MAY send CONNACK 0x84 and MUST close.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_raw(
+        b"MQTX",
+        5,
+        flags::CLEAN,
+        0,
+        Some(&no_props()),
+        &lp(b"badname5"),
+    ));
+    let got = c.expect_closed();
+    let ok = got.is_empty()
+        || (got.len() == 1 && got[0] == [0x20, 0x02, 0x00, 0x01])
+        || (got.len() == 1 && got[0][0] == 0x20 && parse_connack(&got[0], true).code == 0x84);
+    assert!(
+        ok,
+        "expected close (optionally after a refusing CONNACK), got {:?}",
+        got.iter().map(|p| hex(p)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn connect_unsupported_level_6_gets_rc1_in_311_form() {
+    // [MQTT-3.1.2-2] unsupported level → CONNACK return code 1, then close. The broker cannot
+    // know the client's CONNACK format, so it answers in the 3.1.1 form.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_raw(
+        b"MQTT",
+        6,
+        flags::CLEAN,
+        0,
+        None,
+        &lp(b"future"),
+    ));
+    c.expect_packet(&[0x20, 0x02, 0x00, 0x01]);
+    c.expect_closed_silently();
+}
+
+#[test]
+fn connect_unsupported_level_2_gets_rc1_in_311_form() {
+    // [MQTT-3.1.2-2] the same for a level below 3.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_raw(
+        b"MQTT",
+        2,
+        flags::CLEAN,
+        0,
+        None,
+        &lp(b"past"),
+    ));
+    c.expect_packet(&[0x20, 0x02, 0x00, 0x01]);
+    c.expect_closed_silently();
+}
+
+#[test]
+fn connect_reserved_flag_v311_closes() {
+    // [MQTT-3.1.2-3] reserved flag must be 0, else disconnect.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v311("resv", flags::CLEAN | flags::RESERVED, 0));
+    c.expect_closed_silently();
+}
+
+#[test]
+fn connect_reserved_flag_v5_connack_0x81() {
+    // [MQTT-3.1.2-3] (5.0): "If the reserved flag is not 0 it is a Malformed Packet".
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v5(
+        "resv5",
+        flags::CLEAN | flags::RESERVED,
+        0,
+        &no_props(),
+    ));
+    c.expect_v5_connect_refusal(&[0x81], Broker::edgemq_only());
+}
+
+#[test]
+fn connect_will_qos3_v311_closes() {
+    // [MQTT-3.1.2-14] Will QoS must not be 3.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v311_will(
+        "wq3",
+        flags::CLEAN | flags::WILL_QOS1 | flags::WILL_QOS2,
+        "w/t",
+        b"bye",
+    ));
+    c.expect_closed_silently();
+}
+
+#[test]
+fn connect_will_qos3_v5_connack_0x81() {
+    // MQTT 5.0 §3.1.2.6: "A value of 3 (0x03) is a Malformed Packet" [MQTT-3.1.2-12].
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v5_will(
+        "wq3-5",
+        flags::CLEAN | flags::WILL_QOS1 | flags::WILL_QOS2,
+        &no_props(),
+        "w/t",
+        b"bye",
+    ));
+    c.expect_v5_connect_refusal(&[0x81], Broker::edgemq_only());
+}
+
+#[test]
+fn connect_will_retain_without_will_flag_v311_closes() {
+    // [MQTT-3.1.2-15] Will Flag 0 → Will Retain must be 0.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v311("wr", flags::CLEAN | flags::WILL_RETAIN, 0));
+    c.expect_closed_silently();
+}
+
+#[test]
+fn connect_will_retain_without_will_flag_v5_refused() {
+    // [MQTT-3.1.2-13] (5.0) Will Flag 0 → Will Retain must be 0. The specification does not
+    // say whether this is malformed or a protocol error, so either refusal code is accepted.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v5(
+        "wr5",
+        flags::CLEAN | flags::WILL_RETAIN,
+        0,
+        &no_props(),
+    ));
+    c.expect_v5_connect_refusal(&[0x81, 0x82], Broker::edgemq_only());
+}
+
+#[test]
+fn connect_will_qos_without_will_flag_v311_closes() {
+    // [MQTT-3.1.2-13] (3.1.1) Will Flag 0 → Will QoS must be 0.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v311("wq", flags::CLEAN | flags::WILL_QOS1, 0));
+    c.expect_closed_silently();
+}
+
+#[test]
+fn connect_password_without_username_v311_closes() {
+    // [MQTT-3.1.2-22] (3.1.1) User Name Flag 0 → Password Flag must be 0.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    let payload = cat(&[&lp(b"pwonly"), &lp(b"secret")]);
+    c.send(&connect_raw(
+        b"MQTT",
+        4,
+        flags::CLEAN | flags::PASSWORD,
+        0,
+        None,
+        &payload,
+    ));
+    c.expect_closed_silently();
+}
+
+#[test]
+fn connect_empty_client_id_clean_session_0_v311_rc2() {
+    // [MQTT-3.1.3-8] zero-length client id with CleanSession 0 → CONNACK 0x02 and close.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v311("", 0, 0));
+    c.expect_packet(&[0x20, 0x02, 0x00, 0x02]);
+    c.expect_closed_silently();
+}
+
+#[test]
+fn connect_empty_client_id_clean_session_1_v311_accepted() {
+    // [MQTT-3.1.3-6] zero-length client id with CleanSession 1 → server assigns one.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v311("", flags::CLEAN, 0));
+    c.expect_packet(&[0x20, 0x02, 0x00, 0x00]);
+    c.ping();
+}
+
+#[test]
+fn connect_empty_client_id_v31_rc2() {
+    // MQTT 3.1 requires a 1-23 character client id: identifier rejected (return code 2).
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_raw(b"MQIsdp", 3, flags::CLEAN, 0, None, &lp(b"")));
+    c.expect_packet(&[0x20, 0x02, 0x00, 0x02]);
+    c.expect_closed_silently();
+}
+
+#[test]
+fn connect_empty_client_id_v5_gets_assigned_identifier() {
+    // [MQTT-3.2.2-16] zero-length client id → CONNACK carries an Assigned Client Identifier.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v5("", flags::CLEAN, 0, &no_props()));
+    let ack = c.expect_connack(true);
+    assert_eq!(ack.code, 0);
+    let assigned = ack
+        .props
+        .str(prop::ASSIGNED_CLIENT_IDENTIFIER)
+        .unwrap_or_default();
+    assert!(
+        !assigned.is_empty(),
+        "no Assigned Client Identifier in {:?}",
+        ack.props
+    );
+    c.ping();
+}
+
+#[test]
+fn connect_client_id_with_nul_v311_closes() {
+    // [MQTT-1.5.3-2] (3.1.1) a UTF-8 string must not contain U+0000 → close.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_raw(
+        b"MQTT",
+        4,
+        flags::CLEAN,
+        0,
+        None,
+        &lp(b"nul\0id"),
+    ));
+    c.expect_closed_silently();
+}
+
+#[test]
+fn connect_client_id_with_nul_v5_connack_0x81() {
+    // [MQTT-1.5.4-2] (5.0) U+0000 in a UTF-8 string is a Malformed Packet.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_raw(
+        b"MQTT",
+        5,
+        flags::CLEAN,
+        0,
+        Some(&no_props()),
+        &lp(b"nul\0id"),
+    ));
+    c.expect_v5_connect_refusal(&[0x81], Broker::edgemq_only());
+}
+
+#[test]
+fn connect_client_id_invalid_utf8_v311_closes() {
+    // [MQTT-1.5.3-1] (3.1.1) ill-formed UTF-8 (a lone continuation byte, and an encoded
+    // surrogate) → close.
+    let b = Broker::start();
+    for bad in [&b"bad\x80id"[..], &b"sur\xed\xa0\x80"[..]] {
+        let mut c = RawClient::open(b.addr);
+        c.send(&connect_raw(b"MQTT", 4, flags::CLEAN, 0, None, &lp(bad)));
+        c.expect_closed_silently();
+    }
+}
+
+#[test]
+fn connect_client_id_invalid_utf8_v5_connack_0x81() {
+    // [MQTT-1.5.4-1] (5.0) ill-formed UTF-8 is a Malformed Packet.
+    let b = Broker::start();
+    for bad in [&b"bad\x80id"[..], &b"sur\xed\xa0\x80"[..]] {
+        let mut c = RawClient::open(b.addr);
+        c.send(&connect_raw(
+            b"MQTT",
+            5,
+            flags::CLEAN,
+            0,
+            Some(&no_props()),
+            &lp(bad),
+        ));
+        c.expect_v5_connect_refusal(&[0x81], Broker::edgemq_only());
+    }
+}
+
+#[test]
+fn first_packet_not_connect_closes() {
+    // [MQTT-3.1.0-1] the first packet from the client must be CONNECT.
+    let b = Broker::start();
+    let mut c = RawClient::open(b.addr);
+    c.send(&PINGREQ);
+    c.expect_closed_silently();
+
+    let mut c = RawClient::open(b.addr);
+    c.send(&publish_v311("early/bird", 0, 0, b"x"));
+    c.expect_closed_silently();
+}
+
+#[test]
+fn second_connect_v311_closes() {
+    // [MQTT-3.1.0-2] a second CONNECT is a protocol violation → disconnect.
+    let b = Broker::start();
+    let mut c = RawClient::v311(b.addr, "twice");
+    c.send(&connect_v311("twice", flags::CLEAN, 0));
+    c.expect_closed_silently();
+}
+
+#[test]
+fn second_connect_v5_disconnect_0x82() {
+    // [MQTT-3.1.0-2] (5.0) a second CONNECT is a Protocol Error.
+    let b = Broker::start();
+    let (mut c, _) = RawClient::v5(b.addr, "twice5");
+    c.send(&connect_v5("twice5", flags::CLEAN, 0, &no_props()));
+    c.expect_v5_violation(&[0x82], Broker::edgemq_only());
+}
+
+// =======================================================================================
+// Fixed header
+// =======================================================================================
+
+/// Send `bad` after a successful CONNECT, once as v3.1.1 (expect a plain close) and once as
+/// v5 (expect DISCONNECT with one of `v5_reasons`).
+fn violation_both(b: &Broker, bad: &[u8], v5_reasons: &[u8]) {
+    let mut c = RawClient::v311(b.addr, "bad-v311");
+    c.send(bad);
+    c.expect_closed_silently();
+
+    let (mut c, _) = RawClient::v5(b.addr, "bad-v5");
+    c.send(bad);
+    c.expect_v5_violation(v5_reasons, Broker::edgemq_only());
+}
+
+#[test]
+fn fixed_header_pubrel_flags_must_be_0010() {
+    // [MQTT-2.1.3-1] PUBREL fixed-header flags are 0010; 0000 is malformed.
+    let b = Broker::start();
+    violation_both(&b, &[0x60, 0x02, 0x00, 0x01], &[0x81]);
+}
+
+#[test]
+fn fixed_header_subscribe_flags_must_be_0010() {
+    // [MQTT-3.8.1-1] / [MQTT-2.1.3-1] SUBSCRIBE flags 0010.
+    let b = Broker::start();
+    let mut bad = subscribe(1, None, &[("a/b", 0)]);
+    bad[0] = 0x80;
+    violation_both(&b, &bad, &[0x81]);
+    // The v5 layout (with a property block) as well.
+    let (mut c, _) = RawClient::v5(b.addr, "bad-v5-props");
+    let mut bad = subscribe(1, Some(&no_props()), &[("a/b", 0)]);
+    bad[0] = 0x80;
+    c.send(&bad);
+    c.expect_v5_violation(&[0x81], Broker::edgemq_only());
+}
+
+#[test]
+fn fixed_header_unsubscribe_flags_must_be_0010() {
+    // [MQTT-3.10.1-1] / [MQTT-2.1.3-1] UNSUBSCRIBE flags 0010.
+    let b = Broker::start();
+    let mut bad = unsubscribe(1, None, &["a/b"]);
+    bad[0] = 0xA0;
+    violation_both(&b, &bad, &[0x81]);
+}
+
+#[test]
+fn fixed_header_pingreq_flags_must_be_0000() {
+    // [MQTT-2.1.3-1] PINGREQ flags 0000. mosquitto 2.0.11 answers `c1 00` with `d0 00`
+    // instead of closing (a deviation from [MQTT-2.1.3-1]), hence edgemq-only.
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let b = Broker::start();
+    violation_both(&b, &[0xC1, 0x00], &[0x81]);
+}
+
+#[test]
+fn fixed_header_disconnect_flags_must_be_0000() {
+    // [MQTT-2.1.3-1] DISCONNECT flags 0000 (an invalid DISCONNECT is not a normal disconnect).
+    let b = Broker::start();
+    violation_both(&b, &[0xE1, 0x00], &[0x81]);
+}
+
+#[test]
+fn remaining_length_with_five_bytes_is_malformed() {
+    // [MQTT-1.5.5] / 3.1.1 §2.2.3: the Remaining Length uses at most four bytes.
+    let b = Broker::start();
+    violation_both(&b, &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], &[0x81]);
+}
+
+#[test]
+fn packet_type_0_is_rejected() {
+    // Packet type 0 is reserved/forbidden (3.1.1 Table 2.1, 5.0 Table 2-1).
+    let b = Broker::start();
+    violation_both(&b, &[0x00, 0x00], &[0x81, 0x82]);
+}
+
+#[test]
+fn auth_on_v311_closes() {
+    // Packet type 15 is reserved in 3.1.1 (AUTH exists only in 5.0).
+    let b = Broker::start();
+    let mut c = RawClient::v311(b.addr, "auth311");
+    c.send(&[0xF0, 0x00]);
+    c.expect_closed_silently();
+}
+
+// =======================================================================================
+// PINGREQ
+// =======================================================================================
+
+#[test]
+fn pingreq_gets_exact_pingresp() {
+    // [MQTT-3.12.4-1] the server must answer PINGREQ with PINGRESP `d0 00`.
+    let b = Broker::start();
+    let mut c = RawClient::v311(b.addr, "ping311");
+    c.send(&PINGREQ);
+    c.expect_packet(&[0xD0, 0x00]);
+    let (mut c, _) = RawClient::v5(b.addr, "ping5");
+    c.send(&PINGREQ);
+    c.expect_packet(&[0xD0, 0x00]);
+}
+
+#[test]
+fn pingreq_with_nonzero_remaining_length_is_malformed() {
+    // PINGREQ has no variable header or payload (3.12.2/3.12.3): Remaining Length must be 0.
+    // mosquitto 2.0.11 answers `c0 01 00` with `d0 00` instead of closing, hence edgemq-only.
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let b = Broker::start();
+    violation_both(&b, &[0xC0, 0x01, 0x00], &[0x81]);
+}
+
+// =======================================================================================
+// DISCONNECT
+// =======================================================================================
+
+#[test]
+fn disconnect_v311_server_closes_and_discards_will() {
+    // [MQTT-3.14.4-3] on DISCONNECT the server discards the Will; it then closes the
+    // connection (3.14.4: SHOULD close if the client has not already).
+    let b = Broker::start();
+    let mut watcher = subscriber_v311(&b, "watcher", "will/#");
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v311_will(
+        "leaver",
+        flags::CLEAN,
+        "will/leaver",
+        b"gone",
+    ));
+    c.expect_packet(&CONNACK_OK);
+    c.send(&DISCONNECT);
+    c.expect_closed_silently();
+    // A marker published afterwards must be the next thing the watcher sees.
+    let mut p = RawClient::v311(b.addr, "marker");
+    p.send(&publish_v311("will/marker", 0, 0, b"m"));
+    watcher.expect_packet(&publish_v311("will/marker", 0, 0, b"m"));
+}
+
+#[test]
+fn disconnect_v5_session_expiry_after_zero_is_protocol_error() {
+    // [MQTT-3.14.2-2] CONNECT had Session Expiry 0, DISCONNECT sets a non-zero one: not a
+    // valid DISCONNECT → DISCONNECT 0x82, and (not being a normal disconnect) the Will is
+    // published (5.0 §3.1.2.5).
+    let b = Broker::start();
+    let mut watcher = subscriber_v311(&b, "watcher5", "will5/#");
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v5_will(
+        "leaver5",
+        flags::CLEAN,
+        &no_props(),
+        "will5/leaver",
+        b"gone",
+    ));
+    assert_eq!(c.expect_connack(true).code, 0);
+    let bad = packet(
+        0xE0,
+        &cat(&[&[0x00], &props(&[p_u32(prop::SESSION_EXPIRY_INTERVAL, 60)])]),
+    );
+    c.send(&bad);
+    c.expect_v5_violation(&[0x82], Broker::edgemq_only());
+    watcher.expect_packet(&publish_v311("will5/leaver", 0, 0, b"gone"));
+}
+
+#[test]
+fn disconnect_v5_normal_discards_will_and_closes() {
+    // [MQTT-3.14.4-3] DISCONNECT 0x00 → will discarded; server closes.
+    let b = Broker::start();
+    let mut watcher = subscriber_v311(&b, "watcher5n", "will5n/#");
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v5_will(
+        "leaver5n",
+        flags::CLEAN,
+        &no_props(),
+        "will5n/leaver",
+        b"gone",
+    ));
+    assert_eq!(c.expect_connack(true).code, 0);
+    c.send(&[0xE0, 0x01, 0x00]);
+    c.expect_closed_silently();
+    let mut p = RawClient::v311(b.addr, "marker5n");
+    p.send(&publish_v311("will5n/marker", 0, 0, b"m"));
+    watcher.expect_packet(&publish_v311("will5n/marker", 0, 0, b"m"));
+}
+
+#[test]
+fn disconnect_v5_with_will_message_0x04_publishes_will() {
+    // 5.0 §3.14.2.1: reason 0x04 "Disconnect with Will Message" → the will IS published.
+    let b = Broker::start();
+    let mut watcher = subscriber_v311(&b, "watcher5w", "will5w/#");
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v5_will(
+        "leaver5w",
+        flags::CLEAN,
+        &no_props(),
+        "will5w/leaver",
+        b"bye",
+    ));
+    assert_eq!(c.expect_connack(true).code, 0);
+    c.send(&[0xE0, 0x01, 0x04]);
+    c.expect_closed_silently();
+    watcher.expect_packet(&publish_v311("will5w/leaver", 0, 0, b"bye"));
+}
+
+// =======================================================================================
+// AUTH
+// =======================================================================================
+
+#[test]
+fn auth_v5_without_authentication_method_is_protocol_error() {
+    // [MQTT-4.12.0-7] no Authentication Method in CONNECT → the client must not send AUTH;
+    // the server treats it as a Protocol Error.
+    let b = Broker::start();
+    let (mut c, _) = RawClient::v5(b.addr, "auth5");
+    c.send(&[0xF0, 0x02, 0x18, 0x00]);
+    c.expect_v5_violation(&[0x82], Broker::edgemq_only());
+}
+
+// =======================================================================================
+// Session takeover
+// =======================================================================================
+
+#[test]
+fn takeover_v5_old_connection_gets_0x8e() {
+    // [MQTT-3.1.4-3] a new connection with the same client id disconnects the existing one;
+    // v5: DISCONNECT 0x8E Session taken over.
+    let b = Broker::start();
+    let (mut old, _) = RawClient::v5(b.addr, "same-id");
+    let (mut new, _) = RawClient::v5(b.addr, "same-id");
+    // mosquitto 2.0.11 closes the old connection without a DISCONNECT (checked leniently).
+    old.expect_v5_violation(&[0x8E], Broker::edgemq_only());
+    new.ping();
+}
+
+#[test]
+fn takeover_v311_old_connection_closed() {
+    // [MQTT-3.1.4-2] (3.1.1) the existing client is disconnected.
+    let b = Broker::start();
+    let mut old = RawClient::v311(b.addr, "same-id");
+    let mut new = RawClient::v311(b.addr, "same-id");
+    old.expect_closed_silently();
+    new.ping();
+}
+
+// =======================================================================================
+// Logging
+// =======================================================================================
+
+#[test]
+fn protocol_violation_logged_at_warn_with_client_id_and_rule() {
+    // Contract: protocol violations are logged at WARN with the client id and the rule id.
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let b = Broker::start();
+    let mut c = RawClient::v311(b.addr, "noisy-client-42");
+    c.send(&publish_raw(0x36, b"t", Some(1), None, b"x")); // QoS 3 [MQTT-3.3.1-4]
+    c.expect_closed_silently();
+    let found = b.wait_for_log("noisy-client-42", Duration::from_secs(10));
+    let log = b.log();
+    assert!(found, "client id not logged:\n{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("noisy-client-42") && l.contains("WARN") && l.contains("MQTT-"))
+        .unwrap_or_else(|| panic!("no WARN line with the client id and a rule id:\n{log}"));
+    assert!(
+        line.contains("MQTT-3.3.1-4"),
+        "rule id for QoS 3 should be MQTT-3.3.1-4: {line}"
+    );
+}
+
+// =======================================================================================
+// Isolation and slow readers
+// =======================================================================================
+
+#[test]
+fn misbehaving_clients_do_not_affect_a_good_client() {
+    let b = Broker::start();
+    let mut sub = subscriber_v311(&b, "good-sub", "iso/#");
+    let mut publ = RawClient::v311(b.addr, "good-pub");
+
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", vec![0xFF, 0xFF, 0xFF, 0xFF, 0xFF]),
+        ("not connect first", PINGREQ.to_vec()),
+        (
+            "level 6",
+            connect_raw(b"MQTT", 6, flags::CLEAN, 0, None, &lp(b"x")),
+        ),
+        (
+            "half a connect",
+            connect_v311("half", flags::CLEAN, 0)[..7].to_vec(),
+        ),
+        (
+            "qos 3 publish",
+            cat(&[
+                &connect_v311("q3", flags::CLEAN, 0),
+                &publish_raw(0x36, b"iso/x", Some(1), None, b"x"),
+            ]),
+        ),
+        (
+            "wildcard publish v5",
+            cat(&[
+                &connect_v5("wc", flags::CLEAN, 0, &no_props()),
+                &publish_v5("iso/#", 0, 0, &no_props(), b"x"),
+            ]),
+        ),
+        (
+            "huge length",
+            cat(&[
+                &connect_v311("huge", flags::CLEAN, 0),
+                &[0x30, 0xFF, 0xFF, 0xFF, 0x7F],
+            ]),
+        ),
+        (
+            "connect then vanish",
+            connect_v311("vanish", flags::CLEAN, 0),
+        ),
+        (
+            "five-byte remaining length",
+            cat(&[
+                &connect_v311("rl5", flags::CLEAN, 0),
+                &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+            ]),
+        ),
+    ];
+    for (i, (what, bytes)) in bad.iter().enumerate() {
+        let mut c = RawClient::open(b.addr);
+        c.send_lenient(bytes);
+        // Drop the connection from our side half of the time, let the broker do it otherwise.
+        if i % 2 == 0 {
+            let _ = c.next_event(Duration::from_millis(200));
+        }
+        drop(c);
+        let payload = format!("after {what}");
+        publ.send(&publish_v311(&format!("iso/{i}"), 0, 0, payload.as_bytes()));
+        sub.expect_packet(&publish_v311(&format!("iso/{i}"), 0, 0, payload.as_bytes()));
+    }
+    // QoS 1 round trip as a final check.
+    publ.send(&publish_v311("iso/end", 1, 9, b"end"));
+    publ.expect_packet(&puback(9));
+    sub.expect_packet(&publish_v311("iso/end", 0, 0, b"end"));
+}
+
+/// Resident set size of a process in kB, from /proc/<pid>/status.
+fn vm_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS line")
+}
+
+#[test]
+fn slow_reader_does_not_stall_the_broker() {
+    let b = Broker::start();
+    // The slow reader subscribes to everything at QoS 0 and never reads again.
+    let mut slow = RawClient::v311(b.addr, "slow-reader");
+    slow.send(&subscribe(1, None, &[("#", 0)]));
+    slow.expect_packet(&[0x90, 0x03, 0x00, 0x01, 0x00]);
+    let rss_before = Broker::edgemq_only().then(|| vm_rss_kb(b.pid()));
+
+    let mut publ = RawClient::v311(b.addr, "firehose");
+    let payload = vec![b'x'; 1024];
+    let one = publish_v311("flood/data", 0, 0, &payload);
+    let mut batch = Vec::with_capacity(one.len() * 100);
+    for _ in 0..100 {
+        batch.extend_from_slice(&one);
+    }
+    // 20,000 × 1 KB. The write timeout (60 s) turns a broker that stops reading the publisher
+    // because of the slow subscriber into a failure instead of a hang.
+    for _ in 0..200 {
+        publ.send(&batch);
+    }
+    // The publisher's connection is still served…
+    publ.ping();
+
+    // …and a third client gets a round trip.
+    let mut probe = RawClient::v311(b.addr, "probe");
+    probe.send(&subscribe(1, None, &[("probe/echo", 1)]));
+    probe.expect_packet(&[0x90, 0x03, 0x00, 0x01, 0x01]);
+    probe.send(&publish_v311("probe/echo", 1, 3, b"ping"));
+    let mut got_ack = false;
+    let mut got_msg = false;
+    while !(got_ack && got_msg) {
+        let p = probe.read_packet();
+        if p == puback(3) {
+            got_ack = true;
+        } else {
+            let m = parse_publish(&p, false);
+            assert_eq!(
+                (m.topic.as_str(), m.payload.as_slice(), m.qos),
+                ("probe/echo", &b"ping"[..], 1)
+            );
+            probe.send(&puback(m.pid.unwrap_or(0)));
+            got_msg = true;
+        }
+    }
+
+    if let Some(before) = rss_before {
+        let after = vm_rss_kb(b.pid());
+        let grown_mb = after.saturating_sub(before) / 1024;
+        assert!(
+            grown_mb < 200,
+            "broker RSS grew by {grown_mb} MB ({before} kB → {after} kB) for one slow reader"
+        );
+        // Still alive and serving.
+        let mut last = RawClient::v311(b.addr, "last");
+        last.ping();
+    }
+    drop(slow);
+}
