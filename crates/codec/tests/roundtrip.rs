@@ -113,12 +113,27 @@ proptest! {
         roundtrip(p, ProtocolVersion::V5)?;
     }
 
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256), start in 0u8..3) {
         let mut d = Decoder::new(4096);
         d.version = [None, Some(ProtocolVersion::V3_1_1), Some(ProtocolVersion::V5)][start as usize];
         let mut buf = BytesMut::from(&bytes[..]);
-        // Decode until the input is exhausted or rejected.
-        while let Ok(Some(_)) = d.decode(&mut buf) {}
+        // Decode until the input is exhausted or rejected; whatever is accepted must survive
+        // a re-encode unchanged (the same check the cargo-fuzz target makes).
+        while let Ok(Some(p)) = d.decode(&mut buf) {
+            let Some(version) = d.version else { break };
+            if matches!(p, Packet::Connect(_)) {
+                continue;
+            }
+            let mut out = BytesMut::new();
+            p.encode(version, &mut out).unwrap();
+            let mut again = Decoder::new(u32::MAX);
+            again.version = Some(version);
+            prop_assert_eq!(again.decode(&mut out).unwrap(), Some(p));
+        }
     }
 }

@@ -143,6 +143,15 @@ impl SubAck {
         if reasons.is_empty() {
             return Err(DecodeError::protocol("[MQTT-3.9.3]", "SUBACK without reason codes"));
         }
+        let valid = |r: &ReasonCode| match version {
+            ProtocolVersion::V5 => {
+                matches!(r.0, 0x00..=0x02 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91 | 0x97 | 0x9E | 0xA1 | 0xA2)
+            }
+            _ => matches!(r.0, 0x00..=0x02 | 0x80),
+        };
+        if !reasons.iter().all(valid) {
+            return Err(DecodeError::malformed("[MQTT-3.9.3]", "SUBACK reason code not allowed"));
+        }
         Ok(SubAck { packet_id, properties, reasons })
     }
 

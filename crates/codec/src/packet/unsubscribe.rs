@@ -69,7 +69,11 @@ impl UnsubAck {
         let packet_id = read_u16(&mut buf)?;
         let (properties, reasons) = if version.is_v5() {
             let p = Properties::decode(&mut buf, PropertyContext::UnsubAck)?;
-            (p, buf.iter().map(|b| ReasonCode(*b)).collect())
+            let reasons: Vec<ReasonCode> = buf.iter().map(|b| ReasonCode(*b)).collect();
+            if !reasons.iter().all(|r| matches!(r.0, 0x00 | 0x11 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91)) {
+                return Err(DecodeError::malformed("[MQTT-3.11.3]", "UNSUBACK reason code not allowed"));
+            }
+            (p, reasons)
         } else {
             if !buf.is_empty() {
                 return Err(DecodeError::malformed("[MQTT-3.11]", "bytes after the UNSUBACK"));
