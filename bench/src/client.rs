@@ -47,7 +47,11 @@ pub fn qos_of(qos: u8) -> QoS {
 
 impl Client {
     /// TCP connect, CONNECT (clean start), wait for CONNACK.
-    pub async fn connect(addr: SocketAddr, client_id: &str, version: ProtocolVersion) -> anyhow::Result<Client> {
+    pub async fn connect(
+        addr: SocketAddr,
+        client_id: &str,
+        version: ProtocolVersion,
+    ) -> anyhow::Result<Client> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let mut properties = Properties::default();
@@ -80,7 +84,10 @@ impl Client {
     }
 
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> anyhow::Result<()> {
-        let options = SubscriptionOptions { qos, ..Default::default() };
+        let options = SubscriptionOptions {
+            qos,
+            ..Default::default()
+        };
         self.send(&Packet::Subscribe(Subscribe {
             packet_id: 1,
             properties: Properties::default(),

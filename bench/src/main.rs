@@ -88,9 +88,16 @@ impl Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    anyhow::ensure!(cli.payload >= client::HEADER_LEN, "--payload must be at least {}", client::HEADER_LEN);
+    anyhow::ensure!(
+        cli.payload >= client::HEADER_LEN,
+        "--payload must be at least {}",
+        client::HEADER_LEN
+    );
     // Two worker threads: the machine has two cores, shared with the broker.
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let report = runtime.block_on(scenarios::run(&cli))?;
     println!("{}", report.to_json());
     Ok(())

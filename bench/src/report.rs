@@ -44,7 +44,12 @@ impl Percentiles {
         }
         samples.sort_unstable();
         let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-        Some(Percentiles { p50: at(0.50), p99: at(0.99), p999: at(0.999), max: at(1.0) })
+        Some(Percentiles {
+            p50: at(0.50),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: at(1.0),
+        })
     }
 }
 
@@ -78,12 +83,19 @@ impl Report {
             field("p999_us", p.p999.to_string());
             field("max_us", p.max.to_string());
         }
-        let opt = |v: Option<f64>, prec: usize| v.map_or("null".to_string(), |v| format!("{v:.prec$}"));
+        let opt =
+            |v: Option<f64>, prec: usize| v.map_or("null".to_string(), |v| format!("{v:.prec$}"));
         field("broker_cpu_pct", opt(self.broker_cpu_pct, 1));
         if self.connects_per_sec.is_some() {
             field("connects_per_sec", opt(self.connects_per_sec, 0));
-            field("rss_before_kb", self.rss_before_kb.map_or("null".into(), |v| v.to_string()));
-            field("rss_after_kb", self.rss_after_kb.map_or("null".into(), |v| v.to_string()));
+            field(
+                "rss_before_kb",
+                self.rss_before_kb.map_or("null".into(), |v| v.to_string()),
+            );
+            field(
+                "rss_after_kb",
+                self.rss_after_kb.map_or("null".into(), |v| v.to_string()),
+            );
             field("rss_per_conn_bytes", opt(self.rss_per_conn_bytes, 0));
         }
         s.push('}');

@@ -32,20 +32,28 @@ struct Plan {
 pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
     let plan = match cli.scenario.clone() {
         Scenario::Pairs { n } => Plan {
-            publishers: (0..n).map(|i| ByteString::from(format!("bench/pairs/{i}"))).collect(),
-            subscribers: (0..n).map(|i| (format!("bench/pairs/{i}"), vec![i as u32])).collect(),
+            publishers: (0..n)
+                .map(|i| ByteString::from(format!("bench/pairs/{i}")))
+                .collect(),
+            subscribers: (0..n)
+                .map(|i| (format!("bench/pairs/{i}"), vec![i as u32]))
+                .collect(),
             rate: None,
             record_latency: false,
         },
         Scenario::Fanin { p } => Plan {
-            publishers: (0..p).map(|i| ByteString::from(format!("bench/fanin/{i}"))).collect(),
+            publishers: (0..p)
+                .map(|i| ByteString::from(format!("bench/fanin/{i}")))
+                .collect(),
             subscribers: vec![("bench/fanin/+".to_string(), (0..p as u32).collect())],
             rate: None,
             record_latency: false,
         },
         Scenario::Fanout { s } => Plan {
             publishers: vec![ByteString::from_static("bench/fanout")],
-            subscribers: (0..s).map(|_| ("bench/fanout".to_string(), vec![0])).collect(),
+            subscribers: (0..s)
+                .map(|_| ("bench/fanout".to_string(), vec![0]))
+                .collect(),
             rate: None,
             record_latency: false,
         },
@@ -87,7 +95,9 @@ async fn throughput(cli: &Cli, plan: Plan) -> anyhow::Result<Report> {
         let max_publisher = plan.publishers.len();
         let record = plan.record_latency;
         subs.spawn(async move {
-            subscriber(client, max_publisher, received, stop, epoch, record).await.map(|r| (i, expected, r))
+            subscriber(client, max_publisher, received, stop, epoch, record)
+                .await
+                .map(|r| (i, expected, r))
         });
     }
     let mut pubs = Vec::new();
@@ -123,7 +133,11 @@ async fn throughput(cli: &Cli, plan: Plan) -> anyhow::Result<Report> {
     let published = Instant::now();
 
     // Expected deliveries: QoS ≥ 1 counts what the broker acknowledged; QoS 0 what was sent.
-    let basis = if qos == QoS::AtMostOnce { &sent } else { &acked };
+    let basis = if qos == QoS::AtMostOnce {
+        &sent
+    } else {
+        &acked
+    };
     let expected: u64 = plan
         .subscribers
         .iter()
@@ -225,7 +239,11 @@ async fn publisher(mut client: Client, a: PublisherArgs) -> anyhow::Result<(u32,
                 next_send += every;
             }
             let packet_id = (a.qos != QoS::AtMostOnce).then(|| (seq % 65_535) as u16 + 1);
-            let stamp = Stamp { publisher: a.index, seq, sent_ns: nanos_since(a.epoch) };
+            let stamp = Stamp {
+                publisher: a.index,
+                seq,
+                sent_ns: nanos_since(a.epoch),
+            };
             client.publish(&a.topic, a.qos, packet_id, stamp, a.payload, &mut scratch)?;
             seq += 1;
             batch += 1;
@@ -288,7 +306,10 @@ async fn subscriber(
     epoch: Instant,
     record_latency: bool,
 ) -> anyhow::Result<SubResult> {
-    let mut r = SubResult { seen: vec![Vec::new(); publishers], ..Default::default() };
+    let mut r = SubResult {
+        seen: vec![Vec::new(); publishers],
+        ..Default::default()
+    };
     loop {
         while let Some(packet) = client.try_packet()? {
             match packet {
@@ -308,11 +329,14 @@ async fn subscriber(
                             bits[word] |= 1 << bit;
                         }
                         if record_latency {
-                            r.latencies_us.push(nanos_since(epoch).saturating_sub(sent_ns) / 1000);
+                            r.latencies_us
+                                .push(nanos_since(epoch).saturating_sub(sent_ns) / 1000);
                         }
                     }
                 }
-                Packet::PubRel(rel) => client.send(&Packet::PubComp(PubResponse::new(rel.packet_id)))?,
+                Packet::PubRel(rel) => {
+                    client.send(&Packet::PubComp(PubResponse::new(rel.packet_id)))?
+                }
                 _ => {}
             }
         }
@@ -333,7 +357,11 @@ fn count_below(bits: &[u64], limit: u64) -> u64 {
             break;
         }
         let valid = (limit - base).min(64);
-        let mask = if valid == 64 { u64::MAX } else { (1u64 << valid) - 1 };
+        let mask = if valid == 64 {
+            u64::MAX
+        } else {
+            (1u64 << valid) - 1
+        };
         n += u64::from((word & mask).count_ones());
     }
     n
@@ -387,7 +415,8 @@ async fn storm(cli: &Cli, c: usize, concurrency: usize) -> anyhow::Result<Report
     };
     if let (Some(b), Some(a)) = (rss_before, rss_after) {
         if connected > 0 {
-            report.rss_per_conn_bytes = Some((a.saturating_sub(b) * 1024) as f64 / connected as f64);
+            report.rss_per_conn_bytes =
+                Some((a.saturating_sub(b) * 1024) as f64 / connected as f64);
         }
     }
     if let (Some(a), Some(b)) = (cpu_start, cpu_end) {

@@ -30,7 +30,9 @@ pub struct Bus {
 
 impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bus").field("sessions", &self.sessions.len()).finish_non_exhaustive()
+        f.debug_struct("Bus")
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,7 +95,10 @@ impl Bus {
         let Some(group) = delivery.share_group.clone() else {
             return Some(delivery);
         };
-        match self.index.route_shared_excluding(&group, &delivery.message.topic, excluded) {
+        match self
+            .index
+            .route_shared_excluding(&group, &delivery.message.topic, excluded)
+        {
             Some(route) => {
                 let d = Delivery {
                     qos: delivery.message.qos.min(route.qos),

@@ -41,20 +41,29 @@ pub struct ServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("listener {name}: cannot bind {addr}: {source}")]
-    Bind { name: String, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Bind every listener, serve until `shutdown` resolves, then disconnect clients (v5 clients
 /// get DISCONNECT 0x8B) and wait for their tasks (bounded).
-pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let bus = Bus::new(config.limits.clone());
     let mut bound = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
-        let b = listener::BoundListener::bind(listener).await.map_err(|source| ServerError::Bind {
-            name: listener.name.clone(),
-            addr: listener.addr,
-            source,
-        })?;
+        let b = listener::BoundListener::bind(listener)
+            .await
+            .map_err(|source| ServerError::Bind {
+                name: listener.name.clone(),
+                addr: listener.addr,
+                source,
+            })?;
         bound.push(b);
     }
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -36,7 +36,10 @@ impl ListenerConfig {
 
 impl std::fmt::Debug for ListenerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ListenerConfig").field("name", &self.name).field("addr", &self.addr).finish()
+        f.debug_struct("ListenerConfig")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 

@@ -47,11 +47,20 @@ pub enum PushOutcome {
 }
 
 impl Mailbox {
-    pub fn new(key: SessionKey, client_id: ByteString, capacity: usize, policy: OverflowPolicy) -> Self {
+    pub fn new(
+        key: SessionKey,
+        client_id: ByteString,
+        capacity: usize,
+        policy: OverflowPolicy,
+    ) -> Self {
         Mailbox {
             key,
             client_id,
-            queue: Mutex::new(Queue { items: VecDeque::new(), capacity: capacity.max(1), policy }),
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                capacity: capacity.max(1),
+                policy,
+            }),
             notify: Notify::new(),
             connected: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
@@ -90,7 +99,9 @@ impl Mailbox {
             }
         };
         match outcome {
-            PushOutcome::QueuedDroppedOldest => self.count_drop(DropReason::QueueFullDropOldest, stats),
+            PushOutcome::QueuedDroppedOldest => {
+                self.count_drop(DropReason::QueueFullDropOldest, stats)
+            }
             PushOutcome::Dropped(reason) => self.count_drop(reason, stats),
             PushOutcome::Queued => {}
         }

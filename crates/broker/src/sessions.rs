@@ -46,7 +46,10 @@ pub struct SessionData {
 pub enum Control {
     /// Another connection with the same client identifier arrived [MQTT-3.1.4-3]. Send the
     /// session data on `reply` and close (v5: DISCONNECT 0x8E).
-    TakeOver { new_clean_start: bool, reply: oneshot::Sender<SessionData> },
+    TakeOver {
+        new_clean_start: bool,
+        reply: oneshot::Sender<SessionData>,
+    },
 }
 
 #[derive(Debug)]
@@ -106,7 +109,10 @@ impl Registry {
                 Some(Slot::Online { control, .. }) => {
                     let (reply, rx) = oneshot::channel();
                     // The old task may already be gone; then `rx` fails and we start fresh.
-                    let _ = control.send(Control::TakeOver { new_clean_start: clean_start, reply });
+                    let _ = control.send(Control::TakeOver {
+                        new_clean_start: clean_start,
+                        reply,
+                    });
                     Previous::TakeOver(rx)
                 }
             }
@@ -123,19 +129,27 @@ impl Registry {
                 }
                 Some(data)
             }
-            Previous::TakeOver(rx) => {
-                tokio::time::timeout(Duration::from_secs(10), rx).await.ok().and_then(Result::ok)
-            }
+            Previous::TakeOver(rx) => tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .ok()
+                .and_then(Result::ok),
         };
         match old {
-            Some(data) if !clean_start && data.expiry_interval != 0 => {
-                Opened { data, session_present: true }
-            }
+            Some(data) if !clean_start && data.expiry_interval != 0 => Opened {
+                data,
+                session_present: true,
+            },
             Some(data) => {
                 end_session(bus, data);
-                Opened { data: new_session(), session_present: false }
+                Opened {
+                    data: new_session(),
+                    session_present: false,
+                }
             }
-            None => Opened { data: new_session(), session_present: false },
+            None => Opened {
+                data: new_session(),
+                session_present: false,
+            },
         }
     }
 
@@ -177,13 +191,18 @@ impl Registry {
                 pending_will = Some((will, now + Duration::from_secs(u64::from(delay))));
             }
         }
-        let expires_at = (expiry != NEVER_EXPIRES)
-            .then(|| now + Duration::from_secs(u64::from(expiry)));
+        let expires_at =
+            (expiry != NEVER_EXPIRES).then(|| now + Duration::from_secs(u64::from(expiry)));
         let generation = bus.next_id();
         let next = next_deadline(expires_at, pending_will.as_ref().map(|(_, at)| *at));
         slots.insert(
             client_id.clone(),
-            Slot::Offline { data, generation, expires_at, will: pending_will },
+            Slot::Offline {
+                data,
+                generation,
+                expires_at,
+                will: pending_will,
+            },
         );
         drop(slots);
         if let Some(will) = will_now {
@@ -203,7 +222,12 @@ impl Registry {
         let mut reschedule = None;
         {
             let mut slots = self.slots.lock();
-            let Some(Slot::Offline { generation: g, expires_at, will, .. }) = slots.get_mut(client_id)
+            let Some(Slot::Offline {
+                generation: g,
+                expires_at,
+                will,
+                ..
+            }) = slots.get_mut(client_id)
             else {
                 return;
             };

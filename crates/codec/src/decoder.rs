@@ -22,7 +22,10 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(max_packet_size: u32) -> Self {
-        Self { version: None, max_packet_size }
+        Self {
+            version: None,
+            max_packet_size,
+        }
     }
 
     /// Decode the next whole packet from `buf`, advancing it. `Ok(None)` means more bytes are
@@ -75,6 +78,13 @@ impl Decoder {
                 "packet exceeds the maximum packet size",
             ));
         }
-        Ok(Some((FixedHeader { packet_type: first >> 4, flags: first & 0x0F, remaining_length }, 1 + n)))
+        Ok(Some((
+            FixedHeader {
+                packet_type: first >> 4,
+                flags: first & 0x0F,
+                remaining_length,
+            },
+            1 + n,
+        )))
     }
 }

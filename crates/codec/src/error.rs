@@ -18,15 +18,31 @@ pub struct DecodeError {
 impl DecodeError {
     /// A malformed packet (reason 0x81).
     pub const fn malformed(rule: &'static str, message: &'static str) -> Self {
-        Self { reason: ReasonCode::MalformedPacket, rule, message }
+        Self {
+            reason: ReasonCode::MalformedPacket,
+            rule,
+            message,
+        }
     }
     /// A protocol error (reason 0x82).
     pub const fn protocol(rule: &'static str, message: &'static str) -> Self {
-        Self { reason: ReasonCode::ProtocolError, rule, message }
+        Self {
+            reason: ReasonCode::ProtocolError,
+            rule,
+            message,
+        }
     }
     /// Any other reason code (packet too large, unsupported protocol version, ...).
-    pub const fn with_reason(reason: ReasonCode, rule: &'static str, message: &'static str) -> Self {
-        Self { reason, rule, message }
+    pub const fn with_reason(
+        reason: ReasonCode,
+        rule: &'static str,
+        message: &'static str,
+    ) -> Self {
+        Self {
+            reason,
+            rule,
+            message,
+        }
     }
 }
 

@@ -12,7 +12,8 @@ use crate::{DecodeError, EncodeError};
 /// Largest value of a variable byte integer (and of a remaining length).
 pub const MAX_VARINT: u32 = 268_435_455;
 
-const SHORT: DecodeError = DecodeError::malformed("[MQTT-1.5]", "field runs past the end of the packet");
+const SHORT: DecodeError =
+    DecodeError::malformed("[MQTT-1.5]", "field runs past the end of the packet");
 
 pub fn read_u8(buf: &mut Bytes) -> Result<u8, DecodeError> {
     if buf.is_empty() {
@@ -48,7 +49,10 @@ pub fn parse_varint(bytes: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
             return Ok(Some((value, i + 1)));
         }
     }
-    Err(DecodeError::malformed("[MQTT-1.5.5]", "variable byte integer longer than 4 bytes"))
+    Err(DecodeError::malformed(
+        "[MQTT-1.5.5]",
+        "variable byte integer longer than 4 bytes",
+    ))
 }
 
 pub fn read_varint(buf: &mut Bytes) -> Result<u32, DecodeError> {
@@ -79,7 +83,10 @@ pub fn read_string(buf: &mut Bytes) -> Result<ByteString, DecodeError> {
 /// Validate bytes as an MQTT UTF-8 string.
 pub fn to_mqtt_string(raw: Bytes) -> Result<ByteString, DecodeError> {
     if raw.contains(&0) {
-        return Err(DecodeError::malformed("[MQTT-1.5.4-2]", "string contains U+0000"));
+        return Err(DecodeError::malformed(
+            "[MQTT-1.5.4-2]",
+            "string contains U+0000",
+        ));
     }
     ByteString::try_from(raw)
         .map_err(|_| DecodeError::malformed("[MQTT-1.5.4-1]", "string is not valid UTF-8"))
@@ -147,7 +154,10 @@ mod tests {
             write_varint(&mut out, value).unwrap();
             assert_eq!(&out[..], &bytes[..], "encode {value}");
             assert_eq!(varint_len(value), bytes.len());
-            assert_eq!(parse_varint(&bytes).unwrap(), Some((value as u32, bytes.len())));
+            assert_eq!(
+                parse_varint(&bytes).unwrap(),
+                Some((value as u32, bytes.len()))
+            );
         }
     }
 

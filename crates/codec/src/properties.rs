@@ -109,7 +109,10 @@ impl Properties {
     pub fn decode(buf: &mut Bytes, ctx: PropertyContext) -> Result<Self, DecodeError> {
         let len = read_varint(buf)? as usize;
         if buf.len() < len {
-            return Err(DecodeError::malformed("[MQTT-2.2.2-1]", "property length runs past the packet"));
+            return Err(DecodeError::malformed(
+                "[MQTT-2.2.2-1]",
+                "property length runs past the packet",
+            ));
         }
         let mut block = buf.split_to(len);
         let mut props = Properties::default();
@@ -119,16 +122,25 @@ impl Properties {
             let id = u8::try_from(id)
                 .ok()
                 .filter(|id| allowed_in(*id).is_some())
-                .ok_or(DecodeError::malformed("[MQTT-2.2.2-2]", "unknown property identifier"))?;
+                .ok_or(DecodeError::malformed(
+                    "[MQTT-2.2.2-2]",
+                    "unknown property identifier",
+                ))?;
             // "A Property that is not valid for its packet type is a Malformed Packet" [MQTT-2.2.2.2].
             if !allowed_in(id).is_some_and(|ctxs| ctxs.contains(&ctx)) {
-                return Err(DecodeError::malformed("[MQTT-2.2.2-2]", "property not allowed in this packet"));
+                return Err(DecodeError::malformed(
+                    "[MQTT-2.2.2-2]",
+                    "property not allowed in this packet",
+                ));
             }
             let repeatable = id == id::USER_PROPERTY
                 || (id == id::SUBSCRIPTION_IDENTIFIER && ctx == PropertyContext::Publish);
             if !repeatable {
                 if seen & (1 << id) != 0 {
-                    return Err(DecodeError::protocol("[MQTT-2.2.2-2]", "property included more than once"));
+                    return Err(DecodeError::protocol(
+                        "[MQTT-2.2.2-2]",
+                        "property included more than once",
+                    ));
                 }
                 seen |= 1 << id;
             }
@@ -159,13 +171,14 @@ impl Properties {
                 out.put_u32(v);
             }
         };
-        let string = |out: &mut BytesMut, id: u8, v: &Option<ByteString>| -> Result<(), EncodeError> {
-            if let Some(v) = v {
-                out.put_u8(id);
-                write_string(out, v)?;
-            }
-            Ok(())
-        };
+        let string =
+            |out: &mut BytesMut, id: u8, v: &Option<ByteString>| -> Result<(), EncodeError> {
+                if let Some(v) = v {
+                    out.put_u8(id);
+                    write_string(out, v)?;
+                }
+                Ok(())
+            };
         let binary = |out: &mut BytesMut, id: u8, v: &Option<Bytes>| -> Result<(), EncodeError> {
             if let Some(v) = v {
                 out.put_u8(id);
@@ -173,8 +186,16 @@ impl Properties {
             }
             Ok(())
         };
-        byte(out, id::PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
-        four(out, id::MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
+        byte(
+            out,
+            id::PAYLOAD_FORMAT_INDICATOR,
+            self.payload_format_indicator,
+        );
+        four(
+            out,
+            id::MESSAGE_EXPIRY_INTERVAL,
+            self.message_expiry_interval,
+        );
         string(out, id::CONTENT_TYPE, &self.content_type)?;
         string(out, id::RESPONSE_TOPIC, &self.response_topic)?;
         binary(out, id::CORRELATION_DATA, &self.correlation_data)?;
@@ -182,14 +203,30 @@ impl Properties {
             out.put_u8(id::SUBSCRIPTION_IDENTIFIER);
             write_varint(out, *sid as usize)?;
         }
-        four(out, id::SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
-        string(out, id::ASSIGNED_CLIENT_IDENTIFIER, &self.assigned_client_identifier)?;
+        four(
+            out,
+            id::SESSION_EXPIRY_INTERVAL,
+            self.session_expiry_interval,
+        );
+        string(
+            out,
+            id::ASSIGNED_CLIENT_IDENTIFIER,
+            &self.assigned_client_identifier,
+        )?;
         two(out, id::SERVER_KEEP_ALIVE, self.server_keep_alive);
         string(out, id::AUTHENTICATION_METHOD, &self.authentication_method)?;
         binary(out, id::AUTHENTICATION_DATA, &self.authentication_data)?;
-        byte(out, id::REQUEST_PROBLEM_INFORMATION, self.request_problem_information);
+        byte(
+            out,
+            id::REQUEST_PROBLEM_INFORMATION,
+            self.request_problem_information,
+        );
         four(out, id::WILL_DELAY_INTERVAL, self.will_delay_interval);
-        byte(out, id::REQUEST_RESPONSE_INFORMATION, self.request_response_information);
+        byte(
+            out,
+            id::REQUEST_RESPONSE_INFORMATION,
+            self.request_response_information,
+        );
         string(out, id::RESPONSE_INFORMATION, &self.response_information)?;
         string(out, id::SERVER_REFERENCE, &self.server_reference)?;
         string(out, id::REASON_STRING, &self.reason_string)?;
@@ -204,9 +241,21 @@ impl Properties {
             write_string(out, v)?;
         }
         four(out, id::MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
-        byte(out, id::WILDCARD_SUBSCRIPTION_AVAILABLE, self.wildcard_subscription_available);
-        byte(out, id::SUBSCRIPTION_IDENTIFIER_AVAILABLE, self.subscription_identifier_available);
-        byte(out, id::SHARED_SUBSCRIPTION_AVAILABLE, self.shared_subscription_available);
+        byte(
+            out,
+            id::WILDCARD_SUBSCRIPTION_AVAILABLE,
+            self.wildcard_subscription_available,
+        );
+        byte(
+            out,
+            id::SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+            self.subscription_identifier_available,
+        );
+        byte(
+            out,
+            id::SHARED_SUBSCRIPTION_AVAILABLE,
+            self.shared_subscription_available,
+        );
         Ok(())
     }
 
@@ -228,7 +277,11 @@ impl Properties {
             + string(&self.content_type)
             + string(&self.response_topic)
             + binary(&self.correlation_data)
-            + self.subscription_identifiers.iter().map(|s| 1 + varint_len(*s as usize)).sum::<usize>()
+            + self
+                .subscription_identifiers
+                .iter()
+                .map(|s| 1 + varint_len(*s as usize))
+                .sum::<usize>()
             + four(self.session_expiry_interval)
             + string(&self.assigned_client_identifier)
             + two(self.server_keep_alive)
@@ -263,14 +316,20 @@ impl Properties {
         let flag = |buf: &mut Bytes, max: u8| -> Result<u8, DecodeError> {
             let v = read_u8(buf)?;
             if v > max {
-                return Err(DecodeError::protocol("[MQTT-2.2.2-2]", "property value out of range"));
+                return Err(DecodeError::protocol(
+                    "[MQTT-2.2.2-2]",
+                    "property value out of range",
+                ));
             }
             Ok(v)
         };
         let nonzero16 = |buf: &mut Bytes, rule: &'static str| -> Result<u16, DecodeError> {
             let v = read_u16(buf)?;
             if v == 0 {
-                return Err(DecodeError::protocol(rule, "property value 0 is not allowed"));
+                return Err(DecodeError::protocol(
+                    rule,
+                    "property value 0 is not allowed",
+                ));
             }
             Ok(v)
         };
@@ -281,7 +340,10 @@ impl Properties {
             id::RESPONSE_TOPIC => {
                 let topic = read_string(buf)?;
                 if topic.is_empty() || topic.contains(['+', '#']) {
-                    return Err(DecodeError::protocol("[MQTT-3.3.2-14]", "response topic is not a valid topic name"));
+                    return Err(DecodeError::protocol(
+                        "[MQTT-3.3.2-14]",
+                        "response topic is not a valid topic name",
+                    ));
                 }
                 self.response_topic = Some(topic)
             }
@@ -289,22 +351,33 @@ impl Properties {
             id::SUBSCRIPTION_IDENTIFIER => {
                 let v = read_varint(buf)?;
                 if v == 0 {
-                    return Err(DecodeError::protocol("[MQTT-3.8.2.1.2]", "subscription identifier 0"));
+                    return Err(DecodeError::protocol(
+                        "[MQTT-3.8.2.1.2]",
+                        "subscription identifier 0",
+                    ));
                 }
                 self.subscription_identifiers.push(v);
             }
             id::SESSION_EXPIRY_INTERVAL => self.session_expiry_interval = Some(read_u32(buf)?),
-            id::ASSIGNED_CLIENT_IDENTIFIER => self.assigned_client_identifier = Some(read_string(buf)?),
+            id::ASSIGNED_CLIENT_IDENTIFIER => {
+                self.assigned_client_identifier = Some(read_string(buf)?)
+            }
             id::SERVER_KEEP_ALIVE => self.server_keep_alive = Some(read_u16(buf)?),
             id::AUTHENTICATION_METHOD => self.authentication_method = Some(read_string(buf)?),
             id::AUTHENTICATION_DATA => self.authentication_data = Some(read_binary(buf)?),
-            id::REQUEST_PROBLEM_INFORMATION => self.request_problem_information = Some(flag(buf, 1)?),
+            id::REQUEST_PROBLEM_INFORMATION => {
+                self.request_problem_information = Some(flag(buf, 1)?)
+            }
             id::WILL_DELAY_INTERVAL => self.will_delay_interval = Some(read_u32(buf)?),
-            id::REQUEST_RESPONSE_INFORMATION => self.request_response_information = Some(flag(buf, 1)?),
+            id::REQUEST_RESPONSE_INFORMATION => {
+                self.request_response_information = Some(flag(buf, 1)?)
+            }
             id::RESPONSE_INFORMATION => self.response_information = Some(read_string(buf)?),
             id::SERVER_REFERENCE => self.server_reference = Some(read_string(buf)?),
             id::REASON_STRING => self.reason_string = Some(read_string(buf)?),
-            id::RECEIVE_MAXIMUM => self.receive_maximum = Some(nonzero16(buf, "[MQTT-3.1.2.11.3]")?),
+            id::RECEIVE_MAXIMUM => {
+                self.receive_maximum = Some(nonzero16(buf, "[MQTT-3.1.2.11.3]")?)
+            }
             id::TOPIC_ALIAS_MAXIMUM => self.topic_alias_maximum = Some(read_u16(buf)?),
             id::TOPIC_ALIAS => self.topic_alias = Some(read_u16(buf)?),
             id::MAXIMUM_QOS => self.maximum_qos = Some(flag(buf, 1)?),
@@ -317,16 +390,28 @@ impl Properties {
             id::MAXIMUM_PACKET_SIZE => {
                 let v = read_u32(buf)?;
                 if v == 0 {
-                    return Err(DecodeError::protocol("[MQTT-3.1.2.11.4]", "Maximum Packet Size 0"));
+                    return Err(DecodeError::protocol(
+                        "[MQTT-3.1.2.11.4]",
+                        "Maximum Packet Size 0",
+                    ));
                 }
                 self.maximum_packet_size = Some(v);
             }
-            id::WILDCARD_SUBSCRIPTION_AVAILABLE => self.wildcard_subscription_available = Some(flag(buf, 1)?),
+            id::WILDCARD_SUBSCRIPTION_AVAILABLE => {
+                self.wildcard_subscription_available = Some(flag(buf, 1)?)
+            }
             id::SUBSCRIPTION_IDENTIFIER_AVAILABLE => {
                 self.subscription_identifier_available = Some(flag(buf, 1)?)
             }
-            id::SHARED_SUBSCRIPTION_AVAILABLE => self.shared_subscription_available = Some(flag(buf, 1)?),
-            _ => return Err(DecodeError::malformed("[MQTT-2.2.2-2]", "unknown property identifier")),
+            id::SHARED_SUBSCRIPTION_AVAILABLE => {
+                self.shared_subscription_available = Some(flag(buf, 1)?)
+            }
+            _ => {
+                return Err(DecodeError::malformed(
+                    "[MQTT-2.2.2-2]",
+                    "unknown property identifier",
+                ))
+            }
         }
         Ok(())
     }
@@ -356,11 +441,23 @@ fn allowed_in(pid: u8) -> Option<&'static [PropertyContext]> {
         id::WILL_DELAY_INTERVAL => &[Will],
         id::SERVER_REFERENCE => &[ConnAck, Disconnect],
         id::REASON_STRING => &[ConnAck, PubResponse, SubAck, UnsubAck, Disconnect, Auth],
-        id::RECEIVE_MAXIMUM | id::TOPIC_ALIAS_MAXIMUM | id::MAXIMUM_PACKET_SIZE => &[Connect, ConnAck],
-        id::TOPIC_ALIAS => &[Publish],
-        id::USER_PROPERTY => {
-            &[Connect, Will, ConnAck, Publish, PubResponse, Subscribe, SubAck, Unsubscribe, UnsubAck, Disconnect, Auth]
+        id::RECEIVE_MAXIMUM | id::TOPIC_ALIAS_MAXIMUM | id::MAXIMUM_PACKET_SIZE => {
+            &[Connect, ConnAck]
         }
+        id::TOPIC_ALIAS => &[Publish],
+        id::USER_PROPERTY => &[
+            Connect,
+            Will,
+            ConnAck,
+            Publish,
+            PubResponse,
+            Subscribe,
+            SubAck,
+            Unsubscribe,
+            UnsubAck,
+            Disconnect,
+            Auth,
+        ],
         _ => return None,
     })
 }

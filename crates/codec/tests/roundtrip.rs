@@ -16,7 +16,11 @@ fn topic() -> impl Strategy<Value = ByteString> {
 }
 
 fn qos() -> impl Strategy<Value = QoS> {
-    prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
+    prop_oneof![
+        Just(QoS::AtMostOnce),
+        Just(QoS::AtLeastOnce),
+        Just(QoS::ExactlyOnce)
+    ]
 }
 
 fn publish_props() -> impl Strategy<Value = Properties> {
@@ -45,7 +49,15 @@ fn publish_props() -> impl Strategy<Value = Properties> {
 
 fn packet(v5: bool) -> impl Strategy<Value = Packet> {
     let props = move |p: Properties| if v5 { p } else { Properties::default() };
-    let publish = (qos(), any::<bool>(), any::<bool>(), topic(), 1u16.., publish_props(), "[a-z]{0,20}")
+    let publish = (
+        qos(),
+        any::<bool>(),
+        any::<bool>(),
+        topic(),
+        1u16..,
+        publish_props(),
+        "[a-z]{0,20}",
+    )
         .prop_map(move |(q, dup, retain, topic, id, p, payload)| {
             Packet::Publish(Publish {
                 dup: dup && q != QoS::AtMostOnce,
@@ -59,9 +71,17 @@ fn packet(v5: bool) -> impl Strategy<Value = Packet> {
         });
     let ack = (1u16.., 0usize..4).prop_map(|(id, kind)| {
         let r = PubResponse::new(id);
-        [Packet::PubAck, Packet::PubRec, Packet::PubRel, Packet::PubComp][kind](r)
+        [
+            Packet::PubAck,
+            Packet::PubRec,
+            Packet::PubRel,
+            Packet::PubComp,
+        ][kind](r)
     });
-    let subscribe = (1u16.., proptest::collection::vec((topic(), qos(), any::<bool>(), any::<bool>(), 0u8..3), 1..4))
+    let subscribe = (
+        1u16..,
+        proptest::collection::vec((topic(), qos(), any::<bool>(), any::<bool>(), 0u8..3), 1..4),
+    )
         .prop_map(move |(id, filters)| {
             Packet::Subscribe(Subscribe {
                 packet_id: id,
@@ -74,20 +94,39 @@ fn packet(v5: bool) -> impl Strategy<Value = Packet> {
                                 qos: q,
                                 no_local: nl,
                                 retain_as_published: rap,
-                                retain_handling: [RetainHandling::SendOnSubscribe, RetainHandling::SendIfNew, RetainHandling::DoNotSend][rh as usize],
+                                retain_handling: [
+                                    RetainHandling::SendOnSubscribe,
+                                    RetainHandling::SendIfNew,
+                                    RetainHandling::DoNotSend,
+                                ][rh as usize],
                             }
                         } else {
-                            SubscriptionOptions { qos: q, ..Default::default() }
+                            SubscriptionOptions {
+                                qos: q,
+                                ..Default::default()
+                            }
                         };
                         (f, options)
                     })
                     .collect(),
             })
         });
-    let unsubscribe = (1u16.., proptest::collection::vec(topic(), 1..4)).prop_map(|(id, filters)| {
-        Packet::Unsubscribe(Unsubscribe { packet_id: id, properties: Properties::default(), filters })
-    });
-    prop_oneof![publish, ack, subscribe, unsubscribe, Just(Packet::PingReq), Just(Packet::PingResp)]
+    let unsubscribe =
+        (1u16.., proptest::collection::vec(topic(), 1..4)).prop_map(|(id, filters)| {
+            Packet::Unsubscribe(Unsubscribe {
+                packet_id: id,
+                properties: Properties::default(),
+                filters,
+            })
+        });
+    prop_oneof![
+        publish,
+        ack,
+        subscribe,
+        unsubscribe,
+        Just(Packet::PingReq),
+        Just(Packet::PingResp)
+    ]
 }
 
 fn roundtrip(p: Packet, version: ProtocolVersion) -> Result<(), TestCaseError> {

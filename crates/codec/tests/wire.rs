@@ -7,14 +7,21 @@ use bytestring::ByteString;
 use edgemq_codec::*;
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Encode, compare with `expected`, decode back and compare with the packet.
 fn check(packet: Packet, version: ProtocolVersion, expected: &[u8]) {
     let mut out = BytesMut::new();
     packet.encode(version, &mut out).unwrap();
-    assert_eq!(hex(&out), hex(expected), "encoding of {packet:?} for {version:?}");
+    assert_eq!(
+        hex(&out),
+        hex(expected),
+        "encoding of {packet:?} for {version:?}"
+    );
     assert_eq!(packet.encoded_len(version), expected.len());
     let mut decoder = Decoder::new(u32::MAX);
     if !matches!(packet, Packet::Connect(_)) {
@@ -45,7 +52,9 @@ fn connect_v311_minimal() {
     check(
         Packet::Connect(Box::new(c)),
         ProtocolVersion::V3_1_1,
-        &[0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 2, b'c', b'1'],
+        &[
+            0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 2, b'c', b'1',
+        ],
     );
 }
 
@@ -64,7 +73,9 @@ fn connect_v31_uses_mqisdp() {
     check(
         Packet::Connect(Box::new(c)),
         ProtocolVersion::V3_1,
-        &[0x10, 15, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x02, 0, 10, 0, 1, b'x'],
+        &[
+            0x10, 15, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x02, 0, 10, 0, 1, b'x',
+        ],
     );
 }
 
@@ -109,17 +120,44 @@ fn connect_v5_with_will_user_and_password() {
 
 #[test]
 fn connack() {
-    let ack = ConnAck { session_present: true, reason: ReasonCode::Success, properties: Properties::default() };
-    check(Packet::ConnAck(ack.clone()), ProtocolVersion::V3_1_1, &[0x20, 2, 1, 0]);
-    check(Packet::ConnAck(ack), ProtocolVersion::V5, &[0x20, 3, 1, 0, 0]);
-    let refused = ConnAck { reason: ReasonCode::NotAuthorized, ..Default::default() };
-    check(Packet::ConnAck(refused.clone()), ProtocolVersion::V3_1_1, &[0x20, 2, 0, 5]);
-    check(Packet::ConnAck(refused), ProtocolVersion::V5, &[0x20, 3, 0, 0x87, 0]);
+    let ack = ConnAck {
+        session_present: true,
+        reason: ReasonCode::Success,
+        properties: Properties::default(),
+    };
+    check(
+        Packet::ConnAck(ack.clone()),
+        ProtocolVersion::V3_1_1,
+        &[0x20, 2, 1, 0],
+    );
+    check(
+        Packet::ConnAck(ack),
+        ProtocolVersion::V5,
+        &[0x20, 3, 1, 0, 0],
+    );
+    let refused = ConnAck {
+        reason: ReasonCode::NotAuthorized,
+        ..Default::default()
+    };
+    check(
+        Packet::ConnAck(refused.clone()),
+        ProtocolVersion::V3_1_1,
+        &[0x20, 2, 0, 5],
+    );
+    check(
+        Packet::ConnAck(refused),
+        ProtocolVersion::V5,
+        &[0x20, 3, 0, 0x87, 0],
+    );
     let mut p = Properties::default();
     p.receive_maximum = Some(100);
     p.topic_alias_maximum = Some(10);
     check(
-        Packet::ConnAck(ConnAck { session_present: false, reason: ReasonCode::Success, properties: p }),
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason: ReasonCode::Success,
+            properties: p,
+        }),
         ProtocolVersion::V5,
         &[0x20, 9, 0, 0, 6, 0x21, 0, 100, 0x22, 0, 10],
     );
@@ -132,8 +170,16 @@ fn publish_qos0_and_qos1() {
         payload: Bytes::from_static(b"hi"),
         ..Default::default()
     };
-    check(Packet::Publish(p.clone()), ProtocolVersion::V3_1_1, &[0x30, 7, 0, 3, b'a', b'/', b'b', b'h', b'i']);
-    check(Packet::Publish(p), ProtocolVersion::V5, &[0x30, 8, 0, 3, b'a', b'/', b'b', 0, b'h', b'i']);
+    check(
+        Packet::Publish(p.clone()),
+        ProtocolVersion::V3_1_1,
+        &[0x30, 7, 0, 3, b'a', b'/', b'b', b'h', b'i'],
+    );
+    check(
+        Packet::Publish(p),
+        ProtocolVersion::V5,
+        &[0x30, 8, 0, 3, b'a', b'/', b'b', 0, b'h', b'i'],
+    );
     let p = Publish {
         dup: true,
         qos: QoS::AtLeastOnce,
@@ -143,7 +189,11 @@ fn publish_qos0_and_qos1() {
         properties: Properties::default(),
         payload: Bytes::new(),
     };
-    check(Packet::Publish(p), ProtocolVersion::V3_1_1, &[0x3B, 5, 0, 1, b't', 0, 10]);
+    check(
+        Packet::Publish(p),
+        ProtocolVersion::V3_1_1,
+        &[0x3B, 5, 0, 1, b't', 0, 10],
+    );
 }
 
 #[test]
@@ -185,17 +235,33 @@ fn acknowledgements() {
         (Packet::PubRel, 0x62),
         (Packet::PubComp, 0x70),
     ] {
-        check(make(PubResponse::new(1)), ProtocolVersion::V3_1_1, &[first, 2, 0, 1]);
+        check(
+            make(PubResponse::new(1)),
+            ProtocolVersion::V3_1_1,
+            &[first, 2, 0, 1],
+        );
         // v5 short form when Success and no properties [MQTT-3.4.2.1].
-        check(make(PubResponse::new(1)), ProtocolVersion::V5, &[first, 2, 0, 1]);
+        check(
+            make(PubResponse::new(1)),
+            ProtocolVersion::V5,
+            &[first, 2, 0, 1],
+        );
     }
     let mut r = PubResponse::new(7);
     r.reason = ReasonCode::NoMatchingSubscribers;
-    check(Packet::PubAck(r), ProtocolVersion::V5, &[0x40, 3, 0, 7, 0x10]);
+    check(
+        Packet::PubAck(r),
+        ProtocolVersion::V5,
+        &[0x40, 3, 0, 7, 0x10],
+    );
     let mut r = PubResponse::new(7);
     r.reason = ReasonCode::PacketIdentifierNotFound;
     r.properties.reason_string = Some(s("no"));
-    check(Packet::PubComp(r), ProtocolVersion::V5, &[0x70, 9, 0, 7, 0x92, 5, 0x1F, 0, 2, b'n', b'o']);
+    check(
+        Packet::PubComp(r),
+        ProtocolVersion::V5,
+        &[0x70, 9, 0, 7, 0x92, 5, 0x1F, 0, 2, b'n', b'o'],
+    );
 }
 
 #[test]
@@ -203,9 +269,19 @@ fn subscribe_and_suback() {
     let sub = Subscribe {
         packet_id: 2,
         properties: Properties::default(),
-        filters: vec![(s("a/+"), SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() })],
+        filters: vec![(
+            s("a/+"),
+            SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                ..Default::default()
+            },
+        )],
     };
-    check(Packet::Subscribe(sub), ProtocolVersion::V3_1_1, &[0x82, 8, 0, 2, 0, 3, b'a', b'/', b'+', 1]);
+    check(
+        Packet::Subscribe(sub),
+        ProtocolVersion::V3_1_1,
+        &[0x82, 8, 0, 2, 0, 3, b'a', b'/', b'+', 1],
+    );
     let mut props = Properties::default();
     props.subscription_identifiers = vec![5];
     let opts = SubscriptionOptions {
@@ -214,52 +290,110 @@ fn subscribe_and_suback() {
         retain_as_published: true,
         retain_handling: RetainHandling::DoNotSend,
     };
-    let sub = Subscribe { packet_id: 3, properties: props, filters: vec![(s("x"), opts)] };
-    check(Packet::Subscribe(sub), ProtocolVersion::V5, &[0x82, 9, 0, 3, 2, 0x0B, 5, 0, 1, b'x', 0b0010_1110]);
+    let sub = Subscribe {
+        packet_id: 3,
+        properties: props,
+        filters: vec![(s("x"), opts)],
+    };
+    check(
+        Packet::Subscribe(sub),
+        ProtocolVersion::V5,
+        &[0x82, 9, 0, 3, 2, 0x0B, 5, 0, 1, b'x', 0b0010_1110],
+    );
     let ack = SubAck {
         packet_id: 3,
         properties: Properties::default(),
         reasons: vec![ReasonCode::GrantedQoS1, ReasonCode::TopicFilterInvalid],
     };
-    check(Packet::SubAck(ack.clone()), ProtocolVersion::V5, &[0x90, 5, 0, 3, 0, 0x01, 0x8F]);
+    check(
+        Packet::SubAck(ack.clone()),
+        ProtocolVersion::V5,
+        &[0x90, 5, 0, 3, 0, 0x01, 0x8F],
+    );
     // v3 writes 0x80 for every failure [MQTT-3.9.3].
     let mut out = BytesMut::new();
-    Packet::SubAck(ack).encode(ProtocolVersion::V3_1_1, &mut out).unwrap();
+    Packet::SubAck(ack)
+        .encode(ProtocolVersion::V3_1_1, &mut out)
+        .unwrap();
     assert_eq!(&out[..], &[0x90, 4, 0, 3, 0x01, 0x80]);
 }
 
 #[test]
 fn unsubscribe_and_unsuback() {
-    let u = Unsubscribe { packet_id: 4, properties: Properties::default(), filters: vec![s("a")] };
-    check(Packet::Unsubscribe(u.clone()), ProtocolVersion::V3_1_1, &[0xA2, 5, 0, 4, 0, 1, b'a']);
-    check(Packet::Unsubscribe(u), ProtocolVersion::V5, &[0xA2, 6, 0, 4, 0, 0, 1, b'a']);
-    let ack = UnsubAck { packet_id: 4, properties: Properties::default(), reasons: vec![] };
-    check(Packet::UnsubAck(ack), ProtocolVersion::V3_1_1, &[0xB0, 2, 0, 4]);
+    let u = Unsubscribe {
+        packet_id: 4,
+        properties: Properties::default(),
+        filters: vec![s("a")],
+    };
+    check(
+        Packet::Unsubscribe(u.clone()),
+        ProtocolVersion::V3_1_1,
+        &[0xA2, 5, 0, 4, 0, 1, b'a'],
+    );
+    check(
+        Packet::Unsubscribe(u),
+        ProtocolVersion::V5,
+        &[0xA2, 6, 0, 4, 0, 0, 1, b'a'],
+    );
+    let ack = UnsubAck {
+        packet_id: 4,
+        properties: Properties::default(),
+        reasons: vec![],
+    };
+    check(
+        Packet::UnsubAck(ack),
+        ProtocolVersion::V3_1_1,
+        &[0xB0, 2, 0, 4],
+    );
     let ack = UnsubAck {
         packet_id: 4,
         properties: Properties::default(),
         reasons: vec![ReasonCode::Success, ReasonCode::NoSubscriptionExisted],
     };
-    check(Packet::UnsubAck(ack), ProtocolVersion::V5, &[0xB0, 5, 0, 4, 0, 0x00, 0x11]);
+    check(
+        Packet::UnsubAck(ack),
+        ProtocolVersion::V5,
+        &[0xB0, 5, 0, 4, 0, 0x00, 0x11],
+    );
 }
 
 #[test]
 fn ping_disconnect_auth() {
     check(Packet::PingReq, ProtocolVersion::V3_1_1, &[0xC0, 0]);
     check(Packet::PingResp, ProtocolVersion::V5, &[0xD0, 0]);
-    check(Packet::Disconnect(Disconnect::default()), ProtocolVersion::V3_1_1, &[0xE0, 0]);
-    check(Packet::Disconnect(Disconnect::default()), ProtocolVersion::V5, &[0xE0, 0]);
-    let d = Disconnect { reason: ReasonCode::SessionTakenOver, properties: Properties::default() };
+    check(
+        Packet::Disconnect(Disconnect::default()),
+        ProtocolVersion::V3_1_1,
+        &[0xE0, 0],
+    );
+    check(
+        Packet::Disconnect(Disconnect::default()),
+        ProtocolVersion::V5,
+        &[0xE0, 0],
+    );
+    let d = Disconnect {
+        reason: ReasonCode::SessionTakenOver,
+        properties: Properties::default(),
+    };
     check(Packet::Disconnect(d), ProtocolVersion::V5, &[0xE0, 1, 0x8E]);
     let mut p = Properties::default();
     p.authentication_method = Some(s("K8S-SAT"));
-    let a = Auth { reason: ReasonCode::ContinueAuthentication, properties: p };
+    let a = Auth {
+        reason: ReasonCode::ContinueAuthentication,
+        properties: p,
+    };
     check(
         Packet::Auth(a),
         ProtocolVersion::V5,
-        &[0xF0, 12, 0x18, 10, 0x15, 0, 7, b'K', b'8', b'S', b'-', b'S', b'A', b'T'],
+        &[
+            0xF0, 12, 0x18, 10, 0x15, 0, 7, b'K', b'8', b'S', b'-', b'S', b'A', b'T',
+        ],
     );
-    check(Packet::Auth(Auth::default()), ProtocolVersion::V5, &[0xF0, 0]);
+    check(
+        Packet::Auth(Auth::default()),
+        ProtocolVersion::V5,
+        &[0xF0, 0],
+    );
 }
 
 #[test]
@@ -273,7 +407,10 @@ fn decoder_waits_for_whole_packets_and_splits_several() {
     assert_eq!(d.decode(&mut buf).unwrap(), None);
     assert_eq!(buf.len(), 5, "buffer untouched while incomplete");
     buf.extend_from_slice(&[b'x', b'y', 0xC0, 0x00]);
-    assert!(matches!(d.decode(&mut buf).unwrap(), Some(Packet::Publish(_))));
+    assert!(matches!(
+        d.decode(&mut buf).unwrap(),
+        Some(Packet::Publish(_))
+    ));
     assert_eq!(d.decode(&mut buf).unwrap(), Some(Packet::PingReq));
     assert_eq!(d.decode(&mut buf).unwrap(), None);
 }
@@ -284,6 +421,12 @@ fn payload_is_a_zero_copy_slice_of_the_read_buffer() {
     d.version = Some(ProtocolVersion::V3_1_1);
     let mut buf = BytesMut::from(&[0x30, 7, 0, 1, b't', b'd', b'a', b't', b'a'][..]);
     let start = buf.as_ptr() as usize;
-    let Some(Packet::Publish(p)) = d.decode(&mut buf).unwrap() else { panic!("publish") };
-    assert_eq!(p.payload.as_ptr() as usize, start + 5, "payload points into the read buffer");
+    let Some(Packet::Publish(p)) = d.decode(&mut buf).unwrap() else {
+        panic!("publish")
+    };
+    assert_eq!(
+        p.payload.as_ptr() as usize,
+        start + 5,
+        "payload points into the read buffer"
+    );
 }

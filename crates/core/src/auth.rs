@@ -49,7 +49,9 @@ impl std::fmt::Debug for ConnectRequest<'_> {
 /// The result of authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthDecision {
-    Allow { attributes: Vec<(String, String)> },
+    Allow {
+        attributes: Vec<(String, String)>,
+    },
     /// Refuse with this CONNACK reason (0x86 bad user name or password, 0x87 not authorized,
     /// 0x8C bad authentication method, ...).
     Deny(ReasonCode),
@@ -83,7 +85,9 @@ pub struct AllowAll;
 
 impl Authenticator for AllowAll {
     fn authenticate<'a>(&'a self, _request: &'a ConnectRequest<'a>) -> BoxFuture<'a, AuthDecision> {
-        Box::pin(std::future::ready(AuthDecision::Allow { attributes: Vec::new() }))
+        Box::pin(std::future::ready(AuthDecision::Allow {
+            attributes: Vec::new(),
+        }))
     }
 }
 

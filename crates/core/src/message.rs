@@ -39,7 +39,14 @@ impl Message {
         now: Instant,
         max_expiry: Option<u32>,
     ) -> Self {
-        let Publish { qos, retain, topic, properties: p, payload, .. } = publish;
+        let Publish {
+            qos,
+            retain,
+            topic,
+            properties: p,
+            payload,
+            ..
+        } = publish;
         let expiry = match (p.message_expiry_interval, max_expiry) {
             (Some(e), Some(max)) => Some(e.min(max)),
             (None, Some(max)) => Some(max),

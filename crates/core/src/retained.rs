@@ -36,7 +36,10 @@ impl Node {
 
 impl RetainedStore {
     pub fn new() -> Self {
-        RetainedStore { root: RwLock::new(Node::default()), count: AtomicUsize::new(0) }
+        RetainedStore {
+            root: RwLock::new(Node::default()),
+            count: AtomicUsize::new(0),
+        }
     }
 
     /// Store `message` as the retained message of its topic, or delete the topic's retained
@@ -93,7 +96,9 @@ impl Default for RetainedStore {
 
 impl std::fmt::Debug for RetainedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RetainedStore").field("messages", &self.len()).finish()
+        f.debug_struct("RetainedStore")
+            .field("messages", &self.len())
+            .finish()
     }
 }
 
@@ -228,7 +233,10 @@ mod tests {
         for t in ["a", "a/b", "a/b/c", "a/c", "b", "/x", "$SYS/up", "a/$x"] {
             s.set(msg(t, b"v", None));
         }
-        assert_eq!(topics(&s, "#", now), ["/x", "a", "a/$x", "a/b", "a/b/c", "a/c", "b"]);
+        assert_eq!(
+            topics(&s, "#", now),
+            ["/x", "a", "a/$x", "a/b", "a/b/c", "a/c", "b"]
+        );
         assert_eq!(topics(&s, "a/#", now), ["a", "a/$x", "a/b", "a/b/c", "a/c"]);
         assert_eq!(topics(&s, "a/+", now), ["a/$x", "a/b", "a/c"]);
         assert_eq!(topics(&s, "+", now), ["a", "b"]);

@@ -91,7 +91,11 @@ impl OutgoingWindow {
             }
             let id = self.next_id;
             if !self.inflight.iter().any(|i| i.packet_id == id) {
-                self.inflight.push(Inflight { packet_id: id, state, delivery });
+                self.inflight.push(Inflight {
+                    packet_id: id,
+                    state,
+                    delivery,
+                });
                 return Some(id);
             }
         }
@@ -157,7 +161,10 @@ impl OutgoingWindow {
     }
 
     fn position(&self, packet_id: u16) -> Result<usize, AckError> {
-        self.inflight.iter().position(|i| i.packet_id == packet_id).ok_or(AckError::NotFound)
+        self.inflight
+            .iter()
+            .position(|i| i.packet_id == packet_id)
+            .ok_or(AckError::NotFound)
     }
 }
 
@@ -238,7 +245,12 @@ impl InboundAliases {
         }
         let idx = usize::from(alias - 1);
         if topic.is_empty() {
-            return self.topics.get(idx).cloned().flatten().ok_or(TopicAliasError::Unknown);
+            return self
+                .topics
+                .get(idx)
+                .cloned()
+                .flatten()
+                .ok_or(TopicAliasError::Unknown);
         }
         if self.topics.len() <= idx {
             self.topics.resize(idx + 1, None);
@@ -286,7 +298,10 @@ mod tests {
 
     #[test]
     fn packet_ids_wrap_and_skip_in_use() {
-        let mut w = OutgoingWindow { inflight: Vec::new(), next_id: u16::MAX - 1 };
+        let mut w = OutgoingWindow {
+            inflight: Vec::new(),
+            next_id: u16::MAX - 1,
+        };
         let a = w.insert(delivery(QoS::AtLeastOnce)).unwrap();
         assert_eq!(a, u16::MAX);
         let b = w.insert(delivery(QoS::AtLeastOnce)).unwrap();

@@ -132,7 +132,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         .iter()
         .enumerate()
         .map(|(i, addr)| {
-            let name = if i == 0 { "default".to_string() } else { format!("default-{i}") };
+            let name = if i == 0 {
+                "default".to_string()
+            } else {
+                format!("default-{i}")
+            };
             ListenerConfig::anonymous(name, *addr)
         })
         .collect::<Vec<_>>();
@@ -140,7 +144,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         tracing::warn!(listener = %l.name, addr = %l.addr, "listener admits anonymous clients (no authentication configured)");
     }
     let config = ServerConfig { listeners, limits };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("edgemq: cannot start the runtime: {e}");
@@ -162,13 +169,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

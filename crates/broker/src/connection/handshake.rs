@@ -9,7 +9,9 @@ use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use edgemq_codec::{ConnAck, Connect, Decoder, Packet, Properties, ProtocolVersion, QoS, ReasonCode};
+use edgemq_codec::{
+    ConnAck, Connect, Decoder, Packet, Properties, ProtocolVersion, QoS, ReasonCode,
+};
 use edgemq_core::auth::{Action, AuthDecision, ConnectRequest, Principal};
 use edgemq_core::message::Message;
 use edgemq_core::session::{IncomingQos2, OutgoingWindow};
@@ -32,7 +34,11 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     let timeout = Duration::from_secs(bus.limits.connect_timeout_secs);
     let connect = match tokio::time::timeout(timeout, read_connect(io, &mut decoder)).await {
         Ok(Ok(connect)) => connect,
-        Ok(Err(Refusal { version, reason, detail })) => {
+        Ok(Err(Refusal {
+            version,
+            reason,
+            detail,
+        })) => {
             tracing::warn!(listener = %listener.name, peer = %peer, reason = reason.0, "connection refused: {detail}");
             if let Some(version) = version {
                 connack_error(io, version, reason);
@@ -103,7 +109,11 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             return None;
         }
     };
-    let principal = Principal { client_id: client_id.clone(), username: connect.username.clone(), attributes };
+    let principal = Principal {
+        client_id: client_id.clone(),
+        username: connect.username.clone(),
+        attributes,
+    };
     if !listener.authorizer.authorize(&principal, Action::Connect) {
         tracing::warn!(listener = %listener.name, peer = %peer, client_id = %client_id, "not authorized to connect");
         connack_error(io, version, ReasonCode::NotAuthorized);
@@ -141,11 +151,15 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         let delay = w.properties.will_delay_interval.unwrap_or(0);
         // The will's own expiry counts from when it is published; approximated from now
         // plus its delay (it can only be published later, never earlier).
-        let mut message = Message::from_publish(publish, None, bus.now(), limits.max_message_expiry);
+        let mut message =
+            Message::from_publish(publish, None, bus.now(), limits.max_message_expiry);
         if let Some(at) = message.expires_at.as_mut() {
             *at += Duration::from_secs(u64::from(delay));
         }
-        Will { message: Arc::new(message), delay }
+        Will {
+            message: Arc::new(message),
+            delay,
+        }
     });
 
     let conn_id = bus.next_id();
@@ -168,12 +182,23 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let opened = bus
         .sessions
-        .open(bus, &client_id, connect.clean_start, conn_id, control_tx, new_session)
+        .open(
+            bus,
+            &client_id,
+            connect.clean_start,
+            conn_id,
+            control_tx,
+            new_session,
+        )
         .await;
     let mut session = opened.data;
     session.expiry_interval = expiry;
 
-    let mut ack = ConnAck { session_present: opened.session_present, reason: ReasonCode::Success, properties: Properties::default() };
+    let mut ack = ConnAck {
+        session_present: opened.session_present,
+        reason: ReasonCode::Success,
+        properties: Properties::default(),
+    };
     if version.is_v5() {
         let p = &mut ack.properties;
         p.receive_maximum = Some(limits.receive_maximum);
@@ -243,7 +268,10 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
                 return Err(Refusal {
                     version: None,
                     reason: ReasonCode::ProtocolError,
-                    detail: format!("[MQTT-3.1.0-1] first packet is {:?}, not CONNECT", other.packet_type()),
+                    detail: format!(
+                        "[MQTT-3.1.0-1] first packet is {:?}, not CONNECT",
+                        other.packet_type()
+                    ),
                 })
             }
             Ok(None) => {}
@@ -254,12 +282,20 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
                 } else {
                     sniffed
                 };
-                return Err(Refusal { version, reason: e.reason, detail: e.to_string() });
+                return Err(Refusal {
+                    version,
+                    reason: e.reason,
+                    detail: e.to_string(),
+                });
             }
         }
         match io.read_more().await {
             Ok(0) | Err(_) => {
-                return Err(Refusal { version: None, reason: ReasonCode::Success, detail: "closed before CONNECT".into() })
+                return Err(Refusal {
+                    version: None,
+                    reason: ReasonCode::Success,
+                    detail: "closed before CONNECT".into(),
+                })
             }
             Ok(_) => {}
         }
@@ -303,6 +339,10 @@ fn connack_error<S>(io: &mut Io<S>, version: ProtocolVersion, reason: ReasonCode
     {
         return;
     }
-    let ack = ConnAck { session_present: false, reason, properties: Properties::default() };
+    let ack = ConnAck {
+        session_present: false,
+        reason,
+        properties: Properties::default(),
+    };
     let _ = Packet::ConnAck(ack).encode(version, &mut io.wbuf);
 }

@@ -31,7 +31,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Ok(())
             }
             Packet::PubRec(rec) => {
-                match self.session.outgoing.pubrec(rec.packet_id, rec.reason.is_error()) {
+                match self
+                    .session
+                    .outgoing
+                    .pubrec(rec.packet_id, rec.reason.is_error())
+                {
                     Ok(()) if !rec.reason.is_error() => {
                         self.send(Packet::PubRel(PubResponse::new(rec.packet_id)));
                     }
@@ -42,7 +46,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         rel.reason = ReasonCode::PacketIdentifierNotFound;
                         self.send(Packet::PubRel(rel));
                     }
-                    Err(AckError::NotFound) => self.send(Packet::PubRel(PubResponse::new(rec.packet_id))),
+                    Err(AckError::NotFound) => {
+                        self.send(Packet::PubRel(PubResponse::new(rec.packet_id)))
+                    }
                     Err(AckError::OutOfSequence) => {
                         return Err(self.protocol_error("[MQTT-4.3.3] PUBREC for a QoS 1 message"))
                     }
@@ -112,7 +118,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     fn on_publish(&mut self, mut publish: Publish) -> Result<(), Exit> {
         if self.version.is_v5() {
             if !publish.properties.subscription_identifiers.is_empty() {
-                return Err(self.protocol_error("[MQTT-3.3.4-6] subscription identifier in a client PUBLISH"));
+                return Err(self
+                    .protocol_error("[MQTT-3.3.4-6] subscription identifier in a client PUBLISH"));
             }
             if let Some(alias) = publish.properties.topic_alias {
                 let max = self.bus.limits.topic_alias_maximum;
@@ -125,17 +132,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
         }
         if publish.topic.is_empty() {
-            return Err(self.protocol_error("[MQTT-3.3.2-1] empty topic name without a topic alias"));
+            return Err(
+                self.protocol_error("[MQTT-3.3.2-1] empty topic name without a topic alias")
+            );
         }
         if let Err(e) = edgemq_core::topic::validate_topic_name(&publish.topic) {
             tracing::warn!(client_id = %self.client_id, error = %e, "invalid topic name; closing");
             return Err(self.violation(ReasonCode::TopicNameInvalid, "invalid topic name"));
         }
         if publish.qos > self.bus.limits.maximum_qos {
-            return Err(self.refuse(ReasonCode::QoSNotSupported, "[MQTT-3.2.2-11] QoS above Maximum QoS"));
+            return Err(self.refuse(
+                ReasonCode::QoSNotSupported,
+                "[MQTT-3.2.2-11] QoS above Maximum QoS",
+            ));
         }
         if publish.retain && !self.bus.limits.retain_available {
-            return Err(self.refuse(ReasonCode::RetainNotSupported, "[MQTT-3.2.2-14] retain not available"));
+            return Err(self.refuse(
+                ReasonCode::RetainNotSupported,
+                "[MQTT-3.2.2-14] retain not available",
+            ));
         }
         let packet_id = publish.packet_id.unwrap_or(0);
         let qos = publish.qos;
@@ -143,7 +158,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let window = usize::from(self.bus.limits.receive_maximum);
             let is_new = !self.session.incoming_qos2.contains(packet_id);
             if is_new && self.session.incoming_qos2.len() >= window {
-                return Err(self.refuse(ReasonCode::ReceiveMaximumExceeded, "[MQTT-3.3.4-9] receive maximum exceeded"));
+                return Err(self.refuse(
+                    ReasonCode::ReceiveMaximumExceeded,
+                    "[MQTT-3.3.4-9] receive maximum exceeded",
+                ));
             }
             if !self.session.incoming_qos2.receive(packet_id) {
                 // A repeat of a message already received: acknowledge again, deliver once
@@ -152,7 +170,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 return Ok(());
             }
         }
-        let allowed = self.listener.authorizer.authorize(&self.principal, Action::Publish { topic: &publish.topic });
+        let allowed = self.listener.authorizer.authorize(
+            &self.principal,
+            Action::Publish {
+                topic: &publish.topic,
+            },
+        );
         let mut reason = ReasonCode::Success;
         if allowed {
             let message = Message::from_publish(
@@ -192,10 +215,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Exit> {
-        let subscription_id = subscribe.properties.subscription_identifiers.first().copied();
+        let subscription_id = subscribe
+            .properties
+            .subscription_identifiers
+            .first()
+            .copied();
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         let mut retained_for: Vec<(bytestring::ByteString, StoredOptions)> = Vec::new();
-        let invalid = if self.version.is_v5() { ReasonCode::TopicFilterInvalid } else { ReasonCode::UnspecifiedError };
+        let invalid = if self.version.is_v5() {
+            ReasonCode::TopicFilterInvalid
+        } else {
+            ReasonCode::UnspecifiedError
+        };
         for (raw, mut options) in subscribe.filters {
             let filter = match parse_subscription_filter(&raw) {
                 Ok(f) => f,
@@ -208,13 +239,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if filter.share_group.is_some() && options.no_local {
                 return Err(self.protocol_error("[MQTT-3.8.3-4] No Local on a shared subscription"));
             }
-            if !self.listener.authorizer.authorize(&self.principal, Action::Subscribe { filter: &raw }) {
+            if !self
+                .listener
+                .authorizer
+                .authorize(&self.principal, Action::Subscribe { filter: &raw })
+            {
                 tracing::warn!(client_id = %self.client_id, filter = %raw, "subscribe not authorized");
-                reasons.push(if self.version.is_v5() { ReasonCode::NotAuthorized } else { ReasonCode::UnspecifiedError });
+                reasons.push(if self.version.is_v5() {
+                    ReasonCode::NotAuthorized
+                } else {
+                    ReasonCode::UnspecifiedError
+                });
                 continue;
             }
             options.qos = options.qos.min(self.bus.limits.maximum_qos);
-            let stored = StoredOptions { options, subscription_id };
+            let stored = StoredOptions {
+                options,
+                subscription_id,
+            };
             let handle = MailboxHandle(self.session.mailbox.clone());
             let existed = self.bus.index.subscribe(&filter, handle, stored);
             let send_retained = filter.share_group.is_none()
@@ -265,7 +307,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Some((filter, _)) => self.bus.index.unsubscribe(&filter, self.session.key),
                 None => false,
             };
-            reasons.push(if removed { ReasonCode::Success } else { ReasonCode::NoSubscriptionExisted });
+            reasons.push(if removed {
+                ReasonCode::Success
+            } else {
+                ReasonCode::NoSubscriptionExisted
+            });
         }
         if self.version != ProtocolVersion::V5 {
             reasons.clear();
@@ -287,7 +333,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
 fn topic_alias_rule(e: edgemq_core::session::TopicAliasError) -> &'static str {
     match e {
-        edgemq_core::session::TopicAliasError::OutOfRange => "[MQTT-3.3.2-8] topic alias out of range",
+        edgemq_core::session::TopicAliasError::OutOfRange => {
+            "[MQTT-3.3.2-8] topic alias out of range"
+        }
         edgemq_core::session::TopicAliasError::Unknown => "[MQTT-3.3.2-7] unknown topic alias",
     }
 }

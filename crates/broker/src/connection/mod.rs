@@ -45,7 +45,12 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let (reader, writer) = tokio::io::split(stream);
-    let mut io = Io { reader, writer, rbuf: BytesMut::new(), wbuf: BytesMut::new() };
+    let mut io = Io {
+        reader,
+        writer,
+        rbuf: BytesMut::new(),
+        wbuf: BytesMut::new(),
+    };
     let decoder = Decoder::new(bus.limits.max_packet_size);
     let accepted = match handshake::accept(&mut io, decoder, peer, &listener, &bus).await {
         Some(accepted) => accepted,
@@ -133,13 +138,18 @@ pub(crate) struct Will {
 #[derive(Debug)]
 enum Exit {
     /// DISCONNECT from the client; `with_will` for reason 0x04.
-    ClientDisconnect { with_will: bool },
+    ClientDisconnect {
+        with_will: bool,
+    },
     /// The peer closed or the socket failed.
     Closed,
     /// We refused something and (v5) sent a DISCONNECT with this reason.
     Violation(ReasonCode),
     /// Another connection took the session.
-    TakenOver { new_clean_start: bool, reply: tokio::sync::oneshot::Sender<SessionData> },
+    TakenOver {
+        new_clean_start: bool,
+        reply: tokio::sync::oneshot::Sender<SessionData>,
+    },
     Shutdown,
 }
 
@@ -214,7 +224,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.io.shrink_if_idle();
             }
             let below_high_water = self.io.wbuf.len() < WRITE_HIGH_WATER;
-            let Io { reader, writer, rbuf, wbuf } = &mut self.io;
+            let Io {
+                reader,
+                writer,
+                rbuf,
+                wbuf,
+            } = &mut self.io;
             if below_high_water && rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                 rbuf.reserve(READ_CHUNK);
             }
@@ -277,7 +292,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Queue a v5 DISCONNECT with `reason` (v3 has none) and end the loop.
     fn violation(&mut self, reason: ReasonCode, _why: &'static str) -> Exit {
         if self.version.is_v5() {
-            let packet = Packet::Disconnect(Disconnect { reason, properties: Default::default() });
+            let packet = Packet::Disconnect(Disconnect {
+                reason,
+                properties: Default::default(),
+            });
             let _ = packet.encode(self.version, &mut self.io.wbuf);
         }
         Exit::Violation(reason)
@@ -296,7 +314,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             _ => None,
         };
         if let (Some(reason), true) = (reason, self.version.is_v5()) {
-            let packet = Packet::Disconnect(Disconnect { reason, properties: Default::default() });
+            let packet = Packet::Disconnect(Disconnect {
+                reason,
+                properties: Default::default(),
+            });
             let _ = packet.encode(self.version, &mut self.io.wbuf);
         }
         // A client that does not read cannot hold the task: bounded flush.
@@ -309,7 +330,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
         let will = if publish_will { self.will.take() } else { None };
         match exit {
-            Exit::TakenOver { new_clean_start, reply } => {
+            Exit::TakenOver {
+                new_clean_start,
+                reply,
+            } => {
                 // The session ends on takeover if it would not outlive this connection or the
                 // new one starts clean; then the will goes now, else only without a delay.
                 let ending = new_clean_start || self.session.expiry_interval == 0;
@@ -323,9 +347,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             _ => {
                 redistribute_shared(&self.bus, &mut self.session);
                 let will = will.map(|w| (w.message, w.delay));
-                if let Err(data) =
-                    self.bus.sessions.close(&self.bus, &self.client_id, self.conn_id, self.session, will)
-                {
+                if let Err(data) = self.bus.sessions.close(
+                    &self.bus,
+                    &self.client_id,
+                    self.conn_id,
+                    self.session,
+                    will,
+                ) {
                     // Taken over while we were exiting: the request is in our channel.
                     if let Ok(Control::TakeOver { reply, .. }) = self.control_rx.try_recv() {
                         let _ = reply.send(*data);

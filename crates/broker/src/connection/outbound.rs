@@ -30,7 +30,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     Some(id) => Some(id),
                     None => {
                         // 65,535 messages in flight cannot happen within a u16 Receive Maximum.
-                        self.session.mailbox.requeue_front(std::iter::once(delivery));
+                        self.session
+                            .mailbox
+                            .requeue_front(std::iter::once(delivery));
                         return Ok(());
                     }
                 },
@@ -57,7 +59,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             .collect();
         for (packet_id, state, delivery) in pending {
             match state {
-                OutgoingState::AwaitingPubComp => self.send(Packet::PubRel(PubResponse::new(packet_id))),
+                OutgoingState::AwaitingPubComp => {
+                    self.send(Packet::PubRel(PubResponse::new(packet_id)))
+                }
                 _ => {
                     self.write_publish(&delivery, Some(packet_id), true, now);
                 }
@@ -75,10 +79,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         now: std::time::Instant,
     ) -> bool {
         let message = &delivery.message;
-        let mut properties = if self.version.is_v5() { message.properties.clone() } else { Default::default() };
+        let mut properties = if self.version.is_v5() {
+            message.properties.clone()
+        } else {
+            Default::default()
+        };
         if self.version.is_v5() {
             properties.message_expiry_interval = message.remaining_expiry(now);
-            properties.subscription_identifiers.extend(delivery.subscription_ids.iter().copied());
+            properties
+                .subscription_identifiers
+                .extend(delivery.subscription_ids.iter().copied());
         }
         let publish = Publish {
             dup,
@@ -103,7 +113,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 return false;
             }
         }
-        self.bus.stats.messages_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.bus
+            .stats
+            .messages_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         true
     }
 }

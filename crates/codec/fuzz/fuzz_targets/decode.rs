@@ -19,13 +19,21 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut buf = BytesMut::from(input);
     while let Ok(Some(packet)) = decoder.decode(&mut buf) {
-        let Some(version) = decoder.version else { break };
+        let Some(version) = decoder.version else {
+            break;
+        };
         let mut out = BytesMut::new();
-        if packet.encode(version, &mut out).is_ok() && !matches!(packet, edgemq_codec::Packet::Connect(_)) {
+        if packet.encode(version, &mut out).is_ok()
+            && !matches!(packet, edgemq_codec::Packet::Connect(_))
+        {
             let mut again = Decoder::new(u32::MAX);
             again.version = Some(version);
             let decoded = again.decode(&mut out).ok().flatten();
-            assert_eq!(decoded.as_ref(), Some(&packet), "re-encoding changed the packet");
+            assert_eq!(
+                decoded.as_ref(),
+                Some(&packet),
+                "re-encoding changed the packet"
+            );
         }
     }
 });

@@ -23,13 +23,19 @@ impl Auth {
         }
         a.reason = ReasonCode(read_u8(&mut buf)?);
         if !matches!(a.reason.0, 0x00 | 0x18 | 0x19) {
-            return Err(DecodeError::protocol("[MQTT-3.15.2-1]", "AUTH reason code not allowed"));
+            return Err(DecodeError::protocol(
+                "[MQTT-3.15.2-1]",
+                "AUTH reason code not allowed",
+            ));
         }
         if !buf.is_empty() {
             a.properties = Properties::decode(&mut buf, PropertyContext::Auth)?;
         }
         if !buf.is_empty() {
-            return Err(DecodeError::malformed("[MQTT-3.15]", "bytes after the AUTH"));
+            return Err(DecodeError::malformed(
+                "[MQTT-3.15]",
+                "bytes after the AUTH",
+            ));
         }
         Ok(a)
     }

@@ -27,11 +27,17 @@ impl ConnAck {
     pub(crate) fn decode(mut buf: Bytes, version: ProtocolVersion) -> Result<ConnAck, DecodeError> {
         let flags = read_u8(&mut buf)?;
         if flags & 0xFE != 0 {
-            return Err(DecodeError::malformed("[MQTT-3.2.2-1]", "CONNACK reserved flags set"));
+            return Err(DecodeError::malformed(
+                "[MQTT-3.2.2-1]",
+                "CONNACK reserved flags set",
+            ));
         }
         let code = read_u8(&mut buf)?;
         let (reason, properties) = if version.is_v5() {
-            (ReasonCode(code), Properties::decode(&mut buf, PropertyContext::ConnAck)?)
+            (
+                ReasonCode(code),
+                Properties::decode(&mut buf, PropertyContext::ConnAck)?,
+            )
         } else {
             let reason = match code {
                 0 => ReasonCode::Success,
@@ -40,21 +46,41 @@ impl ConnAck {
                 3 => ReasonCode::ServerUnavailable,
                 4 => ReasonCode::BadUserNameOrPassword,
                 5 => ReasonCode::NotAuthorized,
-                _ => return Err(DecodeError::malformed("[MQTT-3.2.2.3]", "unknown CONNACK return code")),
+                _ => {
+                    return Err(DecodeError::malformed(
+                        "[MQTT-3.2.2.3]",
+                        "unknown CONNACK return code",
+                    ))
+                }
             };
             (reason, Properties::default())
         };
         if !buf.is_empty() {
-            return Err(DecodeError::malformed("[MQTT-3.2]", "bytes after the CONNACK"));
+            return Err(DecodeError::malformed(
+                "[MQTT-3.2]",
+                "bytes after the CONNACK",
+            ));
         }
-        Ok(ConnAck { session_present: flags & 1 != 0, reason, properties })
+        Ok(ConnAck {
+            session_present: flags & 1 != 0,
+            reason,
+            properties,
+        })
     }
 
     pub(crate) fn remaining_len(&self, version: ProtocolVersion) -> usize {
-        2 + if version.is_v5() { self.properties.encoded_len() } else { 0 }
+        2 + if version.is_v5() {
+            self.properties.encoded_len()
+        } else {
+            0
+        }
     }
 
-    pub(crate) fn write(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+    pub(crate) fn write(
+        &self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         out.put_u8(u8::from(self.session_present));
         if version.is_v5() {
             out.put_u8(self.reason.0);

@@ -36,7 +36,9 @@ pub struct LastWill {
 
 use bytes::{BufMut, BytesMut};
 
-use crate::primitives::{field_len, read_binary, read_string, read_u16, read_u8, write_binary, write_string};
+use crate::primitives::{
+    field_len, read_binary, read_string, read_u16, read_u8, write_binary, write_string,
+};
 use crate::properties::PropertyContext;
 use crate::{DecodeError, EncodeError, ReasonCode};
 
@@ -58,7 +60,10 @@ impl Connect {
         };
         let flags = read_u8(&mut buf)?;
         if flags & 0x01 != 0 {
-            return Err(DecodeError::malformed("[MQTT-3.1.2-3]", "CONNECT reserved flag is set"));
+            return Err(DecodeError::malformed(
+                "[MQTT-3.1.2-3]",
+                "CONNECT reserved flag is set",
+            ));
         }
         let clean_start = flags & 0x02 != 0;
         let will_flag = flags & 0x04 != 0;
@@ -70,10 +75,16 @@ impl Connect {
             return Err(DecodeError::malformed("[MQTT-3.1.2-14]", "will QoS 3"));
         }
         if !will_flag && (will_qos != 0 || will_retain) {
-            return Err(DecodeError::malformed("[MQTT-3.1.2-13]", "will QoS or retain set without the will flag"));
+            return Err(DecodeError::malformed(
+                "[MQTT-3.1.2-13]",
+                "will QoS or retain set without the will flag",
+            ));
         }
         if password_flag && !username_flag && protocol_version != ProtocolVersion::V5 {
-            return Err(DecodeError::malformed("[MQTT-3.1.2-22]", "password flag without user name flag"));
+            return Err(DecodeError::malformed(
+                "[MQTT-3.1.2-22]",
+                "password flag without user name flag",
+            ));
         }
         let keep_alive = read_u16(&mut buf)?;
         let properties = if protocol_version.is_v5() {
@@ -108,12 +119,32 @@ impl Connect {
         } else {
             None
         };
-        let username = if username_flag { Some(read_string(&mut buf)?) } else { None };
-        let password = if password_flag { Some(read_binary(&mut buf)?) } else { None };
+        let username = if username_flag {
+            Some(read_string(&mut buf)?)
+        } else {
+            None
+        };
+        let password = if password_flag {
+            Some(read_binary(&mut buf)?)
+        } else {
+            None
+        };
         if !buf.is_empty() {
-            return Err(DecodeError::malformed("[MQTT-3.1.3]", "bytes after the CONNECT payload"));
+            return Err(DecodeError::malformed(
+                "[MQTT-3.1.3]",
+                "bytes after the CONNECT payload",
+            ));
         }
-        Ok(Connect { protocol_version, clean_start, keep_alive, properties, client_id, last_will, username, password })
+        Ok(Connect {
+            protocol_version,
+            clean_start,
+            keep_alive,
+            properties,
+            client_id,
+            last_will,
+            username,
+            password,
+        })
     }
 
     fn name_and_level(&self) -> (&'static [u8], u8) {
@@ -137,7 +168,10 @@ impl Connect {
                 len += w.properties.encoded_len();
             }
         }
-        len += self.username.as_ref().map_or(0, |u| field_len(u.as_bytes()));
+        len += self
+            .username
+            .as_ref()
+            .map_or(0, |u| field_len(u.as_bytes()));
         len += self.password.as_ref().map_or(0, |p| field_len(p));
         len
     }

@@ -18,11 +18,17 @@ use crate::properties::PropertyContext;
 use crate::{DecodeError, EncodeError, ProtocolVersion};
 
 impl Disconnect {
-    pub(crate) fn decode(mut buf: Bytes, version: ProtocolVersion) -> Result<Disconnect, DecodeError> {
+    pub(crate) fn decode(
+        mut buf: Bytes,
+        version: ProtocolVersion,
+    ) -> Result<Disconnect, DecodeError> {
         let mut d = Disconnect::default();
         if !version.is_v5() {
             if !buf.is_empty() {
-                return Err(DecodeError::malformed("[MQTT-3.14.1]", "v3 DISCONNECT with a body"));
+                return Err(DecodeError::malformed(
+                    "[MQTT-3.14.1]",
+                    "v3 DISCONNECT with a body",
+                ));
             }
             return Ok(d);
         }
@@ -33,7 +39,10 @@ impl Disconnect {
             d.properties = Properties::decode(&mut buf, PropertyContext::Disconnect)?;
         }
         if !buf.is_empty() {
-            return Err(DecodeError::malformed("[MQTT-3.14]", "bytes after the DISCONNECT"));
+            return Err(DecodeError::malformed(
+                "[MQTT-3.14]",
+                "bytes after the DISCONNECT",
+            ));
         }
         Ok(d)
     }
@@ -42,14 +51,21 @@ impl Disconnect {
         if !version.is_v5() {
             return 0;
         }
-        match (self.reason == ReasonCode::NormalDisconnection, self.properties.is_empty()) {
+        match (
+            self.reason == ReasonCode::NormalDisconnection,
+            self.properties.is_empty(),
+        ) {
             (true, true) => 0,
             (_, true) => 1,
             _ => 1 + self.properties.encoded_len(),
         }
     }
 
-    pub(crate) fn write(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+    pub(crate) fn write(
+        &self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         let len = self.remaining_len(version);
         if len >= 1 {
             out.put_u8(self.reason.0);

@@ -212,38 +212,60 @@ pub fn decode_body(
         return Ok(Packet::Connect(Box::new(Connect::decode(body)?)));
     }
     let Some(version) = version else {
-        return Err(DecodeError::protocol("[MQTT-3.1.0-1]", "first packet is not CONNECT"));
+        return Err(DecodeError::protocol(
+            "[MQTT-3.1.0-1]",
+            "first packet is not CONNECT",
+        ));
     };
     let empty = |p: Packet| {
         if body.is_empty() {
             Ok(p)
         } else {
-            Err(DecodeError::malformed("[MQTT-3.12.1]", "PINGREQ/PINGRESP with a body"))
+            Err(DecodeError::malformed(
+                "[MQTT-3.12.1]",
+                "PINGREQ/PINGRESP with a body",
+            ))
         }
     };
     match kind {
-        2 => check_flags(header.flags, 0).and_then(|_| ConnAck::decode(body, version).map(Packet::ConnAck)),
+        2 => check_flags(header.flags, 0)
+            .and_then(|_| ConnAck::decode(body, version).map(Packet::ConnAck)),
         3 => Publish::decode(header.flags, body, version).map(Packet::Publish),
-        4 => check_flags(header.flags, 0)
-            .and_then(|_| PubResponse::decode(PacketType::PubAck, body, version).map(Packet::PubAck)),
-        5 => check_flags(header.flags, 0)
-            .and_then(|_| PubResponse::decode(PacketType::PubRec, body, version).map(Packet::PubRec)),
-        6 => check_flags(header.flags, 0b0010)
-            .and_then(|_| PubResponse::decode(PacketType::PubRel, body, version).map(Packet::PubRel)),
-        7 => check_flags(header.flags, 0)
-            .and_then(|_| PubResponse::decode(PacketType::PubComp, body, version).map(Packet::PubComp)),
-        8 => check_flags(header.flags, 0b0010).and_then(|_| Subscribe::decode(body, version).map(Packet::Subscribe)),
-        9 => check_flags(header.flags, 0).and_then(|_| SubAck::decode(body, version).map(Packet::SubAck)),
+        4 => check_flags(header.flags, 0).and_then(|_| {
+            PubResponse::decode(PacketType::PubAck, body, version).map(Packet::PubAck)
+        }),
+        5 => check_flags(header.flags, 0).and_then(|_| {
+            PubResponse::decode(PacketType::PubRec, body, version).map(Packet::PubRec)
+        }),
+        6 => check_flags(header.flags, 0b0010).and_then(|_| {
+            PubResponse::decode(PacketType::PubRel, body, version).map(Packet::PubRel)
+        }),
+        7 => check_flags(header.flags, 0).and_then(|_| {
+            PubResponse::decode(PacketType::PubComp, body, version).map(Packet::PubComp)
+        }),
+        8 => check_flags(header.flags, 0b0010)
+            .and_then(|_| Subscribe::decode(body, version).map(Packet::Subscribe)),
+        9 => check_flags(header.flags, 0)
+            .and_then(|_| SubAck::decode(body, version).map(Packet::SubAck)),
         10 => check_flags(header.flags, 0b0010)
             .and_then(|_| Unsubscribe::decode(body, version).map(Packet::Unsubscribe)),
-        11 => check_flags(header.flags, 0).and_then(|_| UnsubAck::decode(body, version).map(Packet::UnsubAck)),
+        11 => check_flags(header.flags, 0)
+            .and_then(|_| UnsubAck::decode(body, version).map(Packet::UnsubAck)),
         12 => check_flags(header.flags, 0).and_then(|_| empty(Packet::PingReq)),
         13 => check_flags(header.flags, 0).and_then(|_| empty(Packet::PingResp)),
         14 => check_flags(header.flags, 0)
             .and_then(|_| Disconnect::decode(body, version).map(Packet::Disconnect)),
-        15 if version.is_v5() => check_flags(header.flags, 0).and_then(|_| Auth::decode(body).map(Packet::Auth)),
-        15 => Err(DecodeError::malformed("[MQTT-2.1.2]", "AUTH is not an MQTT 3 packet")),
-        _ => Err(DecodeError::malformed("[MQTT-2.1.2]", "reserved packet type 0")),
+        15 if version.is_v5() => {
+            check_flags(header.flags, 0).and_then(|_| Auth::decode(body).map(Packet::Auth))
+        }
+        15 => Err(DecodeError::malformed(
+            "[MQTT-2.1.2]",
+            "AUTH is not an MQTT 3 packet",
+        )),
+        _ => Err(DecodeError::malformed(
+            "[MQTT-2.1.2]",
+            "reserved packet type 0",
+        )),
     }
 }
 
@@ -252,6 +274,9 @@ fn check_flags(flags: u8, expected: u8) -> Result<(), DecodeError> {
     if flags == expected {
         Ok(())
     } else {
-        Err(DecodeError::malformed("[MQTT-2.1.3-1]", "reserved fixed-header flags are wrong"))
+        Err(DecodeError::malformed(
+            "[MQTT-2.1.3-1]",
+            "reserved fixed-header flags are wrong",
+        ))
     }
 }

@@ -29,7 +29,10 @@ use crate::properties::PropertyContext;
 use crate::{DecodeError, EncodeError, ProtocolVersion, ReasonCode};
 
 /// A Payload Format Indicator of 1 promises UTF-8 [MQTT-3.3.2-4].
-pub(crate) fn check_payload_format(properties: &Properties, payload: &Bytes) -> Result<(), DecodeError> {
+pub(crate) fn check_payload_format(
+    properties: &Properties,
+    payload: &Bytes,
+) -> Result<(), DecodeError> {
     if properties.payload_format_indicator == Some(1) && std::str::from_utf8(payload).is_err() {
         return Err(DecodeError::with_reason(
             ReasonCode::PayloadFormatInvalid,
@@ -41,13 +44,22 @@ pub(crate) fn check_payload_format(properties: &Properties, payload: &Bytes) -> 
 }
 
 impl Publish {
-    pub(crate) fn decode(flags: u8, mut buf: Bytes, version: ProtocolVersion) -> Result<Publish, DecodeError> {
+    pub(crate) fn decode(
+        flags: u8,
+        mut buf: Bytes,
+        version: ProtocolVersion,
+    ) -> Result<Publish, DecodeError> {
         let dup = flags & 0x08 != 0;
         let retain = flags & 0x01 != 0;
-        let qos = QoS::from_u8((flags >> 1) & 0x03)
-            .ok_or(DecodeError::malformed("[MQTT-3.3.1-4]", "PUBLISH with QoS 3"))?;
+        let qos = QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::malformed(
+            "[MQTT-3.3.1-4]",
+            "PUBLISH with QoS 3",
+        ))?;
         if dup && qos == QoS::AtMostOnce {
-            return Err(DecodeError::malformed("[MQTT-3.3.1-2]", "DUP set on a QoS 0 PUBLISH"));
+            return Err(DecodeError::malformed(
+                "[MQTT-3.3.1-2]",
+                "DUP set on a QoS 0 PUBLISH",
+            ));
         }
         let topic = read_string(&mut buf)?;
         if topic.contains(['+', '#']) {
@@ -62,7 +74,10 @@ impl Publish {
         } else {
             let id = read_u16(&mut buf)?;
             if id == 0 {
-                return Err(DecodeError::malformed("[MQTT-2.2.1-3]", "packet identifier 0"));
+                return Err(DecodeError::malformed(
+                    "[MQTT-2.2.1-3]",
+                    "packet identifier 0",
+                ));
             }
             Some(id)
         };
@@ -76,14 +91,29 @@ impl Publish {
                 return Err(DecodeError::malformed("[MQTT-4.7.3-1]", "empty topic name"));
             }
             if properties.topic_alias.is_none() {
-                return Err(DecodeError::protocol("[MQTT-3.3.2-1]", "empty topic name without a topic alias"));
+                return Err(DecodeError::protocol(
+                    "[MQTT-3.3.2-1]",
+                    "empty topic name without a topic alias",
+                ));
             }
         }
         if properties.topic_alias == Some(0) {
-            return Err(DecodeError::with_reason(ReasonCode::TopicAliasInvalid, "[MQTT-3.3.2-8]", "topic alias 0"));
+            return Err(DecodeError::with_reason(
+                ReasonCode::TopicAliasInvalid,
+                "[MQTT-3.3.2-8]",
+                "topic alias 0",
+            ));
         }
         check_payload_format(&properties, &buf)?;
-        Ok(Publish { dup, qos, retain, topic, packet_id, properties, payload: buf })
+        Ok(Publish {
+            dup,
+            qos,
+            retain,
+            topic,
+            packet_id,
+            properties,
+            payload: buf,
+        })
     }
 
     pub(crate) fn flags(&self) -> u8 {
@@ -93,11 +123,19 @@ impl Publish {
     pub(crate) fn remaining_len(&self, version: ProtocolVersion) -> usize {
         field_len(self.topic.as_bytes())
             + if self.qos == QoS::AtMostOnce { 0 } else { 2 }
-            + if version.is_v5() { self.properties.encoded_len() } else { 0 }
+            + if version.is_v5() {
+                self.properties.encoded_len()
+            } else {
+                0
+            }
             + self.payload.len()
     }
 
-    pub(crate) fn write(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+    pub(crate) fn write(
+        &self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         write_string(out, &self.topic)?;
         if self.qos != QoS::AtMostOnce {
             out.put_u16(self.packet_id.unwrap_or(0));

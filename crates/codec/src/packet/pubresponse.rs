@@ -15,7 +15,11 @@ pub struct PubResponse {
 impl PubResponse {
     /// A success response with no properties.
     pub fn new(packet_id: u16) -> Self {
-        Self { packet_id, reason: ReasonCode::Success, properties: Properties::default() }
+        Self {
+            packet_id,
+            reason: ReasonCode::Success,
+            properties: Properties::default(),
+        }
     }
 }
 
@@ -26,21 +30,36 @@ use crate::properties::PropertyContext;
 use crate::{DecodeError, EncodeError, PacketType, ProtocolVersion};
 
 impl PubResponse {
-    pub(crate) fn decode(kind: PacketType, mut buf: Bytes, version: ProtocolVersion) -> Result<PubResponse, DecodeError> {
+    pub(crate) fn decode(
+        kind: PacketType,
+        mut buf: Bytes,
+        version: ProtocolVersion,
+    ) -> Result<PubResponse, DecodeError> {
         let packet_id = read_u16(&mut buf)?;
         if packet_id == 0 {
-            return Err(DecodeError::malformed("[MQTT-2.2.1-3]", "packet identifier 0"));
+            return Err(DecodeError::malformed(
+                "[MQTT-2.2.1-3]",
+                "packet identifier 0",
+            ));
         }
         let mut response = PubResponse::new(packet_id);
         if version.is_v5() {
             if !buf.is_empty() {
                 response.reason = ReasonCode(read_u8(&mut buf)?);
                 let valid = match kind {
-                    PacketType::PubRel | PacketType::PubComp => matches!(response.reason.0, 0x00 | 0x92),
-                    _ => matches!(response.reason.0, 0x00 | 0x10 | 0x80 | 0x83 | 0x87 | 0x90 | 0x91 | 0x97 | 0x99),
+                    PacketType::PubRel | PacketType::PubComp => {
+                        matches!(response.reason.0, 0x00 | 0x92)
+                    }
+                    _ => matches!(
+                        response.reason.0,
+                        0x00 | 0x10 | 0x80 | 0x83 | 0x87 | 0x90 | 0x91 | 0x97 | 0x99
+                    ),
                 };
                 if !valid {
-                    return Err(DecodeError::malformed("[MQTT-3.4.2.1]", "reason code not allowed in this acknowledgement"));
+                    return Err(DecodeError::malformed(
+                        "[MQTT-3.4.2.1]",
+                        "reason code not allowed in this acknowledgement",
+                    ));
                 }
             }
             if !buf.is_empty() {
@@ -48,7 +67,10 @@ impl PubResponse {
             }
         }
         if !buf.is_empty() {
-            return Err(DecodeError::malformed("[MQTT-3.4]", "bytes after the acknowledgement"));
+            return Err(DecodeError::malformed(
+                "[MQTT-3.4]",
+                "bytes after the acknowledgement",
+            ));
         }
         Ok(response)
     }
@@ -57,14 +79,21 @@ impl PubResponse {
         if !version.is_v5() {
             return 2;
         }
-        match (self.reason == ReasonCode::Success, self.properties.is_empty()) {
+        match (
+            self.reason == ReasonCode::Success,
+            self.properties.is_empty(),
+        ) {
             (true, true) => 2,
             (_, true) => 3,
             _ => 3 + self.properties.encoded_len(),
         }
     }
 
-    pub(crate) fn write(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+    pub(crate) fn write(
+        &self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         out.put_u16(self.packet_id);
         let len = self.remaining_len(version);
         if len >= 3 {

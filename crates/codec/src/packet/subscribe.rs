@@ -54,10 +54,16 @@ use crate::{DecodeError, EncodeError, ProtocolVersion};
 impl SubscriptionOptions {
     fn decode(byte: u8, version: ProtocolVersion) -> Result<Self, DecodeError> {
         if !version.is_v5() && byte & 0xFC != 0 {
-            return Err(DecodeError::malformed("[MQTT-3-8.3-4]", "reserved subscription option bits set"));
+            return Err(DecodeError::malformed(
+                "[MQTT-3-8.3-4]",
+                "reserved subscription option bits set",
+            ));
         }
         if byte & 0xC0 != 0 {
-            return Err(DecodeError::malformed("[MQTT-3.8.3-5]", "reserved subscription option bits set"));
+            return Err(DecodeError::malformed(
+                "[MQTT-3.8.3-5]",
+                "reserved subscription option bits set",
+            ));
         }
         // QoS 3 is a Protocol Error in 5.0 [MQTT-3.8.3.1], a malformed option byte in 3.1.1.
         let qos = QoS::from_u8(byte & 0x03).ok_or(if version.is_v5() {
@@ -91,10 +97,16 @@ impl SubscriptionOptions {
 }
 
 impl Subscribe {
-    pub(crate) fn decode(mut buf: Bytes, version: ProtocolVersion) -> Result<Subscribe, DecodeError> {
+    pub(crate) fn decode(
+        mut buf: Bytes,
+        version: ProtocolVersion,
+    ) -> Result<Subscribe, DecodeError> {
         let packet_id = read_u16(&mut buf)?;
         if packet_id == 0 {
-            return Err(DecodeError::malformed("[MQTT-2.2.1-3]", "packet identifier 0"));
+            return Err(DecodeError::malformed(
+                "[MQTT-2.2.1-3]",
+                "packet identifier 0",
+            ));
         }
         let properties = if version.is_v5() {
             Properties::decode(&mut buf, PropertyContext::Subscribe)?
@@ -108,17 +120,35 @@ impl Subscribe {
             filters.push((filter, options));
         }
         if filters.is_empty() {
-            return Err(DecodeError::protocol("[MQTT-3.8.3-3]", "SUBSCRIBE without a topic filter"));
+            return Err(DecodeError::protocol(
+                "[MQTT-3.8.3-3]",
+                "SUBSCRIBE without a topic filter",
+            ));
         }
-        Ok(Subscribe { packet_id, properties, filters })
+        Ok(Subscribe {
+            packet_id,
+            properties,
+            filters,
+        })
     }
 
     pub(crate) fn remaining_len(&self, version: ProtocolVersion) -> usize {
-        2 + if version.is_v5() { self.properties.encoded_len() } else { 0 }
-            + self.filters.iter().map(|(f, _)| field_len(f.as_bytes()) + 1).sum::<usize>()
+        2 + if version.is_v5() {
+            self.properties.encoded_len()
+        } else {
+            0
+        } + self
+            .filters
+            .iter()
+            .map(|(f, _)| field_len(f.as_bytes()) + 1)
+            .sum::<usize>()
     }
 
-    pub(crate) fn write(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+    pub(crate) fn write(
+        &self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         out.put_u16(self.packet_id);
         if version.is_v5() {
             self.properties.encode(out)?;
@@ -141,32 +171,57 @@ impl SubAck {
         };
         let reasons: Vec<ReasonCode> = buf.iter().map(|b| ReasonCode(*b)).collect();
         if reasons.is_empty() {
-            return Err(DecodeError::protocol("[MQTT-3.9.3]", "SUBACK without reason codes"));
+            return Err(DecodeError::protocol(
+                "[MQTT-3.9.3]",
+                "SUBACK without reason codes",
+            ));
         }
         let valid = |r: &ReasonCode| match version {
             ProtocolVersion::V5 => {
-                matches!(r.0, 0x00..=0x02 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91 | 0x97 | 0x9E | 0xA1 | 0xA2)
+                matches!(
+                    r.0,
+                    0x00..=0x02 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91 | 0x97 | 0x9E | 0xA1 | 0xA2
+                )
             }
             _ => matches!(r.0, 0x00..=0x02 | 0x80),
         };
         if !reasons.iter().all(valid) {
-            return Err(DecodeError::malformed("[MQTT-3.9.3]", "SUBACK reason code not allowed"));
+            return Err(DecodeError::malformed(
+                "[MQTT-3.9.3]",
+                "SUBACK reason code not allowed",
+            ));
         }
-        Ok(SubAck { packet_id, properties, reasons })
+        Ok(SubAck {
+            packet_id,
+            properties,
+            reasons,
+        })
     }
 
     pub(crate) fn remaining_len(&self, version: ProtocolVersion) -> usize {
-        2 + if version.is_v5() { self.properties.encoded_len() } else { 0 } + self.reasons.len()
+        2 + if version.is_v5() {
+            self.properties.encoded_len()
+        } else {
+            0
+        } + self.reasons.len()
     }
 
-    pub(crate) fn write(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+    pub(crate) fn write(
+        &self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         out.put_u16(self.packet_id);
         if version.is_v5() {
             self.properties.encode(out)?;
         }
         for r in &self.reasons {
             // v3 has only granted QoS 0-2 and 0x80 Failure [MQTT-3.9.3].
-            out.put_u8(if version.is_v5() || r.0 <= 2 { r.0 } else { 0x80 });
+            out.put_u8(if version.is_v5() || r.0 <= 2 {
+                r.0
+            } else {
+                0x80
+            });
         }
         Ok(())
     }

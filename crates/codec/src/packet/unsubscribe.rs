@@ -27,10 +27,16 @@ use crate::properties::PropertyContext;
 use crate::{DecodeError, EncodeError, ProtocolVersion};
 
 impl Unsubscribe {
-    pub(crate) fn decode(mut buf: Bytes, version: ProtocolVersion) -> Result<Unsubscribe, DecodeError> {
+    pub(crate) fn decode(
+        mut buf: Bytes,
+        version: ProtocolVersion,
+    ) -> Result<Unsubscribe, DecodeError> {
         let packet_id = read_u16(&mut buf)?;
         if packet_id == 0 {
-            return Err(DecodeError::malformed("[MQTT-2.2.1-3]", "packet identifier 0"));
+            return Err(DecodeError::malformed(
+                "[MQTT-2.2.1-3]",
+                "packet identifier 0",
+            ));
         }
         let properties = if version.is_v5() {
             Properties::decode(&mut buf, PropertyContext::Unsubscribe)?
@@ -42,17 +48,35 @@ impl Unsubscribe {
             filters.push(read_string(&mut buf)?);
         }
         if filters.is_empty() {
-            return Err(DecodeError::protocol("[MQTT-3.10.3-2]", "UNSUBSCRIBE without a topic filter"));
+            return Err(DecodeError::protocol(
+                "[MQTT-3.10.3-2]",
+                "UNSUBSCRIBE without a topic filter",
+            ));
         }
-        Ok(Unsubscribe { packet_id, properties, filters })
+        Ok(Unsubscribe {
+            packet_id,
+            properties,
+            filters,
+        })
     }
 
     pub(crate) fn remaining_len(&self, version: ProtocolVersion) -> usize {
-        2 + if version.is_v5() { self.properties.encoded_len() } else { 0 }
-            + self.filters.iter().map(|f| field_len(f.as_bytes())).sum::<usize>()
+        2 + if version.is_v5() {
+            self.properties.encoded_len()
+        } else {
+            0
+        } + self
+            .filters
+            .iter()
+            .map(|f| field_len(f.as_bytes()))
+            .sum::<usize>()
     }
 
-    pub(crate) fn write(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+    pub(crate) fn write(
+        &self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         out.put_u16(self.packet_id);
         if version.is_v5() {
             self.properties.encode(out)?;
@@ -65,29 +89,53 @@ impl Unsubscribe {
 }
 
 impl UnsubAck {
-    pub(crate) fn decode(mut buf: Bytes, version: ProtocolVersion) -> Result<UnsubAck, DecodeError> {
+    pub(crate) fn decode(
+        mut buf: Bytes,
+        version: ProtocolVersion,
+    ) -> Result<UnsubAck, DecodeError> {
         let packet_id = read_u16(&mut buf)?;
         let (properties, reasons) = if version.is_v5() {
             let p = Properties::decode(&mut buf, PropertyContext::UnsubAck)?;
             let reasons: Vec<ReasonCode> = buf.iter().map(|b| ReasonCode(*b)).collect();
-            if !reasons.iter().all(|r| matches!(r.0, 0x00 | 0x11 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91)) {
-                return Err(DecodeError::malformed("[MQTT-3.11.3]", "UNSUBACK reason code not allowed"));
+            if !reasons
+                .iter()
+                .all(|r| matches!(r.0, 0x00 | 0x11 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91))
+            {
+                return Err(DecodeError::malformed(
+                    "[MQTT-3.11.3]",
+                    "UNSUBACK reason code not allowed",
+                ));
             }
             (p, reasons)
         } else {
             if !buf.is_empty() {
-                return Err(DecodeError::malformed("[MQTT-3.11]", "bytes after the UNSUBACK"));
+                return Err(DecodeError::malformed(
+                    "[MQTT-3.11]",
+                    "bytes after the UNSUBACK",
+                ));
             }
             (Properties::default(), Vec::new())
         };
-        Ok(UnsubAck { packet_id, properties, reasons })
+        Ok(UnsubAck {
+            packet_id,
+            properties,
+            reasons,
+        })
     }
 
     pub(crate) fn remaining_len(&self, version: ProtocolVersion) -> usize {
-        2 + if version.is_v5() { self.properties.encoded_len() + self.reasons.len() } else { 0 }
+        2 + if version.is_v5() {
+            self.properties.encoded_len() + self.reasons.len()
+        } else {
+            0
+        }
     }
 
-    pub(crate) fn write(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+    pub(crate) fn write(
+        &self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         out.put_u16(self.packet_id);
         if version.is_v5() {
             self.properties.encode(out)?;

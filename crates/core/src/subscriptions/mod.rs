@@ -91,7 +91,11 @@ struct SharedGroup<T> {
 
 impl<T> Default for Node<T> {
     fn default() -> Self {
-        Node { children: HashMap::new(), subscribers: Vec::new(), groups: Vec::new() }
+        Node {
+            children: HashMap::new(),
+            subscribers: Vec::new(),
+            groups: Vec::new(),
+        }
     }
 }
 
@@ -121,7 +125,12 @@ impl<T: SubscriberHandle> SubscriptionIndex<T> {
 
     /// Add or replace `subscriber`'s subscription to `filter`. Returns true if it already
     /// existed (the runtime uses this for Retain Handling 1).
-    pub fn subscribe(&self, filter: &SubscriptionFilter, subscriber: T, options: StoredOptions) -> bool {
+    pub fn subscribe(
+        &self,
+        filter: &SubscriptionFilter,
+        subscriber: T,
+        options: StoredOptions,
+    ) -> bool {
         let levels: Levels<'_> = filter.filter.split('/').collect();
         let mut root = self.shard_for(levels[0]).write();
         let mut node = &mut *root;
@@ -270,7 +279,9 @@ impl<T: SubscriberHandle> Default for SubscriptionIndex<T> {
 
 impl<T: SubscriberHandle> std::fmt::Debug for SubscriptionIndex<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SubscriptionIndex").field("subscriptions", &self.len()).finish()
+        f.debug_struct("SubscriptionIndex")
+            .field("subscriptions", &self.len())
+            .finish()
     }
 }
 
@@ -305,7 +316,11 @@ fn pick_member<T: SubscriberHandle>(
     let start = group.cursor.fetch_add(1, Ordering::Relaxed);
     let eligible = |m: &&(T, StoredOptions)| Some(m.0.key()) != excluded;
     let candidates = (0..n).map(|i| &group.members[(start + i) % n]);
-    candidates.clone().filter(eligible).find(|m| m.0.is_available()).or_else(|| candidates.filter(eligible).next())
+    candidates
+        .clone()
+        .filter(eligible)
+        .find(|m| m.0.is_available())
+        .or_else(|| candidates.filter(eligible).next())
 }
 
 /// Sort the routes appended after `start` by subscriber and fold each subscriber's
@@ -326,7 +341,8 @@ fn merge_per_subscriber<T: SubscriberHandle>(out: &mut Vec<Route<T>>, start: usi
             let (into, from) = (&mut kept[write], &mut rest[0]);
             into.qos = into.qos.max(from.qos);
             into.retain_as_published |= from.retain_as_published;
-            into.subscription_ids.extend(from.subscription_ids.drain(..));
+            into.subscription_ids
+                .extend(from.subscription_ids.drain(..));
             into.subscription_ids.sort_unstable();
             into.subscription_ids.dedup();
         } else {
@@ -338,7 +354,12 @@ fn merge_per_subscriber<T: SubscriberHandle>(out: &mut Vec<Route<T>>, start: usi
 }
 
 /// Remove a subscription below `node`, pruning nodes left empty. True if it existed.
-fn remove<T: SubscriberHandle>(node: &mut Node<T>, levels: &[&str], group: Option<&str>, key: SessionKey) -> bool {
+fn remove<T: SubscriberHandle>(
+    node: &mut Node<T>,
+    levels: &[&str],
+    group: Option<&str>,
+    key: SessionKey,
+) -> bool {
     let Some((first, rest)) = levels.split_first() else {
         return match group {
             None => take_member(&mut node.subscribers, key),

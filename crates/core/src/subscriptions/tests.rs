@@ -15,7 +15,10 @@ struct Sub {
 
 impl Sub {
     fn new(key: SessionKey) -> Self {
-        Sub { key, available: Arc::new(AtomicBool::new(true)) }
+        Sub {
+            key,
+            available: Arc::new(AtomicBool::new(true)),
+        }
     }
 }
 
@@ -33,10 +36,20 @@ fn filter(s: &str) -> SubscriptionFilter {
 }
 
 fn opts(qos: QoS, id: Option<u32>) -> StoredOptions {
-    StoredOptions { options: SubscriptionOptions { qos, ..Default::default() }, subscription_id: id }
+    StoredOptions {
+        options: SubscriptionOptions {
+            qos,
+            ..Default::default()
+        },
+        subscription_id: id,
+    }
 }
 
-fn route(index: &SubscriptionIndex<Sub>, topic: &str, publisher: Option<SessionKey>) -> Vec<Route<Sub>> {
+fn route(
+    index: &SubscriptionIndex<Sub>,
+    topic: &str,
+    publisher: Option<SessionKey>,
+) -> Vec<Route<Sub>> {
     let mut out = Vec::new();
     index.route(topic, publisher, &mut out);
     out.sort_by_key(|r| (r.share_group.is_some(), r.subscriber.key));
@@ -63,7 +76,10 @@ fn overlapping_filters_give_one_route_with_max_qos_and_all_ids() {
 fn resubscribe_replaces_and_reports_existing() {
     let index = SubscriptionIndex::new();
     assert!(!index.subscribe(&filter("t"), Sub::new(1), opts(QoS::AtMostOnce, None)));
-    assert!(index.subscribe(&filter("t"), Sub::new(1), opts(QoS::AtLeastOnce, None)), "[MQTT-3.8.4-3]");
+    assert!(
+        index.subscribe(&filter("t"), Sub::new(1), opts(QoS::AtLeastOnce, None)),
+        "[MQTT-3.8.4-3]"
+    );
     assert_eq!(index.len(), 1);
     assert_eq!(route(&index, "t", None)[0].qos, QoS::AtLeastOnce);
 }
@@ -87,7 +103,12 @@ fn dollar_topics_and_wildcards() {
     index.subscribe(&filter("#"), Sub::new(1), opts(QoS::AtMostOnce, None));
     index.subscribe(&filter("+/x"), Sub::new(2), opts(QoS::AtMostOnce, None));
     index.subscribe(&filter("$SYS/#"), Sub::new(3), opts(QoS::AtMostOnce, None));
-    let keys = |t: &str| route(&index, t, None).iter().map(|r| r.subscriber.key).collect::<Vec<_>>();
+    let keys = |t: &str| {
+        route(&index, t, None)
+            .iter()
+            .map(|r| r.subscriber.key)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(keys("$SYS/x"), vec![3], "[MQTT-4.7.2-1]");
     assert_eq!(keys("a/x"), vec![1, 2]);
     assert_eq!(keys("a"), vec![1]);
@@ -98,13 +119,25 @@ fn shared_group_round_robin_prefers_available() {
     let index = SubscriptionIndex::new();
     let a = Sub::new(1);
     let b = Sub::new(2);
-    index.subscribe(&filter("$share/g/t/+"), a.clone(), opts(QoS::AtLeastOnce, None));
-    index.subscribe(&filter("$share/g/t/+"), b.clone(), opts(QoS::AtLeastOnce, None));
+    index.subscribe(
+        &filter("$share/g/t/+"),
+        a.clone(),
+        opts(QoS::AtLeastOnce, None),
+    );
+    index.subscribe(
+        &filter("$share/g/t/+"),
+        b.clone(),
+        opts(QoS::AtLeastOnce, None),
+    );
     index.subscribe(&filter("t/+"), Sub::new(3), opts(QoS::AtMostOnce, None));
     let mut counts = [0; 3];
     for _ in 0..10 {
         let routes = route(&index, "t/1", None);
-        assert_eq!(routes.len(), 2, "one member of the group plus the plain subscriber");
+        assert_eq!(
+            routes.len(),
+            2,
+            "one member of the group plus the plain subscriber"
+        );
         let shared = routes.iter().find(|r| r.share_group.is_some()).unwrap();
         assert_eq!(shared.share_group.as_deref(), Some("g"));
         counts[shared.subscriber.key as usize] += 1;
@@ -114,11 +147,21 @@ fn shared_group_round_robin_prefers_available() {
     a.available.store(false, Ordering::Relaxed);
     for _ in 0..4 {
         let routes = route(&index, "t/1", None);
-        assert_eq!(routes.iter().find(|r| r.share_group.is_some()).unwrap().subscriber.key, 2);
+        assert_eq!(
+            routes
+                .iter()
+                .find(|r| r.share_group.is_some())
+                .unwrap()
+                .subscriber
+                .key,
+            2
+        );
     }
     // With nobody available, a member is still chosen (its session queues the message).
     b.available.store(false, Ordering::Relaxed);
-    assert!(route(&index, "t/1", None).iter().any(|r| r.share_group.is_some()));
+    assert!(route(&index, "t/1", None)
+        .iter()
+        .any(|r| r.share_group.is_some()));
     let other = index.route_shared_excluding("g", "t/9", 2).unwrap();
     assert_eq!(other.subscriber.key, 1);
     assert!(index.route_shared_excluding("nope", "t/9", 2).is_none());
@@ -127,7 +170,11 @@ fn shared_group_round_robin_prefers_available() {
 #[test]
 fn shared_and_plain_subscription_of_one_client_are_separate() {
     let index = SubscriptionIndex::new();
-    index.subscribe(&filter("$share/g/t"), Sub::new(1), opts(QoS::AtLeastOnce, None));
+    index.subscribe(
+        &filter("$share/g/t"),
+        Sub::new(1),
+        opts(QoS::AtLeastOnce, None),
+    );
     index.subscribe(&filter("t"), Sub::new(1), opts(QoS::AtMostOnce, None));
     assert_eq!(route(&index, "t", None).len(), 2);
 }
@@ -136,7 +183,11 @@ fn shared_and_plain_subscription_of_one_client_are_separate() {
 fn unsubscribe_prunes() {
     let index = SubscriptionIndex::new();
     index.subscribe(&filter("a/b/c"), Sub::new(1), opts(QoS::AtMostOnce, None));
-    index.subscribe(&filter("$share/g/a/b/c"), Sub::new(1), opts(QoS::AtMostOnce, None));
+    index.subscribe(
+        &filter("$share/g/a/b/c"),
+        Sub::new(1),
+        opts(QoS::AtMostOnce, None),
+    );
     assert!(index.unsubscribe(&filter("a/b/c"), 1));
     assert!(!index.unsubscribe(&filter("a/b/c"), 1));
     assert!(!index.unsubscribe(&filter("a/b"), 1));
@@ -150,16 +201,27 @@ fn unsubscribe_prunes() {
 
 #[test]
 fn route_agrees_with_matches() {
-    let filters = ["#", "+", "a/#", "a/+", "+/b", "a/b", "/+", "+/+/+", "$SYS/#", "a//b", "+/#", "b/+/#"];
-    let topics = ["a", "a/b", "a/b/c", "b", "/", "/a", "$SYS/x", "a//b", "b/x/y", "b/x", "$a"];
+    let filters = [
+        "#", "+", "a/#", "a/+", "+/b", "a/b", "/+", "+/+/+", "$SYS/#", "a//b", "+/#", "b/+/#",
+    ];
+    let topics = [
+        "a", "a/b", "a/b/c", "b", "/", "/a", "$SYS/x", "a//b", "b/x/y", "b/x", "$a",
+    ];
     let index = SubscriptionIndex::new();
     for (i, f) in filters.iter().enumerate() {
         index.subscribe(&filter(f), Sub::new(i as u64), opts(QoS::AtMostOnce, None));
     }
     for t in topics {
-        let got: Vec<u64> = route(&index, t, None).iter().map(|r| r.subscriber.key).collect();
-        let want: Vec<u64> =
-            filters.iter().enumerate().filter(|(_, f)| matches(f, t)).map(|(i, _)| i as u64).collect();
+        let got: Vec<u64> = route(&index, t, None)
+            .iter()
+            .map(|r| r.subscriber.key)
+            .collect();
+        let want: Vec<u64> = filters
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| matches(f, t))
+            .map(|(i, _)| i as u64)
+            .collect();
         assert_eq!(got, want, "topic {t}");
     }
 }
@@ -193,7 +255,12 @@ mod prop {
     use super::*;
 
     fn level() -> impl Strategy<Value = String> {
-        prop_oneof![Just("a".to_string()), Just("b".to_string()), Just(String::new()), Just("$x".to_string())]
+        prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just(String::new()),
+            Just("$x".to_string())
+        ]
     }
 
     fn topic() -> impl Strategy<Value = String> {
@@ -203,15 +270,17 @@ mod prop {
     }
 
     fn filter_str() -> impl Strategy<Value = String> {
-        (proptest::collection::vec(prop_oneof![level(), Just("+".to_string())], 1..4), any::<bool>()).prop_map(
-            |(mut l, hash)| {
+        (
+            proptest::collection::vec(prop_oneof![level(), Just("+".to_string())], 1..4),
+            any::<bool>(),
+        )
+            .prop_map(|(mut l, hash)| {
                 if hash {
                     l.push("#".to_string());
                 }
                 l.join("/")
-            },
-        )
-        .prop_filter("filters are not empty", |f| !f.is_empty())
+            })
+            .prop_filter("filters are not empty", |f| !f.is_empty())
     }
 
     proptest! {

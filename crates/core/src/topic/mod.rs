@@ -75,15 +75,22 @@ pub fn validate_topic_filter(filter: &str) -> Result<(), TopicError> {
 /// Parse and validate a SUBSCRIBE/UNSUBSCRIBE filter, recognising `$share/{group}/{filter}`.
 /// Note `$share` alone or `$share/group` without a filter is an error; `$sharefoo/x` is an
 /// ordinary filter.
-pub fn parse_subscription_filter(raw: &bytestring::ByteString) -> Result<SubscriptionFilter, TopicError> {
+pub fn parse_subscription_filter(
+    raw: &bytestring::ByteString,
+) -> Result<SubscriptionFilter, TopicError> {
     let Some(rest) = raw.strip_prefix("$share/") else {
         if raw.as_ref() as &str == "$share" {
             return Err(TopicError::SharedFilterMissing);
         }
         validate_topic_filter(raw)?;
-        return Ok(SubscriptionFilter { share_group: None, filter: raw.clone() });
+        return Ok(SubscriptionFilter {
+            share_group: None,
+            filter: raw.clone(),
+        });
     };
-    let (group, filter) = rest.split_once('/').ok_or(TopicError::SharedFilterMissing)?;
+    let (group, filter) = rest
+        .split_once('/')
+        .ok_or(TopicError::SharedFilterMissing)?;
     if group.is_empty() || group.contains(['+', '#']) {
         return Err(TopicError::BadShareName);
     }

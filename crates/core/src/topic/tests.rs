@@ -5,8 +5,16 @@ use super::*;
 /// (filter, topic, matches) — the spec's examples ([MQTT-4.7.1], [MQTT-4.7.2]) and edge cases.
 const MATCH_TABLE: &[(&str, &str, bool)] = &[
     ("sport/tennis/player1/#", "sport/tennis/player1", true),
-    ("sport/tennis/player1/#", "sport/tennis/player1/ranking", true),
-    ("sport/tennis/player1/#", "sport/tennis/player1/score/wimbledon", true),
+    (
+        "sport/tennis/player1/#",
+        "sport/tennis/player1/ranking",
+        true,
+    ),
+    (
+        "sport/tennis/player1/#",
+        "sport/tennis/player1/score/wimbledon",
+        true,
+    ),
     ("sport/#", "sport", true),
     ("sport/#", "sports", false),
     ("#", "sport", true),
@@ -88,14 +96,20 @@ const MATCH_TABLE: &[(&str, &str, bool)] = &[
 #[test]
 fn match_table() {
     for (filter, topic, expected) in MATCH_TABLE {
-        assert_eq!(matches(filter, topic), *expected, "filter {filter:?} topic {topic:?}");
+        assert_eq!(
+            matches(filter, topic),
+            *expected,
+            "filter {filter:?} topic {topic:?}"
+        );
     }
     assert!(MATCH_TABLE.len() >= 75);
 }
 
 #[test]
 fn filter_validation() {
-    for ok in ["#", "+", "a/#", "a/+/b", "+/+", "/", "//", "a//b", "$SYS/#", "+/#", "a/b/c", "$share"] {
+    for ok in [
+        "#", "+", "a/#", "a/+/b", "+/+", "/", "//", "a//b", "$SYS/#", "+/#", "a/b/c", "$share",
+    ] {
         if ok == "$share" {
             continue; // plain filters may be "$share"; the subscription parser rejects it
         }
@@ -141,7 +155,10 @@ fn shared_subscriptions() {
     assert_eq!(p("$share//x").unwrap_err(), TopicError::BadShareName);
     assert_eq!(p("$share/g+/x").unwrap_err(), TopicError::BadShareName);
     assert_eq!(p("$share/g#/x").unwrap_err(), TopicError::BadShareName);
-    assert_eq!(p("$share/g/a/#/b").unwrap_err(), TopicError::BadMultiLevelWildcard);
+    assert_eq!(
+        p("$share/g/a/#/b").unwrap_err(),
+        TopicError::BadMultiLevelWildcard
+    );
     let plain = p("$sharefoo/x").unwrap();
     assert!(plain.share_group.is_none());
     assert_eq!(&plain.filter[..], "$sharefoo/x");
