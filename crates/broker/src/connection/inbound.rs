@@ -106,12 +106,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     fn protocol_error(&mut self, rule: &'static str) -> Exit {
-        tracing::warn!(client_id = %self.client_id, rule, "protocol error; closing");
+        tracing::warn!(rule, "protocol error; closing");
         self.violation(ReasonCode::ProtocolError, rule)
     }
 
     fn refuse(&mut self, reason: ReasonCode, rule: &'static str) -> Exit {
-        tracing::warn!(client_id = %self.client_id, rule, reason = reason.0, "refused; closing");
+        tracing::warn!(rule, reason = reason.0, "refused; closing");
         self.violation(reason, rule)
     }
 
@@ -137,7 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             );
         }
         if let Err(e) = edgemq_core::topic::validate_topic_name(&publish.topic) {
-            tracing::warn!(client_id = %self.client_id, error = %e, "invalid topic name; closing");
+            tracing::warn!(error = %e, "invalid topic name; closing");
             return Err(self.violation(ReasonCode::TopicNameInvalid, "invalid topic name"));
         }
         if publish.qos > self.bus.limits.maximum_qos {
@@ -188,7 +188,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 reason = ReasonCode::NoMatchingSubscribers;
             }
         } else {
-            tracing::warn!(client_id = %self.client_id, topic = %publish.topic, "publish not authorized");
+            tracing::warn!(topic = %publish.topic, "publish not authorized");
             reason = ReasonCode::NotAuthorized;
         }
         match qos {
@@ -231,7 +231,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let filter = match parse_subscription_filter(&raw) {
                 Ok(f) => f,
                 Err(e) => {
-                    tracing::warn!(client_id = %self.client_id, filter = %raw, error = %e, "invalid subscription filter");
+                    tracing::warn!(filter = %raw, error = %e, "invalid subscription filter");
                     reasons.push(invalid);
                     continue;
                 }
@@ -244,7 +244,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 .authorizer
                 .authorize(&self.principal, Action::Subscribe { filter: &raw })
             {
-                tracing::warn!(client_id = %self.client_id, filter = %raw, "subscribe not authorized");
+                tracing::warn!(filter = %raw, "subscribe not authorized");
                 reasons.push(if self.version.is_v5() {
                     ReasonCode::NotAuthorized
                 } else {
@@ -326,7 +326,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Encode a packet into the write buffer.
     pub(super) fn send(&mut self, packet: Packet) {
         if let Err(e) = packet.encode(self.version, &mut self.io.wbuf) {
-            tracing::error!(client_id = %self.client_id, error = %e, "could not encode a packet");
+            tracing::error!(error = %e, "could not encode a packet");
         }
     }
 }

@@ -217,7 +217,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 return exit;
             }
             if self.session.mailbox.take_overflowed() {
-                tracing::warn!(client_id = %self.client_id, "subscriber queue full (policy disconnect): disconnecting");
+                tracing::warn!("subscriber queue full (policy disconnect): disconnecting");
                 return self.violation(ReasonCode::QuotaExceeded, "queue overflow");
             }
             if self.io.wbuf.is_empty() {
@@ -262,7 +262,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     if deadline > self.bus.now() || !below_high_water {
                         keep_alive.as_mut().reset(deadline.max(self.bus.now() + Duration::from_secs(1)).into());
                     } else {
-                        tracing::info!(client_id = %self.client_id, keep_alive = self.keep_alive, "keep-alive timeout [MQTT-3.1.2-22]");
+                        tracing::info!(keep_alive = self.keep_alive, "keep-alive timeout [MQTT-3.1.2-22]");
                         return self.violation(ReasonCode::KeepAliveTimeout, "keep-alive timeout");
                     }
                 }
@@ -282,7 +282,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Ok(Some(packet)) => self.handle_packet(packet)?,
                 Ok(None) => return Ok(()),
                 Err(e) => {
-                    tracing::warn!(client_id = %self.client_id, rule = e.rule, reason = e.reason.0, "{}; closing", e.message);
+                    tracing::warn!(rule = e.rule, reason = e.reason.0, "{}; closing", e.message);
                     return Err(self.violation(e.reason, e.message));
                 }
             }
@@ -326,7 +326,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let _ = self.io.writer.shutdown().await;
         })
         .await;
-        tracing::info!(client_id = %self.client_id, exit = ?ExitLog(&exit), "client disconnected");
+        tracing::info!(exit = ?ExitLog(&exit), "client disconnected");
 
         let will = if publish_will { self.will.take() } else { None };
         match exit {

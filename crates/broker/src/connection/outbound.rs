@@ -101,7 +101,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         let before = self.io.wbuf.len();
         if let Err(e) = Packet::Publish(publish).encode(self.version, &mut self.io.wbuf) {
-            tracing::error!(client_id = %self.client_id, error = %e, "could not encode a PUBLISH");
+            tracing::error!(error = %e, "could not encode a PUBLISH");
             self.io.wbuf.truncate(before);
             return false;
         }
@@ -109,7 +109,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if self.io.wbuf.len() - before > max as usize {
                 self.io.wbuf.truncate(before);
                 self.bus.stats.dropped(DropReason::PacketTooLarge);
-                tracing::debug!(client_id = %self.client_id, topic = %message.topic, "message larger than the client's Maximum Packet Size: dropped for this client");
+                tracing::debug!(topic = %message.topic, "message larger than the client's Maximum Packet Size: dropped for this client");
                 return false;
             }
         }
