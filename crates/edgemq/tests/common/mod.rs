@@ -58,8 +58,18 @@ impl Broker {
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("edgemq did not report a listening address; log:\n{}", log.lock().unwrap()));
-        Broker { addr, child, log, _tmp: None }
+            .unwrap_or_else(|_| {
+                panic!(
+                    "edgemq did not report a listening address; log:\n{}",
+                    log.lock().unwrap()
+                )
+            });
+        Broker {
+            addr,
+            child,
+            log,
+            _tmp: None,
+        }
     }
 
     fn start_mosquitto() -> Broker {
@@ -68,7 +78,11 @@ impl Broker {
         std::fs::create_dir_all(&dir).unwrap();
         let conf = dir.join("mosquitto.conf");
         let mut f = std::fs::File::create(&conf).unwrap();
-        writeln!(f, "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false").unwrap();
+        writeln!(
+            f,
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false"
+        )
+        .unwrap();
         let child = Command::new("mosquitto")
             .args(["-c", conf.to_str().unwrap()])
             .stdout(Stdio::null())
@@ -81,7 +95,12 @@ impl Broker {
             assert!(Instant::now() < deadline, "mosquitto did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Broker { addr, child, log: Arc::new(Mutex::new(String::new())), _tmp: Some(dir) }
+        Broker {
+            addr,
+            child,
+            log: Arc::new(Mutex::new(String::new())),
+            _tmp: Some(dir),
+        }
     }
 
     /// Call first in a test that depends on edgemq-only flags or log lines; returns false
@@ -124,7 +143,9 @@ impl Broker {
 
     /// Send SIGTERM and wait for exit (bounded); returns the exit status code if it exited.
     pub fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -165,7 +186,11 @@ fn parse_listening(line: &str) -> Option<SocketAddr> {
 
 /// A free loopback port (bind to 0, read it, release it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Run a command to completion with a time limit; returns (status code, stdout, stderr).
@@ -190,7 +215,12 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> (Option<i32>, S
     };
     let out = child.wait_with_output().map(|o| o).ok();
     let (stdout, stderr) = out
-        .map(|o| (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned()))
+        .map(|o| {
+            (
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
         .unwrap_or_default();
     (status, stdout, stderr)
 }
