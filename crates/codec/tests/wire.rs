@@ -375,7 +375,20 @@ fn ping_disconnect_auth() {
         reason: ReasonCode::SessionTakenOver,
         properties: Properties::default(),
     };
-    check(Packet::Disconnect(d), ProtocolVersion::V5, &[0xE0, 1, 0x8E]);
+    // Always with a Property Length, which every client parses (see disconnect.rs) ...
+    check(
+        Packet::Disconnect(d.clone()),
+        ProtocolVersion::V5,
+        &[0xE0, 2, 0x8E, 0],
+    );
+    // ... while the short form clients may send is accepted [MQTT-3.14.2.2.1].
+    let mut decoder = Decoder::new(u32::MAX);
+    decoder.version = Some(ProtocolVersion::V5);
+    let mut short = BytesMut::from(&[0xE0, 1, 0x8E][..]);
+    assert_eq!(
+        decoder.decode(&mut short).unwrap(),
+        Some(Packet::Disconnect(d))
+    );
     let mut p = Properties::default();
     p.authentication_method = Some(s("K8S-SAT"));
     let a = Auth {

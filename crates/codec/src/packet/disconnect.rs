@@ -51,13 +51,13 @@ impl Disconnect {
         if !version.is_v5() {
             return 0;
         }
-        match (
-            self.reason == ReasonCode::NormalDisconnection,
-            self.properties.is_empty(),
-        ) {
-            (true, true) => 0,
-            (_, true) => 1,
-            _ => 1 + self.properties.encoded_len(),
+        // The short form `E0 01 rc` (no Property Length) is valid [MQTT-3.14.2.2.1], but
+        // rumqttc 0.24, paho.golang and rust-mqtt fail to parse it; `E0 02 rc 00` is equally
+        // valid and understood by every client, so the Property Length is always written.
+        if self.reason == ReasonCode::NormalDisconnection && self.properties.is_empty() {
+            0
+        } else {
+            1 + self.properties.encoded_len()
         }
     }
 
