@@ -1,0 +1,1 @@
+//! Configuration resources → validated model (in progress).
