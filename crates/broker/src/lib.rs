@@ -13,23 +13,23 @@
 
 pub mod bus;
 mod connection;
+pub mod transport;
 pub mod listener;
 pub mod mailbox;
+pub mod server;
 pub mod sessions;
 pub mod stats;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 pub use bus::Bus;
 pub use edgemq_codec::QoS;
 pub use edgemq_core::limits::{Limits, OverflowPolicy};
 pub use listener::ListenerConfig;
+pub use server::{ApplyReport, Server};
+pub use transport::{Protocol, Transport};
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
@@ -54,39 +54,10 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let bus = Bus::new(config.limits.clone());
-    let mut bound = Vec::with_capacity(config.listeners.len());
-    for listener in &config.listeners {
-        let b = listener::BoundListener::bind(listener)
-            .await
-            .map_err(|source| ServerError::Bind {
-                name: listener.name.clone(),
-                addr: listener.addr,
-                source,
-            })?;
-        bound.push(b);
-    }
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let connections = Arc::new(parking_lot::Mutex::new(JoinSet::new()));
-    let mut accept_loops = JoinSet::new();
-    for b in bound {
-        accept_loops.spawn(b.run(bus.clone(), stop_rx.clone(), connections.clone()));
-    }
+    let server = Server::new(config.limits.clone());
+    server.apply(config.listeners).await?;
     shutdown.await;
     tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    while accept_loops.join_next().await.is_some() {}
-    let mut set = std::mem::take(&mut *connections.lock());
-    let drained = tokio::time::timeout(Duration::from_secs(5), async {
-        while set.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("some connections did not close within 5s");
-    }
-    let drops = bus.stats.drop_summary();
-    if !drops.is_empty() {
-        tracing::info!(drops = %drops, "dropped messages since start");
-    }
+    server.shutdown().await;
     Ok(())
 }

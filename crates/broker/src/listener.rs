@@ -1,25 +1,34 @@
-//! Listeners: bind, accept, and hand each connection to its own task. Every listener feeds
-//! the same [`Bus`]; each has its own authenticator and authorizer.
+//! Listeners: bind, accept, run the transport handshakes, and hand each connection to its
+//! own task. Every listener feeds the same [`Bus`]; each has its own transport,
+//! authenticator and authorizer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use edgemq_core::auth::{AllowAll, Authenticator, Authorizer};
 
 use crate::bus::Bus;
+use crate::transport::{self, Accepted, Transport};
 
-/// How one listener is set up.
+/// How one listener port is set up.
 #[derive(Clone)]
 pub struct ListenerConfig {
     /// Name for logs (the BrokerListener name, or `default`).
     pub name: String,
     pub addr: SocketAddr,
+    pub transport: Transport,
     pub authenticator: Arc<dyn Authenticator>,
     pub authorizer: Arc<dyn Authorizer>,
+    /// Identity of everything above that cannot change in place (protocol, TLS mode, the
+    /// authentication and authorization resources). On reload a listener whose fingerprint
+    /// changed is restarted; one whose fingerprint is equal keeps its connections
+    /// (certificates are swapped inside the TLS config, not by restarting).
+    pub fingerprint: String,
 }
 
 impl ListenerConfig {
@@ -28,8 +37,10 @@ impl ListenerConfig {
         ListenerConfig {
             name: name.into(),
             addr,
+            transport: Transport::plain(),
             authenticator: Arc::new(AllowAll),
             authorizer: Arc::new(AllowAll),
+            fingerprint: "mqtt anonymous".into(),
         }
     }
 }
@@ -39,6 +50,8 @@ impl std::fmt::Debug for ListenerConfig {
         f.debug_struct("ListenerConfig")
             .field("name", &self.name)
             .field("addr", &self.addr)
+            .field("transport", &self.transport)
+            .field("fingerprint", &self.fingerprint)
             .finish()
     }
 }
@@ -46,6 +59,7 @@ impl std::fmt::Debug for ListenerConfig {
 /// What a connection task needs to know about its listener.
 pub struct ListenerContext {
     pub name: String,
+    pub port: u16,
     pub authenticator: Arc<dyn Authenticator>,
     pub authorizer: Arc<dyn Authorizer>,
 }
@@ -54,6 +68,7 @@ pub struct ListenerContext {
 pub struct BoundListener {
     pub context: Arc<ListenerContext>,
     pub local_addr: SocketAddr,
+    transport: Transport,
     socket: TcpListener,
 }
 
@@ -64,30 +79,41 @@ impl BoundListener {
         Ok(BoundListener {
             context: Arc::new(ListenerContext {
                 name: config.name.clone(),
+                port: local_addr.port(),
                 authenticator: config.authenticator.clone(),
                 authorizer: config.authorizer.clone(),
             }),
             local_addr,
+            transport: config.transport.clone(),
             socket,
         })
     }
 
-    /// Accept until shutdown; each connection is spawned into `connections`.
+    /// Accept until `stop` turns true; each connection is spawned into `connections` and
+    /// watches `stop` too, so stopping a listener disconnects its clients (v5: 0x8B).
     pub async fn run(
         self,
         bus: Arc<Bus>,
-        mut shutdown: watch::Receiver<bool>,
+        mut stop: watch::Receiver<bool>,
         connections: Arc<parking_lot::Mutex<JoinSet<()>>>,
     ) {
-        tracing::info!(listener = %self.context.name, addr = %self.local_addr, protocol = "mqtt", "listening");
+        let tls = if self.transport.tls.is_some() { "tls" } else { "plain" };
+        tracing::info!(
+            listener = %self.context.name, addr = %self.local_addr,
+            protocol = %self.transport.protocol, tls, "listening"
+        );
+        let handshake_timeout = Duration::from_secs(bus.limits.connect_timeout_secs.max(1));
         loop {
             tokio::select! {
-                _ = shutdown.changed() => break,
+                _ = stop.changed() => break,
                 accepted = self.socket.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         bus.stats.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let task = crate::connection::serve(stream, peer, self.context.clone(), bus.clone(), shutdown.clone());
+                        let task = serve_stream(
+                            stream, peer, self.transport.clone(), handshake_timeout,
+                            self.context.clone(), bus.clone(), stop.clone(),
+                        );
                         let mut set = connections.lock();
                         // Reap finished tasks so the set does not grow with churn.
                         while set.try_join_next().is_some() {}
@@ -96,11 +122,36 @@ impl BoundListener {
                     Err(e) => {
                         // EMFILE and friends: back off briefly instead of spinning.
                         tracing::warn!(listener = %self.context.name, error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
             }
         }
         tracing::info!(listener = %self.context.name, addr = %self.local_addr, "listener stopped");
+    }
+}
+
+/// Transport handshakes, then the MQTT connection.
+async fn serve_stream(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    transport: Transport,
+    handshake_timeout: Duration,
+    listener: Arc<ListenerContext>,
+    bus: Arc<Bus>,
+    stop: watch::Receiver<bool>,
+) {
+    match transport::accept(tcp, &transport, handshake_timeout).await {
+        Ok(Accepted::Plain(stream)) => {
+            crate::connection::serve(stream, peer, listener, bus, stop).await
+        }
+        Ok(Accepted::Wrapped(stream)) => {
+            crate::connection::serve(stream, peer, listener, bus, stop).await
+        }
+        // Info, not debug: "the client only saw a reset" is the operator's first question.
+        Err(e) => tracing::info!(
+            listener = %listener.name, port = listener.port, peer = %peer,
+            "connection closed before MQTT: {e}"
+        ),
     }
 }

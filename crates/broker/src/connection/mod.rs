@@ -107,6 +107,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     }
 }
 
+/// Write what is buffered, or flush when nothing is: `Some(n)` bytes written, `None` flushed.
+async fn write_or_flush<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    wbuf: &BytesMut,
+) -> std::io::Result<Option<usize>> {
+    if wbuf.is_empty() {
+        writer.flush().await.map(|()| None)
+    } else {
+        writer.write(wbuf).await.map(Some)
+    }
+}
+
 /// What the handshake established.
 pub(crate) struct Accepted {
     pub client_id: ByteString,
@@ -212,6 +224,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         // it on every packet would touch the timer wheel on the hot path.
         let keep_alive = tokio::time::sleep_until(self.keep_alive_deadline().into());
         tokio::pin!(keep_alive);
+        // TLS and WebSocket streams may hold written bytes until flushed (a plain socket
+        // flushes as a no-op); flushing is its own branch so a stuck peer never blocks
+        // takeover, shutdown or keep-alive handling.
+        let mut needs_flush = false;
         loop {
             if let Err(exit) = self.pump() {
                 return exit;
@@ -242,9 +258,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     None => return Exit::Closed,
                 },
                 _ = self.shutdown.changed() => return Exit::Shutdown,
-                written = writer.write(wbuf), if !wbuf.is_empty() => match written {
-                    Ok(0) | Err(_) => return Exit::Closed,
-                    Ok(n) => { let _ = wbuf.split_to(n); }
+                written = write_or_flush(writer, wbuf), if !wbuf.is_empty() || needs_flush => match written {
+                    Ok(Some(0)) | Err(_) => return Exit::Closed,
+                    Ok(Some(n)) => { let _ = wbuf.split_to(n); needs_flush = true; }
+                    Ok(None) => needs_flush = false,
                 },
                 read = reader.read_buf(rbuf), if below_high_water => match read {
                     Ok(0) | Err(_) => return Exit::Closed,

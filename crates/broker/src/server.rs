@@ -1,0 +1,169 @@
+//! The running server: one [`Bus`] and a set of listeners that can change while it runs.
+//!
+//! [`Server::apply`] reconciles the running listeners with a new list: listeners whose
+//! (name, address) and fingerprint are unchanged keep running with their connections; new
+//! ones start, removed ones stop (their clients are disconnected), changed ones restart.
+//! New addresses are bound before anything is stopped, so a port that cannot be bound
+//! leaves the previous set running untouched.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Mutex};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::bus::Bus;
+use crate::listener::{BoundListener, ListenerConfig};
+use crate::{Limits, ServerError};
+
+type Key = (String, SocketAddr);
+
+struct Running {
+    fingerprint: String,
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// What [`Server::apply`] changed, for the reload log line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+    pub restarted: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+pub struct Server {
+    pub bus: Arc<Bus>,
+    running: Mutex<BTreeMap<Key, Running>>,
+    connections: Arc<parking_lot::Mutex<JoinSet<()>>>,
+}
+
+fn label((name, addr): &Key) -> String {
+    format!("{name}@{addr}")
+}
+
+impl Server {
+    pub fn new(limits: Limits) -> Arc<Server> {
+        Arc::new(Server {
+            bus: Bus::new(limits),
+            running: Mutex::new(BTreeMap::new()),
+            connections: Arc::new(parking_lot::Mutex::new(JoinSet::new())),
+        })
+    }
+
+    /// Make the running listeners match `wanted`.
+    pub async fn apply(&self, wanted: Vec<ListenerConfig>) -> Result<ApplyReport, ServerError> {
+        let mut running = self.running.lock().await;
+        let mut report = ApplyReport::default();
+        let wanted: BTreeMap<Key, ListenerConfig> = wanted
+            .into_iter()
+            .map(|l| ((l.name.clone(), l.addr), l))
+            .collect();
+
+        // 1. Bind what is new, before touching anything that runs.
+        let mut fresh = Vec::new();
+        for (key, config) in &wanted {
+            if !running.contains_key(key) {
+                fresh.push((key.clone(), bind(config).await?));
+            }
+        }
+        // 2. Stop what is gone or changed.
+        let mut restart = Vec::new();
+        let keys: Vec<Key> = running.keys().cloned().collect();
+        for key in keys {
+            match wanted.get(&key) {
+                Some(config) if running[&key].fingerprint == config.fingerprint => {
+                    report.unchanged.push(label(&key));
+                }
+                Some(_) => {
+                    stop(running.remove(&key)).await;
+                    restart.push(key);
+                }
+                None => {
+                    stop(running.remove(&key)).await;
+                    report.stopped.push(label(&key));
+                }
+            }
+        }
+        // 3. Rebind the changed ones (their address was just released) and start all.
+        for key in restart {
+            let bound = bind(&wanted[&key]).await?;
+            report.restarted.push(label(&key));
+            fresh.push((key, bound));
+        }
+        for (key, bound) in fresh {
+            if !report.restarted.contains(&label(&key)) {
+                report.started.push(label(&key));
+            }
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let local_addr = bound.local_addr;
+            let task = tokio::spawn(bound.run(
+                self.bus.clone(),
+                stop_rx,
+                self.connections.clone(),
+            ));
+            running.insert(
+                key.clone(),
+                Running {
+                    fingerprint: wanted[&key].fingerprint.clone(),
+                    local_addr,
+                    stop: stop_tx,
+                    task,
+                },
+            );
+        }
+        Ok(report)
+    }
+
+    /// (listener name, bound address) of every running listener.
+    pub async fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        let running = self.running.lock().await;
+        running
+            .iter()
+            .map(|((name, _), r)| (name.clone(), r.local_addr))
+            .collect()
+    }
+
+    /// Stop every listener, disconnect every client (v5: DISCONNECT 0x8B) and wait for the
+    /// connection tasks (bounded).
+    pub async fn shutdown(&self) {
+        let mut running = self.running.lock().await;
+        for (_, r) in std::mem::take(&mut *running) {
+            stop(Some(r)).await;
+        }
+        let mut set = std::mem::take(&mut *self.connections.lock());
+        let drained = tokio::time::timeout(Duration::from_secs(5), async {
+            while set.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("some connections did not close within 5s");
+        }
+        let drops = self.bus.stats.drop_summary();
+        if !drops.is_empty() {
+            tracing::info!(drops = %drops, "dropped messages since start");
+        }
+    }
+}
+
+async fn bind(config: &ListenerConfig) -> Result<BoundListener, ServerError> {
+    BoundListener::bind(config)
+        .await
+        .map_err(|source| ServerError::Bind {
+            name: config.name.clone(),
+            addr: config.addr,
+            source,
+        })
+}
+
+/// Stop accepting and tell the listener's connections to go; they finish on their own.
+async fn stop(running: Option<Running>) {
+    if let Some(r) = running {
+        let _ = r.stop.send(true);
+        let _ = r.task.await;
+    }
+}

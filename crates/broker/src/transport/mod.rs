@@ -1,0 +1,108 @@
+//! Transports: how an accepted TCP connection becomes the byte stream MQTT runs on — plain,
+//! TLS (rustls), WebSocket, or WebSocket over TLS. The connection task only sees
+//! `AsyncRead + AsyncWrite`.
+
+mod ws;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+pub use ws::WsStream;
+
+/// What a port speaks above TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// MQTT directly on the (TLS) stream.
+    Mqtt,
+    /// MQTT in binary WebSocket frames (subprotocol `mqtt`), as browsers and Node-RED use it.
+    WebSockets,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Mqtt => "mqtt",
+            Protocol::WebSockets => "websockets",
+        })
+    }
+}
+
+/// A listener port's transport stack.
+#[derive(Clone)]
+pub struct Transport {
+    pub protocol: Protocol,
+    /// TLS server settings; certificates inside may be swapped while connections stay up.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+impl Transport {
+    pub fn plain() -> Self {
+        Transport {
+            protocol: Protocol::Mqtt,
+            tls: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("protocol", &self.protocol)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Any stream a connection can run on, for the non-plain transports (one dynamic call per
+/// read/write is negligible next to TLS or WebSocket framing; plain TCP stays monomorphic).
+pub trait IoStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> IoStream for T {}
+
+/// The stream after the transport handshakes.
+pub enum Accepted {
+    Plain(TcpStream),
+    Wrapped(Box<dyn IoStream>),
+}
+
+/// Why a transport handshake failed; logged by the listener with the peer address so an
+/// operator can tell a certificate problem from a port scan.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("WebSocket handshake failed: {0}")]
+    WebSocket(tokio_tungstenite::tungstenite::Error),
+    #[error("handshake not completed within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Run the TLS and/or WebSocket handshakes, bounded by `timeout` so a silent client cannot
+/// hold a task and a socket forever.
+pub async fn accept(
+    tcp: TcpStream,
+    transport: &Transport,
+    timeout: Duration,
+) -> Result<Accepted, HandshakeError> {
+    let stack = async {
+        match (&transport.tls, transport.protocol) {
+            (None, Protocol::Mqtt) => Ok(Accepted::Plain(tcp)),
+            (None, Protocol::WebSockets) => Ok(Accepted::Wrapped(Box::new(ws::accept(tcp).await?))),
+            (Some(tls), protocol) => {
+                let stream = tokio_rustls::TlsAcceptor::from(tls.clone())
+                    .accept(tcp)
+                    .await
+                    .map_err(HandshakeError::Tls)?;
+                Ok(match protocol {
+                    Protocol::Mqtt => Accepted::Wrapped(Box::new(stream)),
+                    Protocol::WebSockets => Accepted::Wrapped(Box::new(ws::accept(stream).await?)),
+                })
+            }
+        }
+    };
+    tokio::time::timeout(timeout, stack)
+        .await
+        .map_err(|_| HandshakeError::Timeout(timeout))?
+}
