@@ -16,6 +16,7 @@ mod connection;
 pub mod transport;
 pub mod listener;
 pub mod mailbox;
+pub mod selfcheck;
 pub mod server;
 pub mod sessions;
 pub mod stats;
