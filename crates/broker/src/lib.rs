@@ -13,17 +13,16 @@
 
 pub mod bus;
 mod connection;
-pub mod transport;
 pub mod listener;
 pub mod mailbox;
 pub mod selfcheck;
 pub mod server;
 pub mod sessions;
 pub mod stats;
+pub mod transport;
 
 use std::future::Future;
 use std::net::SocketAddr;
-
 
 pub use bus::Bus;
 pub use edgemq_codec::QoS;

@@ -97,7 +97,11 @@ impl BoundListener {
         mut stop: watch::Receiver<bool>,
         connections: Arc<parking_lot::Mutex<JoinSet<()>>>,
     ) {
-        let tls = if self.transport.tls.is_some() { "tls" } else { "plain" };
+        let tls = if self.transport.tls.is_some() {
+            "tls"
+        } else {
+            "plain"
+        };
         tracing::info!(
             listener = %self.context.name, addr = %self.local_addr,
             protocol = %self.transport.protocol, tls, "listening"

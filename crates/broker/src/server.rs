@@ -101,11 +101,7 @@ impl Server {
             }
             let (stop_tx, stop_rx) = watch::channel(false);
             let local_addr = bound.local_addr;
-            let task = tokio::spawn(bound.run(
-                self.bus.clone(),
-                stop_rx,
-                self.connections.clone(),
-            ));
+            let task = tokio::spawn(bound.run(self.bus.clone(), stop_rx, self.connections.clone()));
             running.insert(
                 key.clone(),
                 Running {

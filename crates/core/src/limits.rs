@@ -14,7 +14,7 @@ pub enum OverflowPolicy {
 }
 
 /// Limits applied to every client, advertised in v5 CONNACK where MQTT has a property.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest packet accepted from a client (and advertised as Maximum Packet Size).
     pub max_packet_size: u32,

@@ -1,8 +1,33 @@
 //! Certificates for edgemq: PEM parsing and key/certificate checks (used by configuration
-//! validation), the built-in issuer, and server certificates that can be swapped while
-//! connections stay up. No sockets: the transport layer turns these into TLS acceptors.
+//! validation), key generation, CAs that sign server and client certificates, the built-in
+//! issuer kept in the data dir, server certificates that can be swapped while connections
+//! stay up, and certificate inspection. No sockets: the transport layer turns the
+//! [`server_config`] into a TLS acceptor.
+//!
+//! Choices worth knowing:
+//! - Leaves start [`CLOCK_SKEW`] (one minute) before issuance and never outlive their CA.
+//! - A chain is the leaf plus the intermediates above it; a self-signed root is never sent.
+//! - Every [`KeyAlgorithm`] can be generated, RSA-8192 included (aws-lc-rs directly; rcgen
+//!   stops at 4096). RSA generation is slow (4096: about a second, 8192: ten or more), so
+//!   call issuing functions from a blocking context, not on an async worker.
+//! - Serials are 16 random bytes, so re-issuing with a kept key never repeats one.
 
+mod algorithm;
+mod authority;
+mod builtin;
+mod error;
+mod inspect;
+mod issue;
 pub mod pem;
+mod slot;
+
+pub use algorithm::KeyAlgorithm;
+pub use authority::CertificateAuthority;
+pub use builtin::BuiltInIssuer;
+pub use error::TlsError;
+pub use inspect::{inspect, inspect_der, rfc3339, CertSummary};
+pub use issue::{renewal_time, self_signed_server, IssuedCert, ServerCertSpec, CLOCK_SKEW};
+pub use slot::{optional_client_verifier, server_config, ServerCertSlot};
 
 /// The crypto provider edgemq uses everywhere (aws-lc-rs). Installed as the process default by
 /// the binary; library code passes it explicitly so two providers never collide.

@@ -62,6 +62,37 @@ pub fn certified_key(
     }
 }
 
+/// DER → PEM with 64-column lines, the layout openssl and every MQTT client read.
+pub fn encode(label: &str, der: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = Vec::with_capacity(der.len().div_ceil(3) * 4);
+    for chunk in der.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            b64.push(if i <= chunk.len() {
+                ALPHABET[(n >> (18 - 6 * i)) as usize & 63]
+            } else {
+                b'='
+            });
+        }
+    }
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// A certificate as PEM.
+pub fn encode_certificate(der: &[u8]) -> String {
+    encode("CERTIFICATE", der)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +116,22 @@ mod tests {
             certified_key(cert.as_bytes(), other_key.as_bytes()).err(),
             Some(PemError::KeyMismatch)
         );
+    }
+
+    #[test]
+    fn encode_round_trips() {
+        for len in 0..70usize {
+            let der: Vec<u8> = (0..len).map(|i| (i * 37 % 256) as u8).collect();
+            let pem = encode_certificate(&der);
+            if len == 0 {
+                continue; // an empty body is not a certificate
+            }
+            let back = parse_certificates(pem.as_bytes()).expect("round trip");
+            assert_eq!(back[0].as_ref(), der.as_slice(), "length {len}");
+        }
+        let (cert, _) = pair();
+        let der = parse_certificates(cert.as_bytes()).expect("rcgen pem");
+        assert_eq!(encode_certificate(&der[0]), cert.replace("\r\n", "\n"));
     }
 
     #[test]

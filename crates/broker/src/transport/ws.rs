@@ -28,16 +28,20 @@ where
     let mut config = WebSocketConfig::default();
     // Write each message through at once: the connection task decides batching.
     config.write_buffer_size = 0;
-    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, select_subprotocol, Some(config))
-        .await
-        .map_err(HandshakeError::WebSocket)?;
+    let ws =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, select_subprotocol, Some(config))
+            .await
+            .map_err(HandshakeError::WebSocket)?;
     Ok(WsStream {
         inner: ws,
         pending: Bytes::new(),
     })
 }
 
-fn select_subprotocol(request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+fn select_subprotocol(
+    request: &Request,
+    mut response: Response,
+) -> Result<Response, ErrorResponse> {
     let offered: Vec<&str> = request
         .headers()
         .get_all("Sec-WebSocket-Protocol")
@@ -50,7 +54,10 @@ fn select_subprotocol(request: &Request, mut response: Response) -> Result<Respo
         // Some clients send none; MQTT is the only thing we speak, so accept.
         return Ok(response);
     }
-    match SUBPROTOCOLS.iter().find(|p| offered.iter().any(|o| o.eq_ignore_ascii_case(p))) {
+    match SUBPROTOCOLS
+        .iter()
+        .find(|p| offered.iter().any(|o| o.eq_ignore_ascii_case(p)))
+    {
         Some(chosen) => {
             response
                 .headers_mut()

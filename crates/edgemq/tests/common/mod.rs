@@ -17,6 +17,7 @@ pub struct Broker {
     pub addr: SocketAddr,
     child: Child,
     log: Arc<Mutex<String>>,
+    listening: Arc<Mutex<Vec<(String, SocketAddr)>>>,
     _tmp: Option<std::path::PathBuf>,
 }
 
@@ -31,9 +32,36 @@ impl Broker {
         if against_mosquitto() {
             return Self::start_mosquitto();
         }
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--log-level", "debug"];
+        args.extend_from_slice(extra);
+        Self::spawn(&args, 1)
+    }
+
+    /// Start `edgemq serve --config DIR --data-dir DATA <extra>` and wait until `ports`
+    /// listening lines were logged.
+    pub fn start_config(
+        dir: &std::path::Path,
+        data: &std::path::Path,
+        ports: usize,
+        extra: &[&str],
+    ) -> Broker {
+        let mut args = vec![
+            "serve",
+            "--config",
+            dir.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--log-level",
+            "debug",
+        ];
+        args.extend_from_slice(extra);
+        Self::spawn(&args, ports)
+    }
+
+    /// Spawn edgemq with `args`; wait for `listening` log lines from `ports` listeners.
+    fn spawn(args: &[&str], ports: usize) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_edgemq"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "debug"])
-            .args(extra)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -41,35 +69,53 @@ impl Broker {
             .expect("spawn edgemq");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log2 = log.clone();
+        let listening = Arc::new(Mutex::new(Vec::new()));
+        let (log2, listening2) = (log.clone(), listening.clone());
         std::thread::spawn(move || {
-            let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = parse_listening(&line) {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
-                    }
+                if let Some(found) = parse_listening(&line) {
+                    listening2.lock().unwrap().push(found);
                 }
                 let mut l = log2.lock().unwrap();
                 l.push_str(&line);
                 l.push('\n');
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while listening.lock().unwrap().len() < ports {
+            if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+                std::thread::sleep(Duration::from_millis(100));
                 panic!(
-                    "edgemq did not report a listening address; log:\n{}",
+                    "edgemq did not report {ports} listening address(es); log:\n{}",
                     log.lock().unwrap()
-                )
-            });
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let addr = listening.lock().unwrap()[0].1;
         Broker {
             addr,
             child,
             log,
+            listening,
             _tmp: None,
         }
+    }
+
+    /// The address the listener `name` is bound to (the first one if it has several ports).
+    pub fn listener_addr(&self, name: &str) -> SocketAddr {
+        self.listening
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("no listener {name} in the log:\n{}", self.log()))
+    }
+
+    /// Every (listener, address) logged as listening so far (restarts included).
+    pub fn listening(&self) -> Vec<(String, SocketAddr)> {
+        self.listening.lock().unwrap().clone()
     }
 
     fn start_mosquitto() -> Broker {
@@ -99,6 +145,7 @@ impl Broker {
             addr,
             child,
             log: Arc::new(Mutex::new(String::new())),
+            listening: Arc::new(Mutex::new(vec![("mosquitto".into(), addr)])),
             _tmp: Some(dir),
         }
     }
@@ -173,15 +220,19 @@ fn against_mosquitto() -> bool {
     std::env::var("EDGEMQ_TEST_AGAINST").is_ok_and(|v| v == "mosquitto")
 }
 
-/// `... listening ... addr=127.0.0.1:PORT ...`
-fn parse_listening(line: &str) -> Option<SocketAddr> {
+/// `... listening listener=NAME addr=127.0.0.1:PORT ...` → (NAME, address).
+fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
     if !line.contains("listening") {
         return None;
     }
-    let start = line.find("addr=")? + 5;
-    let rest = &line[start..];
-    let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
-    rest[..end].trim_matches('"').parse().ok()
+    let field = |key: &str| -> Option<String> {
+        let start = line.find(key)? + key.len();
+        let rest = &line[start..];
+        let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
+        Some(rest[..end].trim_matches('"').to_string())
+    };
+    let addr = field(" addr=")?.parse().ok()?;
+    Some((field(" listener=").unwrap_or_default(), addr))
 }
 
 /// A free loopback port (bind to 0, read it, release it).

@@ -1,0 +1,322 @@
+//! Resolving a reference by name, and checking that what it names holds what the referrer
+//! needs: a TLS pair that parses and matches, CA certificates, `passwords.toml`,
+//! `x509Attributes.toml`. Every problem is reported at the referring field.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use edgemq_tls::pem::{certified_key, parse_certificates, PemError};
+
+use crate::diag::{existing, Diags, Origin};
+use crate::model::{Secret, SubjectAttributes};
+use crate::reader::Located;
+
+pub(crate) struct Refs<'a> {
+    pub diags: &'a Diags,
+    pub secrets: &'a BTreeMap<String, Secret>,
+    pub config_maps: &'a BTreeMap<String, BTreeMap<String, String>>,
+    /// Resources that failed to load: references to them are not reported a second time.
+    pub broken: &'a BTreeSet<(&'static str, String)>,
+}
+
+/// How a reference is described in messages.
+pub(crate) struct What {
+    pub group: &'static str,
+    pub singular: &'static str,
+    pub plural: &'static str,
+}
+
+pub(crate) const SECRET: What = What {
+    group: "Secret",
+    singular: "secret",
+    plural: "secrets",
+};
+pub(crate) const CONFIG_MAP: What = What {
+    group: "ConfigMap",
+    singular: "config map",
+    plural: "config maps",
+};
+
+impl<'a> Refs<'a> {
+    /// `map[r]`, or an error at `r` naming what is missing and what exists.
+    pub(crate) fn lookup<'m, V>(
+        &self,
+        origin: &Origin,
+        r: &Located<String>,
+        map: &'m BTreeMap<String, V>,
+        what: &What,
+        ctx: &str,
+    ) -> Option<&'m V> {
+        let found = map.get(&r.value);
+        if found.is_none() && !self.broken.contains(&(what.group, r.value.clone())) {
+            self.error(
+                origin,
+                r,
+                format!(
+                    "{ctx}{} \"{}\" not found; {}",
+                    what.singular,
+                    r.value,
+                    existing(what.plural, map.keys())
+                ),
+            );
+        }
+        found
+    }
+
+    pub(crate) fn error<T>(&self, origin: &Origin, at: &Located<T>, msg: String) {
+        origin.error(self.diags, Some(at.line), &at.path, msg);
+    }
+
+    pub(crate) fn warn<T>(&self, origin: &Origin, at: &Located<T>, msg: String) {
+        origin.warn(self.diags, Some(at.line), &at.path, msg);
+    }
+
+    /// A secret's key, or an error listing the keys it has.
+    fn secret_key(
+        &self,
+        origin: &Origin,
+        r: &Located<String>,
+        key: &str,
+        ctx: &str,
+    ) -> Option<&'a [u8]> {
+        let secret = self.lookup(origin, r, self.secrets, &SECRET, ctx)?;
+        let value = secret.data.get(key);
+        if value.is_none() {
+            self.error(
+                origin,
+                r,
+                format!(
+                    "{ctx}secret \"{}\" has no key {key}{}",
+                    r.value,
+                    keys_of(secret.data.keys())
+                ),
+            );
+        }
+        value.map(Vec::as_slice)
+    }
+
+    fn config_map_key(
+        &self,
+        origin: &Origin,
+        r: &Located<String>,
+        key: &str,
+        ctx: &str,
+    ) -> Option<&'a str> {
+        let cm = self.lookup(origin, r, self.config_maps, &CONFIG_MAP, ctx)?;
+        let value = cm.get(key);
+        if value.is_none() {
+            self.error(
+                origin,
+                r,
+                format!(
+                    "{ctx}config map \"{}\" has no key {key}{}",
+                    r.value,
+                    keys_of(cm.keys())
+                ),
+            );
+        }
+        value.map(String::as_str)
+    }
+
+    /// `tls.crt` and `tls.key` of a secret, checked to parse and to belong together.
+    pub(crate) fn tls_pair(
+        &self,
+        origin: &Origin,
+        r: &Located<String>,
+        ctx: &str,
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
+        self.lookup(origin, r, self.secrets, &SECRET, ctx)?;
+        let chain = self.secret_key(origin, r, "tls.crt", ctx);
+        let key = self.secret_key(origin, r, "tls.key", ctx);
+        let (chain, key) = (chain?, key?);
+        if let Err(e) = certified_key(chain, key) {
+            let detail = match e {
+                PemError::KeyMismatch => {
+                    "tls.key does not match the certificate in tls.crt".to_owned()
+                }
+                PemError::NoCertificate | PemError::BadCertificate(_) => format!("tls.crt: {e}"),
+                PemError::NoKey | PemError::BadKey(_) | PemError::UnsupportedKey(_) => {
+                    format!("tls.key: {e}")
+                }
+            };
+            self.error(origin, r, format!("{ctx}secret \"{}\": {detail}", r.value));
+            return None;
+        }
+        Some((chain.to_vec(), key.to_vec()))
+    }
+
+    /// A config map of CA certificates: `key` must exist and parse (X.509 client CAs), or with
+    /// no key, every value must parse (a custom auth server's CA).
+    pub(crate) fn ca_bundle(
+        &self,
+        origin: &Origin,
+        r: &Located<String>,
+        key: Option<&str>,
+        ctx: &str,
+    ) {
+        let entries: Vec<(&str, &str)> = match key {
+            Some(k) => match self.config_map_key(origin, r, k, ctx) {
+                Some(v) => vec![(k, v)],
+                None => return,
+            },
+            None => {
+                let Some(cm) = self.lookup(origin, r, self.config_maps, &CONFIG_MAP, ctx) else {
+                    return;
+                };
+                if cm.is_empty() {
+                    self.error(
+                        origin,
+                        r,
+                        format!(
+                            "{ctx}config map \"{}\" is empty: expected PEM certificates",
+                            r.value
+                        ),
+                    );
+                }
+                cm.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+            }
+        };
+        for (k, pem) in entries {
+            if let Err(e) = parse_certificates(pem.as_bytes()) {
+                self.error(
+                    origin,
+                    r,
+                    format!("{ctx}config map \"{}\": {k}: {e}", r.value),
+                );
+            }
+        }
+    }
+
+    /// `passwords.toml`: `[user]` tables with a PBKDF2 `password` and optional string
+    /// `attributes`.
+    pub(crate) fn passwords(&self, origin: &Origin, r: &Located<String>, ctx: &str) {
+        const KEY: &str = "passwords.toml";
+        let Some(bytes) = self.secret_key(origin, r, KEY, ctx) else {
+            return;
+        };
+        let prefix = format!("{ctx}secret \"{}\": {KEY}", r.value);
+        let Some(table) = self.toml(origin, r, bytes, &prefix) else {
+            return;
+        };
+        for (user, entry) in &table {
+            let Some(entry) = entry.as_table() else {
+                self.error(
+                    origin,
+                    r,
+                    format!("{prefix}: [{user}] must be a table with a password"),
+                );
+                continue;
+            };
+            match entry.get("password").and_then(toml::Value::as_str) {
+                Some(hash) if is_pbkdf2(hash) => {}
+                Some(_) => self.error(
+                    origin,
+                    r,
+                    format!(
+                        "{prefix}: [{user}] password must be a PBKDF2 hash \
+                         ($pbkdf2-sha512$i=…,l=64$salt$hash, see edgemq password-hash)"
+                    ),
+                ),
+                None => self.error(origin, r, format!("{prefix}: [{user}] has no password")),
+            }
+            if let Some(attrs) = entry.get("attributes") {
+                if string_table(attrs).is_none() {
+                    self.error(
+                        origin,
+                        r,
+                        format!("{prefix}: [{user}.attributes] must hold string values"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// `x509Attributes.toml`: `[name]` tables with `subject` and `[name.attributes]`, the
+    /// v1beta1 form of `authorizationAttributes`.
+    pub(crate) fn x509_attributes(
+        &self,
+        origin: &Origin,
+        r: &Located<String>,
+        ctx: &str,
+    ) -> Option<BTreeMap<String, SubjectAttributes>> {
+        const KEY: &str = "x509Attributes.toml";
+        let bytes = self.secret_key(origin, r, KEY, ctx)?;
+        let prefix = format!("{ctx}secret \"{}\": {KEY}", r.value);
+        let table = self.toml(origin, r, bytes, &prefix)?;
+        let mut out = BTreeMap::new();
+        for (name, entry) in &table {
+            let subject = entry.get("subject").and_then(toml::Value::as_str);
+            let attributes = entry.get("attributes").and_then(string_table);
+            match (subject, attributes) {
+                (Some(subject), Some(attributes)) => {
+                    out.insert(
+                        name.clone(),
+                        SubjectAttributes {
+                            subject: subject.to_owned(),
+                            attributes,
+                        },
+                    );
+                }
+                _ => self.error(
+                    origin,
+                    r,
+                    format!("{prefix}: [{name}] needs subject = \"…\" and an [{name}.attributes] table of strings"),
+                ),
+            }
+        }
+        Some(out)
+    }
+
+    fn toml(
+        &self,
+        origin: &Origin,
+        r: &Located<String>,
+        bytes: &[u8],
+        prefix: &str,
+    ) -> Option<toml::Table> {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            self.error(origin, r, format!("{prefix}: not UTF-8 text"));
+            return None;
+        };
+        match text.parse::<toml::Table>() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let line = e
+                    .span()
+                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+                let at = line.map(|l| format!(" line {l}")).unwrap_or_default();
+                self.error(origin, r, format!("{prefix}{at}: {}", e.message().trim()));
+                None
+            }
+        }
+    }
+}
+
+fn keys_of<'k>(keys: impl Iterator<Item = &'k String>) -> String {
+    let keys: Vec<&str> = keys.map(String::as_str).collect();
+    if keys.is_empty() {
+        " (it is empty)".to_owned()
+    } else {
+        format!(" (keys: {})", keys.join(", "))
+    }
+}
+
+fn string_table(v: &toml::Value) -> Option<BTreeMap<String, String>> {
+    v.as_table()?
+        .iter()
+        .map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+        .collect()
+}
+
+/// `$pbkdf2-sha512$i=N,l=N$salt$hash` (security.md §2).
+fn is_pbkdf2(hash: &str) -> bool {
+    let parts: Vec<&str> = hash.split('$').collect();
+    parts.len() == 5
+        && parts[0].is_empty()
+        && parts[1] == "pbkdf2-sha512"
+        && parts[2].split(',').all(|p| {
+            p.split_once('=')
+                .is_some_and(|(k, v)| matches!(k, "i" | "l") && v.parse::<u32>().is_ok())
+        })
+        && !parts[3].is_empty()
+        && !parts[4].is_empty()
+}

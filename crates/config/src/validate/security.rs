@@ -1,0 +1,247 @@
+//! Authentication and authorization: their references (secrets, config maps) and, for legacy
+//! v1beta1 listeners, the `listenerRef` links from the policy side.
+
+use std::collections::BTreeMap;
+
+use super::refs::{Refs, What};
+use crate::diag::{existing, Origin};
+use crate::model::{Authentication, AuthnMethod, Authorization, CustomAuth, X509Auth};
+use crate::reader::Located;
+use crate::resources::authn::{RawAuthentication, RawMethod};
+use crate::resources::authz::RawAuthorization;
+use crate::resources::listener::{LegacyLinks, RawListener};
+
+pub(crate) fn authentications(
+    raw: &[RawAuthentication],
+    refs: &Refs<'_>,
+) -> BTreeMap<String, Authentication> {
+    raw.iter()
+        .map(|a| {
+            let methods = a
+                .methods
+                .iter()
+                .map(|m| method(&a.origin, m, refs))
+                .collect();
+            let name = a.name.value.clone();
+            (name.clone(), Authentication { name, methods })
+        })
+        .collect()
+}
+
+fn method(origin: &Origin, m: &RawMethod, refs: &Refs<'_>) -> AuthnMethod {
+    match m {
+        RawMethod::Custom {
+            endpoint,
+            ca,
+            client_cert,
+            headers,
+        } => {
+            if let Some(ca) = ca {
+                refs.ca_bundle(origin, ca, None, "");
+            }
+            if let Some(cc) = client_cert {
+                refs.tls_pair(origin, cc, "");
+            }
+            AuthnMethod::Custom(CustomAuth {
+                endpoint: endpoint.clone(),
+                ca_config_map: ca.as_ref().map(|c| c.value.clone()),
+                client_cert_secret: client_cert.as_ref().map(|c| c.value.clone()),
+                headers: headers.clone(),
+            })
+        }
+        RawMethod::Sat { audiences } => AuthnMethod::ServiceAccountToken {
+            audiences: audiences.clone(),
+        },
+        RawMethod::X509 {
+            ca,
+            attributes,
+            attributes_secret,
+        } => {
+            refs.ca_bundle(origin, ca, Some("client_ca.pem"), "");
+            let attributes = match attributes_secret {
+                Some(s) => refs.x509_attributes(origin, s, "").unwrap_or_default(),
+                None => attributes.clone(),
+            };
+            AuthnMethod::X509(X509Auth {
+                trusted_client_ca_config_map: ca.value.clone(),
+                attributes,
+                attributes_secret: attributes_secret.as_ref().map(|s| s.value.clone()),
+            })
+        }
+        RawMethod::UsernamePassword { secret } => {
+            refs.passwords(origin, secret, "");
+            AuthnMethod::UsernamePassword {
+                secret: secret.value.clone(),
+            }
+        }
+    }
+}
+
+pub(crate) fn authorizations(raw: &[RawAuthorization]) -> BTreeMap<String, Authorization> {
+    raw.iter()
+        .map(|a| (a.name.value.clone(), a.authorization.clone()))
+        .collect()
+}
+
+/// Listener name → the authentication / authorization that names it in `listenerRef`.
+#[derive(Default)]
+pub(crate) struct Links {
+    pub authn: BTreeMap<String, String>,
+    pub authz: BTreeMap<String, String>,
+}
+
+/// One policy resource as far as `listenerRef` linking is concerned.
+struct Policy<'a> {
+    origin: &'a Origin,
+    name: &'a str,
+    listener_refs: Option<&'a Vec<Located<String>>>,
+}
+
+struct Side {
+    kind: &'static str,
+    flag: &'static str,
+    pick: fn(&LegacyLinks) -> &Located<bool>,
+    what: What,
+}
+
+const AUTHN: Side = Side {
+    kind: "BrokerAuthentication",
+    flag: "authenticationEnabled",
+    pick: |l| &l.authn_enabled,
+    what: What {
+        group: "BrokerAuthentication",
+        singular: "authentication",
+        plural: "authentications",
+    },
+};
+const AUTHZ: Side = Side {
+    kind: "BrokerAuthorization",
+    flag: "authorizationEnabled",
+    pick: |l| &l.authz_enabled,
+    what: What {
+        group: "BrokerAuthorization",
+        singular: "authorization",
+        plural: "authorizations",
+    },
+};
+
+pub(crate) fn legacy_links(
+    listeners: &[RawListener],
+    authns: &[RawAuthentication],
+    authzs: &[RawAuthorization],
+    refs: &Refs<'_>,
+) -> Links {
+    let authn: Vec<Policy<'_>> = authns
+        .iter()
+        .map(|a| Policy {
+            origin: &a.origin,
+            name: &a.name.value,
+            listener_refs: a.listener_refs.as_ref(),
+        })
+        .collect();
+    let authz: Vec<Policy<'_>> = authzs
+        .iter()
+        .map(|a| Policy {
+            origin: &a.origin,
+            name: &a.name.value,
+            listener_refs: a.listener_refs.as_ref(),
+        })
+        .collect();
+    Links {
+        authn: link(listeners, &authn, &AUTHN, refs),
+        authz: link(listeners, &authz, &AUTHZ, refs),
+    }
+}
+
+fn link(
+    listeners: &[RawListener],
+    policies: &[Policy<'_>],
+    side: &Side,
+    refs: &Refs<'_>,
+) -> BTreeMap<String, String> {
+    let by_name: BTreeMap<String, &RawListener> = listeners
+        .iter()
+        .map(|l| (l.name.value.clone(), l))
+        .collect();
+    let mut links: BTreeMap<String, (String, &Origin)> = BTreeMap::new();
+    let listener_what = What {
+        group: "BrokerListener",
+        singular: "listener",
+        plural: "listeners",
+    };
+    for p in policies {
+        for r in p.listener_refs.into_iter().flatten() {
+            let Some(l) = refs.lookup(p.origin, r, &by_name, &listener_what, "") else {
+                continue;
+            };
+            let Some(legacy) = &l.legacy else {
+                refs.error(
+                    p.origin,
+                    r,
+                    format!(
+                        "listener \"{}\" uses the ports[] form: link it from its ports' {}",
+                        r.value,
+                        if side.kind == AUTHN.kind {
+                            "authenticationRef"
+                        } else {
+                            "authorizationRef"
+                        }
+                    ),
+                );
+                continue;
+            };
+            if let Some((first, first_origin)) = links.get(&r.value) {
+                refs.error(
+                    p.origin,
+                    r,
+                    format!(
+                        "listener \"{}\" is already served by {} \"{first}\" ({}); a listener takes one {}",
+                        r.value,
+                        side.kind,
+                        first_origin.location(),
+                        side.what.singular
+                    ),
+                );
+                continue;
+            }
+            if !(side.pick)(legacy).value {
+                refs.warn(
+                    p.origin,
+                    r,
+                    format!(
+                        "listener \"{}\" has {}: false; this {} does not apply to it",
+                        r.value, side.flag, side.what.singular
+                    ),
+                );
+            }
+            links.insert(r.value.clone(), (p.name.to_owned(), p.origin));
+        }
+    }
+    // A policy that failed to load may be the one naming the listener: don't guess.
+    let some_broken = refs
+        .broken
+        .iter()
+        .any(|(group, _)| *group == side.what.group);
+    for l in listeners {
+        let Some(legacy) = &l.legacy else { continue };
+        let flag = (side.pick)(legacy);
+        if flag.value && !some_broken && !links.contains_key(&l.name.value) {
+            let names: Vec<String> = policies.iter().map(|p| p.name.to_owned()).collect();
+            refs.error(
+                &l.origin,
+                flag,
+                format!(
+                    "{} is enabled but no {} lists listener \"{}\" in spec.listenerRef; {}",
+                    side.what.singular,
+                    side.kind,
+                    l.name.value,
+                    existing(side.what.plural, names.iter())
+                ),
+            );
+        }
+    }
+    links
+        .into_iter()
+        .map(|(listener, (policy, _))| (listener, policy))
+        .collect()
+}

@@ -1,0 +1,293 @@
+//! `serve --config DIR` and `check --config DIR`: the AIO-style resources in DIR become the
+//! broker's listeners, TLS and limits; DIR is watched (and SIGHUP reloads) so a valid change
+//! applies without dropping clients on unchanged listeners, and an invalid one is rejected
+//! with the same messages `check` prints while the running configuration stays.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgemq_broker::selfcheck::{self, SelfCheckConfig, SelfCheckStats};
+use edgemq_broker::{Limits, ListenerConfig, OverflowPolicy, Protocol, Server, Transport};
+use edgemq_config::{Config, Diagnostic, Loaded, Severity};
+
+use crate::tls::TlsManager;
+
+/// `edgemq check --config DIR`.
+pub fn check(dir: &Path) -> ExitCode {
+    match edgemq_config::load_dir(dir) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                println!("{w}");
+            }
+            let ports: usize = loaded.config.listeners.iter().map(|l| l.ports.len()).sum();
+            println!(
+                "{}: ok ({} listeners, {} ports)",
+                dir.display(),
+                loaded.config.listeners.len(),
+                ports
+            );
+            ExitCode::SUCCESS
+        }
+        Err(diagnostics) => {
+            for d in &diagnostics {
+                println!("{d}");
+            }
+            let errors = diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count();
+            eprintln!("{}: {errors} error(s)", dir.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Load and report: warnings are logged, errors are returned for the caller to log.
+fn load(dir: &Path) -> Result<Config, Vec<Diagnostic>> {
+    let Loaded { config, warnings } = edgemq_config::load_dir(dir)?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(config)
+}
+
+/// `edgemq serve --config DIR`. Exit 1 on an invalid configuration, 2 on runtime failure.
+pub async fn serve(
+    dir: &Path,
+    data_dir: &Path,
+    base: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> ExitCode {
+    let config = match load(dir) {
+        Ok(c) => c,
+        Err(diagnostics) => {
+            for d in diagnostics.iter().filter(|d| d.severity == Severity::Error) {
+                tracing::error!("{d}");
+                eprintln!("{d}");
+            }
+            eprintln!(
+                "edgemq: invalid configuration in {}; not starting",
+                dir.display()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let limits = limits(&config, base.clone());
+    let server = Server::new(limits.clone());
+    let mut tls = TlsManager::new(data_dir.to_path_buf());
+    let listeners = match listeners(&config, &mut tls) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("edgemq: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = server.apply(listeners).await {
+        tracing::error!("{e}");
+        eprintln!("edgemq: {e}");
+        return ExitCode::from(2);
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let checks = Arc::new(SelfCheckStats::default());
+    if config.broker.self_check.enabled {
+        tokio::spawn(selfcheck::run(
+            server.bus.clone(),
+            SelfCheckConfig {
+                interval: config.broker.self_check.interval,
+                timeout: config.broker.self_check.timeout,
+            },
+            checks.clone(),
+            stop_rx,
+        ));
+    }
+
+    let mut reloader = Reloader {
+        dir: dir.to_path_buf(),
+        base,
+        running_limits: limits,
+        server: server.clone(),
+        tls,
+    };
+    reloader.run_until(shutdown).await;
+    let _ = stop_tx.send(true);
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+struct Reloader {
+    dir: PathBuf,
+    base: Limits,
+    running_limits: Limits,
+    server: Arc<Server>,
+    tls: TlsManager,
+}
+
+impl Reloader {
+    /// Reload on SIGHUP or a change under DIR until `shutdown` resolves.
+    async fn run_until(&mut self, shutdown: impl Future<Output = ()>) {
+        let (tx, mut changes) = tokio::sync::mpsc::channel::<()>(1);
+        let _watcher = watch_dir(&self.dir, tx.clone());
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        tokio::pin!(shutdown);
+        loop {
+            #[cfg(unix)]
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup = std::future::pending::<()>();
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = hangup => tracing::info!("SIGHUP: reloading {}", self.dir.display()),
+                Some(()) = changes.recv() => {
+                    // Editors write in several steps: let the folder settle, then reload once.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    while changes.try_recv().is_ok() {}
+                    tracing::info!("configuration folder changed: reloading {}", self.dir.display());
+                }
+            }
+            self.reload().await;
+        }
+    }
+
+    async fn reload(&mut self) {
+        let config = match load(&self.dir) {
+            Ok(c) => c,
+            Err(diagnostics) => {
+                for d in diagnostics.iter().filter(|d| d.severity == Severity::Error) {
+                    tracing::error!("{d}");
+                }
+                tracing::error!("configuration rejected; the running configuration stays");
+                return;
+            }
+        };
+        let wanted = limits(&config, self.base.clone());
+        if wanted != self.running_limits {
+            tracing::warn!("Broker client limits changed: they apply after a restart");
+        }
+        let listeners = match listeners(&config, &mut self.tls) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("{e:#}; the running configuration stays");
+                return;
+            }
+        };
+        match self.server.apply(listeners).await {
+            Ok(report) => tracing::info!(
+                started = ?report.started, stopped = ?report.stopped,
+                restarted = ?report.restarted, unchanged = ?report.unchanged,
+                "configuration applied"
+            ),
+            Err(e) => tracing::error!("{e}; the running configuration stays"),
+        }
+        self.tls.retain_only(&config);
+    }
+}
+
+/// Watch DIR (recursively: secrets/ and configmaps/ too). A watcher that cannot start is
+/// logged; SIGHUP still works.
+fn watch_dir(dir: &Path, tx: tokio::sync::mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let mut watcher =
+        match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(e) = event {
+                if !e.kind.is_access() {
+                    let _ = tx.try_send(());
+                }
+            }
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("cannot watch {}: {e}; use SIGHUP to reload", dir.display());
+                return None;
+            }
+        };
+    if let Err(e) = watcher.watch(dir, RecursiveMode::Recursive) {
+        tracing::warn!("cannot watch {}: {e}; use SIGHUP to reload", dir.display());
+        return None;
+    }
+    Some(watcher)
+}
+
+/// The Broker resource's client limits over the command-line ones.
+fn limits(config: &Config, mut limits: Limits) -> Limits {
+    let b = &config.broker;
+    if let Some(v) = b.max_session_expiry_secs {
+        limits.max_session_expiry = v;
+    }
+    if let Some(v) = b.max_message_expiry_secs {
+        limits.max_message_expiry = Some(v);
+    }
+    if let Some(v) = b.max_packet_size {
+        limits.max_packet_size = v;
+    }
+    if let Some(v) = b.max_receive_maximum {
+        limits.receive_maximum = v;
+    }
+    if let Some(v) = b.max_keep_alive_secs {
+        limits.max_keep_alive = Some(v);
+    }
+    if let Some(q) = &b.subscriber_queue {
+        limits.max_queued_messages = q.length.max(1);
+        limits.overflow_policy = match q.strategy {
+            // AIO's `None`: no message is dropped to make room; new ones are refused.
+            edgemq_config::QueueStrategy::None => OverflowPolicy::DropNew,
+            edgemq_config::QueueStrategy::DropOldest => OverflowPolicy::DropOldest,
+        };
+    }
+    limits
+}
+
+/// One broker listener per port of every BrokerListener.
+fn listeners(config: &Config, tls: &mut TlsManager) -> anyhow::Result<Vec<ListenerConfig>> {
+    let mut out = Vec::new();
+    for listener in &config.listeners {
+        for port in &listener.ports {
+            let protocol = match port.protocol {
+                edgemq_config::Protocol::Mqtt => Protocol::Mqtt,
+                edgemq_config::Protocol::WebSockets => Protocol::WebSockets,
+            };
+            let server_tls = match &port.tls {
+                Some(t) => Some(tls.ensure(&listener.name, port.port, t, config)?),
+                None => None,
+            };
+            let mode = match &port.tls {
+                None => "plain",
+                Some(edgemq_config::Tls::Manual { .. }) => "manual",
+                Some(edgemq_config::Tls::Automatic(_)) => "automatic",
+            };
+            match &port.authentication {
+                None => tracing::warn!(
+                    listener = %listener.name, port = port.port, addr = %port.bind,
+                    "listener port admits anonymous clients (no authenticationRef)"
+                ),
+                Some(name) => tracing::warn!(
+                    listener = %listener.name, port = port.port,
+                    "BrokerAuthentication/{name} is validated but not enforced by this version: clients are admitted anonymously"
+                ),
+            }
+            let mut l = ListenerConfig::anonymous(listener.name.clone(), port.bind);
+            l.transport = Transport {
+                protocol,
+                tls: server_tls,
+            };
+            l.fingerprint = format!(
+                "{protocol} tls={mode} authn={:?} authz={:?}",
+                port.authentication, port.authorization
+            );
+            out.push(l);
+        }
+    }
+    Ok(out)
+}

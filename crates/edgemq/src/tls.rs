@@ -1,0 +1,288 @@
+//! Server certificates for TLS ports: manual ones from secrets, automatic ones issued by the
+//! built-in CA, a cert-manager `ca` issuer or self-signed, and renewed before expiry. Each
+//! port keeps one rustls config whose certificate slot is swapped in place, so renewals and
+//! reloads never drop connected clients.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use edgemq_config::{AutoCert, Config, IssuerKind, Tls};
+use edgemq_tls::{
+    BuiltInIssuer, CertificateAuthority, IssuedCert, KeyAlgorithm, ServerCertSlot, ServerCertSpec,
+};
+use tokio::task::JoinHandle;
+
+/// `edgemq ca export`.
+pub fn export_ca(data_dir: &Path) -> ExitCode {
+    match BuiltInIssuer::load_or_create(data_dir) {
+        Ok(issuer) => {
+            print!("{}", issuer.ca_pem());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("edgemq: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+struct PortTls {
+    /// What the certificate was made from; a change means a new certificate.
+    source: String,
+    slot: Arc<ServerCertSlot>,
+    config: Arc<rustls::ServerConfig>,
+    renewal: Option<JoinHandle<()>>,
+}
+
+impl Drop for PortTls {
+    fn drop(&mut self) {
+        if let Some(task) = self.renewal.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Per (listener, port) TLS state, kept across reloads.
+pub struct TlsManager {
+    data_dir: PathBuf,
+    builtin: Option<Arc<CertificateAuthority>>,
+    ports: BTreeMap<(String, u16), PortTls>,
+}
+
+/// Who signs an automatic certificate.
+#[derive(Clone)]
+enum Signer {
+    Authority(Arc<CertificateAuthority>),
+    SelfSigned,
+}
+
+impl Signer {
+    fn issue(&self, spec: &ServerCertSpec) -> Result<IssuedCert, edgemq_tls::TlsError> {
+        match self {
+            Signer::Authority(ca) => ca.issue_server(spec),
+            Signer::SelfSigned => edgemq_tls::self_signed_server(spec),
+        }
+    }
+}
+
+impl TlsManager {
+    pub fn new(data_dir: PathBuf) -> Self {
+        TlsManager {
+            data_dir,
+            builtin: None,
+            ports: BTreeMap::new(),
+        }
+    }
+
+    /// The rustls config for a port, creating or updating its certificate in place.
+    pub fn ensure(
+        &mut self,
+        listener: &str,
+        port: u16,
+        tls: &Tls,
+        config: &Config,
+    ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let key = (listener.to_string(), port);
+        let source = format!("{tls:?}");
+        if let Some(existing) = self.ports.get(&key) {
+            if existing.source == source {
+                return Ok(existing.config.clone());
+            }
+        }
+        let what = format!("BrokerListener/{listener} port {port}");
+        let (certified, renewal) = match tls {
+            Tls::Manual {
+                secret,
+                chain_pem,
+                key_pem,
+            } => {
+                let ck = edgemq_tls::pem::certified_key(chain_pem, key_pem)
+                    .with_context(|| format!("{what}: tls.manual.secretRef {secret}"))?;
+                tracing::info!(listener, port, secret = %secret, "TLS certificate loaded from secret");
+                (ck, None)
+            }
+            Tls::Automatic(auto) => {
+                let signer = self.signer(auto, config).with_context(|| what.clone())?;
+                let spec = server_spec(listener, auto, None);
+                let issued = signer
+                    .issue(&spec)
+                    .with_context(|| format!("{what}: issuing the server certificate"))?;
+                log_issued(listener, port, auto, &issued);
+                let ck = edgemq_tls::pem::certified_key(
+                    issued.chain_pem.as_bytes(),
+                    issued.key_pem.as_bytes(),
+                )
+                .with_context(|| format!("{what}: issued certificate"))?;
+                (ck, Some((signer, issued)))
+            }
+        };
+        let entry = match self.ports.remove(&key) {
+            // Same port, new material: swap inside the running config; connections stay.
+            Some(mut existing) => {
+                existing.slot.swap(certified);
+                tracing::info!(listener, port, "TLS certificate replaced in place");
+                if let Some(task) = existing.renewal.take() {
+                    task.abort();
+                }
+                existing.source = source;
+                existing
+            }
+            None => {
+                let slot = Arc::new(ServerCertSlot::new(certified));
+                let config = edgemq_tls::server_config(slot.clone(), None);
+                PortTls {
+                    source,
+                    slot,
+                    config,
+                    renewal: None,
+                }
+            }
+        };
+        let mut entry = entry;
+        if let (Some((signer, issued)), Tls::Automatic(auto)) = (renewal, tls) {
+            entry.renewal = Some(tokio::spawn(renew_forever(
+                listener.to_string(),
+                port,
+                auto.clone(),
+                signer,
+                issued,
+                entry.slot.clone(),
+            )));
+        }
+        let config = entry.config.clone();
+        self.ports.insert(key, entry);
+        Ok(config)
+    }
+
+    /// Forget ports that are no longer configured (stops their renewals).
+    pub fn retain_only(&mut self, config: &Config) {
+        self.ports.retain(|(listener, port), _| {
+            config.listeners.iter().any(|l| {
+                l.name == *listener && l.ports.iter().any(|p| p.port == *port && p.tls.is_some())
+            })
+        });
+    }
+
+    fn signer(&mut self, auto: &AutoCert, _config: &Config) -> anyhow::Result<Signer> {
+        Ok(match &auto.issuer_kind {
+            IssuerKind::BuiltIn => {
+                if self.builtin.is_none() {
+                    let issuer =
+                        BuiltInIssuer::load_or_create(&self.data_dir).with_context(|| {
+                            format!("built-in issuer in {}", self.data_dir.display())
+                        })?;
+                    self.builtin = Some(Arc::new(issuer.authority().clone()));
+                }
+                Signer::Authority(self.builtin.clone().expect("set above"))
+            }
+            IssuerKind::SelfSigned => Signer::SelfSigned,
+            IssuerKind::Ca {
+                secret,
+                cert_pem,
+                key_pem,
+            } => Signer::Authority(Arc::new(
+                CertificateAuthority::from_pem(
+                    &String::from_utf8_lossy(cert_pem),
+                    &String::from_utf8_lossy(key_pem),
+                )
+                .with_context(|| format!("issuer {}: CA secret {secret}", auto.issuer))?,
+            )),
+        })
+    }
+}
+
+fn algorithm(a: edgemq_config::KeyAlgorithm) -> KeyAlgorithm {
+    use edgemq_config::KeyAlgorithm as C;
+    match a {
+        C::Ec256 => KeyAlgorithm::Ec256,
+        C::Ec384 => KeyAlgorithm::Ec384,
+        C::Ec521 => KeyAlgorithm::Ec521,
+        C::Ed25519 => KeyAlgorithm::Ed25519,
+        C::Rsa2048 => KeyAlgorithm::Rsa2048,
+        C::Rsa4096 => KeyAlgorithm::Rsa4096,
+        C::Rsa8192 => KeyAlgorithm::Rsa8192,
+    }
+}
+
+fn server_spec(
+    listener: &str,
+    auto: &AutoCert,
+    previous_key_pem: Option<String>,
+) -> ServerCertSpec {
+    ServerCertSpec {
+        common_name: auto
+            .dns
+            .first()
+            .cloned()
+            .unwrap_or_else(|| listener.to_string()),
+        dns: auto.dns.clone(),
+        ip: auto.ip.clone(),
+        algorithm: algorithm(auto.algorithm),
+        validity: auto.duration,
+        previous_key_pem,
+    }
+}
+
+fn log_issued(listener: &str, port: u16, auto: &AutoCert, issued: &IssuedCert) {
+    tracing::info!(
+        listener, port, issuer = %auto.issuer, dns = ?auto.dns, ip = ?auto.ip,
+        not_after = %humantime(issued.not_after),
+        "TLS certificate issued"
+    );
+}
+
+fn humantime(t: SystemTime) -> String {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => format!("unix:{}", d.as_secs()),
+        Err(_) => "before 1970".into(),
+    }
+}
+
+/// Renew at `notAfter - renewBefore`, swap the new certificate in, repeat. A failed renewal
+/// is retried every minute while the old certificate is still valid.
+async fn renew_forever(
+    listener: String,
+    port: u16,
+    auto: AutoCert,
+    signer: Signer,
+    mut current: IssuedCert,
+    slot: Arc<ServerCertSlot>,
+) {
+    loop {
+        let at = edgemq_tls::renewal_time(current.not_before, current.not_after, auto.renew_before);
+        let wait = at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        tokio::time::sleep(wait).await;
+        let previous = (!auto.rotate_key).then(|| current.key_pem.clone());
+        let spec = server_spec(&listener, &auto, previous);
+        let renewed = signer
+            .issue(&spec)
+            .map_err(anyhow::Error::from)
+            .and_then(|issued| {
+                let ck = edgemq_tls::pem::certified_key(
+                    issued.chain_pem.as_bytes(),
+                    issued.key_pem.as_bytes(),
+                )?;
+                Ok((issued, ck))
+            });
+        match renewed {
+            Ok((issued, ck)) => {
+                slot.swap(ck);
+                tracing::info!(
+                    listener = %listener, port, not_after = %humantime(issued.not_after),
+                    rotated_key = auto.rotate_key, "TLS certificate renewed"
+                );
+                current = issued;
+            }
+            Err(e) => {
+                tracing::error!(listener = %listener, port, "TLS certificate renewal failed: {e:#}; retrying in 60s");
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        }
+    }
+}
