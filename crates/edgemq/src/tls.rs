@@ -170,14 +170,19 @@ impl TlsManager {
     fn signer(&mut self, auto: &AutoCert, _config: &Config) -> anyhow::Result<Signer> {
         Ok(match &auto.issuer_kind {
             IssuerKind::BuiltIn => {
-                if self.builtin.is_none() {
-                    let issuer =
-                        BuiltInIssuer::load_or_create(&self.data_dir).with_context(|| {
-                            format!("built-in issuer in {}", self.data_dir.display())
-                        })?;
-                    self.builtin = Some(Arc::new(issuer.authority().clone()));
-                }
-                Signer::Authority(self.builtin.clone().expect("set above"))
+                let ca = match &self.builtin {
+                    Some(ca) => ca.clone(),
+                    None => {
+                        let issuer =
+                            BuiltInIssuer::load_or_create(&self.data_dir).with_context(|| {
+                                format!("built-in issuer in {}", self.data_dir.display())
+                            })?;
+                        let ca = Arc::new(issuer.authority().clone());
+                        self.builtin = Some(ca.clone());
+                        ca
+                    }
+                };
+                Signer::Authority(ca)
             }
             IssuerKind::SelfSigned => Signer::SelfSigned,
             IssuerKind::Ca {
