@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import AGAINST, QUIET, MQTTv5, MQTTv311, uid
+from conftest import QUIET, MQTTv5, MQTTv311, uid
 
 
 @pytest.mark.parametrize("qos", [1, 2])
@@ -67,12 +67,6 @@ def test_v5_qos0_not_limited_by_receive_maximum(start_broker):
     sub.ack(held)
 
 
-@pytest.mark.xfail(
-    AGAINST == "edgemq",
-    strict=True,
-    reason="edgemq bug: on session resumption every unacknowledged PUBLISH is re-sent at once, "
-    "beyond the new connection's Receive Maximum ([MQTT-3.3.4-9], [MQTT-4.9.0-2])",
-)
 def test_v5_resent_publishes_on_resume_respect_new_receive_maximum(broker):
     """[MQTT-4.9.0-1]/[MQTT-4.9.0-2]: the send quota starts at the Receive Maximum of the new
     connection and every QoS > 0 PUBLISH sent counts, re-sent ones included: a session resumed

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import AGAINST, PUBLISH, PUBREL, QUIET, WAIT, MQTTv5, SubscribeOptions, packet, uid
+from conftest import PUBLISH, PUBREL, QUIET, WAIT, MQTTv5, SubscribeOptions, packet, uid
 
 
 def _collect(members, want, timeout=WAIT):
@@ -107,12 +107,6 @@ def test_v5_shared_member_leaving_hands_unacked_messages_to_others(broker, expir
     assert sorted(got) == want, f"each message once to the remaining member: {got}"
 
 
-@pytest.mark.xfail(
-    AGAINST == "edgemq",
-    strict=True,
-    reason="edgemq bug: QoS 2 shared-subscription message awaiting PUBREC is redistributed to "
-    "another member when the connection breaks ([MQTT-4.8.2-4], [MQTT-4.8.2-5])",
-)
 @pytest.mark.parametrize("expiry", [0, 300], ids=["session-ends", "session-kept"])
 def test_v5_shared_qos2_in_flight_stays_with_its_member(broker, expiry):
     """[MQTT-4.8.2-4]: if the connection breaks while a QoS 2 message is being delivered to the

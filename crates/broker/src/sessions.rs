@@ -16,6 +16,7 @@ use bytestring::ByteString;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
+use edgemq_codec::QoS;
 use edgemq_core::message::Message;
 use edgemq_core::session::{Delivery, IncomingQos2, OutgoingState, OutgoingWindow};
 use edgemq_core::subscriptions::{SessionKey, StoredOptions};
@@ -291,14 +292,18 @@ pub fn end_session(bus: &Bus, mut data: SessionData) {
     for (filter, _) in data.subscriptions.values() {
         bus.index.unsubscribe(filter, data.key);
     }
+    // A QoS 2 message already sent to this client must never go to another member, even
+    // though this session ends before it completed [MQTT-4.8.2-5]; it is lost.
     let inflight = data
         .outgoing
-        .take_where(|i| i.state != OutgoingState::AwaitingPubComp)
-        .into_iter()
-        .map(|i| i.delivery);
-    let queued = data.mailbox.take_where(|_| true);
+        .take_where(|i| i.state != OutgoingState::AwaitingPubComp);
     let mut lost = 0u64;
-    for delivery in inflight.chain(queued) {
+    let (exactly_once, movable): (Vec<_>, Vec<_>) = inflight
+        .into_iter()
+        .partition(|i| i.delivery.qos == QoS::ExactlyOnce);
+    lost += exactly_once.len() as u64;
+    let queued = data.mailbox.take_where(|_| true);
+    for delivery in movable.into_iter().map(|i| i.delivery).chain(queued) {
         if bus.redistribute(delivery, data.key).is_some() {
             lost += 1;
         }
@@ -316,11 +321,13 @@ pub fn end_session(bus: &Bus, mut data: SessionData) {
 /// wait for it). Messages with no other member stay.
 pub fn redistribute_shared(bus: &Bus, data: &mut SessionData) {
     let key = data.key;
-    // In-flight messages move only if another member takes them; otherwise they stay in
-    // flight and are re-sent with DUP when this client comes back [MQTT-4.4.0-1].
+    // In-flight QoS 1 messages move only if another member takes them; otherwise they stay
+    // in flight and are re-sent with DUP when this client comes back [MQTT-4.4.0-1]. QoS 2
+    // messages already sent stay with this client, whose delivery must complete when it
+    // reconnects [MQTT-4.8.2-4].
     data.outgoing.take_where(|i| {
         i.delivery.share_group.is_some()
-            && i.state != OutgoingState::AwaitingPubComp
+            && i.delivery.qos == QoS::AtLeastOnce
             && bus.redistribute(i.delivery.clone(), key).is_none()
     });
     let mut keep: Vec<Delivery> = Vec::new();

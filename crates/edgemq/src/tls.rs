@@ -108,8 +108,9 @@ impl TlsManager {
             Tls::Automatic(auto) => {
                 let signer = self.signer(auto, config).with_context(|| what.clone())?;
                 let spec = server_spec(listener, auto, None);
-                let issued = signer
-                    .issue(&spec)
+                // Key generation takes seconds for large RSA keys: keep it off the
+                // async workers that serve clients.
+                let issued = tokio::task::block_in_place(|| signer.issue(&spec))
                     .with_context(|| format!("{what}: issuing the server certificate"))?;
                 log_issued(listener, port, auto, &issued);
                 let ck = edgemq_tls::pem::certified_key(
@@ -265,16 +266,18 @@ async fn renew_forever(
         tokio::time::sleep(wait).await;
         let previous = (!auto.rotate_key).then(|| current.key_pem.clone());
         let spec = server_spec(&listener, &auto, previous);
-        let renewed = signer
-            .issue(&spec)
-            .map_err(anyhow::Error::from)
-            .and_then(|issued| {
-                let ck = edgemq_tls::pem::certified_key(
-                    issued.chain_pem.as_bytes(),
-                    issued.key_pem.as_bytes(),
-                )?;
-                Ok((issued, ck))
-            });
+        let issuing = signer.clone();
+        let renewed = tokio::task::spawn_blocking(move || {
+            let issued = issuing.issue(&spec)?;
+            let ck = edgemq_tls::pem::certified_key(
+                issued.chain_pem.as_bytes(),
+                issued.key_pem.as_bytes(),
+            )?;
+            anyhow::Ok((issued, ck))
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r);
         match renewed {
             Ok((issued, ck)) => {
                 slot.swap(ck);

@@ -380,6 +380,59 @@ fn manual_tls_from_a_secret_manifest() {
     });
 }
 
+#[test]
+fn manual_certificate_change_is_swapped_in_without_dropping_clients() {
+    let d = Dirs::new();
+    let (first, second) = (server_pki(), server_pki());
+    d.write("secrets/broker-server-cert/tls.crt", &first.chain_pem);
+    d.write("secrets/broker-server-cert/tls.key", &first.key_pem);
+    let (tls_port, plain) = (free_port(), free_port());
+    d.write(
+        "listeners.yaml",
+        &[
+            listener(
+                "secure",
+                "ClusterIp",
+                &manual_tls_port(tls_port, "broker-server-cert"),
+            ),
+            listener("plain", "ClusterIp", &plain_port(plain)),
+        ]
+        .join("---\n"),
+    );
+    let b = Broker::start_config(&d.config, &d.data, 2, &[]);
+    let secure = b.listener_addr("secure");
+    let first_root = d.file("first.crt", &first.root_pem);
+    let sub = Sub::start(secure, "swap/#", &as_strs(&tls_args(&first_root)));
+
+    // The operator rotates the secret (as a kubelet would update the mounted files).
+    d.write("secrets/broker-server-cert/tls.key", &second.key_pem);
+    d.write("secrets/broker-server-cert/tls.crt", &second.chain_pem);
+    assert!(
+        b.wait_for_log("TLS certificate replaced in place", WAIT),
+        "certificate not swapped:\n{}",
+        b.log()
+    );
+    // The client connected with the old certificate stays connected ...
+    publish_ok(b.listener_addr("plain"), "swap/x", "after-swap", &[]);
+    assert_eq!(sub.message(), "swap/x after-swap");
+    // ... and new clients get the new certificate: the old root no longer verifies it.
+    let second_root = d.file("second.crt", &second.root_pem);
+    publish_ok(
+        secure,
+        "swap/y",
+        "new-chain",
+        &as_strs(&tls_args(&second_root)),
+    );
+    assert_eq!(sub.message(), "swap/y new-chain");
+    let (code, _) = publish(
+        secure,
+        "swap/z",
+        "old-chain",
+        &as_strs(&tls_args(&first_root)),
+    );
+    assert_ne!(code, Some(0), "the old certificate is still served");
+}
+
 // =======================================================================================
 // MQTT over WebSocket
 // =======================================================================================

@@ -10,6 +10,7 @@ mod handshake;
 mod inbound;
 mod outbound;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -180,6 +181,9 @@ pub(crate) struct Connection<S> {
     keep_alive: u16,
     will: Option<Will>,
     send_window: usize,
+    /// Packet ids in flight from an earlier connection, not yet re-sent on this one because
+    /// the client's Receive Maximum was full [MQTT-3.3.4-9]; they go before anything new.
+    resend_backlog: VecDeque<u16>,
     client_max_packet: Option<u32>,
     connect_expiry_zero: bool,
     aliases: InboundAliases,
@@ -210,6 +214,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             keep_alive: a.keep_alive,
             will: a.will,
             send_window: a.send_window,
+            resend_backlog: VecDeque::new(),
             client_max_packet: a.client_max_packet,
             connect_expiry_zero: a.connect_expiry_zero,
             aliases: InboundAliases::default(),

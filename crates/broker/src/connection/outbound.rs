@@ -15,8 +15,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// behind a QoS 1/2 message waiting for window room waits too.
     pub(super) fn pump(&mut self) -> Result<(), Exit> {
         let now = self.bus.now();
+        self.resend_backlog_within_window(now);
         while self.io.wbuf.len() < WRITE_HIGH_WATER {
-            let window_open = self.session.outgoing.len() < self.send_window;
+            let window_open =
+                self.resend_backlog.is_empty() && self.session.outgoing.len() < self.send_window;
             let Some(delivery) = self.session.mailbox.pop(window_open) else {
                 return Ok(());
             };
@@ -48,22 +50,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     /// On session resumption, re-send unacknowledged PUBLISHes with DUP set and PUBRELs for
-    /// messages awaiting PUBCOMP, in their original order [MQTT-4.4.0-1].
+    /// messages awaiting PUBCOMP, in their original order [MQTT-4.4.0-1] — but no more than
+    /// the new connection's Receive Maximum allows [MQTT-3.3.4-9]; the rest follow as
+    /// acknowledgements free the window.
     pub(super) fn resend_inflight(&mut self) {
-        let now = self.bus.now();
-        let pending: Vec<(u16, OutgoingState, Delivery)> = self
-            .session
-            .outgoing
-            .iter()
-            .map(|i| (i.packet_id, i.state, i.delivery.clone()))
-            .collect();
-        for (packet_id, state, delivery) in pending {
-            match state {
+        self.resend_backlog = self.session.outgoing.iter().map(|i| i.packet_id).collect();
+        self.resend_backlog_within_window(self.bus.now());
+    }
+
+    fn resend_backlog_within_window(&mut self, now: std::time::Instant) {
+        while let Some(&packet_id) = self.resend_backlog.front() {
+            // Everything in the window except the backlog has been sent on this connection.
+            // (Saturating: a client may acknowledge an id it was not re-sent yet.)
+            let sent = self
+                .session
+                .outgoing
+                .len()
+                .saturating_sub(self.resend_backlog.len());
+            if sent >= self.send_window {
+                return;
+            }
+            self.resend_backlog.pop_front();
+            let Some(inflight) = self
+                .session
+                .outgoing
+                .iter()
+                .find(|i| i.packet_id == packet_id)
+            else {
+                continue;
+            };
+            match inflight.state {
                 OutgoingState::AwaitingPubComp => {
                     self.send(Packet::PubRel(PubResponse::new(packet_id)))
                 }
                 _ => {
-                    self.write_publish(&delivery, Some(packet_id), true, now);
+                    let delivery = inflight.delivery.clone();
+                    if !self.write_publish(&delivery, Some(packet_id), true, now) {
+                        // Too large for this client now: as if delivered [MQTT-3.1.2-25].
+                        let _ = self
+                            .session
+                            .outgoing
+                            .take_where(|i| i.packet_id == packet_id);
+                    }
                 }
             }
         }
