@@ -1,6 +1,8 @@
 //! Property tests: any valid packet survives encode → decode for 3.1.1 and 5.0, and no byte
 //! sequence makes the decoder panic.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
+
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use proptest::prelude::*;

@@ -1,6 +1,8 @@
 //! One test per malformed-packet / protocol-error rule: hand-built bytes in, the exact
 //! `DecodeError` (rule id and reason code) out.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
+
 use bytes::BytesMut;
 
 use edgemq_codec::*;

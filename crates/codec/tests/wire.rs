@@ -1,6 +1,8 @@
 //! Exact wire forms: each packet type encoded for each protocol version, compared byte for
 //! byte (hex on mismatch), then decoded back.
 
+#![allow(clippy::unwrap_used, clippy::field_reassign_with_default)] // tests: a failed unwrap is a failed assertion; properties built field by field read best
+
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 

@@ -2,6 +2,8 @@
 //! `load_dir` must print for it (`$DIR` stands for the folder). Warnings are listed too, so a
 //! case also proves nothing else is reported.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
+
 mod common;
 
 use common::{b64, ca, load, rendered, self_signed, y, PASSWORDS_TOML};

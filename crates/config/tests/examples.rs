@@ -4,6 +4,8 @@
 //! Read from `shared/spec/examples` beside the repository when it is there, else from the copy
 //! in `tests/fixtures/examples` (CI may run from a clone of the repository alone).
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
+
 mod common;
 
 use std::fs;

@@ -1,6 +1,8 @@
 //! Configurations that load: the seed's three listeners, the v1beta1 forms (mapping to the same
 //! model as v1), the ways of writing a secret, service types → bind addresses, defaults.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
+
 mod common;
 
 use std::collections::BTreeMap;

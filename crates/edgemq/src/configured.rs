@@ -151,9 +151,16 @@ impl Reloader {
                 _ = &mut shutdown => return,
                 _ = hangup => tracing::info!("SIGHUP: reloading {}", self.dir.display()),
                 Some(()) = changes.recv() => {
-                    // Editors write in several steps: let the folder settle, then reload once.
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    while changes.try_recv().is_ok() {}
+                    // Editors and kubelets write in several steps: wait until the folder has
+                    // been quiet for 300 ms (at most 3 s, so a busy folder still reloads),
+                    // then reload once.
+                    let latest = tokio::time::Instant::now() + Duration::from_secs(3);
+                    while tokio::time::Instant::now() < latest {
+                        match tokio::time::timeout(Duration::from_millis(300), changes.recv()).await {
+                            Ok(Some(())) => continue,
+                            _ => break,
+                        }
+                    }
                     tracing::info!("configuration folder changed: reloading {}", self.dir.display());
                 }
             }
@@ -203,6 +210,7 @@ fn watch_dir(dir: &Path, tx: tokio::sync::mpsc::Sender<()>) -> Option<notify::Re
         match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if let Ok(e) = event {
                 if !e.kind.is_access() {
+                    tracing::debug!(kind = ?e.kind, paths = ?e.paths, "configuration folder event");
                     let _ = tx.try_send(());
                 }
             }

@@ -31,8 +31,9 @@ pub fn export_ca(data_dir: &Path) -> ExitCode {
 }
 
 struct PortTls {
-    /// What the certificate was made from; a change means a new certificate.
-    source: String,
+    /// What the certificate was made from, compared by content (the Debug form redacts keys
+    /// and so cannot tell two certificates apart); a change means a new certificate.
+    source: Tls,
     slot: Arc<ServerCertSlot>,
     config: Arc<rustls::ServerConfig>,
     renewal: Option<JoinHandle<()>>,
@@ -87,9 +88,8 @@ impl TlsManager {
         config: &Config,
     ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         let key = (listener.to_string(), port);
-        let source = format!("{tls:?}");
         if let Some(existing) = self.ports.get(&key) {
-            if existing.source == source {
+            if existing.source == *tls {
                 return Ok(existing.config.clone());
             }
         }
@@ -129,14 +129,14 @@ impl TlsManager {
                 if let Some(task) = existing.renewal.take() {
                     task.abort();
                 }
-                existing.source = source;
+                existing.source = tls.clone();
                 existing
             }
             None => {
                 let slot = Arc::new(ServerCertSlot::new(certified));
                 let config = edgemq_tls::server_config(slot.clone(), None);
                 PortTls {
-                    source,
+                    source: tls.clone(),
                     slot,
                     config,
                     renewal: None,

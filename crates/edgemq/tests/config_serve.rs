@@ -3,6 +3,8 @@
 //! WebSocket, certificate renewal under a connected client, live reload, Broker settings
 //! and the self-check.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
+
 mod common;
 mod raw;
 

@@ -6,6 +6,8 @@
 //! It fails (never skips) when python3, pytest or paho-mqtt 2.x is missing; CI installs them
 //! with `python3 -m pip install "paho-mqtt>=2,<3" pytest` (see `.ci/run`).
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -10,6 +10,8 @@
 //! v3.x violations a plain close. Run against mosquitto with `EDGEMQ_TEST_AGAINST=mosquitto`;
 //! tests where mosquitto 2.0.11 legitimately differs return early there and say why.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
+
 mod common;
 mod raw;
 

@@ -6,6 +6,8 @@
 //! DISCONNECT is optional (a MAY in [MQTT-4.13.1-1]) but its reason code, if sent, is checked;
 //! tests where mosquitto 2.0.11 legitimately differs return early there and say why.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
+
 mod common;
 mod raw;
 

@@ -4,6 +4,8 @@
 //! Absence of a message is never awaited by a timer: a test publishes a *sentinel* after the
 //! message that must not arrive, and asserts the sentinel is the next delivery.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
+
 mod common;
 
 use common::Broker;

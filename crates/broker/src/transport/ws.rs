@@ -38,6 +38,8 @@ where
     })
 }
 
+// The signature is tungstenite's handshake callback; its error type is not ours to box.
+#[allow(clippy::result_large_err)]
 fn select_subprotocol(
     request: &Request,
     mut response: Response,

@@ -320,7 +320,7 @@ fn pick_member<T: SubscriberHandle>(
         .clone()
         .filter(eligible)
         .find(|m| m.0.is_available())
-        .or_else(|| candidates.filter(eligible).next())
+        .or_else(|| candidates.clone().find(eligible))
 }
 
 /// Sort the routes appended after `start` by subscriber and fold each subscriber's

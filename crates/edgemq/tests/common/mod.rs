@@ -264,7 +264,7 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> (Option<i32>, S
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let out = child.wait_with_output().map(|o| o).ok();
+    let out = child.wait_with_output().ok();
     let (stdout, stderr) = out
         .map(|o| {
             (
