@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::RwLock;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -13,7 +14,8 @@ use tokio::task::JoinSet;
 use edgemq_core::auth::{AllowAll, Authenticator, Authorizer};
 
 use crate::bus::Bus;
-use crate::transport::{self, Accepted, Transport};
+use crate::connection::Peer;
+use crate::transport::{self, Accepted, Stream, Transport};
 
 /// How one listener port is set up.
 #[derive(Clone)]
@@ -60,8 +62,35 @@ impl std::fmt::Debug for ListenerConfig {
 pub struct ListenerContext {
     pub name: String,
     pub port: u16,
-    pub authenticator: Arc<dyn Authenticator>,
+    /// Replaced in place on reload (new passwords, CA bundles, auth servers) so connected
+    /// clients stay; each CONNECT takes the current one.
+    authenticator: RwLock<Arc<dyn Authenticator>>,
     pub authorizer: Arc<dyn Authorizer>,
+}
+
+impl ListenerContext {
+    pub fn new(
+        name: String,
+        port: u16,
+        authenticator: Arc<dyn Authenticator>,
+        authorizer: Arc<dyn Authorizer>,
+    ) -> Self {
+        ListenerContext {
+            name,
+            port,
+            authenticator: RwLock::new(authenticator),
+            authorizer,
+        }
+    }
+
+    /// The authenticator for a CONNECT or AUTH now.
+    pub fn authenticator(&self) -> Arc<dyn Authenticator> {
+        self.authenticator.read().clone()
+    }
+
+    pub fn replace_authenticator(&self, authenticator: Arc<dyn Authenticator>) {
+        *self.authenticator.write() = authenticator;
+    }
 }
 
 /// A bound listener, ready to accept.
@@ -77,12 +106,12 @@ impl BoundListener {
         let socket = TcpListener::bind(config.addr).await?;
         let local_addr = socket.local_addr()?;
         Ok(BoundListener {
-            context: Arc::new(ListenerContext {
-                name: config.name.clone(),
-                port: local_addr.port(),
-                authenticator: config.authenticator.clone(),
-                authorizer: config.authorizer.clone(),
-            }),
+            context: Arc::new(ListenerContext::new(
+                config.name.clone(),
+                local_addr.port(),
+                config.authenticator.clone(),
+                config.authorizer.clone(),
+            )),
             local_addr,
             transport: config.transport.clone(),
             socket,
@@ -146,11 +175,18 @@ async fn serve_stream(
     stop: watch::Receiver<bool>,
 ) {
     match transport::accept(tcp, &transport, handshake_timeout).await {
-        Ok(Accepted::Plain(stream)) => {
-            crate::connection::serve(stream, peer, listener, bus, stop).await
-        }
-        Ok(Accepted::Wrapped(stream)) => {
-            crate::connection::serve(stream, peer, listener, bus, stop).await
+        Ok(Accepted {
+            stream,
+            client_certificates,
+        }) => {
+            let peer = Peer {
+                addr: peer,
+                client_certificates,
+            };
+            match stream {
+                Stream::Plain(s) => crate::connection::serve(s, peer, listener, bus, stop).await,
+                Stream::Wrapped(s) => crate::connection::serve(s, peer, listener, bus, stop).await,
+            }
         }
         // Info, not debug: "the client only saw a reset" is the operator's first question.
         Err(e) => tracing::info!(

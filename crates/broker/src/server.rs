@@ -15,13 +15,14 @@ use tokio::sync::{watch, Mutex};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::bus::Bus;
-use crate::listener::{BoundListener, ListenerConfig};
+use crate::listener::{BoundListener, ListenerConfig, ListenerContext};
 use crate::{Limits, ServerError};
 
 type Key = (String, SocketAddr);
 
 struct Running {
     fingerprint: String,
+    context: Arc<ListenerContext>,
     local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -77,6 +78,10 @@ impl Server {
         for key in keys {
             match wanted.get(&key) {
                 Some(config) if running[&key].fingerprint == config.fingerprint => {
+                    // Same listener: its clients stay; new CONNECTs use the new credentials.
+                    running[&key]
+                        .context
+                        .replace_authenticator(config.authenticator.clone());
                     report.unchanged.push(label(&key));
                 }
                 Some(_) => {
@@ -101,11 +106,13 @@ impl Server {
             }
             let (stop_tx, stop_rx) = watch::channel(false);
             let local_addr = bound.local_addr;
+            let context = bound.context.clone();
             let task = tokio::spawn(bound.run(self.bus.clone(), stop_rx, self.connections.clone()));
             running.insert(
                 key.clone(),
                 Running {
                     fingerprint: wanted[&key].fingerprint.clone(),
+                    context,
                     local_addr,
                     stop: stop_tx,
                     task,

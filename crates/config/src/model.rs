@@ -188,11 +188,29 @@ pub enum AuthnMethod {
     Custom(CustomAuth),
     ServiceAccountToken {
         audiences: Vec<String>,
+        verification: SatVerification,
     },
     X509(X509Auth),
     /// A secret holding `passwords.toml` (checked to exist and parse).
     UsernamePassword {
         secret: String,
+    },
+}
+
+/// How service account tokens are verified (edgemq extension fields of
+/// `serviceAccountTokenSettings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SatVerification {
+    /// TokenReview with the pod's own service account (`KUBERNETES_SERVICE_HOST`).
+    InCluster,
+    /// TokenReview through the cluster and credentials of this kubeconfig file.
+    Kubeconfig(String),
+    /// Offline against the JWKS in this config map (key `jwks.json`).
+    Jwks { config_map: String },
+    /// Offline against the JWKS of this OIDC issuer (`/.well-known/openid-configuration`).
+    Issuer {
+        url: String,
+        ca_config_map: Option<String>,
     },
 }
 

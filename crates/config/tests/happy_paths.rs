@@ -14,7 +14,7 @@ use common::{b64, ca, kubectl_tls_secret, load_ok, tempdir, write, y, Pair, PASS
 use edgemq_config::{
     AuthnMethod, AutoCert, BrokerMethod, BrokerSettings, Config, IssuerKind, KeyAlgorithm,
     Listener, Port, Protocol, QueueLimit, QueueStrategy, SelfCheck, ServiceType, SubjectAttributes,
-    Tls, X509Auth, BUILTIN_ISSUER,
+    SatVerification, Tls, X509Auth, BUILTIN_ISSUER,
 };
 
 fn addr(s: &str) -> SocketAddr {
@@ -184,7 +184,8 @@ fn seed_three_listeners() {
     assert_eq!(
         config.authentications["default"].methods,
         [AuthnMethod::ServiceAccountToken {
-            audiences: vec!["aio-internal".into()]
+            audiences: vec!["aio-internal".into()],
+            verification: SatVerification::InCluster,
         }]
     );
     assert_eq!(

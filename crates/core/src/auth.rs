@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -21,37 +22,68 @@ pub struct Principal {
     pub attributes: Vec<(String, String)>,
 }
 
-/// The credentials a CONNECT presents. `Debug` omits the password and authentication data
-/// so a log line can never show a secret.
+/// Why credentials are being checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// A CONNECT.
+    Connect,
+    /// An MQTT 5 AUTH with reason 0x19 on an established connection.
+    Reauthenticate,
+}
+
+/// The credentials a CONNECT (or a re-authentication AUTH) presents. `Debug` omits the
+/// password and authentication data so a log line can never show a secret.
 pub struct ConnectRequest<'a> {
+    pub kind: RequestKind,
     pub listener: &'a str,
+    /// The listener port the client connected to.
+    pub port: u16,
     pub peer: SocketAddr,
     pub client_id: &'a str,
     pub username: Option<&'a str>,
     pub password: Option<&'a Bytes>,
     pub authentication_method: Option<&'a str>,
     pub authentication_data: Option<&'a Bytes>,
+    /// The certificate chain the client presented in the TLS handshake (DER, leaf first),
+    /// accepted but not yet verified by the TLS layer; empty without one.
+    pub client_certificates: &'a [Bytes],
 }
 
 impl std::fmt::Debug for ConnectRequest<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectRequest")
+            .field("kind", &self.kind)
             .field("listener", &self.listener)
+            .field("port", &self.port)
             .field("peer", &self.peer)
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field("password", &self.password.map(|_| "<redacted>"))
             .field("authentication_method", &self.authentication_method)
+            .field("client_certificates", &self.client_certificates.len())
             .finish()
     }
+}
+
+/// What an admitted client is granted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admission {
+    /// Attributes for authorization, from the method that admitted the client.
+    pub attributes: Vec<(String, String)>,
+    /// The principal's user name for authorization when the method defines one (an X.509
+    /// leaf's CN); `None` keeps the CONNECT user name.
+    pub username: Option<String>,
+    /// When the credentials stop being valid: the client must re-authenticate before then
+    /// (MQTT 5 AUTH) or is disconnected.
+    pub expires_at: Option<SystemTime>,
+    /// The enhanced authentication method to echo in CONNACK / AUTH, when one was used.
+    pub authentication_method: Option<String>,
 }
 
 /// The result of authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthDecision {
-    Allow {
-        attributes: Vec<(String, String)>,
-    },
+    Allow(Admission),
     /// Refuse with this CONNACK reason (0x86 bad user name or password, 0x87 not authorized,
     /// 0x8C bad authentication method, ...).
     Deny(ReasonCode),
@@ -59,10 +91,22 @@ pub enum AuthDecision {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Decides whether a CONNECT is admitted. Asynchronous because methods may call out (an HTTP
-/// auth server, a token review) or hash (run off the async threads).
+/// Decides whether a CONNECT (or a re-authentication) is admitted. Asynchronous because
+/// methods may call out (an HTTP auth server, a token review) or hash (run off the async
+/// threads).
 pub trait Authenticator: Send + Sync + 'static {
     fn authenticate<'a>(&'a self, request: &'a ConnectRequest<'a>) -> BoxFuture<'a, AuthDecision>;
+
+    /// Whether this authenticator handles the MQTT 5 enhanced authentication `method`; a
+    /// CONNECT naming any other gets CONNACK 0x8C.
+    fn supports_method(&self, _method: &str) -> bool {
+        false
+    }
+
+    /// Whether TLS ports should ask clients for a certificate.
+    fn wants_client_certificates(&self) -> bool {
+        false
+    }
 }
 
 /// An action a client asks to perform.
@@ -85,9 +129,9 @@ pub struct AllowAll;
 
 impl Authenticator for AllowAll {
     fn authenticate<'a>(&'a self, _request: &'a ConnectRequest<'a>) -> BoxFuture<'a, AuthDecision> {
-        Box::pin(std::future::ready(AuthDecision::Allow {
-            attributes: Vec::new(),
-        }))
+        Box::pin(std::future::ready(
+            AuthDecision::Allow(Admission::default()),
+        ))
     }
 }
 

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use edgemq_broker::selfcheck::{self, SelfCheckConfig, SelfCheckStats};
 use edgemq_broker::{Limits, ListenerConfig, OverflowPolicy, Protocol, Server, Transport};
 use edgemq_config::{Config, Diagnostic, Loaded, Severity};
@@ -266,8 +267,20 @@ fn listeners(config: &Config, tls: &mut TlsManager) -> anyhow::Result<Vec<Listen
                 edgemq_config::Protocol::Mqtt => Protocol::Mqtt,
                 edgemq_config::Protocol::WebSockets => Protocol::WebSockets,
             };
+            let authenticator = crate::authn::for_port(config, port.authentication.as_deref())
+                .with_context(|| format!("BrokerListener/{} port {}", listener.name, port.port))?;
+            // Ports whose chain has an X.509 method ask TLS clients for a certificate.
+            let client_ca_hint = authenticator
+                .wants_client_certificates()
+                .then(|| client_ca_bundle(config, port.authentication.as_deref()));
             let server_tls = match &port.tls {
-                Some(t) => Some(tls.ensure(&listener.name, port.port, t, config)?),
+                Some(t) => Some(tls.ensure(
+                    &listener.name,
+                    port.port,
+                    t,
+                    config,
+                    client_ca_hint.clone(),
+                )?),
                 None => None,
             };
             let mode = match &port.tls {
@@ -275,27 +288,49 @@ fn listeners(config: &Config, tls: &mut TlsManager) -> anyhow::Result<Vec<Listen
                 Some(edgemq_config::Tls::Manual { .. }) => "manual",
                 Some(edgemq_config::Tls::Automatic(_)) => "automatic",
             };
-            match &port.authentication {
-                None => tracing::warn!(
+            if port.authentication.is_none() {
+                tracing::warn!(
                     listener = %listener.name, port = port.port, addr = %port.bind,
                     "listener port admits anonymous clients (no authenticationRef)"
-                ),
-                Some(name) => tracing::warn!(
-                    listener = %listener.name, port = port.port,
-                    "BrokerAuthentication/{name} is validated but not enforced by this version: clients are admitted anonymously"
-                ),
+                );
             }
             let mut l = ListenerConfig::anonymous(listener.name.clone(), port.bind);
+            l.authenticator = authenticator;
             l.transport = Transport {
                 protocol,
                 tls: server_tls,
             };
             l.fingerprint = format!(
-                "{protocol} tls={mode} authn={:?} authz={:?}",
-                port.authentication, port.authorization
+                "{protocol} tls={mode} client_certs={} authn={:?} authz={:?}",
+                client_ca_hint.is_some(),
+                port.authentication,
+                port.authorization
             );
             out.push(l);
         }
     }
     Ok(out)
+}
+
+/// The trusted client CAs of a chain's X.509 methods (concatenated PEM), offered to TLS
+/// clients as acceptable issuers.
+fn client_ca_bundle(config: &Config, authentication: Option<&str>) -> Vec<u8> {
+    let mut pem = Vec::new();
+    let methods = authentication
+        .and_then(|name| config.authentications.get(name))
+        .map(|a| a.methods.as_slice())
+        .unwrap_or_default();
+    for m in methods {
+        if let edgemq_config::AuthnMethod::X509(x) = m {
+            if let Some(bundle) = config
+                .config_maps
+                .get(&x.trusted_client_ca_config_map)
+                .and_then(|cm| cm.get("client_ca.pem"))
+            {
+                pem.extend_from_slice(bundle.as_bytes());
+                pem.push(b'\n');
+            }
+        }
+    }
+    pem
 }

@@ -1,5 +1,6 @@
 //! The `edgemq` binary: command line, logging, runtime. `anyhow` lives here only.
 
+mod authn;
 mod configured;
 mod tls;
 

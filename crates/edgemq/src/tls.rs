@@ -36,7 +36,19 @@ struct PortTls {
     source: Tls,
     slot: Arc<ServerCertSlot>,
     config: Arc<rustls::ServerConfig>,
+    /// The trusted client CAs when client certificates are requested.
+    client_ca_hint: Option<Vec<u8>>,
     renewal: Option<JoinHandle<()>>,
+}
+
+/// The rustls config of a port: its certificate slot, and client certificates requested
+/// (never required) when the authentication chain has an X.509 method.
+fn config_for(
+    slot: Arc<ServerCertSlot>,
+    client_ca_hint: Option<&[u8]>,
+) -> Arc<rustls::ServerConfig> {
+    let verifier = client_ca_hint.map(|pem| edgemq_tls::deferred_client_verifier(Some(pem)));
+    edgemq_tls::server_config(slot, verifier)
 }
 
 impl Drop for PortTls {
@@ -80,16 +92,26 @@ impl TlsManager {
     }
 
     /// The rustls config for a port, creating or updating its certificate in place.
+    /// `client_ca_hint`: `Some(trusted client CA PEM)` when the port's authentication chain
+    /// wants client certificates (they are then requested, never required).
     pub fn ensure(
         &mut self,
         listener: &str,
         port: u16,
         tls: &Tls,
         config: &Config,
+        client_ca_hint: Option<Vec<u8>>,
     ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         let key = (listener.to_string(), port);
-        if let Some(existing) = self.ports.get(&key) {
+        if let Some(existing) = self.ports.get_mut(&key) {
             if existing.source == *tls {
+                if existing.client_ca_hint != client_ca_hint {
+                    // Same certificate, different client-certificate request: a new config
+                    // around the same slot (the listener restarts only if its fingerprint
+                    // changed; otherwise new handshakes use the new config).
+                    existing.config = config_for(existing.slot.clone(), client_ca_hint.as_deref());
+                    existing.client_ca_hint = client_ca_hint;
+                }
                 return Ok(existing.config.clone());
             }
         }
@@ -134,16 +156,21 @@ impl TlsManager {
             }
             None => {
                 let slot = Arc::new(ServerCertSlot::new(certified));
-                let config = edgemq_tls::server_config(slot.clone(), None);
+                let config = config_for(slot.clone(), client_ca_hint.as_deref());
                 PortTls {
                     source: tls.clone(),
                     slot,
                     config,
+                    client_ca_hint: None,
                     renewal: None,
                 }
             }
         };
         let mut entry = entry;
+        if entry.client_ca_hint != client_ca_hint {
+            entry.config = config_for(entry.slot.clone(), client_ca_hint.as_deref());
+            entry.client_ca_hint = client_ca_hint;
+        }
         if let (Some((signer, issued)), Tls::Automatic(auto)) = (renewal, tls) {
             entry.renewal = Some(tokio::spawn(renew_forever(
                 listener.to_string(),

@@ -15,6 +15,7 @@
 mod algorithm;
 mod authority;
 mod builtin;
+mod client_auth;
 mod error;
 mod inspect;
 mod issue;
@@ -24,6 +25,7 @@ mod slot;
 pub use algorithm::KeyAlgorithm;
 pub use authority::CertificateAuthority;
 pub use builtin::BuiltInIssuer;
+pub use client_auth::{deferred_client_verifier, DeferredClientVerifier};
 pub use error::TlsError;
 pub use inspect::{inspect, inspect_der, rfc3339, CertSummary};
 pub use issue::{renewal_time, self_signed_server, IssuedCert, ServerCertSpec, CLOCK_SKEW};

@@ -1,7 +1,6 @@
 //! CONNECT → CONNACK: decode the first packet (within the connect timeout), validate it,
 //! authenticate, attach the session (new, resumed or taken over) and answer.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +11,11 @@ use tokio::sync::mpsc;
 use edgemq_codec::{
     ConnAck, Connect, Decoder, Packet, Properties, ProtocolVersion, QoS, ReasonCode,
 };
-use edgemq_core::auth::{Action, AuthDecision, ConnectRequest, Principal};
+use edgemq_core::auth::{Action, AuthDecision, ConnectRequest, Principal, RequestKind};
 use edgemq_core::message::Message;
 use edgemq_core::session::{IncomingQos2, OutgoingWindow};
 
-use super::{Accepted, Io, Will};
+use super::{Accepted, Io, Peer, Will};
 use crate::bus::Bus;
 use crate::listener::ListenerContext;
 use crate::mailbox::Mailbox;
@@ -27,7 +26,7 @@ use crate::sessions::{SessionData, NEVER_EXPIRES};
 pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut Io<S>,
     mut decoder: Decoder,
-    peer: SocketAddr,
+    peer: &Peer,
     listener: &Arc<ListenerContext>,
     bus: &Arc<Bus>,
 ) -> Option<Accepted> {
@@ -39,14 +38,14 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             reason,
             detail,
         })) => {
-            tracing::warn!(listener = %listener.name, peer = %peer, reason = reason.0, "connection refused: {detail}");
+            tracing::warn!(listener = %listener.name, peer = %peer.addr, reason = reason.0, "connection refused: {detail}");
             if let Some(version) = version {
                 connack_error(io, version, reason);
             }
             return None;
         }
         Err(_) => {
-            tracing::info!(listener = %listener.name, peer = %peer, "no CONNECT within {}s; closing", timeout.as_secs());
+            tracing::info!(listener = %listener.name, peer = %peer.addr, "no CONNECT within {}s; closing", timeout.as_secs());
             return None;
         }
     };
@@ -63,7 +62,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             ProtocolVersion::V3_1 => false,
         };
         if !may_assign {
-            tracing::warn!(listener = %listener.name, peer = %peer, "refused: empty client identifier without clean session [MQTT-3.1.3-8]");
+            tracing::warn!(listener = %listener.name, peer = %peer.addr, "refused: empty client identifier without clean session [MQTT-3.1.3-8]");
             connack_error(io, version, ReasonCode::ClientIdentifierNotValid);
             return None;
         }
@@ -85,37 +84,47 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             return None;
         }
     }
-    // Enhanced authentication is not offered by this listener's authenticator yet.
-    if connect.properties.authentication_method.is_some() {
-        tracing::warn!(listener = %listener.name, peer = %peer, client_id = %client_id, "refused: unsupported authentication method");
-        connack_error(io, version, ReasonCode::BadAuthenticationMethod);
-        return None;
+    // Enhanced authentication: only methods this listener's chain handles (single step:
+    // the CONNECT carries everything, as K8S-SAT does) [MQTT-4.12.0-1].
+    if let Some(method) = connect.properties.authentication_method.as_deref() {
+        if !listener.authenticator().supports_method(method) {
+            tracing::warn!(listener = %listener.name, port = listener.port, peer = %peer.addr, client_id = %client_id, method, "refused: unsupported authentication method");
+            connack_error(io, version, ReasonCode::BadAuthenticationMethod);
+            return None;
+        }
     }
 
     let request = ConnectRequest {
+        kind: RequestKind::Connect,
         listener: &listener.name,
-        peer,
+        port: listener.port,
+        peer: peer.addr,
         client_id: &client_id,
         username: connect.username.as_deref(),
         password: connect.password.as_ref(),
         authentication_method: connect.properties.authentication_method.as_deref(),
         authentication_data: connect.properties.authentication_data.as_ref(),
+        client_certificates: &peer.client_certificates,
     };
-    let attributes = match listener.authenticator.authenticate(&request).await {
-        AuthDecision::Allow { attributes } => attributes,
+    // The authenticator logs its decision with the method and the reason.
+    let authenticator = listener.authenticator();
+    let admission = match authenticator.authenticate(&request).await {
+        AuthDecision::Allow(admission) => admission,
         AuthDecision::Deny(reason) => {
-            tracing::warn!(listener = %listener.name, peer = %peer, client_id = %client_id, reason = reason.0, "authentication failed");
             connack_error(io, version, reason);
             return None;
         }
     };
     let principal = Principal {
         client_id: client_id.clone(),
-        username: connect.username.clone(),
-        attributes,
+        username: match admission.username {
+            Some(name) => Some(ByteString::from(name)),
+            None => connect.username.clone(),
+        },
+        attributes: admission.attributes,
     };
     if !listener.authorizer.authorize(&principal, Action::Connect) {
-        tracing::warn!(listener = %listener.name, peer = %peer, client_id = %client_id, "not authorized to connect");
+        tracing::warn!(listener = %listener.name, peer = %peer.addr, client_id = %client_id, "not authorized to connect");
         connack_error(io, version, ReasonCode::NotAuthorized);
         return None;
     }
@@ -218,11 +227,16 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             p.session_expiry_interval = Some(expiry);
         }
         p.server_keep_alive = server_keep_alive;
+        // Echo the enhanced authentication method that admitted the client [MQTT-4.12.0-1].
+        p.authentication_method = admission
+            .authentication_method
+            .clone()
+            .map(ByteString::from);
     }
     let _ = Packet::ConnAck(ack).encode(version, &mut io.wbuf);
 
     tracing::info!(
-        listener = %listener.name, peer = %peer, client_id = %client_id,
+        listener = %listener.name, peer = %peer.addr, client_id = %client_id,
         protocol = version as u8, clean_start = connect.clean_start,
         session_present = opened.session_present, keep_alive, "client connected"
     );
@@ -244,6 +258,8 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         send_window,
         client_max_packet: connect.properties.maximum_packet_size,
         connect_expiry_zero: requested_expiry == 0,
+        credentials_expire: admission.expires_at,
+        authentication_method: admission.authentication_method,
     })
 }
 

@@ -94,9 +94,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     with_will: disconnect.reason == ReasonCode::DisconnectWithWillMessage,
                 })
             }
-            Packet::Auth(_) => {
-                // Only valid during enhanced authentication, which this connection did not use.
-                Err(self.protocol_error("[MQTT-4.12.0-1] AUTH without an authentication method"))
+            Packet::Auth(auth) => {
+                // Only a connection that used enhanced authentication may re-authenticate, with
+                // the same method [MQTT-4.12.1-1]; the handshake is single-step, so 0x18 Continue
+                // from a client is out of sequence.
+                let Some(method) = self.authentication_method.as_deref() else {
+                    return Err(self
+                        .protocol_error("[MQTT-4.12.0-1] AUTH without an authentication method"));
+                };
+                if auth.reason != ReasonCode::ReAuthenticate {
+                    return Err(self.protocol_error(
+                        "[MQTT-4.12.1-1] AUTH from the client must be 0x19 Re-authenticate here",
+                    ));
+                }
+                if auth.properties.authentication_method.as_deref() != Some(method) {
+                    return Err(self.protocol_error(
+                        "[MQTT-4.12.1-1] re-authentication must use the CONNECT's method",
+                    ));
+                }
+                self.pending_reauth = Some(auth);
+                Ok(())
             }
             Packet::Connect(_) => Err(self.protocol_error("[MQTT-3.1.0-2] second CONNECT")),
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {

@@ -13,7 +13,7 @@ mod outbound;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use bytestring::ByteString;
@@ -21,8 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use edgemq_codec::{Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode};
-use edgemq_core::auth::Principal;
+use edgemq_codec::{Auth, Decoder, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
+use edgemq_core::auth::{AuthDecision, ConnectRequest, Principal, RequestKind};
 use edgemq_core::message::Message;
 use edgemq_core::session::InboundAliases;
 
@@ -35,10 +35,17 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 4 * 1024;
 
+/// Who is on the other end of a connection, as the transport saw it.
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The TLS client certificate chain (DER, leaf first), not yet verified; empty if none.
+    pub client_certificates: Vec<bytes::Bytes>,
+}
+
 /// Serve one accepted connection until it ends. Never panics on client input.
 pub async fn serve<S>(
     stream: S,
-    peer: SocketAddr,
+    peer: Peer,
     listener: Arc<ListenerContext>,
     bus: Arc<Bus>,
     shutdown: watch::Receiver<bool>,
@@ -53,7 +60,7 @@ pub async fn serve<S>(
         wbuf: BytesMut::new(),
     };
     let decoder = Decoder::new(bus.limits.max_packet_size);
-    let accepted = match handshake::accept(&mut io, decoder, peer, &listener, &bus).await {
+    let accepted = match handshake::accept(&mut io, decoder, &peer, &listener, &bus).await {
         Some(accepted) => accepted,
         None => {
             let _ = io.flush_all().await;
@@ -61,8 +68,8 @@ pub async fn serve<S>(
         }
     };
     let client_id = accepted.client_id.clone();
-    let span = tracing::info_span!("conn", listener = %listener.name, client_id = %client_id, peer = %peer);
-    let mut conn = Connection::new(io, accepted, listener, bus, shutdown);
+    let span = tracing::info_span!("conn", listener = %listener.name, client_id = %client_id, peer = %peer.addr);
+    let mut conn = Connection::new(io, peer, accepted, listener, bus, shutdown);
     async move {
         let exit = conn.run().await;
         conn.finish(exit).await;
@@ -138,6 +145,10 @@ pub(crate) struct Accepted {
     pub client_max_packet: Option<u32>,
     /// v5 Session Expiry Interval from CONNECT was 0 (DISCONNECT may then not set one).
     pub connect_expiry_zero: bool,
+    /// When the client's credentials stop being valid (re-authenticate or be disconnected).
+    pub credentials_expire: Option<SystemTime>,
+    /// The MQTT 5 enhanced authentication method of the CONNECT, if any.
+    pub authentication_method: Option<String>,
 }
 
 /// The client's will message and its delay.
@@ -188,11 +199,18 @@ pub(crate) struct Connection<S> {
     connect_expiry_zero: bool,
     aliases: InboundAliases,
     last_read: Instant,
+    peer: Peer,
+    credentials_expire: Option<SystemTime>,
+    authentication_method: Option<String>,
+    /// A re-authentication AUTH waiting for the (asynchronous) authenticator; input after it
+    /// is not processed until it is decided.
+    pending_reauth: Option<Auth>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     fn new(
         io: Io<S>,
+        peer: Peer,
         a: Accepted,
         listener: Arc<ListenerContext>,
         bus: Arc<Bus>,
@@ -218,6 +236,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             client_max_packet: a.client_max_packet,
             connect_expiry_zero: a.connect_expiry_zero,
             aliases: InboundAliases::default(),
+            peer,
+            credentials_expire: a.credentials_expire,
+            authentication_method: a.authentication_method,
+            pending_reauth: None,
         }
     }
 
@@ -229,11 +251,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         // it on every packet would touch the timer wheel on the hot path.
         let keep_alive = tokio::time::sleep_until(self.keep_alive_deadline().into());
         tokio::pin!(keep_alive);
+        let credentials = tokio::time::sleep_until(self.credentials_deadline().into());
+        tokio::pin!(credentials);
         // TLS and WebSocket streams may hold written bytes until flushed (a plain socket
         // flushes as a no-op); flushing is its own branch so a stuck peer never blocks
         // takeover, shutdown or keep-alive handling.
         let mut needs_flush = false;
         loop {
+            if let Some(auth) = self.pending_reauth.take() {
+                if let Err(exit) = self.reauthenticate(auth).await {
+                    return exit;
+                }
+                credentials
+                    .as_mut()
+                    .reset(self.credentials_deadline().into());
+                // Packets that arrived behind the AUTH.
+                if let Err(exit) = self.handle_input() {
+                    return exit;
+                }
+                continue;
+            }
             if let Err(exit) = self.pump() {
                 return exit;
             }
@@ -278,6 +315,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     }
                 },
                 _ = self.session.mailbox.notified(), if below_high_water => {}
+                _ = &mut credentials, if self.credentials_expire.is_some() => {
+                    if self.credentials_deadline() > self.bus.now() {
+                        credentials.as_mut().reset(self.credentials_deadline().into());
+                    } else {
+                        tracing::warn!(method = ?self.authentication_method, "credentials expired without re-authentication; disconnecting");
+                        return self.violation(ReasonCode::NotAuthorized, "credentials expired");
+                    }
+                }
                 _ = &mut keep_alive, if self.keep_alive > 0 => {
                     let deadline = self.keep_alive_deadline();
                     // While we are not reading (our output is backed up), silence is ours.
@@ -292,6 +337,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
     }
 
+    /// When the credentials expire, as a monotonic instant (far away without an expiry).
+    fn credentials_deadline(&self) -> Instant {
+        let now = self.bus.now();
+        match self.credentials_expire {
+            Some(at) => {
+                now + at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            }
+            None => now + Duration::from_secs(86_400 * 365),
+        }
+    }
+
+    /// An MQTT 5 re-authentication [MQTT-4.12.1]: the chain decides again; success is
+    /// answered with AUTH 0x00 and new credentials (attributes, expiry), failure with
+    /// DISCONNECT carrying the chain's reason [MQTT-4.12.1-2].
+    async fn reauthenticate(&mut self, auth: Auth) -> Result<(), Exit> {
+        let request = ConnectRequest {
+            kind: RequestKind::Reauthenticate,
+            listener: &self.listener.name,
+            port: self.listener.port,
+            peer: self.peer.addr,
+            client_id: &self.client_id,
+            username: self.principal.username.as_deref(),
+            password: None,
+            authentication_method: auth.properties.authentication_method.as_deref(),
+            authentication_data: auth.properties.authentication_data.as_ref(),
+            client_certificates: &self.peer.client_certificates,
+        };
+        let authenticator = self.listener.authenticator();
+        match authenticator.authenticate(&request).await {
+            AuthDecision::Allow(admission) => {
+                self.principal.attributes = admission.attributes;
+                self.credentials_expire = admission.expires_at;
+                let mut properties = Properties::default();
+                properties.authentication_method =
+                    self.authentication_method.clone().map(ByteString::from);
+                self.send(Packet::Auth(Auth {
+                    reason: ReasonCode::Success,
+                    properties,
+                }));
+                Ok(())
+            }
+            AuthDecision::Deny(reason) => Err(self.violation(reason, "re-authentication failed")),
+        }
+    }
+
     /// 1.5 × keep-alive after the last packet from the client [MQTT-3.1.2-22].
     fn keep_alive_deadline(&self) -> Instant {
         self.last_read + Duration::from_millis(u64::from(self.keep_alive) * 1500)
@@ -301,7 +393,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     fn handle_input(&mut self) -> Result<(), Exit> {
         loop {
             match self.decoder.decode(&mut self.io.rbuf) {
-                Ok(Some(packet)) => self.handle_packet(packet)?,
+                Ok(Some(packet)) => {
+                    self.handle_packet(packet)?;
+                    if self.pending_reauth.is_some() {
+                        return Ok(());
+                    }
+                }
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(rule = e.rule, reason = e.reason.0, "{}; closing", e.message);

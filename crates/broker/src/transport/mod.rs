@@ -62,9 +62,26 @@ pub trait IoStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> IoStream for T {}
 
 /// The stream after the transport handshakes.
-pub enum Accepted {
+pub enum Stream {
     Plain(TcpStream),
     Wrapped(Box<dyn IoStream>),
+}
+
+/// A connection after its transport handshakes.
+pub struct Accepted {
+    pub stream: Stream,
+    /// The certificate chain a TLS client presented (DER, leaf first), accepted by the TLS
+    /// layer without judging it: authentication verifies it at CONNECT.
+    pub client_certificates: Vec<bytes::Bytes>,
+}
+
+impl Accepted {
+    fn plain(stream: Stream) -> Self {
+        Accepted {
+            stream,
+            client_certificates: Vec::new(),
+        }
+    }
 }
 
 /// Why a transport handshake failed; logged by the listener with the peer address so an
@@ -88,16 +105,33 @@ pub async fn accept(
 ) -> Result<Accepted, HandshakeError> {
     let stack = async {
         match (&transport.tls, transport.protocol) {
-            (None, Protocol::Mqtt) => Ok(Accepted::Plain(tcp)),
-            (None, Protocol::WebSockets) => Ok(Accepted::Wrapped(Box::new(ws::accept(tcp).await?))),
+            (None, Protocol::Mqtt) => Ok(Accepted::plain(Stream::Plain(tcp))),
+            (None, Protocol::WebSockets) => Ok(Accepted::plain(Stream::Wrapped(Box::new(
+                ws::accept(tcp).await?,
+            )))),
             (Some(tls), protocol) => {
                 let stream = tokio_rustls::TlsAcceptor::from(tls.clone())
                     .accept(tcp)
                     .await
                     .map_err(HandshakeError::Tls)?;
-                Ok(match protocol {
-                    Protocol::Mqtt => Accepted::Wrapped(Box::new(stream)),
-                    Protocol::WebSockets => Accepted::Wrapped(Box::new(ws::accept(stream).await?)),
+                let client_certificates = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|chain| {
+                        chain
+                            .iter()
+                            .map(|c| bytes::Bytes::copy_from_slice(c.as_ref()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let stream = match protocol {
+                    Protocol::Mqtt => Stream::Wrapped(Box::new(stream)),
+                    Protocol::WebSockets => Stream::Wrapped(Box::new(ws::accept(stream).await?)),
+                };
+                Ok(Accepted {
+                    stream,
+                    client_certificates,
                 })
             }
         }

@@ -16,6 +16,16 @@ pub(crate) struct RawAuthentication {
     pub methods: Vec<RawMethod>,
 }
 
+pub(crate) enum RawSatVerification {
+    InCluster,
+    Kubeconfig(String),
+    Jwks(Located<String>),
+    Issuer {
+        url: String,
+        ca: Option<Located<String>>,
+    },
+}
+
 pub(crate) enum RawMethod {
     Custom {
         endpoint: String,
@@ -25,6 +35,7 @@ pub(crate) enum RawMethod {
     },
     Sat {
         audiences: Vec<String>,
+        verification: RawSatVerification,
     },
     X509 {
         ca: Located<String>,
@@ -62,7 +73,15 @@ const TRANSITIONAL_METHOD: &[&str] = &[
 const CUSTOM: &[&str] = &["endpoint", "caCertConfigMap", "auth", "headers"];
 const CUSTOM_AUTH: &[&str] = &["x509"];
 const CUSTOM_X509: &[&str] = &["secretRef", "namespace"];
-const SAT: &[&str] = &["audiences"];
+// `kubeconfig`, `jwksConfigMap`, `issuer`, `issuerCaConfigMap`: edgemq extensions saying
+// how tokens are verified when the broker does not run inside the cluster.
+const SAT: &[&str] = &[
+    "audiences",
+    "kubeconfig",
+    "jwksConfigMap",
+    "issuer",
+    "issuerCaConfigMap",
+];
 const X509: &[&str] = &[
     "trustedClientCaCert",
     "authorizationAttributes",
@@ -258,7 +277,39 @@ fn sat(s: &Obj<'_>) -> Option<RawMethod> {
         );
         return None;
     }
-    Some(RawMethod::Sat { audiences })
+    let kubeconfig = s.get("kubeconfig").and_then(|v| v.string());
+    let jwks = s.get("jwksConfigMap").and_then(|v| v.name());
+    let issuer = s.get("issuer").and_then(|v| {
+        let url = v.string()?;
+        if !url.starts_with("https://") {
+            v.error("the issuer must be an https:// URL");
+            return None;
+        }
+        Some(url)
+    });
+    let issuer_ca = s.get("issuerCaConfigMap").and_then(|v| v.name());
+    let chosen = [kubeconfig.is_some(), jwks.is_some(), issuer.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if chosen > 1 {
+        s.cx().error(
+            s.line(),
+            s.path(),
+            "at most one of kubeconfig, jwksConfigMap, issuer",
+        );
+        return None;
+    }
+    let verification = match (kubeconfig, jwks, issuer) {
+        (Some(path), _, _) => RawSatVerification::Kubeconfig(path),
+        (_, Some(cm), _) => RawSatVerification::Jwks(cm),
+        (_, _, Some(url)) => RawSatVerification::Issuer { url, ca: issuer_ca },
+        _ => RawSatVerification::InCluster,
+    };
+    Some(RawMethod::Sat {
+        audiences,
+        verification,
+    })
 }
 
 fn x509_v1(s: &Obj<'_>) -> Option<RawMethod> {

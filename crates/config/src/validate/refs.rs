@@ -94,7 +94,7 @@ impl<'a> Refs<'a> {
         value.map(Vec::as_slice)
     }
 
-    fn config_map_key(
+    pub(crate) fn config_map_key(
         &self,
         origin: &Origin,
         r: &Located<String>,

@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 
 use super::refs::{Refs, What};
 use crate::diag::{existing, Origin};
-use crate::model::{Authentication, AuthnMethod, Authorization, CustomAuth, X509Auth};
+use crate::model::{
+    Authentication, AuthnMethod, Authorization, CustomAuth, SatVerification, X509Auth,
+};
 use crate::reader::Located;
-use crate::resources::authn::{RawAuthentication, RawMethod};
+use crate::resources::authn::{RawAuthentication, RawMethod, RawSatVerification};
 use crate::resources::authz::RawAuthorization;
 use crate::resources::listener::{LegacyLinks, RawListener};
 
@@ -49,8 +51,30 @@ fn method(origin: &Origin, m: &RawMethod, refs: &Refs<'_>) -> AuthnMethod {
                 headers: headers.clone(),
             })
         }
-        RawMethod::Sat { audiences } => AuthnMethod::ServiceAccountToken {
+        RawMethod::Sat {
+            audiences,
+            verification,
+        } => AuthnMethod::ServiceAccountToken {
             audiences: audiences.clone(),
+            verification: match verification {
+                RawSatVerification::InCluster => SatVerification::InCluster,
+                RawSatVerification::Kubeconfig(path) => SatVerification::Kubeconfig(path.clone()),
+                RawSatVerification::Jwks(cm) => {
+                    refs.config_map_key(origin, cm, "jwks.json", "");
+                    SatVerification::Jwks {
+                        config_map: cm.value.clone(),
+                    }
+                }
+                RawSatVerification::Issuer { url, ca } => {
+                    if let Some(ca) = ca {
+                        refs.ca_bundle(origin, ca, None, "");
+                    }
+                    SatVerification::Issuer {
+                        url: url.clone(),
+                        ca_config_map: ca.as_ref().map(|c| c.value.clone()),
+                    }
+                }
+            },
         },
         RawMethod::X509 {
             ca,

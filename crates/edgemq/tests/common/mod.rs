@@ -6,6 +6,8 @@
 //! that need edgemq-only flags call [`Broker::edgemq_only`] and are skipped there.
 #![allow(dead_code)]
 
+pub mod fixtures;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,379 @@
+//! X.509 client-certificate authentication with real clients and real certificates: the
+//! seed walkthrough (server chain root → intermediate → `mqtts-endpoint` on a manual-TLS
+//! port, clients from a `Clients42` chain), with certificates made by the openssl recipe
+//! operators copy — including its mistakes — and the refusals an operator must be able to
+//! understand from the log.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::fixtures::*;
+use common::{free_port, run_with_timeout, Broker};
+use edgemq_tls::{CertificateAuthority, KeyAlgorithm, ServerCertSpec};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Run a shell command in `dir`; it must succeed.
+fn sh(dir: &Path, cmd: &str) {
+    let (code, out, err) = run_with_timeout(
+        Command::new("bash").args(["-c", cmd]).current_dir(dir),
+        WAIT,
+    );
+    assert_eq!(code, Some(0), "{cmd}\n{out}{err}");
+}
+
+const EC: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+
+/// The client PKI of the walkthrough, made with the openssl commands of the field report.
+/// `proper_intermediate`: issue the intermediate with `basicConstraints=critical,CA:TRUE`
+/// (the corrected recipe); false reproduces the report's exact commands (an X.509 v1
+/// intermediate, which cannot act as a CA).
+struct ClientPki {
+    dir: PathBuf,
+}
+
+impl ClientPki {
+    fn openssl(dir: &Path, proper_intermediate: bool) -> ClientPki {
+        std::fs::create_dir_all(dir).unwrap();
+        sh(dir, &format!("openssl req -x509 -new {EC} -keyout clients42_root_ca.key -out clients42_root_ca.crt -days 365 -subj '/CN=Clients42 Root CA'"));
+        sh(dir, &format!("openssl req -new {EC} -keyout clients42_int_ca.key -out clients42_int_ca.csr -subj '/CN=Clients42 Intermediate CA 1'"));
+        let ext = if proper_intermediate {
+            "-extfile <(printf 'basicConstraints=critical,CA:TRUE\\nkeyUsage=critical,keyCertSign,cRLSign\\n')"
+        } else {
+            ""
+        };
+        sh(dir, &format!("openssl x509 -req -in clients42_int_ca.csr -CA clients42_root_ca.crt -CAkey clients42_root_ca.key -CAcreateserial -out clients42_int_ca.crt -days 365 {ext}"));
+        let pki = ClientPki {
+            dir: dir.to_path_buf(),
+        };
+        for name in ["client42a", "client42b"] {
+            pki.v1_leaf(name);
+        }
+        pki
+    }
+
+    /// A client leaf as the recipe makes it (`openssl x509 -req` without extensions: X.509
+    /// v1), plus `NAME-bundle.crt` = leaf + intermediate.
+    fn v1_leaf(&self, name: &str) {
+        sh(
+            &self.dir,
+            &format!("openssl req -new {EC} -keyout {name}.key -out {name}.csr -subj '/CN={name}'"),
+        );
+        sh(&self.dir, &format!("openssl x509 -req -in {name}.csr -CA clients42_int_ca.crt -CAkey clients42_int_ca.key -CAcreateserial -out {name}.crt -days 365"));
+        sh(
+            &self.dir,
+            &format!("cat {name}.crt clients42_int_ca.crt > {name}-bundle.crt"),
+        );
+    }
+
+    /// A v3 leaf with the given extensions, signed by the intermediate.
+    fn v3_leaf(&self, name: &str, extensions: &str) {
+        sh(
+            &self.dir,
+            &format!("openssl req -new {EC} -keyout {name}.key -out {name}.csr -subj '/CN={name}'"),
+        );
+        sh(&self.dir, &format!("openssl x509 -req -in {name}.csr -CA clients42_int_ca.crt -CAkey clients42_int_ca.key -CAcreateserial -out {name}.crt -days 365 -extfile <(printf '{extensions}')"));
+        sh(
+            &self.dir,
+            &format!("cat {name}.crt clients42_int_ca.crt > {name}-bundle.crt"),
+        );
+    }
+
+    /// A leaf whose validity ended in 2020, made with `openssl ca` (which takes dates).
+    fn expired_leaf(&self, name: &str) {
+        sh(&self.dir, "touch index.txt && echo 1000 > serial && printf '[ca]\\ndefault_ca=d\\n[d]\\ndatabase=index.txt\\nnew_certs_dir=.\\nserial=serial\\ndefault_md=sha256\\npolicy=p\\n[p]\\ncommonName=supplied\\n' > ca.cnf");
+        sh(
+            &self.dir,
+            &format!("openssl req -new {EC} -keyout {name}.key -out {name}.csr -subj '/CN={name}'"),
+        );
+        sh(&self.dir, &format!("openssl ca -batch -config ca.cnf -cert clients42_int_ca.crt -keyfile clients42_int_ca.key -in {name}.csr -out {name}.crt -startdate 20200101000000Z -enddate 20200201000000Z -notext"));
+        sh(
+            &self.dir,
+            &format!("cat {name}.crt clients42_int_ca.crt > {name}-bundle.crt"),
+        );
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).to_str().unwrap().to_string()
+    }
+
+    fn root_pem(&self) -> String {
+        std::fs::read_to_string(self.dir.join("clients42_root_ca.crt")).unwrap()
+    }
+}
+
+/// The server side: "AIO42 Root CA" → "AIO42 Intermediate CA 1" → `mqtts-endpoint` with
+/// SAN 127.0.0.1, written as the `broker-server-cert` secret folder; returns the root PEM.
+fn server_chain(d: &Dirs) -> PathBuf {
+    let root = CertificateAuthority::generate_root("AIO42 Root CA", KeyAlgorithm::Ec256, 30 * DAY)
+        .unwrap();
+    let int = CertificateAuthority::generate_intermediate(
+        &root,
+        "AIO42 Intermediate CA 1",
+        KeyAlgorithm::Ec256,
+        30 * DAY,
+    )
+    .unwrap();
+    let leaf = int
+        .issue_server(&ServerCertSpec {
+            common_name: "mqtts-endpoint".into(),
+            dns: vec![],
+            ip: vec!["127.0.0.1".parse().unwrap()],
+            algorithm: KeyAlgorithm::Ec256,
+            validity: 30 * DAY,
+            previous_key_pem: None,
+        })
+        .unwrap();
+    d.write("secrets/broker-server-cert/tls.crt", &leaf.chain_pem);
+    d.write("secrets/broker-server-cert/tls.key", &leaf.key_pem);
+    d.file("aio42_root_ca.crt", root.cert_pem())
+}
+
+/// The walkthrough's listeners (ports free on this machine): a plain port without
+/// authentication and the X.509 port with manual TLS.
+fn seed_config(d: &Dirs, client_ca_pem: &str, attributes: &str) -> (u16, u16) {
+    let (plain, secure) = (free_port(), free_port());
+    d.write(
+        "listeners.yaml",
+        &[
+            listener("nodeport-listener", "ClusterIp", &plain_port(plain)),
+            listener(
+                "loadbalancer-listener",
+                "LoadBalancer",
+                &manual_tls_port(secure, "broker-server-cert").replace(
+                    "      protocol: Mqtt\n",
+                    "      protocol: Mqtt\n      authenticationRef: x509-policy\n",
+                ),
+            )
+            .replace("serviceType: LoadBalancer", "serviceType: ClusterIp"),
+        ]
+        .join("---\n"),
+    );
+    d.write(
+        "authentication.yaml",
+        &format!("apiVersion: {V1}\nkind: BrokerAuthentication\nmetadata:\n  name: x509-policy\nspec:\n  authenticationMethods:\n    - method: X509\n      x509Settings:\n        trustedClientCaCert: clients42-ca\n{attributes}"),
+    );
+    d.write("configmaps/clients42-ca/client_ca.pem", client_ca_pem);
+    (plain, secure)
+}
+
+/// mosquitto_pub -V 5 over TLS with a client certificate; (exit code, output).
+fn pub_with_cert(
+    port: u16,
+    server_ca: &Path,
+    cert: Option<(&str, &str)>,
+    client_id: &str,
+) -> (Option<i32>, String) {
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args([
+        "-V",
+        "5",
+        "-q",
+        "1",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-i",
+        client_id,
+    ])
+    .args([
+        "-t",
+        "seed/x509",
+        "-m",
+        client_id,
+        "--cafile",
+        server_ca.to_str().unwrap(),
+    ]);
+    if let Some((crt, key)) = cert {
+        cmd.args(["--cert", crt, "--key", key]);
+    }
+    let (code, out, err) = run_with_timeout(&mut cmd, WAIT);
+    (code, format!("{out}{err}"))
+}
+
+fn addr(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A refusal: mosquitto_pub fails with v5 CONNACK 0x87 Not authorized, and the broker's
+/// log explains it with `why`.
+fn assert_refused(b: &Broker, outcome: (Option<i32>, String), client_id: &str, why: &str) {
+    let (code, out) = outcome;
+    assert_ne!(code, Some(0), "{client_id} was admitted: {out}");
+    // mosquitto_pub prints the v5 reason string of CONNACK 0x87.
+    assert!(
+        out.contains("Not authorized"),
+        "{client_id}: expected CONNACK 0x87: {out}"
+    );
+    let needle = format!("client_id=\"{client_id}\"");
+    assert!(
+        b.wait_for_log(&needle, WAIT) && b.wait_for_log(why, WAIT),
+        "{client_id}: no log line saying {why:?}:\n{}",
+        b.log()
+    );
+    let line = b
+        .log()
+        .lines()
+        .find(|l| l.contains(&needle) && l.contains("authentication refused"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(
+        line.contains(why),
+        "{client_id}: the refusal line does not say {why:?}: {line}"
+    );
+    assert!(
+        line.contains("listener=\"loadbalancer-listener\""),
+        "{line}"
+    );
+}
+
+#[test]
+fn seed_walkthrough_x509_clients_publish_and_plain_subscribers_receive() {
+    let d = Dirs::new();
+    let pki = ClientPki::openssl(&d.config.parent().unwrap().join("pki"), true);
+    let server_ca = server_chain(&d);
+    let (plain, secure) = seed_config(&d, &pki.root_pem(), "");
+    let b = Broker::start_config(&d.config, &d.data, 2, &[]);
+    let sub = Sub::start(addr(plain), "seed/#", &[]);
+
+    // Client A sends leaf + intermediate (an X.509 v1 leaf, as the recipe makes it).
+    for client in ["client42a", "client42b"] {
+        let (code, out) = pub_with_cert(
+            secure,
+            &server_ca,
+            Some((
+                &pki.path(&format!("{client}-bundle.crt")),
+                &pki.path(&format!("{client}.key")),
+            )),
+            client,
+        );
+        assert_eq!(code, Some(0), "{client} refused: {out}\n{}", b.log());
+        assert_eq!(sub.message(), format!("seed/x509 {client}"));
+    }
+    assert!(b.log().contains("method=\"X509\""), "{}", b.log());
+}
+
+#[test]
+fn x509_refusals_say_why() {
+    let d = Dirs::new();
+    let pki = ClientPki::openssl(&d.config.parent().unwrap().join("pki"), true);
+    let other = ClientPki::openssl(&d.config.parent().unwrap().join("other"), true);
+    pki.expired_leaf("expired");
+    pki.v3_leaf("server-only", "extendedKeyUsage=serverAuth\\n");
+    let server_ca = server_chain(&d);
+    let (_plain, secure) = seed_config(&d, &pki.root_pem(), "");
+    let b = Broker::start_config(&d.config, &d.data, 2, &[]);
+
+    // No certificate: no method finds the client relevant.
+    let out = pub_with_cert(secure, &server_ca, None, "no-cert");
+    assert_refused(
+        &b,
+        out,
+        "no-cert",
+        "no method found the credentials relevant",
+    );
+    // A certificate from another CA.
+    let out = pub_with_cert(
+        secure,
+        &server_ca,
+        Some((
+            &other.path("client42a-bundle.crt"),
+            &other.path("client42a.key"),
+        )),
+        "foreign",
+    );
+    assert_refused(&b, out, "foreign", "does not lead to a trusted client CA");
+    // The leaf without its intermediate: the chain cannot be built.
+    let out = pub_with_cert(
+        secure,
+        &server_ca,
+        Some((&pki.path("client42a.crt"), &pki.path("client42a.key"))),
+        "no-intermediate",
+    );
+    assert_refused(
+        &b,
+        out,
+        "no-intermediate",
+        "send the intermediates with the leaf",
+    );
+    // Expired.
+    let out = pub_with_cert(
+        secure,
+        &server_ca,
+        Some((&pki.path("expired-bundle.crt"), &pki.path("expired.key"))),
+        "expired",
+    );
+    assert_refused(&b, out, "expired", "certificate has expired");
+    // Made for servers only.
+    let out = pub_with_cert(
+        secure,
+        &server_ca,
+        Some((
+            &pki.path("server-only-bundle.crt"),
+            &pki.path("server-only.key"),
+        )),
+        "server-only",
+    );
+    assert_refused(&b, out, "server-only", "wrong usage");
+}
+
+#[test]
+fn seed_recipe_v1_intermediate_is_refused_with_the_fix_in_the_log() {
+    // The field report's exact commands make the intermediate an X.509 v1 certificate
+    // without basicConstraints CA:TRUE; OpenSSL 3 itself refuses that chain. edgemq refuses
+    // it too and says how to fix it.
+    let d = Dirs::new();
+    let pki = ClientPki::openssl(&d.config.parent().unwrap().join("pki"), false);
+    let server_ca = server_chain(&d);
+    let (_plain, secure) = seed_config(&d, &pki.root_pem(), "");
+    let b = Broker::start_config(&d.config, &d.data, 2, &[]);
+    let out = pub_with_cert(
+        secure,
+        &server_ca,
+        Some((
+            &pki.path("client42a-bundle.crt"),
+            &pki.path("client42a.key"),
+        )),
+        "client42a",
+    );
+    assert_refused(&b, out, "client42a", "basicConstraints=critical,CA:TRUE");
+    assert!(b.log().contains("invalid CA certificate"), "{}", b.log());
+}
+
+#[test]
+fn x509_attributes_come_from_the_first_matching_subject_up_the_chain() {
+    let d = Dirs::new();
+    let pki = ClientPki::openssl(&d.config.parent().unwrap().join("pki"), true);
+    let server_ca = server_chain(&d);
+    // The intermediate matches (written in the other order, with spaces); the leaf of
+    // client42b matches itself first.
+    let attributes = "        authorizationAttributes:\n          intermediate:\n            subject: \"CN = Clients42 Intermediate CA 1\"\n            attributes: {city: seattle}\n          fan:\n            subject: \"CN=client42b\"\n            attributes: {building: \"17\"}\n";
+    let (_plain, secure) = seed_config(&d, &pki.root_pem(), attributes);
+    let b = Broker::start_config(&d.config, &d.data, 2, &[]);
+    for (client, want) in [
+        ("client42a", "(\"city\", \"seattle\")"),
+        ("client42b", "(\"building\", \"17\")"),
+    ] {
+        let (code, out) = pub_with_cert(
+            secure,
+            &server_ca,
+            Some((
+                &pki.path(&format!("{client}-bundle.crt")),
+                &pki.path(&format!("{client}.key")),
+            )),
+            client,
+        );
+        assert_eq!(code, Some(0), "{out}");
+        assert!(
+            b.wait_for_log(want, WAIT),
+            "{client}: attributes {want} not granted:\n{}",
+            b.log()
+        );
+    }
+}

@@ -1,0 +1,460 @@
+//! Username/password authentication: a `passwords.toml` of PBKDF2-SHA512 hashes in the AIO
+//! PHC form `$pbkdf2-sha512$i=ITERATIONS,l=64$SALT$HASH` (standard base64 without padding;
+//! the salt is used as its decoded bytes).
+//!
+//! Verification costs ~0.1 s of CPU at 210,000 iterations, so it runs on the blocking pool,
+//! at most a few at a time, rate-limited per source address, and successful results are
+//! cached under a keyed hash of the password (the password itself is never stored).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine as _;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use sha2::{Sha256, Sha512};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+use edgemq_codec::ReasonCode;
+use edgemq_core::auth::{BoxFuture, ConnectRequest};
+
+use crate::{Method, Outcome};
+
+/// Default iterations for new hashes (OWASP's 2023 figure for PBKDF2-HMAC-SHA512).
+pub const DEFAULT_ITERATIONS: u32 = 210_000;
+const KEY_LEN: usize = 64;
+const SALT_LEN: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    #[error("not a PBKDF2-SHA512 hash: expected $pbkdf2-sha512$i=N,l=64$SALT$HASH")]
+    Format,
+    #[error("iterations must be between 1 and 10,000,000")]
+    Iterations,
+    #[error("salt or hash is not standard base64 without padding")]
+    Base64,
+    #[error("the hash is {actual} bytes but l={declared}")]
+    Length { declared: usize, actual: usize },
+    #[error("passwords.toml: {0}")]
+    Toml(String),
+    #[error("passwords.toml: user {user}: password: {error}")]
+    User {
+        user: String,
+        error: Box<PasswordError>,
+    },
+}
+
+/// A parsed PHC hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash {
+    iterations: u32,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+impl std::fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordHash")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::str::FromStr for PasswordHash {
+    type Err = PasswordError;
+
+    fn from_str(s: &str) -> Result<Self, PasswordError> {
+        let mut parts = s.split('$');
+        let (Some(""), Some("pbkdf2-sha512"), Some(params), Some(salt), Some(hash), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(PasswordError::Format);
+        };
+        let mut iterations = None;
+        let mut length = None;
+        for kv in params.split(',') {
+            match kv.split_once('=') {
+                Some(("i", v)) => iterations = v.parse::<u32>().ok(),
+                Some(("l", v)) => length = v.parse::<usize>().ok(),
+                _ => return Err(PasswordError::Format),
+            }
+        }
+        let iterations = iterations.ok_or(PasswordError::Format)?;
+        if iterations == 0 || iterations > 10_000_000 {
+            return Err(PasswordError::Iterations);
+        }
+        let salt = STANDARD_NO_PAD
+            .decode(salt)
+            .map_err(|_| PasswordError::Base64)?;
+        let hash = STANDARD_NO_PAD
+            .decode(hash)
+            .map_err(|_| PasswordError::Base64)?;
+        let declared = length.unwrap_or(KEY_LEN);
+        if hash.len() != declared || hash.is_empty() {
+            return Err(PasswordError::Length {
+                declared,
+                actual: hash.len(),
+            });
+        }
+        Ok(PasswordHash {
+            iterations,
+            salt,
+            hash,
+        })
+    }
+}
+
+impl PasswordHash {
+    /// Hash `password` with a fresh random 16-byte salt.
+    pub fn new(password: &[u8], iterations: u32) -> Result<Self, PasswordError> {
+        if iterations == 0 || iterations > 10_000_000 {
+            return Err(PasswordError::Iterations);
+        }
+        let salt: [u8; SALT_LEN] = rand::random();
+        let mut hash = vec![0u8; KEY_LEN];
+        pbkdf2::pbkdf2_hmac::<Sha512>(password, &salt, iterations, &mut hash);
+        Ok(PasswordHash {
+            iterations,
+            salt: salt.to_vec(),
+            hash,
+        })
+    }
+
+    /// The PHC string (`$pbkdf2-sha512$i=…,l=64$…$…`).
+    pub fn to_phc(&self) -> String {
+        format!(
+            "$pbkdf2-sha512$i={},l={}${}${}",
+            self.iterations,
+            self.hash.len(),
+            STANDARD_NO_PAD.encode(&self.salt),
+            STANDARD_NO_PAD.encode(&self.hash)
+        )
+    }
+
+    /// Constant-time comparison of the derived key. CPU-heavy: call off the async workers.
+    pub fn verify(&self, password: &[u8]) -> bool {
+        let mut derived = vec![0u8; self.hash.len()];
+        pbkdf2::pbkdf2_hmac::<Sha512>(password, &self.salt, self.iterations, &mut derived);
+        derived.ct_eq(&self.hash).into()
+    }
+}
+
+/// One user of `passwords.toml`.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub hash: PasswordHash,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// The parsed `passwords.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct PasswordDb {
+    users: HashMap<String, User>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserToml {
+    password: String,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
+}
+
+impl PasswordDb {
+    pub fn parse(text: &str) -> Result<Self, PasswordError> {
+        let raw: BTreeMap<String, UserToml> =
+            toml::from_str(text).map_err(|e| PasswordError::Toml(e.message().to_string()))?;
+        let mut users = HashMap::with_capacity(raw.len());
+        for (name, u) in raw {
+            let hash = u
+                .password
+                .parse::<PasswordHash>()
+                .map_err(|e| PasswordError::User {
+                    user: name.clone(),
+                    error: Box::new(e),
+                })?;
+            users.insert(
+                name,
+                User {
+                    hash,
+                    attributes: u.attributes.into_iter().collect(),
+                },
+            );
+        }
+        Ok(PasswordDb { users })
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.get(name)
+    }
+}
+
+/// Whether a user name is a service-account-token form, which belongs to the SAT method.
+pub fn is_sat_username(username: &str) -> bool {
+    username == "$sat" || username.starts_with("sat://")
+}
+
+/// Limits for the expensive part.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyLimits {
+    /// Hash verifications running at once (each holds a blocking thread).
+    pub concurrent: usize,
+    /// Per source address: burst of uncached verifications, then `per_second`.
+    pub burst: u32,
+    pub per_second: u32,
+    /// Successful results remembered.
+    pub cache_entries: usize,
+}
+
+impl Default for VerifyLimits {
+    fn default() -> Self {
+        VerifyLimits {
+            concurrent: 2,
+            burst: 10,
+            per_second: 5,
+            cache_entries: 10_000,
+        }
+    }
+}
+
+/// The `UsernamePassword` method.
+pub struct PasswordMethod {
+    db: Arc<PasswordDb>,
+    limits: VerifyLimits,
+    verifying: Arc<Semaphore>,
+    /// Per-process random key for the cache's password fingerprints.
+    cache_key: [u8; 32],
+    cache: Mutex<HashMap<(String, [u8; 32]), Vec<(String, String)>>>,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    /// Verified against for unknown users, so timing does not reveal which users exist.
+    decoy: PasswordHash,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl PasswordMethod {
+    pub fn new(db: PasswordDb, limits: VerifyLimits) -> Self {
+        let iterations = db
+            .users
+            .values()
+            .map(|u| u.hash.iterations)
+            .max()
+            .unwrap_or(DEFAULT_ITERATIONS);
+        let decoy = PasswordHash {
+            iterations,
+            salt: rand::random::<[u8; SALT_LEN]>().to_vec(),
+            hash: vec![0; KEY_LEN],
+        };
+        PasswordMethod {
+            db: Arc::new(db),
+            limits,
+            verifying: Arc::new(Semaphore::new(limits.concurrent.max(1))),
+            cache_key: rand::random(),
+            cache: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+            decoy,
+        }
+    }
+
+    fn fingerprint(&self, password: &[u8]) -> [u8; 32] {
+        // Infallible for HMAC: any key length is accepted.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.cache_key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(password);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Take one token from the address's bucket.
+    fn admit_attempt(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock();
+        if buckets.len() > 100_000 {
+            // A scan from many addresses: forget idle buckets rather than grow.
+            buckets.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(10));
+        }
+        let burst = f64::from(self.limits.burst.max(1));
+        let bucket = buckets.entry(ip).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let refill =
+            now.duration_since(bucket.at).as_secs_f64() * f64::from(self.limits.per_second);
+        bucket.tokens = (bucket.tokens + refill).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    async fn check_password(&self, request: &ConnectRequest<'_>) -> Outcome {
+        let (Some(username), Some(password)) = (request.username, request.password) else {
+            return Outcome::not_relevant("no user name and password");
+        };
+        if is_sat_username(username) {
+            return Outcome::not_relevant("a service account token user name");
+        }
+        let fingerprint = self.fingerprint(password);
+        let key = (username.to_string(), fingerprint);
+        if let Some(attributes) = self.cache.lock().get(&key) {
+            return Outcome::admit(attributes.clone(), None);
+        }
+        if !self.admit_attempt(request.peer.ip()) {
+            return Outcome::refuse(
+                ReasonCode::ServerBusy,
+                format!(
+                    "too many password attempts from {} (limit {}/s)",
+                    request.peer.ip(),
+                    self.limits.per_second
+                ),
+            );
+        }
+        let user = self.db.user(username).cloned();
+        let hash = user
+            .as_ref()
+            .map(|u| u.hash.clone())
+            .unwrap_or_else(|| self.decoy.clone());
+        let Ok(_permit) = self.verifying.clone().acquire_owned().await else {
+            return Outcome::refuse(ReasonCode::ServerUnavailable, "shutting down");
+        };
+        let password: Bytes = password.clone();
+        let ok = tokio::task::spawn_blocking(move || hash.verify(&password))
+            .await
+            .unwrap_or(false);
+        match user {
+            Some(user) if ok => {
+                let mut cache = self.cache.lock();
+                if cache.len() >= self.limits.cache_entries {
+                    cache.clear();
+                }
+                cache.insert(key, user.attributes.clone());
+                Outcome::admit(user.attributes, None)
+            }
+            Some(_) => Outcome::refuse(
+                ReasonCode::BadUserNameOrPassword,
+                format!("wrong password for user {username:?}"),
+            ),
+            None => Outcome::refuse(
+                ReasonCode::BadUserNameOrPassword,
+                format!("unknown user {username:?}"),
+            ),
+        }
+    }
+}
+
+impl Method for PasswordMethod {
+    fn name(&self) -> &'static str {
+        "UsernamePassword"
+    }
+
+    fn check<'a>(&'a self, request: &'a ConnectRequest<'a>) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.check_password(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two test vectors of the AIO documentation (spec/security.md).
+    const CLIENT1: &str = "$pbkdf2-sha512$i=100000,l=64$HqJwOCHweNk1pLryiu3RsA$KVSvxKYcibIG5S5n55RvxKRTdAAfCUtBJoy5IuFzdSZyzkwvUcU+FPawEWFPn+06JyZsndfRTfpiEh+2eSJLkg";
+    const CLIENT2: &str = "$pbkdf2-sha512$i=100000,l=64$+H7jXzcEbq2kkyvpxtxePQ$jTzW6fSesiuNRLMIkDDAzBEILk7iyyDZ3rjlEwQap4UJP4TaCR+EXQXNukO7qNJWlPPP8leNnJDCBgX/255Ezw";
+
+    #[test]
+    fn aio_documentation_vectors_verify() {
+        let h1: PasswordHash = CLIENT1.parse().unwrap();
+        assert!(h1.verify(b"password"));
+        assert!(!h1.verify(b"password2"));
+        let h2: PasswordHash = CLIENT2.parse().unwrap();
+        assert!(h2.verify(b"password2"));
+        assert!(!h2.verify(b"password"));
+        assert_eq!(h1.to_phc(), CLIENT1, "round trip keeps the exact form");
+    }
+
+    #[test]
+    fn new_hashes_verify_and_use_the_aio_form() {
+        let h = PasswordHash::new(b"s3cret", 1000).unwrap();
+        let phc = h.to_phc();
+        assert!(phc.starts_with("$pbkdf2-sha512$i=1000,l=64$"), "{phc}");
+        let parsed: PasswordHash = phc.parse().unwrap();
+        assert!(parsed.verify(b"s3cret"));
+        assert!(!parsed.verify(b"s3cret "));
+        assert_ne!(
+            PasswordHash::new(b"s3cret", 1000).unwrap().to_phc(),
+            phc,
+            "fresh salt"
+        );
+    }
+
+    #[test]
+    fn malformed_hashes_are_refused_with_a_reason() {
+        for (text, want) in [
+            ("plain", PasswordError::Format),
+            ("$pbkdf2-sha256$i=1,l=64$AA$AA", PasswordError::Format),
+            (
+                "$pbkdf2-sha512$i=0,l=64$AAAA$AAAA",
+                PasswordError::Iterations,
+            ),
+            ("$pbkdf2-sha512$i=10,l=64$!!$AAAA", PasswordError::Base64),
+            (
+                "$pbkdf2-sha512$i=10,l=64$AAAA$AAAA",
+                PasswordError::Length {
+                    declared: 64,
+                    actual: 3,
+                },
+            ),
+        ] {
+            assert_eq!(text.parse::<PasswordHash>().unwrap_err(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn passwords_toml_from_the_spec_parses_with_attributes() {
+        let db = PasswordDb::parse(&format!(
+            "[client1]\npassword = \"{CLIENT1}\"\n[client1.attributes]\nfloor = \"floor1\"\nsite = \"site1\"\n\n[client2]\npassword = \"{CLIENT2}\"\n[client2.attributes]\nfloor = \"floor2\"\nsite = \"site1\"\n"
+        ))
+        .unwrap();
+        assert_eq!(db.len(), 2);
+        let u = db.user("client1").unwrap();
+        assert_eq!(
+            u.attributes,
+            vec![
+                ("floor".into(), "floor1".into()),
+                ("site".into(), "site1".into())
+            ]
+        );
+        let err = PasswordDb::parse("[bad]\npassword = \"x\"\n").unwrap_err();
+        assert_eq!(err.to_string(), "passwords.toml: user bad: password: not a PBKDF2-SHA512 hash: expected $pbkdf2-sha512$i=N,l=64$SALT$HASH");
+    }
+
+    #[test]
+    fn debug_never_shows_the_hash() {
+        let h: PasswordHash = CLIENT1.parse().unwrap();
+        let shown = format!("{h:?}");
+        assert!(!shown.contains("KVSv"), "{shown}");
+    }
+}
