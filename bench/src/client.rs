@@ -51,6 +51,7 @@ impl Client {
         addr: SocketAddr,
         client_id: &str,
         version: ProtocolVersion,
+        credentials: Option<&(String, String)>,
     ) -> anyhow::Result<Client> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
@@ -73,8 +74,8 @@ impl Client {
             properties,
             client_id: ByteString::from(client_id),
             last_will: None,
-            username: None,
-            password: None,
+            username: credentials.map(|(u, _)| ByteString::from(u.as_str())),
+            password: credentials.map(|(_, p)| bytes::Bytes::copy_from_slice(p.as_bytes())),
         })))?;
         client.flush().await?;
         match client.next_packet().await? {

@@ -40,6 +40,12 @@ pub struct Cli {
     /// PID of the broker, for CPU% and RSS from /proc.
     #[arg(long)]
     pub broker_pid: Option<u32>,
+    /// User name in every CONNECT (with --password): measures authenticated connects.
+    #[arg(long, requires = "password")]
+    pub username: Option<String>,
+    /// Password in every CONNECT.
+    #[arg(long, requires = "username")]
+    pub password: Option<String>,
     /// Label printed in the report (e.g. the broker's name).
     #[arg(long, default_value = "broker")]
     pub label: String,
@@ -101,4 +107,11 @@ fn main() -> anyhow::Result<()> {
     let report = runtime.block_on(scenarios::run(&cli))?;
     println!("{}", report.to_json());
     Ok(())
+}
+
+impl Cli {
+    /// `--username` and `--password`, when given.
+    pub fn credentials(&self) -> Option<(String, String)> {
+        self.username.clone().zip(self.password.clone())
+    }
 }

@@ -80,6 +80,7 @@ struct SubResult {
 
 async fn throughput(cli: &Cli, plan: Plan) -> anyhow::Result<Report> {
     let version = version_of(cli.protocol);
+    let credentials = cli.credentials();
     let qos = qos_of(cli.qos);
     let epoch = Instant::now();
     let received = Arc::new(AtomicU64::new(0));
@@ -87,7 +88,13 @@ async fn throughput(cli: &Cli, plan: Plan) -> anyhow::Result<Report> {
 
     let mut subs = JoinSet::new();
     for (i, (filter, expected)) in plan.subscribers.iter().enumerate() {
-        let mut client = Client::connect(cli.addr, &format!("bench-sub-{i}"), version).await?;
+        let mut client = Client::connect(
+            cli.addr,
+            &format!("bench-sub-{i}"),
+            version,
+            credentials.as_ref(),
+        )
+        .await?;
         client.subscribe(filter, qos).await?;
         let expected = expected.clone();
         let received = received.clone();
@@ -102,7 +109,15 @@ async fn throughput(cli: &Cli, plan: Plan) -> anyhow::Result<Report> {
     }
     let mut pubs = Vec::new();
     for i in 0..plan.publishers.len() {
-        pubs.push(Client::connect(cli.addr, &format!("bench-pub-{i}"), version).await?);
+        pubs.push(
+            Client::connect(
+                cli.addr,
+                &format!("bench-pub-{i}"),
+                version,
+                credentials.as_ref(),
+            )
+            .await?,
+        );
     }
 
     let cpu_start = cli.broker_pid.and_then(cpu_ticks);
@@ -370,6 +385,7 @@ fn count_below(bits: &[u64], limit: u64) -> u64 {
 /// Open `c` idle connections, `concurrency` at a time; report connects/s and broker RSS.
 async fn storm(cli: &Cli, c: usize, concurrency: usize) -> anyhow::Result<Report> {
     let version = version_of(cli.protocol);
+    let credentials = cli.credentials();
     let rss_before = cli.broker_pid.and_then(rss_kb);
     let cpu_start = cli.broker_pid.and_then(cpu_ticks);
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
@@ -378,9 +394,16 @@ async fn storm(cli: &Cli, c: usize, concurrency: usize) -> anyhow::Result<Report
     for i in 0..c {
         let gate = gate.clone();
         let addr = cli.addr;
+        let credentials = credentials.clone();
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            Client::connect(addr, &format!("bench-storm-{i}"), version).await
+            Client::connect(
+                addr,
+                &format!("bench-storm-{i}"),
+                version,
+                credentials.as_ref(),
+            )
+            .await
         });
     }
     let mut clients = Vec::with_capacity(c);

@@ -138,7 +138,15 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(cli: &Cli) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&cli.log_level)
+    // rustls reports peers' protocol quirks at warn (every mosquitto client sends its
+    // IP address as SNI); the listener logs handshake failures itself, with the peer. A bare
+    // level keeps rustls at error; a full directive is taken as given.
+    let directive = if cli.log_level.contains(['=', ',']) {
+        cli.log_level.clone()
+    } else {
+        format!("{},rustls=error", cli.log_level)
+    };
+    let filter = EnvFilter::try_new(&directive)
         .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", cli.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

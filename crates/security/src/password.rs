@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use sha2::{Sha256, Sha512};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 
 use edgemq_codec::ReasonCode;
 use edgemq_core::auth::{BoxFuture, ConnectRequest};
@@ -223,15 +223,18 @@ pub struct VerifyLimits {
     pub per_second: u32,
     /// Successful results remembered.
     pub cache_entries: usize,
+    /// Longest wait for a per-address token before refusing with 0x89 Server busy.
+    pub max_wait: Duration,
 }
 
 impl Default for VerifyLimits {
     fn default() -> Self {
         VerifyLimits {
             concurrent: 2,
-            burst: 10,
-            per_second: 5,
+            burst: 20,
+            per_second: 10,
             cache_entries: 10_000,
+            max_wait: Duration::from_secs(5),
         }
     }
 }
@@ -243,11 +246,15 @@ pub struct PasswordMethod {
     verifying: Arc<Semaphore>,
     /// Per-process random key for the cache's password fingerprints.
     cache_key: [u8; 32],
-    cache: Mutex<HashMap<(String, [u8; 32]), Vec<(String, String)>>>,
+    cache: Mutex<HashMap<CacheKey, Vec<(String, String)>>>,
+    inflight: Mutex<HashMap<CacheKey, Arc<OnceCell<Outcome>>>>,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
     /// Verified against for unknown users, so timing does not reveal which users exist.
     decoy: PasswordHash,
 }
+
+/// (user name, keyed hash of the password).
+type CacheKey = (String, [u8; 32]);
 
 struct Bucket {
     tokens: f64,
@@ -273,6 +280,7 @@ impl PasswordMethod {
             verifying: Arc::new(Semaphore::new(limits.concurrent.max(1))),
             cache_key: rand::random(),
             cache: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
             decoy,
         }
@@ -286,29 +294,38 @@ impl PasswordMethod {
         mac.finalize().into_bytes().into()
     }
 
-    /// Take one token from the address's bucket.
-    fn admit_attempt(&self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock();
-        if buckets.len() > 100_000 {
-            // A scan from many addresses: forget idle buckets rather than grow.
-            buckets.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(10));
-        }
-        let burst = f64::from(self.limits.burst.max(1));
-        let bucket = buckets.entry(ip).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        let refill =
-            now.duration_since(bucket.at).as_secs_f64() * f64::from(self.limits.per_second);
-        bucket.tokens = (bucket.tokens + refill).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
+    /// Take one token from the address's bucket, waiting for the refill up to
+    /// `limits.max_wait` (a fleet behind one NAT address reconnecting at once is slowed
+    /// down, not refused); false when the wait would be longer.
+    async fn take_token(&self, ip: IpAddr) -> bool {
+        let wait = {
+            let now = Instant::now();
+            let mut buckets = self.buckets.lock();
+            if buckets.len() > 100_000 {
+                // A scan from many addresses: forget idle buckets rather than grow.
+                buckets.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(10));
+            }
+            let burst = f64::from(self.limits.burst.max(1));
+            let rate = f64::from(self.limits.per_second.max(1));
+            let bucket = buckets.entry(ip).or_insert(Bucket {
+                tokens: burst,
+                at: now,
+            });
+            let refill = now.duration_since(bucket.at).as_secs_f64() * rate;
+            bucket.tokens = (bucket.tokens + refill).min(burst);
+            bucket.at = now;
+            // Reserve the token now (the balance may go negative): waiters queue in order.
+            let wait = Duration::from_secs_f64(((1.0 - bucket.tokens) / rate).max(0.0));
+            if wait > self.limits.max_wait {
+                return false;
+            }
             bucket.tokens -= 1.0;
-            true
-        } else {
-            false
+            wait
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
+        true
     }
 
     async fn check_password(&self, request: &ConnectRequest<'_>) -> Outcome {
@@ -318,18 +335,54 @@ impl PasswordMethod {
         if is_sat_username(username) {
             return Outcome::not_relevant("a service account token user name");
         }
+        // HMAC pads short keys with zero bytes, so PBKDF2 cannot tell "pw" from "pw\0":
+        // refuse such variants instead of admitting them.
+        if password.last() == Some(&0) {
+            return Outcome::refuse(
+                ReasonCode::BadUserNameOrPassword,
+                format!("password for user {username:?} ends with a NUL byte"),
+            );
+        }
         let fingerprint = self.fingerprint(password);
         let key = (username.to_string(), fingerprint);
         if let Some(attributes) = self.cache.lock().get(&key) {
             return Outcome::admit(attributes.clone(), None);
         }
-        if !self.admit_attempt(request.peer.ip()) {
+        // Concurrent CONNECTs with the same credentials (a fleet restarting) share one
+        // verification instead of each paying for it.
+        let cell = self
+            .inflight
+            .lock()
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(OnceCell::new()))
+            .clone();
+        let outcome = cell
+            .get_or_init(|| self.verify_uncached(username, password, request.peer.ip()))
+            .await
+            .clone();
+        {
+            let mut inflight = self.inflight.lock();
+            if inflight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                inflight.remove(&key);
+            }
+        }
+        if let Outcome::Admit(admission) = &outcome {
+            let mut cache = self.cache.lock();
+            if cache.len() >= self.limits.cache_entries {
+                cache.clear();
+            }
+            cache.insert(key, admission.attributes.clone());
+        }
+        outcome
+    }
+
+    async fn verify_uncached(&self, username: &str, password: &Bytes, ip: IpAddr) -> Outcome {
+        if !self.take_token(ip).await {
             return Outcome::refuse(
                 ReasonCode::ServerBusy,
                 format!(
-                    "too many password attempts from {} (limit {}/s)",
-                    request.peer.ip(),
-                    self.limits.per_second
+                    "too many password verifications from {ip} (limit {}/s after a burst of {})",
+                    self.limits.per_second, self.limits.burst
                 ),
             );
         }
@@ -346,14 +399,7 @@ impl PasswordMethod {
             .await
             .unwrap_or(false);
         match user {
-            Some(user) if ok => {
-                let mut cache = self.cache.lock();
-                if cache.len() >= self.limits.cache_entries {
-                    cache.clear();
-                }
-                cache.insert(key, user.attributes.clone());
-                Outcome::admit(user.attributes, None)
-            }
+            Some(user) if ok => Outcome::admit(user.attributes, None),
             Some(_) => Outcome::refuse(
                 ReasonCode::BadUserNameOrPassword,
                 format!("wrong password for user {username:?}"),
