@@ -181,3 +181,50 @@ fn a_new_password_file_applies_to_new_connections_and_keeps_connected_clients() 
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(sub.message(), "auth/pw still");
 }
+
+#[test]
+fn a_flood_of_wrong_passwords_does_not_stop_message_traffic() {
+    let d = Dirs::new();
+    let (b, port) = start(&d);
+    let sub = Sub::start(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        "auth/#",
+        &["-u", "client1", "-P", "password"],
+    );
+    // 30 concurrent CONNECTs with wrong passwords (each costs a full PBKDF2 verification).
+    let flood: Vec<_> = (0..30)
+        .map(|i| {
+            Command::new("mosquitto_pub")
+                .args(["-V", "5", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .args([
+                    "-i",
+                    &format!("flood-{i}"),
+                    "-u",
+                    "client1",
+                    "-P",
+                    &format!("guess-{i}"),
+                ])
+                .args(["-t", "auth/flood", "-m", "x"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Meanwhile an authenticated client (cached credentials) publishes and is delivered.
+    for i in 0..5 {
+        let (code, out) = pub_as(
+            port,
+            "5",
+            &format!("during-{i}"),
+            Some(("client1", "password")),
+        );
+        assert_eq!(code, Some(0), "{out}");
+        assert_eq!(sub.message(), format!("auth/pw during-{i}"));
+    }
+    for mut child in flood {
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "a wrong password was admitted");
+    }
+    assert!(!b.log().contains("guess-"), "a password reached the log");
+}
