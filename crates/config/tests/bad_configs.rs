@@ -148,6 +148,55 @@ fn cases() -> Vec<Case> {
             &["$DIR/l.yaml:14: BrokerListener/tls-listener: spec.ports[0].tls.certManagerCertificateSpec.issuerRef.name: port 8883: issuer \"my-issuer\" not found; existing issuers: azure-iot-operations-aio-certificate-issuer, other-ca"],
         ),
         case(
+            "service account token with two verifiers",
+            vec![("a.yaml", y(r#"
+                apiVersion: mqttbroker.iotoperations.azure.com/v1
+                kind: BrokerAuthentication
+                metadata:
+                  name: sat
+                spec:
+                  authenticationMethods:
+                    - method: ServiceAccountToken
+                      serviceAccountTokenSettings:
+                        audiences: [aio-internal]
+                        kubeconfig: /etc/kubeconfig
+                        jwksConfigMap: cluster-jwks
+                "#))],
+            &["$DIR/a.yaml:1: warning: BrokerAuthentication/sat: not used by any listener port (no authenticationRef names it)", "$DIR/a.yaml:8: BrokerAuthentication/sat: spec.authenticationMethods[0].serviceAccountTokenSettings: at most one of kubeconfig, jwksConfigMap, issuer"],
+        ),
+        case(
+            "service account token issuer over http",
+            vec![("a.yaml", y(r#"
+                apiVersion: mqttbroker.iotoperations.azure.com/v1
+                kind: BrokerAuthentication
+                metadata:
+                  name: sat
+                spec:
+                  authenticationMethods:
+                    - method: ServiceAccountToken
+                      serviceAccountTokenSettings:
+                        audiences: [aio-internal]
+                        issuer: http://oidc.example
+                "#))],
+            &["$DIR/a.yaml:1: warning: BrokerAuthentication/sat: not used by any listener port (no authenticationRef names it)", "$DIR/a.yaml:10: BrokerAuthentication/sat: spec.authenticationMethods[0].serviceAccountTokenSettings.issuer: the issuer must be an https:// URL"],
+        ),
+        case(
+            "service account token JWKS config map missing",
+            vec![("a.yaml", y(r#"
+                apiVersion: mqttbroker.iotoperations.azure.com/v1
+                kind: BrokerAuthentication
+                metadata:
+                  name: sat
+                spec:
+                  authenticationMethods:
+                    - method: ServiceAccountToken
+                      serviceAccountTokenSettings:
+                        audiences: [aio-internal]
+                        jwksConfigMap: cluster-jwks
+                "#))],
+            &["$DIR/a.yaml:1: warning: BrokerAuthentication/sat: not used by any listener port (no authenticationRef names it)", "$DIR/a.yaml:10: BrokerAuthentication/sat: spec.authenticationMethods[0].serviceAccountTokenSettings.jwksConfigMap: config map \"cluster-jwks\" not found; no config maps are defined"],
+        ),
+        case(
             "missing secret",
             vec![
                 ("l.yaml", manual_listener("server-cert")),
