@@ -1,6 +1,7 @@
 //! The `edgemq` binary: command line, logging, runtime. `anyhow` lives here only.
 
 mod authn;
+mod cli_tools;
 mod configured;
 mod tls;
 
@@ -45,6 +46,12 @@ enum Command {
     /// The built-in certificate issuer.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Print `{"hash": "$pbkdf2-sha512$…"}` for a passwords.toml entry (what
+    /// `az iot ops mq get-password-hash` prints).
+    PasswordHash(cli_tools::PasswordHashArgs),
+    /// Make CA, intermediate, server and client certificates, or inspect one.
+    #[command(subcommand)]
+    Certs(cli_tools::CertsCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -134,6 +141,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Check(args) => configured::check(&args.config),
         Command::Ca(CaCommand::Export { data_dir }) => tls::export_ca(&data_dir),
+        Command::PasswordHash(args) => cli_tools::password_hash(&args),
+        Command::Certs(command) => cli_tools::certs(&command),
     }
 }
 

@@ -377,3 +377,108 @@ fn x509_attributes_come_from_the_first_matching_subject_up_the_chain() {
         );
     }
 }
+
+/// The walkthrough again with every certificate made by `edgemq certs` (no openssl).
+#[test]
+fn seed_walkthrough_with_certificates_from_edgemq_certs() {
+    let d = Dirs::new();
+    let pki = d.config.parent().unwrap().join("pki");
+    let certs = |args: &[&str]| {
+        let (code, out, err) = run_with_timeout(
+            Command::new(env!("CARGO_BIN_EXE_edgemq"))
+                .arg("certs")
+                .args(args)
+                .current_dir(&pki),
+            WAIT,
+        );
+        assert_eq!(code, Some(0), "edgemq certs {args:?}: {out}{err}");
+    };
+    std::fs::create_dir_all(&pki).unwrap();
+    certs(&["root", "--name", "AIO42 Root CA", "--out", "aio42_root_ca"]);
+    certs(&[
+        "intermediate",
+        "--name",
+        "AIO42 Intermediate CA 1",
+        "--ca",
+        "aio42_root_ca",
+        "--out",
+        "aio42_int_ca",
+    ]);
+    certs(&[
+        "server",
+        "--name",
+        "mqtts-endpoint",
+        "--san",
+        "127.0.0.1",
+        "--ca",
+        "aio42_int_ca",
+        "--out",
+        "mqtts-endpoint",
+        "--bundle",
+    ]);
+    certs(&[
+        "root",
+        "--name",
+        "Clients42 Root CA",
+        "--out",
+        "clients42_root_ca",
+    ]);
+    certs(&[
+        "intermediate",
+        "--name",
+        "Clients42 Intermediate CA 1",
+        "--ca",
+        "clients42_root_ca",
+        "--out",
+        "clients42_int_ca",
+    ]);
+    certs(&[
+        "client",
+        "--name",
+        "client42a",
+        "--ca",
+        "clients42_int_ca",
+        "--out",
+        "client42a",
+        "--bundle",
+    ]);
+    let read = |f: &str| std::fs::read_to_string(pki.join(f)).unwrap();
+    d.write(
+        "secrets/broker-server-cert/tls.crt",
+        &read("mqtts-endpoint.crt"),
+    );
+    d.write(
+        "secrets/broker-server-cert/tls.key",
+        &read("mqtts-endpoint.key"),
+    );
+    let (plain, secure) = seed_config(&d, &read("clients42_root_ca.crt"), "");
+    let b = Broker::start_config(&d.config, &d.data, 2, &[]);
+    let sub = Sub::start(addr(plain), "seed/#", &[]);
+    let p = |f: &str| pki.join(f).to_str().unwrap().to_string();
+    let (code, out) = pub_with_cert(
+        secure,
+        &pki.join("aio42_root_ca.crt"),
+        Some((&p("client42a.crt"), &p("client42a.key"))),
+        "client42a",
+    );
+    assert_eq!(code, Some(0), "{out}\n{}", b.log());
+    assert_eq!(sub.message(), "seed/x509 client42a");
+    // The server's own root does not admit clients: it is not the client CA.
+    certs(&[
+        "client",
+        "--name",
+        "intruder",
+        "--ca",
+        "aio42_int_ca",
+        "--out",
+        "intruder",
+        "--bundle",
+    ]);
+    let out = pub_with_cert(
+        secure,
+        &pki.join("aio42_root_ca.crt"),
+        Some((&p("intruder.crt"), &p("intruder.key"))),
+        "intruder",
+    );
+    assert_refused(&b, out, "intruder", "does not lead to a trusted client CA");
+}

@@ -38,6 +38,8 @@ pub struct CertSummary {
     /// Subject equals issuer: a root CA or a self-signed leaf.
     pub self_signed: bool,
     pub sha256_fingerprint: String,
+    /// X.509 version as written in certificates: 1 (no extensions) or 3.
+    pub version: u32,
 }
 
 impl CertSummary {
@@ -125,6 +127,7 @@ pub fn inspect_der(der: &[u8]) -> Result<CertSummary, TlsError> {
     let fingerprint = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
 
     Ok(CertSummary {
+        version: cert.version().0 + 1,
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),
         serial: hex_colons(cert.raw_serial()),
