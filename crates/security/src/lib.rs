@@ -7,6 +7,7 @@
 //! of CONNECTs cannot starve message traffic.
 
 pub mod chain;
+pub mod custom;
 pub mod password;
 pub mod x509;
 
