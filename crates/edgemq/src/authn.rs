@@ -4,9 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use edgemq_config::{AuthnMethod, Config};
+use std::path::Path;
+use std::time::Duration;
+
+use edgemq_config::{AuthnMethod, Config, SatVerification};
 use edgemq_core::auth::{AllowAll, Authenticator};
+use edgemq_security::custom::{CustomMethod, CustomSettings};
 use edgemq_security::password::{PasswordDb, PasswordMethod, VerifyLimits};
+use edgemq_security::sat::{JwksSource, SatMethod, SatVerifier, TokenReviewClient};
 use edgemq_security::x509::X509Method;
 use edgemq_security::{AuthChain, Method};
 
@@ -49,10 +54,81 @@ fn method(config: &Config, m: &AuthnMethod) -> anyhow::Result<Arc<dyn Method>> {
                     .with_context(|| format!("config map {:?}", x.trusted_client_ca_config_map))?,
             )
         }
-        AuthnMethod::ServiceAccountToken { .. } => {
-            anyhow::bail!("ServiceAccountToken is not available in this build")
+        AuthnMethod::ServiceAccountToken {
+            audiences,
+            verification,
+        } => Arc::new(SatMethod::new(
+            audiences.clone(),
+            sat_verifier(config, verification)?,
+        )),
+        AuthnMethod::Custom(c) => {
+            let ca_pem = c
+                .ca_config_map
+                .as_ref()
+                .map(|name| {
+                    config
+                        .config_maps
+                        .get(name)
+                        .map(|cm| cm.values().cloned().collect::<Vec<_>>().join("\n"))
+                        .with_context(|| format!("config map {name:?} not found"))
+                })
+                .transpose()?;
+            let client_cert = c
+                .client_cert_secret
+                .as_ref()
+                .map(|secret| {
+                    Ok::<_, anyhow::Error>((
+                        secret_text(config, secret, "tls.crt")?,
+                        secret_text(config, secret, "tls.key")?,
+                    ))
+                })
+                .transpose()?;
+            Arc::new(CustomMethod::new(CustomSettings {
+                endpoint: c.endpoint.clone(),
+                ca_pem,
+                client_cert,
+                headers: c
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                timeout: Duration::from_secs(5),
+            })?)
         }
-        AuthnMethod::Custom(_) => anyhow::bail!("Custom is not available in this build"),
+    })
+}
+
+/// How tokens are verified; when that cannot be set up (in-cluster review outside a
+/// cluster), tokens are refused with the reason and the broker still starts.
+fn sat_verifier(config: &Config, v: &SatVerification) -> anyhow::Result<SatVerifier> {
+    Ok(match v {
+        SatVerification::InCluster => match TokenReviewClient::in_cluster() {
+            Ok(client) => SatVerifier::TokenReview(client),
+            Err(e) => {
+                let why = format!("cannot verify service account tokens: {e}; set serviceAccountTokenSettings.kubeconfig, jwksConfigMap or issuer");
+                tracing::warn!("{why}");
+                SatVerifier::Unavailable(why)
+            }
+        },
+        SatVerification::Kubeconfig(path) => {
+            SatVerifier::TokenReview(TokenReviewClient::from_kubeconfig(Path::new(path))?)
+        }
+        SatVerification::Jwks { config_map } => SatVerifier::Jwks(JwksSource::from_json(
+            &config_map_text(config, config_map, "jwks.json")?,
+        )?),
+        SatVerification::Issuer { url, ca_config_map } => {
+            let ca = match ca_config_map {
+                Some(name) => Some(
+                    config
+                        .config_maps
+                        .get(name)
+                        .map(|cm| cm.values().cloned().collect::<Vec<_>>().join("\n"))
+                        .with_context(|| format!("config map {name:?} not found"))?,
+                ),
+                None => None,
+            };
+            SatVerifier::Jwks(JwksSource::issuer(url, ca.as_deref())?)
+        }
     })
 }
 

@@ -9,6 +9,7 @@
 pub mod chain;
 pub mod custom;
 pub mod password;
+pub mod sat;
 pub mod x509;
 
 use std::time::SystemTime;
