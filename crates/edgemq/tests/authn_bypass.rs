@@ -1,7 +1,8 @@
 //! Authentication-bypass matrix: hand-built CONNECT/AUTH packets against a port whose chain
 //! is UsernamePassword (the AIO documentation's passwords.toml). Every attempt must be
 //! refused, asserted by the exact CONNACK reason code (MQTT 5) or return code (3.1.1).
-//! Certificate cases are in `authn_x509.rs`; token cases in `authn_sat.rs`.
+//! Certificate cases are in `authn_x509.rs`; token cases in `authn_chain.rs` and
+//! `crates/security/tests/sat.rs`.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
