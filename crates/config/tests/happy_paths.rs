@@ -13,8 +13,8 @@ use std::time::Duration;
 use common::{b64, ca, kubectl_tls_secret, load_ok, tempdir, write, y, Pair, PASSWORDS_TOML};
 use edgemq_config::{
     AuthnMethod, AutoCert, BrokerMethod, BrokerSettings, Config, IssuerKind, KeyAlgorithm,
-    Listener, Port, Protocol, QueueLimit, QueueStrategy, SelfCheck, ServiceType, SubjectAttributes,
-    SatVerification, Tls, X509Auth, BUILTIN_ISSUER,
+    Listener, Port, Protocol, QueueLimit, QueueStrategy, SatVerification, SelfCheck, ServiceType,
+    SubjectAttributes, Tls, X509Auth, BUILTIN_ISSUER,
 };
 
 fn addr(s: &str) -> SocketAddr {

@@ -112,11 +112,11 @@ fn decision(b: &Broker, client_id: &str) -> String {
     );
     b.log()
         .lines()
-        .filter(|l| {
+        .rev()
+        .find(|l| {
             l.contains(&needle)
                 && (l.contains("authenticated") || l.contains("authentication refused"))
         })
-        .last()
         .unwrap_or_default()
         .to_string()
 }
@@ -373,4 +373,69 @@ fn k8s_sat_with_rumqttc() {
             }
         }
     });
+}
+
+/// A token reviewer that answers the CONNECT and then fails: the re-authentication gets
+/// AUTH 0x18 (try again later) and the connection stays.
+#[test]
+fn reauthentication_with_the_reviewer_down_answers_continue() {
+    use base64::engine::general_purpose::STANDARD;
+    let d = Dirs::new();
+    let c = cluster();
+    let ca = support::pki("Kubernetes CA");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    let server = rt.block_on(support::serve(
+        &ca,
+        None,
+        Arc::new(move |_r: &support::Request| {
+            if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                support::Response::json(
+                    201,
+                    json!({"status": {"authenticated": true, "audiences": ["aio-internal"]}}),
+                )
+            } else {
+                support::Response::json(500, json!({}))
+            }
+        }),
+    ));
+    let kubeconfig = d.file(
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n  cluster:\n    server: {}\n    certificate-authority-data: {}\ncontexts:\n- name: c\n  context: {{cluster: k, user: u}}\nusers:\n- name: u\n  user: {{token: broker}}\n",
+            server.url(""),
+            STANDARD.encode(ca.ca.cert_pem())
+        ),
+    );
+    let port = free_port();
+    d.write(
+        "l.yaml",
+        &listener(
+            "sat",
+            "ClusterIp",
+            &plain_port(port).replace(
+                "      protocol: Mqtt\n",
+                "      protocol: Mqtt\n      authenticationRef: sat\n",
+            ),
+        ),
+    );
+    d.write(
+        "a.yaml",
+        &format!("apiVersion: {V1}\nkind: BrokerAuthentication\nmetadata:\n  name: sat\nspec:\n  authenticationMethods:\n    - method: ServiceAccountToken\n      serviceAccountTokenSettings:\n        audiences: [aio-internal]\n        kubeconfig: {}\n", kubeconfig.display()),
+    );
+    let b = Broker::start_config(&d.config, &d.data, 1, &[]);
+    let mut client = connect_k8s_sat(port, "review", &c.token("aio-internal", 600));
+    assert_eq!(client.expect_connack(true).code, 0, "{}", b.log());
+    client.send(&auth_packet(0x19, &c.token("aio-internal", 3600)));
+    let auth = client.read_packet();
+    assert_eq!(
+        (auth[0], auth[2]),
+        (0xF0, 0x18),
+        "AUTH Continue expected: {auth:?}"
+    );
+    client.send(&[0xC0, 0x00]);
+    assert_eq!(client.read_packet(), vec![0xD0, 0x00], "still connected");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    drop(server);
 }

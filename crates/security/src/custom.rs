@@ -175,7 +175,7 @@ impl CustomMethod {
             }
             let response = match post.send().await {
                 Ok(r) => r,
-                Err(e) => return self.unreachable(format!("{}", error_chain(&e))),
+                Err(e) => return self.unreachable(error_chain(&e)),
             };
             let status = response.status().as_u16();
             match status {

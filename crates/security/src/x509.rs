@@ -95,11 +95,14 @@ fn normalize_type(t: &str) -> String {
     }
 }
 
+/// One `authorizationAttributes` entry: (entry name, subject, attributes).
+type SubjectEntry = (String, Dn, Vec<(String, String)>);
+
 /// The `X509` method.
 pub struct X509Method {
     trusted: X509Store,
-    /// (entry name, subject, attributes) in resource order.
-    attributes: Vec<(String, Dn, Vec<(String, String)>)>,
+    /// In resource order.
+    attributes: Vec<SubjectEntry>,
 }
 
 impl X509Method {

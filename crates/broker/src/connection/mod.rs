@@ -351,7 +351,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     /// An MQTT 5 re-authentication [MQTT-4.12.1]: the chain decides again; success is
-    /// answered with AUTH 0x00 and new credentials (attributes, expiry), failure with
+    /// answered with AUTH 0x00 and new credentials (attributes, expiry), a temporary failure
+    /// with AUTH 0x18 (the old credentials stay until they expire), a refusal with
     /// DISCONNECT carrying the chain's reason [MQTT-4.12.1-2].
     async fn reauthenticate(&mut self, auth: Auth) -> Result<(), Exit> {
         let request = ConnectRequest {
@@ -371,17 +372,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             AuthDecision::Allow(admission) => {
                 self.principal.attributes = admission.attributes;
                 self.credentials_expire = admission.expires_at;
-                let mut properties = Properties::default();
-                properties.authentication_method =
-                    self.authentication_method.clone().map(ByteString::from);
-                self.send(Packet::Auth(Auth {
-                    reason: ReasonCode::Success,
-                    properties,
-                }));
+                self.send(self.auth_packet(ReasonCode::Success));
+                Ok(())
+            }
+            // The verifier could not answer (token reviewer down, rate limit): the client
+            // keeps its current credentials until they expire, and may try again.
+            AuthDecision::Deny(reason)
+                if reason == ReasonCode::ServerUnavailable || reason == ReasonCode::ServerBusy =>
+            {
+                self.send(self.auth_packet(ReasonCode::ContinueAuthentication));
                 Ok(())
             }
             AuthDecision::Deny(reason) => Err(self.violation(reason, "re-authentication failed")),
         }
+    }
+
+    /// An AUTH carrying this connection's authentication method.
+    fn auth_packet(&self, reason: ReasonCode) -> Packet {
+        Packet::Auth(Auth {
+            reason,
+            properties: Properties {
+                authentication_method: self.authentication_method.clone().map(ByteString::from),
+                ..Properties::default()
+            },
+        })
     }
 
     /// 1.5 × keep-alive after the last packet from the client [MQTT-3.1.2-22].
