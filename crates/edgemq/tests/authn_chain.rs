@@ -149,7 +149,7 @@ fn custom_server_down_falls_through_to_tokens_and_passwords() {
         b.log()
     );
     assert!(
-        b.log().contains("custom auth server unavailable"),
+        b.wait_for_log("custom auth server unavailable", WAIT),
         "{}",
         b.log()
     );
@@ -298,8 +298,7 @@ fn k8s_sat_connect_reauthentication_and_expiry() {
         "{got:?}"
     );
     assert!(
-        b.log()
-            .contains("credentials expired without re-authentication"),
+        b.wait_for_log("credentials expired without re-authentication", WAIT),
         "{}",
         b.log()
     );

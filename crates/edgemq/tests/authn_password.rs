@@ -99,7 +99,7 @@ fn documentation_vectors_admit_their_users_and_refuse_others_with_reason_codes()
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(sub.message(), "auth/pw pub-ok");
     assert!(
-        b.log().contains("(\"floor\", \"floor1\")"),
+        b.wait_for_log("(\"floor\", \"floor1\")", WAIT),
         "attributes of client1:\n{}",
         b.log()
     );
@@ -134,11 +134,15 @@ fn documentation_vectors_admit_their_users_and_refuse_others_with_reason_codes()
         );
     }
     assert!(
-        b.log().contains("wrong password for user \"client1\""),
+        b.wait_for_log("wrong password for user \"client1\"", WAIT),
         "{}",
         b.log()
     );
-    assert!(b.log().contains("unknown user \"nobody\""), "{}", b.log());
+    assert!(
+        b.wait_for_log("unknown user \"nobody\"", WAIT),
+        "{}",
+        b.log()
+    );
 }
 
 #[test]

@@ -256,7 +256,7 @@ fn seed_walkthrough_x509_clients_publish_and_plain_subscribers_receive() {
         assert_eq!(code, Some(0), "{client} refused: {out}\n{}", b.log());
         assert_eq!(sub.message(), format!("seed/x509 {client}"));
     }
-    assert!(b.log().contains("method=\"X509\""), "{}", b.log());
+    assert!(b.wait_for_log("method=\"X509\"", WAIT), "{}", b.log());
 }
 
 #[test]
@@ -343,7 +343,11 @@ fn seed_recipe_v1_intermediate_is_refused_with_the_fix_in_the_log() {
         "client42a",
     );
     assert_refused(&b, out, "client42a", "basicConstraints=critical,CA:TRUE");
-    assert!(b.log().contains("invalid CA certificate"), "{}", b.log());
+    assert!(
+        b.wait_for_log("invalid CA certificate", WAIT),
+        "{}",
+        b.log()
+    );
 }
 
 #[test]
