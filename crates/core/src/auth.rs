@@ -121,6 +121,16 @@ pub enum Action<'a> {
 /// publish path.
 pub trait Authorizer: Send + Sync + 'static {
     fn authorize(&self, principal: &Principal, action: Action<'_>) -> bool;
+
+    /// Why `authorize` decides as it does (the rule, or why none matched), for the denial
+    /// log line and `edgemq authz explain`. Called off the hot path.
+    fn explain(&self, principal: &Principal, action: Action<'_>) -> String {
+        if self.authorize(principal, action) {
+            "allowed".into()
+        } else {
+            "denied".into()
+        }
+    }
 }
 
 /// Admits everyone and allows everything: the embedded default's anonymous listener.

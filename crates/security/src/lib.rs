@@ -6,6 +6,7 @@
 //! (password hashing, HTTP calls) runs off the async workers or with a timeout, so a flood
 //! of CONNECTs cannot starve message traffic.
 
+pub mod authz;
 pub mod chain;
 pub mod custom;
 pub mod password;

@@ -1,0 +1,348 @@
+//! Authorization: a `BrokerAuthorization` policy over Connect / Publish / Subscribe.
+//!
+//! Rules only grant; whatever no rule allows is denied. A rule applies to a client when any
+//! of its principal fields matches (client id listed, user name listed, or one attribute map
+//! entirely among the client's attributes). Topic patterns use MQTT wildcards and the
+//! variables `{principal.clientId}`, `{principal.username}`, `{principal.attributes.NAME}`,
+//! each filling one whole level; a variable whose value is missing, empty, or contains `+`,
+//! `#` or `/` makes its pattern match nothing — it can never widen access.
+//!
+//! Pure and lock-free: `decide` runs on the publish path. Allow counters per rule are
+//! relaxed atomics (for the metrics endpoint to come).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use edgemq_core::auth::{Action, Authorizer, Principal};
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub client_ids: Vec<String>,
+    pub usernames: Vec<String>,
+    pub attributes: Vec<BTreeMap<String, String>>,
+    pub connect: bool,
+    pub publish: Vec<Pattern>,
+    pub subscribe: Vec<Pattern>,
+}
+
+/// A topic pattern, parsed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    raw: String,
+    levels: Vec<Level>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Level {
+    Literal(String),
+    Plus,
+    Hash,
+    ClientId,
+    Username,
+    Attribute(String),
+}
+
+impl Pattern {
+    /// Parse a pattern; `Err` for a variable that does not fill a whole level or is unknown
+    /// (the configuration loader reports those first).
+    pub fn parse(raw: &str) -> Result<Pattern, String> {
+        let mut levels = Vec::new();
+        for level in raw.split('/') {
+            let parsed = match level {
+                "+" => Level::Plus,
+                "#" => Level::Hash,
+                "{principal.clientId}" => Level::ClientId,
+                "{principal.username}" => Level::Username,
+                _ => match level
+                    .strip_prefix("{principal.attributes.")
+                    .and_then(|r| r.strip_suffix('}'))
+                {
+                    Some(name) if !name.is_empty() => Level::Attribute(name.to_string()),
+                    _ if level.contains(['{', '}', '+', '#']) => {
+                        return Err(format!("topic {raw:?}: level {level:?}"));
+                    }
+                    _ => Level::Literal(level.to_string()),
+                },
+            };
+            levels.push(parsed);
+        }
+        if levels.iter().rev().skip(1).any(|l| *l == Level::Hash) {
+            return Err(format!("topic {raw:?}: # must be the last level"));
+        }
+        Ok(Pattern {
+            raw: raw.to_string(),
+            levels,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// The pattern with this principal's values in place of variables; `None` when a value
+    /// is missing or could widen the match.
+    fn resolve<'a>(&'a self, p: &'a Principal) -> Option<Vec<Resolved<'a>>> {
+        self.levels
+            .iter()
+            .map(|l| {
+                Some(match l {
+                    Level::Literal(s) => Resolved::Literal(s),
+                    Level::Plus => Resolved::Plus,
+                    Level::Hash => Resolved::Hash,
+                    Level::ClientId => Resolved::Literal(safe(&p.client_id)?),
+                    Level::Username => Resolved::Literal(safe(p.username.as_deref()?)?),
+                    Level::Attribute(name) => Resolved::Literal(safe(
+                        p.attributes
+                            .iter()
+                            .find(|(k, _)| k == name)
+                            .map(|(_, v)| v.as_str())?,
+                    )?),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A substituted value may only name one concrete level.
+fn safe(value: &str) -> Option<&str> {
+    (!value.is_empty() && !value.contains(['+', '#', '/'])).then_some(value)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Resolved<'a> {
+    Literal(&'a str),
+    Plus,
+    Hash,
+}
+
+/// Does the resolved pattern match a topic name [MQTT-4.7]? Leading wildcards do not match
+/// `$`-topics [MQTT-4.7.2-1].
+fn matches_topic(pattern: &[Resolved<'_>], topic: &str) -> bool {
+    if topic.starts_with('$') && matches!(pattern.first(), Some(Resolved::Plus | Resolved::Hash)) {
+        return false;
+    }
+    let mut levels = topic.split('/');
+    for p in pattern {
+        match p {
+            Resolved::Hash => return true,
+            Resolved::Plus => {
+                if levels.next().is_none() {
+                    return false;
+                }
+            }
+            Resolved::Literal(s) => match levels.next() {
+                Some(l) if l == *s => {}
+                _ => return false,
+            },
+        }
+    }
+    levels.next().is_none()
+}
+
+/// Does the resolved pattern cover every topic `filter` can match (filter equal to or
+/// narrower than the pattern)?
+fn covers_filter(pattern: &[Resolved<'_>], filter: &str) -> bool {
+    let f: Vec<&str> = filter.split('/').collect();
+    // A filter starting with a literal `$…` level is only covered by a pattern that names
+    // it: leading wildcards never match `$`-topics.
+    if f.first().is_some_and(|l| l.starts_with('$'))
+        && matches!(pattern.first(), Some(Resolved::Plus | Resolved::Hash))
+    {
+        return false;
+    }
+    for (i, p) in pattern.iter().enumerate() {
+        match p {
+            Resolved::Hash => return true,
+            Resolved::Plus => match f.get(i) {
+                Some(&"#") | None => return false,
+                Some(_) => {}
+            },
+            Resolved::Literal(s) => match f.get(i) {
+                Some(l) if l == s => {}
+                _ => return false,
+            },
+        }
+    }
+    f.len() == pattern.len()
+}
+
+/// The topic filter a subscription is authorized on: shared subscriptions by their filter.
+fn subscription_filter(filter: &str) -> &str {
+    match filter.strip_prefix("$share/") {
+        Some(rest) => rest.split_once('/').map(|(_, f)| f).unwrap_or(""),
+        None => filter,
+    }
+}
+
+impl Rule {
+    /// Whether the rule applies to this principal (its fields are OR-ed).
+    pub fn applies_to(&self, p: &Principal) -> bool {
+        self.client_ids.iter().any(|c| c == &*p.client_id)
+            || p.username
+                .as_deref()
+                .is_some_and(|u| self.usernames.iter().any(|n| n == u))
+            || self.attributes.iter().any(|map| {
+                !map.is_empty()
+                    && map
+                        .iter()
+                        .all(|(k, v)| p.attributes.iter().any(|(ak, av)| ak == k && av == v))
+            })
+    }
+
+    /// Whether the rule allows the action (assuming it applies to the principal).
+    fn allows(&self, p: &Principal, action: Action<'_>) -> bool {
+        match action {
+            Action::Connect => self.connect,
+            Action::Publish { topic } => self
+                .publish
+                .iter()
+                .any(|pat| pat.resolve(p).is_some_and(|r| matches_topic(&r, topic))),
+            Action::Subscribe { filter } => {
+                let filter = subscription_filter(filter);
+                !filter.is_empty()
+                    && self
+                        .subscribe
+                        .iter()
+                        .any(|pat| pat.resolve(p).is_some_and(|r| covers_filter(&r, filter)))
+            }
+        }
+    }
+}
+
+/// The outcome of a decision, with the rule that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed by `rules[index]`.
+    Allowed { rule: usize },
+    /// No rule allowed it.
+    Denied,
+}
+
+/// A BrokerAuthorization's policy.
+pub struct Policy {
+    name: String,
+    rules: Vec<Rule>,
+    allowed: Vec<AtomicU64>,
+    denied: AtomicU64,
+}
+
+impl Policy {
+    pub fn new(name: impl Into<String>, rules: Vec<Rule>) -> Policy {
+        Policy {
+            name: name.into(),
+            allowed: rules.iter().map(|_| AtomicU64::new(0)).collect(),
+            rules,
+            denied: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Decide, and count the decision.
+    pub fn decide(&self, p: &Principal, action: Action<'_>) -> Decision {
+        let decision = self.evaluate(p, action);
+        match decision {
+            Decision::Allowed { rule } => {
+                if let Some(c) = self.allowed.get(rule) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Decision::Denied => {
+                self.denied.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        decision
+    }
+
+    /// Decide without counting (for explanations).
+    pub fn evaluate(&self, p: &Principal, action: Action<'_>) -> Decision {
+        self.rules
+            .iter()
+            .position(|rule| rule.applies_to(p) && rule.allows(p, action))
+            .map_or(Decision::Denied, |rule| Decision::Allowed { rule })
+    }
+
+    /// Human explanation of a decision: which rule allowed it, or why nothing did.
+    pub fn explain(&self, p: &Principal, action: Action<'_>) -> String {
+        match self.evaluate(p, action) {
+            Decision::Allowed { rule } => {
+                format!("allowed by BrokerAuthorization/{} rules[{rule}]", self.name)
+            }
+            Decision::Denied => {
+                let applying: Vec<String> = self
+                    .rules
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.applies_to(p))
+                    .map(|(i, r)| format!("rules[{i}] ({})", r.summary(action)))
+                    .collect();
+                if applying.is_empty() {
+                    format!(
+                        "denied by BrokerAuthorization/{}: no rule matched (no rule names this client id, user name or attributes)",
+                        self.name
+                    )
+                } else {
+                    format!(
+                        "denied by BrokerAuthorization/{}: no rule matched; rules for this client: {}",
+                        self.name,
+                        applying.join("; ")
+                    )
+                }
+            }
+        }
+    }
+
+    /// (rule index, allowed count) and the number of denials.
+    pub fn counters(&self) -> (Vec<u64>, u64) {
+        (
+            self.allowed
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+            self.denied.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Rule {
+    fn summary(&self, action: Action<'_>) -> String {
+        let list = |v: &[Pattern]| {
+            if v.is_empty() {
+                "nothing".to_string()
+            } else {
+                v.iter()
+                    .map(|p| p.raw.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        match action {
+            Action::Connect => format!(
+                "Connect {}",
+                if self.connect {
+                    "allowed"
+                } else {
+                    "not granted"
+                }
+            ),
+            Action::Publish { .. } => format!("Publish on {}", list(&self.publish)),
+            Action::Subscribe { .. } => format!("Subscribe on {}", list(&self.subscribe)),
+        }
+    }
+}
+
+impl Authorizer for Policy {
+    fn authorize(&self, principal: &Principal, action: Action<'_>) -> bool {
+        matches!(self.decide(principal, action), Decision::Allowed { .. })
+    }
+
+    fn explain(&self, principal: &Principal, action: Action<'_>) -> String {
+        Policy::explain(self, principal, action)
+    }
+}
+
+#[cfg(test)]
+mod tests;
