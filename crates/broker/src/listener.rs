@@ -3,6 +3,7 @@
 //! authenticator and authorizer.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,7 +66,12 @@ pub struct ListenerContext {
     /// Replaced in place on reload (new passwords, CA bundles, auth servers) so connected
     /// clients stay; each CONNECT takes the current one.
     authenticator: RwLock<Arc<dyn Authenticator>>,
-    pub authorizer: Arc<dyn Authorizer>,
+    /// Replaced in place on reload; connections keep a copy and compare `authz_generation`
+    /// (one relaxed load per wake-up) to notice a new policy and re-check subscriptions.
+    authorizer: RwLock<Arc<dyn Authorizer>>,
+    authz_generation: AtomicU64,
+    /// Wakes idle connections when the policy changes, so revocations apply at once.
+    authz_changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl ListenerContext {
@@ -79,8 +85,32 @@ impl ListenerContext {
             name,
             port,
             authenticator: RwLock::new(authenticator),
-            authorizer,
+            authorizer: RwLock::new(authorizer),
+            authz_generation: AtomicU64::new(0),
+            authz_changed: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// Fires when the policy changes.
+    pub fn authz_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.authz_changed.subscribe()
+    }
+
+    /// The current authorizer and its generation.
+    pub fn authorizer(&self) -> (Arc<dyn Authorizer>, u64) {
+        let authorizer = self.authorizer.read().clone();
+        (authorizer, self.authz_generation.load(Ordering::Acquire))
+    }
+
+    pub fn authz_generation(&self) -> u64 {
+        self.authz_generation.load(Ordering::Relaxed)
+    }
+
+    /// A new policy for this listener; connected clients pick it up at their next wake-up.
+    pub fn replace_authorizer(&self, authorizer: Arc<dyn Authorizer>) {
+        *self.authorizer.write() = authorizer;
+        let generation = self.authz_generation.fetch_add(1, Ordering::Release) + 1;
+        self.authz_changed.send_replace(generation);
     }
 
     /// The authenticator for a CONNECT or AUTH now.

@@ -79,9 +79,9 @@ impl Server {
             match wanted.get(&key) {
                 Some(config) if running[&key].fingerprint == config.fingerprint => {
                     // Same listener: its clients stay; new CONNECTs use the new credentials.
-                    running[&key]
-                        .context
-                        .replace_authenticator(config.authenticator.clone());
+                    let context = &running[&key].context;
+                    context.replace_authenticator(config.authenticator.clone());
+                    context.replace_authorizer(config.authorizer.clone());
                     report.unchanged.push(label(&key));
                 }
                 Some(_) => {

@@ -296,6 +296,8 @@ fn listeners(config: &Config, tls: &mut TlsManager) -> anyhow::Result<Vec<Listen
             }
             let mut l = ListenerConfig::anonymous(listener.name.clone(), port.bind);
             l.authenticator = authenticator;
+            l.authorizer = crate::authz::for_port(config, port.authorization.as_deref())
+                .with_context(|| format!("BrokerListener/{} port {}", listener.name, port.port))?;
             l.transport = Transport {
                 protocol,
                 tls: server_tls,

@@ -1,6 +1,7 @@
 //! The `edgemq` binary: command line, logging, runtime. `anyhow` lives here only.
 
 mod authn;
+mod authz;
 mod cli_tools;
 mod configured;
 mod tls;
@@ -52,6 +53,16 @@ enum Command {
     /// Make CA, intermediate, server and client certificates, or inspect one.
     #[command(subcommand)]
     Certs(cli_tools::CertsCommand),
+    /// Authorization policies.
+    #[command(subcommand)]
+    Authz(AuthzCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuthzCommand {
+    /// Decide one action for a client as the running broker would, and name the rule.
+    /// Exit 0 allowed, 1 denied, 2 on a configuration error.
+    Explain(authz::ExplainArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -143,6 +154,7 @@ fn main() -> ExitCode {
         Command::Ca(CaCommand::Export { data_dir }) => tls::export_ca(&data_dir),
         Command::PasswordHash(args) => cli_tools::password_hash(&args),
         Command::Certs(command) => cli_tools::certs(&command),
+        Command::Authz(AuthzCommand::Explain(args)) => authz::explain(&args),
     }
 }
 

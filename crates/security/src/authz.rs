@@ -22,6 +22,9 @@ pub struct Rule {
     pub usernames: Vec<String>,
     pub attributes: Vec<BTreeMap<String, String>>,
     pub connect: bool,
+    /// Connect only for these client ids (exact, or a prefix ending in `*`; variables are
+    /// replaced first); empty = any client the rule applies to.
+    pub connect_client_ids: Vec<String>,
     pub publish: Vec<Pattern>,
     pub subscribe: Vec<Pattern>,
 }
@@ -167,6 +170,43 @@ fn covers_filter(pattern: &[Resolved<'_>], filter: &str) -> bool {
     f.len() == pattern.len()
 }
 
+/// A Connect `clientIds` entry against the principal's client id.
+fn client_id_matches(pattern: &str, p: &Principal) -> bool {
+    let mut text = pattern.to_string();
+    for (var, value) in [
+        ("{principal.clientId}", Some(&*p.client_id)),
+        ("{principal.username}", p.username.as_deref()),
+    ] {
+        if text.contains(var) {
+            match value.and_then(safe) {
+                Some(v) => text = text.replace(var, v),
+                None => return false,
+            }
+        }
+    }
+    if text.contains('{') {
+        // An attribute or unknown variable: never widen access.
+        let mut resolved = text.clone();
+        for (k, v) in &p.attributes {
+            let var = format!("{{principal.attributes.{k}}}");
+            if resolved.contains(&var) {
+                match safe(v) {
+                    Some(v) => resolved = resolved.replace(&var, v),
+                    None => return false,
+                }
+            }
+        }
+        if resolved.contains('{') {
+            return false;
+        }
+        text = resolved;
+    }
+    match text.strip_suffix('*') {
+        Some(prefix) => p.client_id.starts_with(prefix),
+        None => *p.client_id == *text,
+    }
+}
+
 /// The topic filter a subscription is authorized on: shared subscriptions by their filter.
 fn subscription_filter(filter: &str) -> &str {
     match filter.strip_prefix("$share/") {
@@ -193,7 +233,14 @@ impl Rule {
     /// Whether the rule allows the action (assuming it applies to the principal).
     fn allows(&self, p: &Principal, action: Action<'_>) -> bool {
         match action {
-            Action::Connect => self.connect,
+            Action::Connect => {
+                self.connect
+                    && (self.connect_client_ids.is_empty()
+                        || self
+                            .connect_client_ids
+                            .iter()
+                            .any(|pattern| client_id_matches(pattern, p)))
+            }
             Action::Publish { topic } => self
                 .publish
                 .iter()

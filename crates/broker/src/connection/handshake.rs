@@ -123,8 +123,14 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         },
         attributes: admission.attributes,
     };
-    if !listener.authorizer.authorize(&principal, Action::Connect) {
-        tracing::warn!(listener = %listener.name, peer = %peer.addr, client_id = %client_id, "not authorized to connect");
+    let (authorizer, _) = listener.authorizer();
+    if !authorizer.authorize(&principal, Action::Connect) {
+        tracing::warn!(
+            listener = %listener.name, port = listener.port, peer = %peer.addr,
+            client_id = %client_id, username = ?principal.username.as_deref(),
+            attributes = ?principal.attributes, action = "connect",
+            "not authorized: {}", authorizer.explain(&principal, Action::Connect)
+        );
         connack_error(io, version, ReasonCode::NotAuthorized);
         return None;
     }

@@ -187,12 +187,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 return Ok(());
             }
         }
-        let allowed = self.listener.authorizer.authorize(
-            &self.principal,
-            Action::Publish {
-                topic: &publish.topic,
-            },
-        );
+        let topic = publish.topic.clone();
+        let allowed = self.authorized(Action::Publish { topic: &topic });
         let mut reason = ReasonCode::Success;
         if allowed {
             let message = Message::from_publish(
@@ -205,7 +201,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 reason = ReasonCode::NoMatchingSubscribers;
             }
         } else {
-            tracing::warn!(topic = %publish.topic, "publish not authorized");
+            // v5: PUBACK/PUBREC 0x87; v3 has no reason codes: acknowledged, not delivered.
             reason = ReasonCode::NotAuthorized;
         }
         match qos {
@@ -256,12 +252,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if filter.share_group.is_some() && options.no_local {
                 return Err(self.protocol_error("[MQTT-3.8.3-4] No Local on a shared subscription"));
             }
-            if !self
-                .listener
-                .authorizer
-                .authorize(&self.principal, Action::Subscribe { filter: &raw })
-            {
-                tracing::warn!(filter = %raw, "subscribe not authorized");
+            if !self.authorized(Action::Subscribe { filter: &raw }) {
+                // v5 0x87, v3 0x80 (failure).
                 reasons.push(if self.version.is_v5() {
                     ReasonCode::NotAuthorized
                 } else {

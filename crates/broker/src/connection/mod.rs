@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use edgemq_codec::{Auth, Decoder, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
-use edgemq_core::auth::{AuthDecision, ConnectRequest, Principal, RequestKind};
+use edgemq_core::auth::{Action, AuthDecision, Authorizer, ConnectRequest, Principal, RequestKind};
 use edgemq_core::message::Message;
 use edgemq_core::session::InboundAliases;
 
@@ -205,6 +205,20 @@ pub(crate) struct Connection<S> {
     /// A re-authentication AUTH waiting for the (asynchronous) authenticator; input after it
     /// is not processed until it is decided.
     pending_reauth: Option<Auth>,
+    /// The listener's policy as of `authz_generation`; a newer one is picked up (and the
+    /// subscriptions re-checked) at the next wake-up.
+    authorizer: Arc<dyn Authorizer>,
+    authz_generation: u64,
+    authz_changes: watch::Receiver<u64>,
+    denials: DenialLog,
+}
+
+/// Denials are logged at warn, at most one line a second per client (with a count of those
+/// left out), so a client retrying in a loop cannot flood the log.
+#[derive(Default)]
+struct DenialLog {
+    last: Option<Instant>,
+    suppressed: u64,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -216,6 +230,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         bus: Arc<Bus>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let (authorizer, authz_generation) = listener.authorizer();
+        let authz_changes = listener.authz_changes();
         Connection {
             io,
             last_read: bus.now(),
@@ -240,11 +256,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             credentials_expire: a.credentials_expire,
             authentication_method: a.authentication_method,
             pending_reauth: None,
+            authorizer,
+            authz_generation,
+            authz_changes,
+            denials: DenialLog::default(),
         }
     }
 
     async fn run(&mut self) -> Exit {
         self.session.mailbox.set_connected(true);
+        // A resumed session's subscriptions face the current policy.
+        self.revoke_disallowed_subscriptions();
         // Resume: re-send what was in flight, before anything new [MQTT-4.4.0-1].
         self.resend_inflight();
         // One timer for the connection's life, re-armed only when it fires early: resetting
@@ -258,6 +280,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         // takeover, shutdown or keep-alive handling.
         let mut needs_flush = false;
         loop {
+            if self.listener.authz_generation() != self.authz_generation {
+                let (authorizer, generation) = self.listener.authorizer();
+                self.authorizer = authorizer;
+                self.authz_generation = generation;
+                self.revoke_disallowed_subscriptions();
+            }
             if let Some(auth) = self.pending_reauth.take() {
                 if let Err(exit) = self.reauthenticate(auth).await {
                     return exit;
@@ -300,6 +328,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     None => return Exit::Closed,
                 },
                 _ = self.shutdown.changed() => return Exit::Shutdown,
+                // A new policy: the loop's top re-checks the subscriptions.
+                _ = self.authz_changes.changed() => {}
                 written = write_or_flush(writer, wbuf), if !wbuf.is_empty() || needs_flush => match written {
                     Ok(Some(0)) | Err(_) => return Exit::Closed,
                     Ok(Some(n)) => { let _ = wbuf.split_to(n); needs_flush = true; }
@@ -387,6 +417,65 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
     }
 
+    /// Remove subscriptions the current policy no longer allows (logged), so nothing more
+    /// is delivered on them.
+    fn revoke_disallowed_subscriptions(&mut self) {
+        let revoked: Vec<ByteString> = self
+            .session
+            .subscriptions
+            .keys()
+            .filter(|raw| {
+                !self
+                    .authorizer
+                    .authorize(&self.principal, Action::Subscribe { filter: raw })
+            })
+            .cloned()
+            .collect();
+        for raw in revoked {
+            if let Some((filter, _)) = self.session.subscriptions.remove(&raw) {
+                self.bus.index.unsubscribe(&filter, self.session.key);
+            }
+            tracing::warn!(
+                listener = %self.listener.name, port = self.listener.port,
+                username = ?self.principal.username.as_deref(), filter = %raw,
+                "subscription revoked: {}",
+                self.authorizer.explain(&self.principal, Action::Subscribe { filter: &raw })
+            );
+        }
+    }
+
+    /// Whether the policy allows `action`; a denial is logged (rate-limited) with the rule
+    /// explanation.
+    pub(super) fn authorized(&mut self, action: Action<'_>) -> bool {
+        if self.authorizer.authorize(&self.principal, action) {
+            return true;
+        }
+        let now = self.bus.now();
+        let due = self
+            .denials
+            .last
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+        if due {
+            let (kind, topic) = match action {
+                Action::Connect => ("connect", ""),
+                Action::Publish { topic } => ("publish", topic),
+                Action::Subscribe { filter } => ("subscribe", filter),
+            };
+            tracing::warn!(
+                listener = %self.listener.name, port = self.listener.port,
+                username = ?self.principal.username.as_deref(),
+                attributes = ?self.principal.attributes, action = kind, topic,
+                suppressed = self.denials.suppressed,
+                "not authorized: {}", self.authorizer.explain(&self.principal, action)
+            );
+            self.denials.last = Some(now);
+            self.denials.suppressed = 0;
+        } else {
+            self.denials.suppressed += 1;
+        }
+        false
+    }
+
     /// An AUTH carrying this connection's authentication method.
     fn auth_packet(&self, reason: ReasonCode) -> Packet {
         Packet::Auth(Auth {
@@ -461,7 +550,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         .await;
         tracing::info!(exit = ?ExitLog(&exit), "client disconnected");
 
-        let will = if publish_will { self.will.take() } else { None };
+        let mut will = if publish_will { self.will.take() } else { None };
+        // A will is a publish by this client: the policy decides when it would be sent.
+        if let Some(w) = &will {
+            let topic = w.message.topic.clone();
+            if !self.authorized(Action::Publish { topic: &topic }) {
+                will = None;
+            }
+        }
         match exit {
             Exit::TakenOver {
                 new_clean_start,

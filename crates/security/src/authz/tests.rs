@@ -28,6 +28,7 @@ fn rule(publish: &[&str], subscribe: &[&str]) -> Rule {
         usernames: vec!["u1".into()],
         attributes: vec![BTreeMap::from([("floor".to_string(), "f1".to_string())])],
         connect: true,
+        connect_client_ids: vec![],
         publish: pats(publish),
         subscribe: pats(subscribe),
     }
@@ -135,6 +136,7 @@ fn explanations_name_the_rule_or_say_none_matched() {
                 usernames: vec![],
                 attributes: vec![],
                 connect: false,
+                connect_client_ids: vec![],
                 publish: pats(&["b/#"]),
                 subscribe: vec![],
             },
@@ -165,4 +167,22 @@ fn patterns_reject_partial_variables() {
     assert!(Pattern::parse("a/#/b").is_err());
     assert!(Pattern::parse("a/b+").is_err());
     assert!(Pattern::parse("{principal.attributes.x}/#").is_ok());
+}
+
+#[test]
+fn connect_client_ids_narrow_the_connect_grant() {
+    let mut r = rule(&[], &[]);
+    r.connect_client_ids = vec!["c*".into(), "exact-{principal.username}".into()];
+    let policy = Policy::new("p", vec![r]);
+    let ok = |id: &str, user: Option<&str>| {
+        let mut p = principal(id, user, &[("floor", "f1")]);
+        p.client_id = ByteString::from(id);
+        matches!(policy.decide(&p, Action::Connect), Decision::Allowed { .. })
+    };
+    assert!(ok("c1", None));
+    assert!(ok("c-anything", None));
+    assert!(ok("exact-u1", Some("u1")));
+    assert!(!ok("exact-u2", Some("u1")));
+    assert!(!ok("d1", None));
+    assert!(!ok("exact-", None), "a missing user name never matches");
 }
