@@ -486,3 +486,49 @@ fn seed_walkthrough_with_certificates_from_edgemq_certs() {
     );
     assert_refused(&b, out, "intruder", "does not lead to a trusted client CA");
 }
+
+/// Authorization with X.509 attributes: `{principal.attributes.city}` from the intermediate's
+/// subject and `{principal.username}` = the leaf CN.
+#[test]
+fn x509_attributes_feed_authorization_topics() {
+    let d = Dirs::new();
+    let pki = ClientPki::openssl(&d.config.parent().unwrap().join("pki"), true);
+    let server_ca = server_chain(&d);
+    let attributes = "        authorizationAttributes:\n          intermediate:\n            subject: \"CN = Clients42 Intermediate CA 1\"\n            attributes: {city: seattle}\n";
+    let (plain, secure) = seed_config(&d, &pki.root_pem(), attributes);
+    // The X.509 port gets a policy; rewrite its port entry to reference it.
+    let listeners = std::fs::read_to_string(d.config.join("listeners.yaml")).unwrap();
+    d.write(
+        "listeners.yaml",
+        &listeners.replace(
+            "      authenticationRef: x509-policy\n",
+            "      authenticationRef: x509-policy\n      authorizationRef: by-city\n",
+        ),
+    );
+    d.write(
+        "authorization.yaml",
+        &format!("apiVersion: {V1}\nkind: BrokerAuthorization\nmetadata:\n  name: by-city\nspec:\n  authorizationPolicies:\n    rules:\n      - principals:\n          attributes:\n            - {{city: seattle}}\n        brokerResources:\n          - method: Connect\n          - method: Publish\n            topics: [\"sites/{{principal.attributes.city}}/{{principal.username}}\"]\n"),
+    );
+    let b = Broker::start_config(&d.config, &d.data, 2, &[]);
+    let sub = Sub::start(addr(plain), "sites/#", &[]);
+    let publish = |topic: &str, id: &str| {
+        let (code, out, err) = run_with_timeout(
+            Command::new("mosquitto_pub")
+                .args(["-V", "5", "-q", "1", "-h", "127.0.0.1", "-p", &secure.to_string(), "-i", id])
+                .args(["--cafile", server_ca.to_str().unwrap()])
+                .args(["--cert", &pki.path("client42a-bundle.crt"), "--key", &pki.path("client42a.key")])
+                .args(["-t", topic, "-m", id]),
+            WAIT,
+        );
+        (code, format!("{out}{err}"))
+    };
+    // Another city, and another device's name: refused (PUBACK 0x87), logged with the rule.
+    let _ = publish("sites/paris/client42a", "denied-city");
+    assert!(b.wait_for_log("topic=\"sites/paris/client42a\"", WAIT), "{}", b.log());
+    let _ = publish("sites/seattle/client42b", "denied-name");
+    assert!(b.wait_for_log("topic=\"sites/seattle/client42b\"", WAIT), "{}", b.log());
+    // Its own city and CN: delivered, and it is the first message the subscriber sees.
+    let (code, out) = publish("sites/seattle/client42a", "allowed");
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(sub.message(), "sites/seattle/client42a allowed");
+}
