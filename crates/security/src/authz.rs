@@ -82,29 +82,24 @@ impl Pattern {
     pub fn as_str(&self) -> &str {
         &self.raw
     }
+}
 
-    /// The pattern with this principal's values in place of variables; `None` when a value
-    /// is missing or could widen the match.
-    fn resolve<'a>(&'a self, p: &'a Principal) -> Option<Vec<Resolved<'a>>> {
-        self.levels
-            .iter()
-            .map(|l| {
-                Some(match l {
-                    Level::Literal(s) => Resolved::Literal(s),
-                    Level::Plus => Resolved::Plus,
-                    Level::Hash => Resolved::Hash,
-                    Level::ClientId => Resolved::Literal(safe(&p.client_id)?),
-                    Level::Username => Resolved::Literal(safe(p.username.as_deref()?)?),
-                    Level::Attribute(name) => Resolved::Literal(safe(
-                        p.attributes
-                            .iter()
-                            .find(|(k, _)| k == name)
-                            .map(|(_, v)| v.as_str())?,
-                    )?),
-                })
-            })
-            .collect()
-    }
+/// One level of a pattern with the principal's value in place of a variable; `None` when
+/// the value is missing or could widen the match.
+fn resolve<'a>(level: &'a Level, p: &'a Principal) -> Option<Resolved<'a>> {
+    Some(match level {
+        Level::Literal(s) => Resolved::Literal(s),
+        Level::Plus => Resolved::Plus,
+        Level::Hash => Resolved::Hash,
+        Level::ClientId => Resolved::Literal(safe(&p.client_id)?),
+        Level::Username => Resolved::Literal(safe(p.username.as_deref()?)?),
+        Level::Attribute(name) => Resolved::Literal(safe(
+            p.attributes
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())?,
+        )?),
+    })
 }
 
 /// A substituted value may only name one concrete level.
@@ -119,23 +114,24 @@ enum Resolved<'a> {
     Hash,
 }
 
-/// Does the resolved pattern match a topic name [MQTT-4.7]? Leading wildcards do not match
-/// `$`-topics [MQTT-4.7.2-1].
-fn matches_topic(pattern: &[Resolved<'_>], topic: &str) -> bool {
-    if topic.starts_with('$') && matches!(pattern.first(), Some(Resolved::Plus | Resolved::Hash)) {
+/// Does the pattern, resolved for `p` level by level (no allocation), match a topic name
+/// [MQTT-4.7]? Leading wildcards do not match `$`-topics [MQTT-4.7.2-1].
+fn matches_topic(pattern: &Pattern, p: &Principal, topic: &str) -> bool {
+    if topic.starts_with('$') && matches!(pattern.levels.first(), Some(Level::Plus | Level::Hash)) {
         return false;
     }
     let mut levels = topic.split('/');
-    for p in pattern {
-        match p {
-            Resolved::Hash => return true,
-            Resolved::Plus => {
+    for level in &pattern.levels {
+        match resolve(level, p) {
+            None => return false,
+            Some(Resolved::Hash) => return true,
+            Some(Resolved::Plus) => {
                 if levels.next().is_none() {
                     return false;
                 }
             }
-            Resolved::Literal(s) => match levels.next() {
-                Some(l) if l == *s => {}
+            Some(Resolved::Literal(s)) => match levels.next() {
+                Some(l) if l == s => {}
                 _ => return false,
             },
         }
@@ -143,31 +139,31 @@ fn matches_topic(pattern: &[Resolved<'_>], topic: &str) -> bool {
     levels.next().is_none()
 }
 
-/// Does the resolved pattern cover every topic `filter` can match (filter equal to or
-/// narrower than the pattern)?
-fn covers_filter(pattern: &[Resolved<'_>], filter: &str) -> bool {
-    let f: Vec<&str> = filter.split('/').collect();
+/// Does the pattern (resolved for `p`) cover every topic `filter` can match (filter equal
+/// to or narrower than the pattern)?
+fn covers_filter(pattern: &Pattern, p: &Principal, filter: &str) -> bool {
     // A filter starting with a literal `$…` level is only covered by a pattern that names
     // it: leading wildcards never match `$`-topics.
-    if f.first().is_some_and(|l| l.starts_with('$'))
-        && matches!(pattern.first(), Some(Resolved::Plus | Resolved::Hash))
+    if filter.starts_with('$') && matches!(pattern.levels.first(), Some(Level::Plus | Level::Hash))
     {
         return false;
     }
-    for (i, p) in pattern.iter().enumerate() {
-        match p {
-            Resolved::Hash => return true,
-            Resolved::Plus => match f.get(i) {
-                Some(&"#") | None => return false,
+    let mut f = filter.split('/');
+    for level in &pattern.levels {
+        match resolve(level, p) {
+            None => return false,
+            Some(Resolved::Hash) => return true,
+            Some(Resolved::Plus) => match f.next() {
+                Some("#") | None => return false,
                 Some(_) => {}
             },
-            Resolved::Literal(s) => match f.get(i) {
+            Some(Resolved::Literal(s)) => match f.next() {
                 Some(l) if l == s => {}
                 _ => return false,
             },
         }
     }
-    f.len() == pattern.len()
+    f.next().is_none()
 }
 
 /// A Connect `clientIds` entry against the principal's client id.
@@ -241,17 +237,16 @@ impl Rule {
                             .iter()
                             .any(|pattern| client_id_matches(pattern, p)))
             }
-            Action::Publish { topic } => self
-                .publish
-                .iter()
-                .any(|pat| pat.resolve(p).is_some_and(|r| matches_topic(&r, topic))),
+            Action::Publish { topic } => {
+                self.publish.iter().any(|pat| matches_topic(pat, p, topic))
+            }
             Action::Subscribe { filter } => {
                 let filter = subscription_filter(filter);
                 !filter.is_empty()
                     && self
                         .subscribe
                         .iter()
-                        .any(|pat| pat.resolve(p).is_some_and(|r| covers_filter(&r, filter)))
+                        .any(|pat| covers_filter(pat, p, filter))
             }
         }
     }
