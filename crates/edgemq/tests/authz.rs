@@ -414,3 +414,33 @@ fn authz_explain_decides_without_a_broker() {
     );
     assert_eq!(code, Some(2), "{out}");
 }
+
+/// The v1beta1 shapes: `authorizationEnabled` on the listener, `listenerRef` and
+/// `enableCache` on the BrokerAuthorization.
+#[test]
+fn v1beta1_authorization_form_is_enforced() {
+    let d = Dirs::new();
+    let port = free_port();
+    d.write(
+        "legacy.yaml",
+        &format!(
+            "apiVersion: mq.iotoperations.azure.com/v1beta1\nkind: BrokerListener\nmetadata:\n  name: legacy\nspec:\n  brokerRef: broker\n  serviceType: clusterIp\n  port: {port}\n  authenticationEnabled: true\n  authorizationEnabled: true\n---\napiVersion: mq.iotoperations.azure.com/v1beta1\nkind: BrokerAuthentication\nmetadata:\n  name: authn\nspec:\n  listenerRef: [legacy]\n  authenticationMethods:\n    - usernamePassword: {{secretName: passwords-db}}\n---\napiVersion: mq.iotoperations.azure.com/v1beta1\nkind: BrokerAuthorization\nmetadata:\n  name: authz\nspec:\n  listenerRef: [legacy]\n  authorizationPolicies:\n    enableCache: true\n    rules:\n      - principals:\n          usernames: [client1]\n        brokerResources:\n          - method: Connect\n          - method: Publish\n            topics: [\"legacy/{{principal.username}}/#\"]\n          - method: Subscribe\n            topics: [\"legacy/#\"]\n"
+        ),
+    );
+    d.write("secrets/passwords-db/passwords.toml", &passwords());
+    let _b = Broker::start_config(&d.config, &d.data, 1, &[]);
+    let sub = Sub::start(
+        addr(port),
+        "legacy/#",
+        &["-u", "client1", "-P", "password", "-i", "legacy-sub"],
+    );
+    let (mut c, code) = raw_login(port, 5, "legacy-pub", "client1", "password");
+    assert_eq!(code, 0);
+    c.send(&raw::publish_v5("legacy/client2/x", 1, 1, &[0], b"no"));
+    assert_eq!(c.read_packet(), vec![0x40, 0x03, 0x00, 0x01, 0x87]);
+    c.send(&raw::publish_v5("legacy/client1/x", 1, 2, &[0], b"yes"));
+    assert_eq!(c.read_packet()[..4], [0x40, 0x02, 0x00, 0x02]);
+    assert_eq!(sub.message(), "legacy/client1/x yes");
+    // client2 is authenticated but no rule lets it connect.
+    assert_eq!(raw_login(port, 5, "c2", "client2", "password2").1, 0x87);
+}
