@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use std::path::Path;
-use std::time::Duration;
 
 use edgemq_config::{AuthnMethod, Config, SatVerification};
 use edgemq_core::auth::{AllowAll, Authenticator};
@@ -92,7 +91,7 @@ fn method(config: &Config, m: &AuthnMethod) -> anyhow::Result<Arc<dyn Method>> {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
-                timeout: Duration::from_secs(5),
+                timeout: edgemq_security::custom::DEFAULT_TIMEOUT,
             })?)
         }
     })

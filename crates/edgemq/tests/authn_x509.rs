@@ -514,9 +514,25 @@ fn x509_attributes_feed_authorization_topics() {
     let publish = |topic: &str, id: &str| {
         let (code, out, err) = run_with_timeout(
             Command::new("mosquitto_pub")
-                .args(["-V", "5", "-q", "1", "-h", "127.0.0.1", "-p", &secure.to_string(), "-i", id])
+                .args([
+                    "-V",
+                    "5",
+                    "-q",
+                    "1",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &secure.to_string(),
+                    "-i",
+                    id,
+                ])
                 .args(["--cafile", server_ca.to_str().unwrap()])
-                .args(["--cert", &pki.path("client42a-bundle.crt"), "--key", &pki.path("client42a.key")])
+                .args([
+                    "--cert",
+                    &pki.path("client42a-bundle.crt"),
+                    "--key",
+                    &pki.path("client42a.key"),
+                ])
                 .args(["-t", topic, "-m", id]),
             WAIT,
         );
@@ -524,9 +540,17 @@ fn x509_attributes_feed_authorization_topics() {
     };
     // Another city, and another device's name: refused (PUBACK 0x87), logged with the rule.
     let _ = publish("sites/paris/client42a", "denied-city");
-    assert!(b.wait_for_log("topic=\"sites/paris/client42a\"", WAIT), "{}", b.log());
+    assert!(
+        b.wait_for_log("topic=\"sites/paris/client42a\"", WAIT),
+        "{}",
+        b.log()
+    );
     let _ = publish("sites/seattle/client42b", "denied-name");
-    assert!(b.wait_for_log("topic=\"sites/seattle/client42b\"", WAIT), "{}", b.log());
+    assert!(
+        b.wait_for_log("topic=\"sites/seattle/client42b\"", WAIT),
+        "{}",
+        b.log()
+    );
     // Its own city and CN: delivered, and it is the first message the subscriber sees.
     let (code, out) = publish("sites/seattle/client42a", "allowed");
     assert_eq!(code, Some(0), "{out}");

@@ -324,29 +324,34 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// An HTTPS client trusting `ca_pem` (or the bundled web roots).
+/// An HTTPS client trusting `ca_pem` only (or the system's trust store).
 fn http_client(ca_pem: Option<&str>) -> Result<reqwest::Client, SatError> {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_pem {
+    let versions = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| SatError::Client(e.to_string()))?;
+    let config = match ca_pem {
         Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
                 let cert = cert.map_err(|e| SatError::Client(format!("CA: {e}")))?;
                 roots
                     .add(cert)
                     .map_err(|e| SatError::Client(format!("CA: {e}")))?;
             }
+            versions.with_root_certificates(roots).with_no_client_auth()
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| SatError::Client(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+        None => {
+            use rustls_platform_verifier::BuilderVerifierExt as _;
+            versions
+                .with_platform_verifier()
+                .map_err(|e| SatError::Client(format!("system trust store: {e}")))?
+                .with_no_client_auth()
+        }
+    };
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .timeout(TIMEOUT)
