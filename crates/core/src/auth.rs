@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -117,10 +118,30 @@ pub enum Action<'a> {
     Subscribe { filter: &'a str },
 }
 
+/// What an authorizer precomputed for one principal, kept by its connection (a policy: the
+/// indices of the rules that apply to it, so a PUBLISH only tries those). `None`: nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared(pub Option<Arc<[u32]>>);
+
 /// Decides whether a principal may perform an action. Synchronous and cheap: it runs on the
 /// publish path.
 pub trait Authorizer: Send + Sync + 'static {
     fn authorize(&self, principal: &Principal, action: Action<'_>) -> bool;
+
+    /// Precompute for a principal (at CONNECT, re-authentication and policy changes).
+    fn prepare(&self, _principal: &Principal) -> Prepared {
+        Prepared(None)
+    }
+
+    /// `authorize` with what `prepare` computed for this same principal and authorizer.
+    fn authorize_prepared(
+        &self,
+        principal: &Principal,
+        _prepared: &Prepared,
+        action: Action<'_>,
+    ) -> bool {
+        self.authorize(principal, action)
+    }
 
     /// Why `authorize` decides as it does (the rule, or why none matched), for the denial
     /// log line and `edgemq authz explain`. Called off the hot path.

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use edgemq_core::auth::{Action, Authorizer, Principal};
+use edgemq_core::auth::{Action, Authorizer, Prepared, Principal};
 
 /// A compiled rule.
 #[derive(Debug, Clone)]
@@ -379,6 +379,44 @@ impl Rule {
 impl Authorizer for Policy {
     fn authorize(&self, principal: &Principal, action: Action<'_>) -> bool {
         matches!(self.decide(principal, action), Decision::Allowed { .. })
+    }
+
+    fn prepare(&self, principal: &Principal) -> Prepared {
+        Prepared(Some(
+            self.rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.applies_to(principal))
+                .filter_map(|(i, _)| u32::try_from(i).ok())
+                .collect(),
+        ))
+    }
+
+    fn authorize_prepared(
+        &self,
+        principal: &Principal,
+        prepared: &Prepared,
+        action: Action<'_>,
+    ) -> bool {
+        let Some(applying) = &prepared.0 else {
+            return self.authorize(principal, action);
+        };
+        // Same order as `decide`: the first applying rule that allows decides.
+        for &i in applying.iter() {
+            let i = i as usize;
+            if self
+                .rules
+                .get(i)
+                .is_some_and(|r| r.allows(principal, action))
+            {
+                if let Some(c) = self.allowed.get(i) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+                return true;
+            }
+        }
+        self.denied.fetch_add(1, Ordering::Relaxed);
+        false
     }
 
     fn explain(&self, principal: &Principal, action: Action<'_>) -> String {

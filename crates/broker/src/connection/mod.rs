@@ -22,7 +22,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use edgemq_codec::{Auth, Decoder, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
-use edgemq_core::auth::{Action, AuthDecision, Authorizer, ConnectRequest, Principal, RequestKind};
+use edgemq_core::auth::{
+    Action, AuthDecision, Authorizer, ConnectRequest, Prepared, Principal, RequestKind,
+};
 use edgemq_core::message::Message;
 use edgemq_core::session::InboundAliases;
 
@@ -208,6 +210,8 @@ pub(crate) struct Connection<S> {
     /// The listener's policy as of `authz_generation`; a newer one is picked up (and the
     /// subscriptions re-checked) at the next wake-up.
     authorizer: Arc<dyn Authorizer>,
+    /// What the policy precomputed for this principal (the rules that apply to it).
+    authz_prepared: Prepared,
     authz_generation: u64,
     authz_changes: watch::Receiver<u64>,
     denials: DenialLog,
@@ -232,6 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     ) -> Self {
         let (authorizer, authz_generation) = listener.authorizer();
         let authz_changes = listener.authz_changes();
+        let authz_prepared = authorizer.prepare(&a.principal);
         Connection {
             io,
             last_read: bus.now(),
@@ -256,6 +261,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             credentials_expire: a.credentials_expire,
             authentication_method: a.authentication_method,
             pending_reauth: None,
+            authz_prepared,
             authorizer,
             authz_generation,
             authz_changes,
@@ -282,6 +288,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         loop {
             if self.listener.authz_generation() != self.authz_generation {
                 let (authorizer, generation) = self.listener.authorizer();
+                self.authz_prepared = authorizer.prepare(&self.principal);
                 self.authorizer = authorizer;
                 self.authz_generation = generation;
                 self.revoke_disallowed_subscriptions();
@@ -401,6 +408,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         match authenticator.authenticate(&request).await {
             AuthDecision::Allow(admission) => {
                 self.principal.attributes = admission.attributes;
+                self.authz_prepared = self.authorizer.prepare(&self.principal);
                 self.credentials_expire = admission.expires_at;
                 self.send(self.auth_packet(ReasonCode::Success));
                 Ok(())
@@ -447,7 +455,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Whether the policy allows `action`; a denial is logged (rate-limited) with the rule
     /// explanation.
     pub(super) fn authorized(&mut self, action: Action<'_>) -> bool {
-        if self.authorizer.authorize(&self.principal, action) {
+        if self
+            .authorizer
+            .authorize_prepared(&self.principal, &self.authz_prepared, action)
+        {
             return true;
         }
         let now = self.bus.now();

@@ -122,6 +122,13 @@ fn decision_table() {
         };
         let got = matches!(policy.decide(p, action), Decision::Allowed { .. });
         assert_eq!(got, want, "{name}: {}", policy.explain(p, action));
+        // The per-connection fast path decides the same.
+        let prepared = policy.prepare(p);
+        assert_eq!(
+            policy.authorize_prepared(p, &prepared, action),
+            want,
+            "{name} (prepared)"
+        );
     }
 }
 
