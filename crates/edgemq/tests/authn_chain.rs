@@ -23,10 +23,6 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use raw::{connect_raw, flags, lp, p_str, packet, prop, props, RawClient};
 use serde_json::json;
 
-const PASSWORDS_TOML: &str = r#"[client1]
-password = "$pbkdf2-sha512$i=100000,l=64$HqJwOCHweNk1pLryiu3RsA$KVSvxKYcibIG5S5n55RvxKRTdAAfCUtBJoy5IuFzdSZyzkwvUcU+FPawEWFPn+06JyZsndfRTfpiEh+2eSJLkg"
-"#;
-
 /// A cluster's token signer: an EC key made in the test and its JWKS.
 struct Cluster {
     key: EncodingKey,

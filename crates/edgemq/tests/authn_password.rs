@@ -12,20 +12,6 @@ use std::process::Command;
 use common::fixtures::*;
 use common::{free_port, run_with_timeout, Broker};
 
-/// The AIO documentation's vectors: client1/password, client2/password2.
-pub const PASSWORDS_TOML: &str = r#"[client1]
-password = "$pbkdf2-sha512$i=100000,l=64$HqJwOCHweNk1pLryiu3RsA$KVSvxKYcibIG5S5n55RvxKRTdAAfCUtBJoy5IuFzdSZyzkwvUcU+FPawEWFPn+06JyZsndfRTfpiEh+2eSJLkg"
-[client1.attributes]
-floor = "floor1"
-site = "site1"
-
-[client2]
-password = "$pbkdf2-sha512$i=100000,l=64$+H7jXzcEbq2kkyvpxtxePQ$jTzW6fSesiuNRLMIkDDAzBEILk7iyyDZ3rjlEwQap4UJP4TaCR+EXQXNukO7qNJWlPPP8leNnJDCBgX/255Ezw"
-[client2.attributes]
-floor = "floor2"
-site = "site1"
-"#;
-
 fn v1_authentication() -> String {
     format!("apiVersion: {V1}\nkind: BrokerAuthentication\nmetadata:\n  name: passwords\nspec:\n  authenticationMethods:\n    - method: UsernamePassword\n      usernamePasswordSettings:\n        secretRef: passwords-db\n")
 }

@@ -12,7 +12,6 @@
 //! store (rustls-platform-verifier), as the spec says.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::STANDARD;
@@ -187,7 +186,7 @@ impl CustomMethod {
             .connect_timeout(settings.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| CustomError::Client(error_chain(&e.without_url())))?;
+            .map_err(|e| CustomError::Client(crate::https::error_chain(&e.without_url())))?;
         Ok(CustomMethod {
             endpoint,
             url,
@@ -236,7 +235,7 @@ impl CustomMethod {
                 .await
             {
                 Ok(r) => r,
-                Err(e) => return self.unreachable(error_chain(&e.without_url())),
+                Err(e) => return self.unreachable(crate::https::error_chain(&e.without_url())),
             };
             match response.status().as_u16() {
                 200 => {
@@ -344,7 +343,7 @@ async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| error_chain(&e.without_url()))?
+        .map_err(|e| crate::https::error_chain(&e.without_url()))?
     {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(format!("longer than {MAX_BODY} bytes"));
@@ -396,17 +395,6 @@ fn highest(versions: &[String]) -> Option<String> {
         .cloned()
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map(SystemTime::from)
@@ -430,33 +418,7 @@ fn tls_config(settings: &CustomSettings) -> Result<rustls::ClientConfig, CustomE
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let versions = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| CustomError::Client(e.to_string()))?;
-    let builder = match &settings.ca_pem {
-        // A configured CA is the only one trusted.
-        Some(pem) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let cert = cert.map_err(|e| CustomError::Ca(e.to_string()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| CustomError::Ca(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(CustomError::Ca("no certificate in the bundle".into()));
-            }
-            versions.with_root_certificates(roots)
-        }
-        // Otherwise the system's trust store (spec: "else system roots").
-        None => {
-            use rustls_platform_verifier::BuilderVerifierExt as _;
-            versions
-                .with_platform_verifier()
-                .map_err(|e| CustomError::Ca(format!("system trust store: {e}")))?
-        }
-    };
+    let builder = crate::https::trusting(settings.ca_pem.as_deref()).map_err(CustomError::Ca)?;
     let mut config = match &settings.client_cert {
         None => builder.with_no_client_auth(),
         Some((chain, key)) => {

@@ -9,6 +9,7 @@
 pub mod authz;
 pub mod chain;
 pub mod custom;
+mod https;
 pub mod password;
 pub mod sat;
 pub mod x509;

@@ -9,7 +9,6 @@
 //! first, so a stale token costs no API call.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -305,7 +304,7 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         .get(url)
         .send()
         .await
-        .map_err(|e| format!("{url}: {}", chain(&e)))?;
+        .map_err(|e| format!("{url}: {}", crate::https::error_chain(&e)))?;
     if !response.status().is_success() {
         return Err(format!("{url}: HTTP status {}", response.status().as_u16()));
     }
@@ -313,45 +312,11 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// An HTTPS client trusting `ca_pem` only (or the system's trust store).
 fn http_client(ca_pem: Option<&str>) -> Result<reqwest::Client, SatError> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::CertificateDer;
-    let versions = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| SatError::Client(e.to_string()))?;
-    let config = match ca_pem {
-        Some(pem) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let cert = cert.map_err(|e| SatError::Client(format!("CA: {e}")))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| SatError::Client(format!("CA: {e}")))?;
-            }
-            versions.with_root_certificates(roots).with_no_client_auth()
-        }
-        None => {
-            use rustls_platform_verifier::BuilderVerifierExt as _;
-            versions
-                .with_platform_verifier()
-                .map_err(|e| SatError::Client(format!("system trust store: {e}")))?
-                .with_no_client_auth()
-        }
-    };
+    let config = crate::https::trusting(ca_pem)
+        .map_err(|e| SatError::Client(format!("CA: {e}")))?
+        .with_no_client_auth();
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .timeout(TIMEOUT)
@@ -494,7 +459,11 @@ impl TokenReviewClient {
         {
             Ok(r) => r,
             Err(e) => {
-                return Verified::Unavailable(format!("TokenReview {}: {}", self.url, chain(&e)))
+                return Verified::Unavailable(format!(
+                    "TokenReview {}: {}",
+                    self.url,
+                    crate::https::error_chain(&e)
+                ))
             }
         };
         let status = response.status().as_u16();

@@ -180,3 +180,18 @@ pub fn tls_args(cafile: &Path) -> Vec<String> {
 pub fn as_strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
+
+/// The AIO documentation's `passwords.toml` test vectors: client1/password (floor1, site1)
+/// and client2/password2 (floor2, site1), PBKDF2-SHA512 with 100,000 iterations.
+pub const PASSWORDS_TOML: &str = r#"[client1]
+password = "$pbkdf2-sha512$i=100000,l=64$HqJwOCHweNk1pLryiu3RsA$KVSvxKYcibIG5S5n55RvxKRTdAAfCUtBJoy5IuFzdSZyzkwvUcU+FPawEWFPn+06JyZsndfRTfpiEh+2eSJLkg"
+[client1.attributes]
+floor = "floor1"
+site = "site1"
+
+[client2]
+password = "$pbkdf2-sha512$i=100000,l=64$+H7jXzcEbq2kkyvpxtxePQ$jTzW6fSesiuNRLMIkDDAzBEILk7iyyDZ3rjlEwQap4UJP4TaCR+EXQXNukO7qNJWlPPP8leNnJDCBgX/255Ezw"
+[client2.attributes]
+floor = "floor2"
+site = "site1"
+"#;
