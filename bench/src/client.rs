@@ -25,6 +25,9 @@ pub struct Stamp {
     pub sent_ns: u64,
 }
 
+/// Keep-alive in every CONNECT (seconds).
+const KEEP_ALIVE_SECS: u16 = 600;
+
 pub struct Client {
     pub stream: TcpStream,
     pub version: ProtocolVersion,
@@ -70,7 +73,8 @@ impl Client {
         client.send(&Packet::Connect(Box::new(Connect {
             protocol_version: version,
             clean_start: true,
-            keep_alive: 0,
+            // Not 0: rumqttd refuses it. Runs are far shorter, so no PINGREQ is needed.
+            keep_alive: KEEP_ALIVE_SECS,
             properties,
             client_id: ByteString::from(client_id),
             last_will: None,

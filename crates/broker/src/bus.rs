@@ -14,9 +14,19 @@ use edgemq_core::retained::RetainedStore;
 use edgemq_core::session::Delivery;
 use edgemq_core::subscriptions::{Route, SubscriptionIndex};
 
-use crate::mailbox::MailboxHandle;
+use crate::mailbox::{Mailbox, MailboxHandle, PushOutcome};
 use crate::sessions::Registry;
 use crate::stats::Stats;
+
+/// Where a publish went.
+#[derive(Debug)]
+pub struct Routed {
+    /// How many sessions it was routed to.
+    pub matched: usize,
+    /// A connected subscriber whose queue is deep: the publisher should pause reading until
+    /// it drains (back-pressure; see [`Mailbox::relieved`]).
+    pub congested: Option<Arc<Mailbox>>,
+}
 
 /// Shared broker state. One per process; every connection holds an `Arc<Bus>`.
 pub struct Bus {
@@ -58,9 +68,8 @@ impl Bus {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Route a message to every matching subscription (and store it if retained). Returns
-    /// the number of sessions it was routed to.
-    pub fn publish(&self, message: Arc<Message>) -> usize {
+    /// Route a message to every matching subscription (and store it if retained).
+    pub fn publish(&self, message: Arc<Message>) -> Routed {
         self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
         if message.retain && self.limits.retain_available {
             self.retained.set(message.clone());
@@ -74,7 +83,10 @@ impl Bus {
                 Err(_) => &mut fresh,
             };
             self.index.route(&message.topic, message.publisher, routes);
-            let count = routes.len();
+            let mut routed = Routed {
+                matched: routes.len(),
+                congested: None,
+            };
             for route in routes.drain(..) {
                 let delivery = Delivery {
                     qos: message.qos.min(route.qos),
@@ -83,9 +95,17 @@ impl Bus {
                     share_group: route.share_group,
                     message: message.clone(),
                 };
-                route.subscriber.0.push(delivery, &self.stats);
+                let outcome = route.subscriber.0.push(delivery, &self.stats);
+                // The publisher's own queue never holds it back: it drains only while the
+                // publisher's connection reads (its acknowledgements).
+                if outcome == PushOutcome::QueuedCongested
+                    && routed.congested.is_none()
+                    && message.publisher != Some(route.subscriber.0.key)
+                {
+                    routed.congested = Some(route.subscriber.0.clone());
+                }
             }
-            count
+            routed
         })
     }
 

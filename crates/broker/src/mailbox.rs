@@ -1,6 +1,14 @@
 //! A session's mailbox: the bounded queue publishers push deliveries into and the session's
 //! connection task drains. It is the only state a publisher touches on another session, and
 //! its lock is per session, so fan-out runs in parallel on every core.
+//!
+//! Back-pressure: a connected subscriber whose queue passes [`CONGESTED_AT`] reports itself
+//! congested to the publisher that pushed, which stops reading its socket until the queue is
+//! back under a quarter of that (see `Connection::run`). So a fast publisher slows to its
+//! slowest live subscriber instead of growing the queue until the overflow policy drops
+//! messages. A subscriber that stays congested past the publisher's patience is marked
+//! stalled and stops holding publishers back until it recovers; the queue limit and its
+//! overflow policy then apply as before.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +24,9 @@ use edgemq_core::subscriptions::{SessionKey, SubscriberHandle};
 
 use crate::stats::{DropReason, Stats};
 
+/// Queue depth at which a connected subscriber holds back its publishers.
+pub const CONGESTED_AT: usize = 1024;
+
 /// Shared between the subscription index (as [`MailboxHandle`]) and the owning connection.
 #[derive(Debug)]
 pub struct Mailbox {
@@ -23,6 +34,8 @@ pub struct Mailbox {
     pub client_id: ByteString,
     queue: Mutex<Queue>,
     notify: Notify,
+    /// Wakes publishers held back by this queue (see [`Mailbox::relieved`]).
+    relief: Notify,
     connected: AtomicBool,
     /// Set when the Disconnect overflow policy fires; the connection task closes.
     overflowed: AtomicBool,
@@ -35,12 +48,23 @@ struct Queue {
     items: VecDeque<Delivery>,
     capacity: usize,
     policy: OverflowPolicy,
+    /// Depth at which pushers are told to wait: [`CONGESTED_AT`], or half a smaller capacity
+    /// so back-pressure starts before the overflow policy does.
+    congested_at: usize,
+    /// Depth under which held-back publishers resume: a quarter of `congested_at`.
+    relieved_at: usize,
+    /// A publisher waits for the queue to drain: the consumer wakes it at `relieved_at`.
+    relief_wanted: bool,
+    /// Congested for longer than a publisher would wait: no longer holds publishers back.
+    stalled: bool,
 }
 
 /// What happened to a pushed delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
     Queued,
+    /// Queued, and the queue is deep: the publisher should wait for [`Mailbox::relieved`].
+    QueuedCongested,
     /// Queued after dropping the oldest message.
     QueuedDroppedOldest,
     Dropped(DropReason),
@@ -60,8 +84,13 @@ impl Mailbox {
                 items: VecDeque::new(),
                 capacity: capacity.max(1),
                 policy,
+                congested_at: CONGESTED_AT.min(capacity / 2).max(1),
+                relieved_at: CONGESTED_AT.min(capacity / 2) / 4,
+                relief_wanted: false,
+                stalled: false,
             }),
             notify: Notify::new(),
+            relief: Notify::new(),
             connected: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
             drops: AtomicU64::new(0),
@@ -80,7 +109,11 @@ impl Mailbox {
             let mut q = self.queue.lock();
             if q.items.len() < q.capacity {
                 q.items.push_back(delivery);
-                PushOutcome::Queued
+                if connected && !q.stalled && q.items.len() >= q.congested_at {
+                    PushOutcome::QueuedCongested
+                } else {
+                    PushOutcome::Queued
+                }
             } else {
                 match q.policy {
                     OverflowPolicy::DropOldest => {
@@ -103,7 +136,7 @@ impl Mailbox {
                 self.count_drop(DropReason::QueueFullDropOldest, stats)
             }
             PushOutcome::Dropped(reason) => self.count_drop(reason, stats),
-            PushOutcome::Queued => {}
+            PushOutcome::Queued | PushOutcome::QueuedCongested => {}
         }
         if connected && outcome != PushOutcome::Dropped(DropReason::QueueFullDropNew) {
             self.notify.notify_one();
@@ -135,14 +168,60 @@ impl Mailbox {
         let mut q = self.queue.lock();
         let n = max.min(q.items.len());
         out.extend(q.items.drain(..n));
+        self.relieve_if_drained(q);
     }
 
     /// Take the next delivery whose QoS is 0, or any delivery if `allow_qos12`.
     pub fn pop(&self, allow_qos12: bool) -> Option<Delivery> {
         let mut q = self.queue.lock();
-        match q.items.front() {
+        let popped = match q.items.front() {
             Some(d) if allow_qos12 || d.qos == QoS::AtMostOnce => q.items.pop_front(),
             _ => None,
+        };
+        if popped.is_some() {
+            self.relieve_if_drained(q);
+        }
+        popped
+    }
+
+    /// Wake the publishers waiting on this queue once it is back under `relieved_at`.
+    fn relieve_if_drained(&self, mut q: parking_lot::MutexGuard<'_, Queue>) {
+        if q.items.len() <= q.relieved_at && (q.relief_wanted || q.stalled) {
+            q.relief_wanted = false;
+            q.stalled = false;
+            drop(q);
+            self.relief.notify_waiters();
+        }
+    }
+
+    /// Resolves when the queue is back under `relieved_at` or the session disconnected:
+    /// what a held-back publisher waits for.
+    pub async fn relieved(&self) {
+        loop {
+            let notified = self.relief.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a drain between the check and the await wakes it.
+            notified.as_mut().enable();
+            {
+                let mut q = self.queue.lock();
+                if q.items.len() <= q.relieved_at || !self.is_connected() {
+                    return;
+                }
+                q.relief_wanted = true;
+            }
+            notified.await;
+        }
+    }
+
+    /// The consumer has not drained this queue within a publisher's patience: stop holding
+    /// publishers back until it does.
+    pub fn mark_stalled(&self) {
+        let mut q = self.queue.lock();
+        if q.items.len() > q.relieved_at {
+            if !q.stalled {
+                tracing::warn!(client_id = %self.client_id, queued = q.items.len(), "subscriber is not keeping up; publishers are no longer held back for it");
+            }
+            q.stalled = true;
         }
     }
 
@@ -173,6 +252,9 @@ impl Mailbox {
         self.connected.store(connected, Ordering::Release);
         if connected {
             self.overflowed.store(false, Ordering::Release);
+        } else {
+            // An offline session holds no publisher back.
+            self.relief.notify_waiters();
         }
     }
 

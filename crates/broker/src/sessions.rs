@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 
 use edgemq_codec::QoS;
 use edgemq_core::message::Message;
@@ -53,19 +53,53 @@ pub enum Control {
     },
 }
 
+/// How the registry reaches an online session's connection task: at most one request (a
+/// takeover) and a wake-up. A few dozen bytes, where a channel would cost every idle
+/// connection a kilobyte.
+#[derive(Debug, Default)]
+pub struct ControlSlot {
+    request: Mutex<Option<Control>>,
+    wake: Notify,
+}
+
+impl ControlSlot {
+    pub fn send(&self, request: Control) {
+        *self.request.lock() = Some(request);
+        self.wake.notify_one();
+    }
+
+    pub fn try_recv(&self) -> Option<Control> {
+        self.request.lock().take()
+    }
+
+    /// The next request. (A `send` before the wait leaves a stored permit: never missed.)
+    pub async fn recv(&self) -> Control {
+        loop {
+            if let Some(request) = self.try_recv() {
+                return request;
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Slot {
     Online {
         conn_id: u64,
-        control: mpsc::UnboundedSender<Control>,
+        control: Arc<ControlSlot>,
     },
-    Offline {
-        data: SessionData,
-        /// Identifies this offline period, so a stale timer does nothing.
-        generation: u64,
-        expires_at: Option<Instant>,
-        will: Option<(Arc<Message>, Instant)>,
-    },
+    /// Boxed: most slots are online, and the map's entries are as large as its largest.
+    Offline(Box<Offline>),
+}
+
+#[derive(Debug)]
+struct Offline {
+    data: SessionData,
+    /// Identifies this offline period, so a stale timer does nothing.
+    generation: u64,
+    expires_at: Option<Instant>,
+    will: Option<(Arc<Message>, Instant)>,
 }
 
 /// How a session was obtained at CONNECT.
@@ -96,7 +130,7 @@ impl Registry {
         client_id: &ByteString,
         clean_start: bool,
         conn_id: u64,
-        control: mpsc::UnboundedSender<Control>,
+        control: Arc<ControlSlot>,
         new_session: impl FnOnce() -> SessionData,
     ) -> Opened {
         let previous = {
@@ -104,13 +138,15 @@ impl Registry {
             let old = slots.insert(client_id.clone(), Slot::Online { conn_id, control });
             match old {
                 None => Previous::None,
-                Some(Slot::Offline { data, will, .. }) => {
+                Some(Slot::Offline(offline)) => {
+                    let Offline { data, will, .. } = *offline;
                     Previous::Offline(data, will.map(|(w, _)| w))
                 }
                 Some(Slot::Online { control, .. }) => {
                     let (reply, rx) = oneshot::channel();
-                    // The old task may already be gone; then `rx` fails and we start fresh.
-                    let _ = control.send(Control::TakeOver {
+                    // The old task may already be gone; then the request (and `reply`) drops
+                    // with the last reference to the slot, `rx` fails and we start fresh.
+                    control.send(Control::TakeOver {
                         new_clean_start: clean_start,
                         reply,
                     });
@@ -156,7 +192,7 @@ impl Registry {
 
     /// The connection `conn_id` ended. Keeps the session offline (with its delayed will) or
     /// ends it. Returns the data back if another connection has taken the session over
-    /// meanwhile: the caller then answers the `TakeOver` waiting in its control channel.
+    /// meanwhile: the caller then answers the `TakeOver` waiting in its control slot.
     pub fn close(
         &self,
         bus: &Arc<Bus>,
@@ -198,12 +234,12 @@ impl Registry {
         let next = next_deadline(expires_at, pending_will.as_ref().map(|(_, at)| *at));
         slots.insert(
             client_id.clone(),
-            Slot::Offline {
+            Slot::Offline(Box::new(Offline {
                 data,
                 generation,
                 expires_at,
                 will: pending_will,
-            },
+            })),
         );
         drop(slots);
         if let Some(will) = will_now {
@@ -223,30 +259,26 @@ impl Registry {
         let mut reschedule = None;
         {
             let mut slots = self.slots.lock();
-            let Some(Slot::Offline {
-                generation: g,
-                expires_at,
-                will,
-                ..
-            }) = slots.get_mut(client_id)
-            else {
+            let Some(Slot::Offline(offline)) = slots.get_mut(client_id) else {
                 return;
             };
-            if *g != generation {
+            if offline.generation != generation {
                 return;
             }
-            if will.as_ref().is_some_and(|(_, at)| *at <= now) {
-                due_will = will.take().map(|(w, _)| w);
+            if offline.will.as_ref().is_some_and(|(_, at)| *at <= now) {
+                due_will = offline.will.take().map(|(w, _)| w);
             }
-            if expires_at.is_some_and(|at| at <= now) {
-                if let Some(Slot::Offline { data, will, .. }) = slots.remove(client_id) {
+            if offline.expires_at.is_some_and(|at| at <= now) {
+                if let Some(Slot::Offline(offline)) = slots.remove(client_id) {
+                    let Offline { data, will, .. } = *offline;
                     if let Some((w, _)) = will {
                         due_will = Some(w);
                     }
                     ended = Some(data);
                 }
             } else {
-                reschedule = next_deadline(*expires_at, will.as_ref().map(|(_, at)| *at));
+                reschedule =
+                    next_deadline(offline.expires_at, offline.will.as_ref().map(|(_, at)| *at));
             }
         }
         if let Some(will) = due_will {

@@ -5,9 +5,11 @@
 //! Sans-I/O: the runtime feeds packets in and writes what these methods return; nothing here
 //! knows about sockets or clocks.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytestring::ByteString;
+use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use edgemq_codec::QoS;
@@ -60,68 +62,74 @@ pub enum AckError {
 }
 
 /// Outgoing QoS 1/2 messages awaiting acknowledgement, in send order, and the packet
-/// identifier allocator. The window is small (at most the client's Receive Maximum), so a
-/// linear scan beats a map.
+/// identifier allocator. A client may allow up to 65,535 messages in flight (its Receive
+/// Maximum), so every operation is O(1) (amortized): send order is a deque in which an
+/// acknowledgement leaves a hole, and a map finds a packet identifier's place.
 #[derive(Debug, Default)]
 pub struct OutgoingWindow {
-    inflight: Vec<Inflight>,
+    /// Send order; `None` is a message acknowledged before older ones (dropped from the front
+    /// as soon as it gets there, and compacted when holes outnumber messages).
+    order: VecDeque<Option<Inflight>>,
+    /// Sequence number of `order[0]`.
+    base: u64,
+    /// Packet identifier → sequence number.
+    index: FxHashMap<u16, u64>,
     next_id: u16,
 }
 
 impl OutgoingWindow {
     pub fn len(&self) -> usize {
-        self.inflight.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.inflight.is_empty()
+        self.index.is_empty()
     }
 
     /// Allocate an unused non-zero packet identifier [MQTT-2.2.1-3] and record the message as
     /// sent. Returns `None` only if all 65,535 identifiers are in use.
     pub fn insert(&mut self, delivery: Delivery) -> Option<u16> {
+        if self.index.len() >= usize::from(u16::MAX) {
+            return None;
+        }
         let state = match delivery.qos {
             QoS::ExactlyOnce => OutgoingState::AwaitingPubRec,
             _ => OutgoingState::AwaitingPubAck,
         };
-        for _ in 0..=u16::MAX {
-            self.next_id = self.next_id.wrapping_add(1);
-            if self.next_id == 0 {
-                self.next_id = 1;
+        let id = loop {
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            if !self.index.contains_key(&self.next_id) {
+                break self.next_id;
             }
-            let id = self.next_id;
-            if !self.inflight.iter().any(|i| i.packet_id == id) {
-                self.inflight.push(Inflight {
-                    packet_id: id,
-                    state,
-                    delivery,
-                });
-                return Some(id);
-            }
-        }
-        None
+        };
+        self.index.insert(id, self.base + self.order.len() as u64);
+        self.order.push_back(Some(Inflight {
+            packet_id: id,
+            state,
+            delivery,
+        }));
+        Some(id)
     }
 
     /// PUBACK: completes a QoS 1 message.
     pub fn puback(&mut self, packet_id: u16) -> Result<Delivery, AckError> {
-        let idx = self.position(packet_id)?;
-        if self.inflight[idx].state != OutgoingState::AwaitingPubAck {
+        if self.get(packet_id)?.state != OutgoingState::AwaitingPubAck {
             return Err(AckError::OutOfSequence);
         }
-        Ok(self.inflight.remove(idx).delivery)
+        Ok(self.remove(packet_id)?.delivery)
     }
 
     /// PUBREC: a QoS 2 message moves to awaiting PUBCOMP; the caller sends PUBREL. A repeated
     /// PUBREC (already awaiting PUBCOMP) is accepted so PUBREL is sent again. A PUBREC with an
     /// error reason ends the exchange ([MQTT-4.3.3]): pass `failed = true`.
     pub fn pubrec(&mut self, packet_id: u16, failed: bool) -> Result<(), AckError> {
-        let idx = self.position(packet_id)?;
-        match self.inflight[idx].state {
+        let inflight = self.get(packet_id)?;
+        match inflight.state {
             OutgoingState::AwaitingPubRec | OutgoingState::AwaitingPubComp => {
                 if failed {
-                    self.inflight.remove(idx);
+                    self.remove(packet_id)?;
                 } else {
-                    self.inflight[idx].state = OutgoingState::AwaitingPubComp;
+                    inflight.state = OutgoingState::AwaitingPubComp;
                 }
                 Ok(())
             }
@@ -131,40 +139,80 @@ impl OutgoingWindow {
 
     /// PUBCOMP: completes a QoS 2 message.
     pub fn pubcomp(&mut self, packet_id: u16) -> Result<(), AckError> {
-        let idx = self.position(packet_id)?;
-        if self.inflight[idx].state != OutgoingState::AwaitingPubComp {
+        if self.get(packet_id)?.state != OutgoingState::AwaitingPubComp {
             return Err(AckError::OutOfSequence);
         }
-        self.inflight.remove(idx);
+        self.remove(packet_id)?;
         Ok(())
+    }
+
+    /// The in-flight message with this packet identifier.
+    pub fn find(&self, packet_id: u16) -> Option<&Inflight> {
+        let seq = *self.index.get(&packet_id)?;
+        self.order.get((seq - self.base) as usize)?.as_ref()
     }
 
     /// Everything in flight, oldest first (for re-sending on session resumption
     /// [MQTT-4.4.0-1]).
     pub fn iter(&self) -> impl Iterator<Item = &Inflight> {
-        self.inflight.iter()
+        self.order.iter().flatten()
     }
 
     /// Remove the messages for which `take` returns true (used to hand shared-subscription
     /// messages the client never acknowledged to another member of the group).
     pub fn take_where(&mut self, mut take: impl FnMut(&Inflight) -> bool) -> Vec<Inflight> {
         let mut taken = Vec::new();
-        let mut i = 0;
-        while i < self.inflight.len() {
-            if take(&self.inflight[i]) {
-                taken.push(self.inflight.remove(i));
-            } else {
-                i += 1;
+        for slot in &mut self.order {
+            if slot.as_ref().is_some_and(&mut take) {
+                if let Some(inflight) = slot.take() {
+                    self.index.remove(&inflight.packet_id);
+                    taken.push(inflight);
+                }
             }
         }
+        self.tidy();
         taken
     }
 
-    fn position(&self, packet_id: u16) -> Result<usize, AckError> {
-        self.inflight
-            .iter()
-            .position(|i| i.packet_id == packet_id)
+    fn get(&mut self, packet_id: u16) -> Result<&mut Inflight, AckError> {
+        let seq = *self.index.get(&packet_id).ok_or(AckError::NotFound)?;
+        self.order
+            .get_mut((seq - self.base) as usize)
+            .and_then(Option::as_mut)
             .ok_or(AckError::NotFound)
+    }
+
+    /// Forget an in-flight message (e.g. one too large for the client to be sent at all).
+    pub fn remove(&mut self, packet_id: u16) -> Result<Inflight, AckError> {
+        let seq = self.index.remove(&packet_id).ok_or(AckError::NotFound)?;
+        let inflight = self
+            .order
+            .get_mut((seq - self.base) as usize)
+            .and_then(Option::take)
+            .ok_or(AckError::NotFound)?;
+        self.tidy();
+        Ok(inflight)
+    }
+
+    /// Drop holes from the front; compact when holes outnumber messages (a client that leaves
+    /// one message unacknowledged while acknowledging later ones must not grow the deque);
+    /// release the memory of a large window once it is empty.
+    fn tidy(&mut self) {
+        while let Some(None) = self.order.front() {
+            self.order.pop_front();
+            self.base += 1;
+        }
+        if self.order.len() > 2 * self.index.len() + 64 {
+            self.order.retain(Option::is_some);
+            for (offset, inflight) in self.order.iter().flatten().enumerate() {
+                self.index
+                    .insert(inflight.packet_id, self.base + offset as u64);
+            }
+        }
+        if self.index.is_empty() && self.order.capacity() > 256 {
+            self.order = VecDeque::new();
+            self.index = FxHashMap::default();
+        }
     }
 }
 
@@ -299,8 +347,8 @@ mod tests {
     #[test]
     fn packet_ids_wrap_and_skip_in_use() {
         let mut w = OutgoingWindow {
-            inflight: Vec::new(),
             next_id: u16::MAX - 1,
+            ..Default::default()
         };
         let a = w.insert(delivery(QoS::AtLeastOnce)).unwrap();
         assert_eq!(a, u16::MAX);
@@ -318,6 +366,69 @@ mod tests {
         w.pubrec(id, false).unwrap();
         w.pubcomp(id).unwrap();
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn full_window_of_65535() {
+        let mut w = OutgoingWindow::default();
+        let ids: Vec<u16> = (0..u16::MAX)
+            .map(|_| w.insert(delivery(QoS::AtLeastOnce)).unwrap())
+            .collect();
+        assert!(w.insert(delivery(QoS::AtLeastOnce)).is_none());
+        // Acknowledge every other one, newest first: order of the rest is kept.
+        for id in ids.iter().rev().step_by(2) {
+            w.puback(*id).unwrap();
+        }
+        let rest: Vec<u16> = w.iter().map(|i| i.packet_id).collect();
+        let expected: Vec<u16> = ids.iter().rev().skip(1).step_by(2).rev().copied().collect();
+        assert_eq!(rest, expected);
+        // Freed identifiers are reused.
+        assert!(w.insert(delivery(QoS::AtLeastOnce)).is_some());
+    }
+
+    proptest::proptest! {
+        /// The window against a plain list: same identifiers, same order, same answers.
+        #[test]
+        fn window_matches_a_list(ops in proptest::collection::vec((0u8..5, 0usize..40), 1..400)) {
+            let mut w = OutgoingWindow::default();
+            let mut model: Vec<(u16, OutgoingState)> = Vec::new();
+            for (op, pick) in ops {
+                let target = model.get(pick % model.len().max(1)).map(|(id, _)| *id).unwrap_or(1);
+                match op {
+                    0 | 1 => {
+                        let qos = if op == 0 { QoS::AtLeastOnce } else { QoS::ExactlyOnce };
+                        let id = w.insert(delivery(qos)).unwrap();
+                        proptest::prop_assert!(id != 0 && !model.iter().any(|(i, _)| *i == id));
+                        let state = if op == 0 { OutgoingState::AwaitingPubAck } else { OutgoingState::AwaitingPubRec };
+                        model.push((id, state));
+                    }
+                    2 => {
+                        let pos = model.iter().position(|(i, _)| *i == target);
+                        let ok = w.puback(target).is_ok();
+                        let expect = pos.is_some_and(|p| model[p].1 == OutgoingState::AwaitingPubAck);
+                        proptest::prop_assert_eq!(ok, expect);
+                        if expect { model.remove(pos.unwrap()); }
+                    }
+                    3 => {
+                        let pos = model.iter().position(|(i, _)| *i == target);
+                        let ok = w.pubrec(target, false).is_ok();
+                        let expect = pos.is_some_and(|p| model[p].1 != OutgoingState::AwaitingPubAck);
+                        proptest::prop_assert_eq!(ok, expect);
+                        if expect { model[pos.unwrap()].1 = OutgoingState::AwaitingPubComp; }
+                    }
+                    _ => {
+                        let pos = model.iter().position(|(i, _)| *i == target);
+                        let ok = w.pubcomp(target).is_ok();
+                        let expect = pos.is_some_and(|p| model[p].1 == OutgoingState::AwaitingPubComp);
+                        proptest::prop_assert_eq!(ok, expect);
+                        if expect { model.remove(pos.unwrap()); }
+                    }
+                }
+                let got: Vec<(u16, OutgoingState)> = w.iter().map(|i| (i.packet_id, i.state)).collect();
+                proptest::prop_assert_eq!(&got, &model);
+                proptest::prop_assert_eq!(w.len(), model.len());
+            }
+        }
     }
 
     #[test]

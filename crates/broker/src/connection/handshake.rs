@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 
 use edgemq_codec::{
     ConnAck, Connect, Decoder, Packet, Properties, ProtocolVersion, QoS, ReasonCode,
@@ -19,7 +18,7 @@ use super::{Accepted, Io, Peer, Will};
 use crate::bus::Bus;
 use crate::listener::ListenerContext;
 use crate::mailbox::Mailbox;
-use crate::sessions::{SessionData, NEVER_EXPIRES};
+use crate::sessions::{ControlSlot, SessionData, NEVER_EXPIRES};
 
 /// Run the handshake. `None` means the connection is refused; any answer (CONNACK with an
 /// error) is left in `io.wbuf` for the caller to flush.
@@ -178,7 +177,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     });
 
     let conn_id = bus.next_id();
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let control = Arc::new(ControlSlot::default());
     let new_session = || {
         let key = bus.next_id();
         SessionData {
@@ -202,7 +201,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             &client_id,
             connect.clean_start,
             conn_id,
-            control_tx,
+            control.clone(),
             new_session,
         )
         .await;
@@ -258,7 +257,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         session,
         principal,
         conn_id,
-        control_rx,
+        control,
         keep_alive,
         will,
         send_window,

@@ -112,7 +112,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         "[MQTT-4.12.1-1] re-authentication must use the CONNECT's method",
                     ));
                 }
-                self.pending_reauth = Some(auth);
+                self.pending_reauth = Some(Box::new(auth));
                 Ok(())
             }
             Packet::Connect(_) => Err(self.protocol_error("[MQTT-3.1.0-2] second CONNECT")),
@@ -197,8 +197,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.bus.now(),
                 self.bus.limits.max_message_expiry,
             );
-            if self.bus.publish(Arc::new(message)) == 0 {
+            let routed = self.bus.publish(Arc::new(message));
+            if routed.matched == 0 {
                 reason = ReasonCode::NoMatchingSubscribers;
+            }
+            if let Some(mailbox) = routed.congested {
+                self.hold_back_for(mailbox);
             }
         } else {
             // v5: PUBACK/PUBREC 0x87; v3 has no reason codes: acknowledged, not delivered.

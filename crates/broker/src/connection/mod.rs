@@ -11,14 +11,16 @@ mod inbound;
 mod outbound;
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use edgemq_codec::{Auth, Decoder, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
@@ -30,12 +32,18 @@ use edgemq_core::session::InboundAliases;
 
 use crate::bus::Bus;
 use crate::listener::ListenerContext;
-use crate::sessions::{redistribute_shared, Control, SessionData};
+use crate::mailbox::Mailbox;
+use crate::sessions::{redistribute_shared, Control, ControlSlot, SessionData};
 
 /// Stop reading while this much output is waiting for the socket.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
-/// Read buffer growth step.
-const READ_CHUNK: usize = 4 * 1024;
+/// How long a publisher stops reading for one congested subscriber before that subscriber
+/// is marked stalled and no longer holds publishers back (so a stuck client, or a cycle of
+/// clients that publish to each other, cannot stop publishers for long).
+const BACKPRESSURE_PATIENCE: Duration = Duration::from_secs(2);
+/// Bytes read per wake-up when the read buffer has no room (a stack buffer, copied into a
+/// read buffer sized to what arrived).
+const READ_CHUNK: usize = 8 * 1024;
 
 /// Who is on the other end of a connection, as the transport saw it.
 pub struct Peer {
@@ -71,13 +79,16 @@ pub async fn serve<S>(
     };
     let client_id = accepted.client_id.clone();
     let span = tracing::info_span!("conn", listener = %listener.name, client_id = %client_id, peer = %peer.addr);
-    let mut conn = Connection::new(io, peer, accepted, listener, bus, shutdown);
-    async move {
-        let exit = conn.run().await;
-        conn.finish(exit).await;
-    }
-    .instrument(span)
-    .await;
+    // Boxed, and finished in a box of its own: the connection lives for hours, and a
+    // future holding it (and the finish future holding it again) by value would make every
+    // connection's task several times its size.
+    let conn = Box::new(Connection::new(io, peer, accepted, listener, bus, shutdown));
+    run_to_end(conn).instrument(span).await;
+}
+
+async fn run_to_end<S: AsyncRead + AsyncWrite + Unpin + Send>(mut conn: Box<Connection<S>>) {
+    let exit = conn.run().await;
+    Box::pin(conn.finish(exit)).await;
 }
 
 /// The socket halves and their buffers.
@@ -91,10 +102,7 @@ pub(crate) struct Io<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     /// Read more bytes into `rbuf`; Ok(0) means the peer closed.
     async fn read_more(&mut self) -> std::io::Result<usize> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
-        self.reader.read_buf(&mut self.rbuf).await
+        read_some(&mut self.reader, &mut self.rbuf).await
     }
 
     /// Write everything buffered (used at the end of a connection, bounded by the caller).
@@ -117,6 +125,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     }
 }
 
+/// Read what the peer sent into `rbuf`; Ok(0) means the peer closed.
+///
+/// An idle connection owns no read buffer: while waiting, the read targets a stack buffer
+/// that exists only during a poll, and the bytes that arrive are copied into a buffer of
+/// their size. (Reserving a buffer before waiting would cost every idle client kilobytes.)
+/// A buffer with room (a packet arriving in parts) is read into directly.
+async fn read_some<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    rbuf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if rbuf.capacity() - rbuf.len() >= READ_CHUNK / 8 {
+        return reader.read_buf(rbuf).await;
+    }
+    std::future::poll_fn(|cx| {
+        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = tokio::io::ReadBuf::uninit(&mut stack);
+        std::task::ready!(std::pin::Pin::new(&mut *reader).poll_read(cx, &mut buf))?;
+        rbuf.extend_from_slice(buf.filled());
+        std::task::Poll::Ready(Ok(buf.filled().len()))
+    })
+    .await
+}
+
 /// Write what is buffered, or flush when nothing is: `Some(n)` bytes written, `None` flushed.
 async fn write_or_flush<W: AsyncWrite + Unpin>(
     writer: &mut W,
@@ -129,6 +160,16 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Resolves when `future` does; never when there is none. (Rare waits — a back-pressure
+/// pause, a credentials expiry — are boxed only while they exist, not carried by every
+/// connection's task.)
+async fn fires<F: Future<Output = ()> + ?Sized>(future: &mut Option<Pin<Box<F>>>) {
+    match future {
+        Some(future) => future.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What the handshake established.
 pub(crate) struct Accepted {
     pub client_id: ByteString,
@@ -137,7 +178,7 @@ pub(crate) struct Accepted {
     pub session: SessionData,
     pub principal: Principal,
     pub conn_id: u64,
-    pub control_rx: mpsc::UnboundedReceiver<Control>,
+    pub control: Arc<ControlSlot>,
     /// Effective keep-alive in seconds (0 = none).
     pub keep_alive: u16,
     pub will: Option<Will>,
@@ -190,7 +231,7 @@ pub(crate) struct Connection<S> {
     session: SessionData,
     principal: Principal,
     conn_id: u64,
-    control_rx: mpsc::UnboundedReceiver<Control>,
+    control: Arc<ControlSlot>,
     keep_alive: u16,
     will: Option<Will>,
     send_window: usize,
@@ -205,8 +246,8 @@ pub(crate) struct Connection<S> {
     credentials_expire: Option<SystemTime>,
     authentication_method: Option<String>,
     /// A re-authentication AUTH waiting for the (asynchronous) authenticator; input after it
-    /// is not processed until it is decided.
-    pending_reauth: Option<Auth>,
+    /// is not processed until it is decided. (Boxed: rare, and its properties are large.)
+    pending_reauth: Option<Box<Auth>>,
     /// The listener's policy as of `authz_generation`; a newer one is picked up (and the
     /// subscriptions re-checked) at the next wake-up.
     authorizer: Arc<dyn Authorizer>,
@@ -215,6 +256,9 @@ pub(crate) struct Connection<S> {
     authz_generation: u64,
     authz_changes: watch::Receiver<u64>,
     denials: DenialLog,
+    /// Set while a subscriber queue this client's publishes filled is draining: reading
+    /// pauses until it resolves (back-pressure). Boxed: rare, and a timer is large.
+    held_back: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 /// Denials are logged at warn, at most one line a second per client (with a count of those
@@ -249,7 +293,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             session: a.session,
             principal: a.principal,
             conn_id: a.conn_id,
-            control_rx: a.control_rx,
+            control: a.control,
             keep_alive: a.keep_alive,
             will: a.will,
             send_window: a.send_window,
@@ -266,6 +310,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             authz_generation,
             authz_changes,
             denials: DenialLog::default(),
+            held_back: None,
         }
     }
 
@@ -279,8 +324,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         // it on every packet would touch the timer wheel on the hot path.
         let keep_alive = tokio::time::sleep_until(self.keep_alive_deadline().into());
         tokio::pin!(keep_alive);
-        let credentials = tokio::time::sleep_until(self.credentials_deadline().into());
-        tokio::pin!(credentials);
+        // Only clients whose credentials expire pay for this timer.
+        let mut credentials = self.credentials_timer();
         // TLS and WebSocket streams may hold written bytes until flushed (a plain socket
         // flushes as a no-op); flushing is its own branch so a stuck peer never blocks
         // takeover, shutdown or keep-alive handling.
@@ -294,12 +339,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.revoke_disallowed_subscriptions();
             }
             if let Some(auth) = self.pending_reauth.take() {
-                if let Err(exit) = self.reauthenticate(auth).await {
+                // Boxed: the authenticator's future is large and rarely alive.
+                if let Err(exit) = Box::pin(self.reauthenticate(*auth)).await {
                     return exit;
                 }
-                credentials
-                    .as_mut()
-                    .reset(self.credentials_deadline().into());
+                credentials = self.credentials_timer();
                 // Packets that arrived behind the AUTH.
                 if let Err(exit) = self.handle_input() {
                     return exit;
@@ -317,22 +361,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.io.shrink_if_idle();
             }
             let below_high_water = self.io.wbuf.len() < WRITE_HIGH_WATER;
+            let reading = below_high_water && self.held_back.is_none();
             let Io {
                 reader,
                 writer,
                 rbuf,
                 wbuf,
             } = &mut self.io;
-            if below_high_water && rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-                rbuf.reserve(READ_CHUNK);
-            }
             tokio::select! {
                 biased;
-                control = self.control_rx.recv() => match control {
-                    Some(Control::TakeOver { new_clean_start, reply }) => {
+                control = self.control.recv() => match control {
+                    Control::TakeOver { new_clean_start, reply } => {
                         return Exit::TakenOver { new_clean_start, reply };
                     }
-                    None => return Exit::Closed,
                 },
                 _ = self.shutdown.changed() => return Exit::Shutdown,
                 // A new policy: the loop's top re-checks the subscriptions.
@@ -342,7 +383,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     Ok(Some(n)) => { let _ = wbuf.split_to(n); needs_flush = true; }
                     Ok(None) => needs_flush = false,
                 },
-                read = reader.read_buf(rbuf), if below_high_water => match read {
+                read = read_some(reader, rbuf), if reading => match read {
                     Ok(0) | Err(_) => return Exit::Closed,
                     Ok(_) => {
                         self.last_read = self.bus.now();
@@ -352,9 +393,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     }
                 },
                 _ = self.session.mailbox.notified(), if below_high_water => {}
-                _ = &mut credentials, if self.credentials_expire.is_some() => {
+                () = fires(&mut self.held_back) => {
+                    self.held_back = None;
+                    // Packets read before the pause.
+                    if let Err(exit) = self.handle_input() {
+                        return exit;
+                    }
+                }
+                () = fires(&mut credentials) => {
                     if self.credentials_deadline() > self.bus.now() {
-                        credentials.as_mut().reset(self.credentials_deadline().into());
+                        credentials = self.credentials_timer();
                     } else {
                         tracing::warn!(method = ?self.authentication_method, "credentials expired without re-authentication; disconnecting");
                         return self.violation(ReasonCode::NotAuthorized, "credentials expired");
@@ -362,8 +410,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 }
                 _ = &mut keep_alive, if self.keep_alive > 0 => {
                     let deadline = self.keep_alive_deadline();
-                    // While we are not reading (our output is backed up), silence is ours.
-                    if deadline > self.bus.now() || !below_high_water {
+                    // While we are not reading (output backed up, or held back), silence is ours.
+                    if deadline > self.bus.now() || !reading {
                         keep_alive.as_mut().reset(deadline.max(self.bus.now() + Duration::from_secs(1)).into());
                     } else {
                         tracing::info!(keep_alive = self.keep_alive, "keep-alive timeout [MQTT-3.1.2-22]");
@@ -372,6 +420,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 }
             }
         }
+    }
+
+    /// Stop reading until `mailbox` drains, for at most [`BACKPRESSURE_PATIENCE`]; a queue
+    /// still full then is marked stalled and holds nobody back until it recovers.
+    pub(super) fn hold_back_for(&mut self, mailbox: Arc<Mailbox>) {
+        if self.held_back.is_some() {
+            return;
+        }
+        let deadline = self.bus.now() + BACKPRESSURE_PATIENCE;
+        self.held_back = Some(Box::pin(async move {
+            let relieved = tokio::time::timeout_at(deadline.into(), mailbox.relieved()).await;
+            if relieved.is_err() {
+                mailbox.mark_stalled();
+            }
+        }));
+    }
+
+    /// A timer for the credentials' expiry, if they have one.
+    fn credentials_timer(&self) -> Option<Pin<Box<tokio::time::Sleep>>> {
+        self.credentials_expire
+            .map(|_| Box::pin(tokio::time::sleep_until(self.credentials_deadline().into())))
     }
 
     /// When the credentials expire, as a monotonic instant (far away without an expiry).
@@ -509,7 +578,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             match self.decoder.decode(&mut self.io.rbuf) {
                 Ok(Some(packet)) => {
                     self.handle_packet(packet)?;
-                    if self.pending_reauth.is_some() {
+                    // Held back: the rest waits in the buffer (a read can hold a hundred
+                    // PUBLISHes, more than a small subscriber queue).
+                    if self.pending_reauth.is_some() || self.held_back.is_some() {
                         return Ok(());
                     }
                 }
@@ -535,7 +606,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     /// Tear down after the loop: flush, hand the session back, publish the will if due.
-    async fn finish(mut self, exit: Exit) {
+    async fn finish(mut self: Box<Self>, exit: Exit) {
         self.session.mailbox.set_connected(false);
         let publish_will = match &exit {
             Exit::ClientDisconnect { with_will } => *with_will,
@@ -595,7 +666,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     will,
                 ) {
                     // Taken over while we were exiting: the request is in our channel.
-                    if let Ok(Control::TakeOver { reply, .. }) = self.control_rx.try_recv() {
+                    if let Some(Control::TakeOver { reply, .. }) = self.control.try_recv() {
                         let _ = reply.send(*data);
                     }
                 }

@@ -42,7 +42,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if !self.write_publish(&delivery, packet_id, false, now) {
                 if let Some(id) = packet_id {
                     // Too large for this client: behave as if it was delivered [MQTT-3.1.2-25].
-                    let _ = self.session.outgoing.take_where(|i| i.packet_id == id);
+                    let _ = self.session.outgoing.remove(id);
                 }
             }
         }
@@ -71,12 +71,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 return;
             }
             self.resend_backlog.pop_front();
-            let Some(inflight) = self
-                .session
-                .outgoing
-                .iter()
-                .find(|i| i.packet_id == packet_id)
-            else {
+            let Some(inflight) = self.session.outgoing.find(packet_id) else {
                 continue;
             };
             match inflight.state {
@@ -87,10 +82,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     let delivery = inflight.delivery.clone();
                     if !self.write_publish(&delivery, Some(packet_id), true, now) {
                         // Too large for this client now: as if delivered [MQTT-3.1.2-25].
-                        let _ = self
-                            .session
-                            .outgoing
-                            .take_where(|i| i.packet_id == packet_id);
+                        let _ = self.session.outgoing.remove(packet_id);
                     }
                 }
             }

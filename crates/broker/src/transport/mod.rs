@@ -103,40 +103,46 @@ pub async fn accept(
     transport: &Transport,
     timeout: Duration,
 ) -> Result<Accepted, HandshakeError> {
-    let stack = async {
-        match (&transport.tls, transport.protocol) {
-            (None, Protocol::Mqtt) => Ok(Accepted::plain(Stream::Plain(tcp))),
-            (None, Protocol::WebSockets) => Ok(Accepted::plain(Stream::Wrapped(Box::new(
-                ws::accept(tcp).await?,
-            )))),
-            (Some(tls), protocol) => {
-                let stream = tokio_rustls::TlsAcceptor::from(tls.clone())
-                    .accept(tcp)
-                    .await
-                    .map_err(HandshakeError::Tls)?;
-                let client_certificates = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|chain| {
-                        chain
-                            .iter()
-                            .map(|c| bytes::Bytes::copy_from_slice(c.as_ref()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let stream = match protocol {
-                    Protocol::Mqtt => Stream::Wrapped(Box::new(stream)),
-                    Protocol::WebSockets => Stream::Wrapped(Box::new(ws::accept(stream).await?)),
-                };
-                Ok(Accepted {
-                    stream,
-                    client_certificates,
-                })
-            }
-        }
-    };
-    tokio::time::timeout(timeout, stack)
+    if transport.tls.is_none() && transport.protocol == Protocol::Mqtt {
+        return Ok(Accepted::plain(Stream::Plain(tcp)));
+    }
+    // Boxed: a rustls handshake's state is ~11 KB, and an unboxed future would make every
+    // connection's task that large for its whole life, plain TCP included.
+    Box::pin(tokio::time::timeout(timeout, handshakes(tcp, transport)))
         .await
         .map_err(|_| HandshakeError::Timeout(timeout))?
+}
+
+async fn handshakes(tcp: TcpStream, transport: &Transport) -> Result<Accepted, HandshakeError> {
+    match (&transport.tls, transport.protocol) {
+        (None, Protocol::Mqtt) => Ok(Accepted::plain(Stream::Plain(tcp))),
+        (None, Protocol::WebSockets) => Ok(Accepted::plain(Stream::Wrapped(Box::new(
+            ws::accept(tcp).await?,
+        )))),
+        (Some(tls), protocol) => {
+            let stream = tokio_rustls::TlsAcceptor::from(tls.clone())
+                .accept(tcp)
+                .await
+                .map_err(HandshakeError::Tls)?;
+            let client_certificates = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|chain| {
+                    chain
+                        .iter()
+                        .map(|c| bytes::Bytes::copy_from_slice(c.as_ref()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let stream = match protocol {
+                Protocol::Mqtt => Stream::Wrapped(Box::new(stream)),
+                Protocol::WebSockets => Stream::Wrapped(Box::new(ws::accept(stream).await?)),
+            };
+            Ok(Accepted {
+                stream,
+                client_certificates,
+            })
+        }
+    }
 }

@@ -1,0 +1,128 @@
+//! Back-pressure: a publisher faster than a live subscriber is slowed to the subscriber's
+//! pace (the broker stops reading the publisher's socket) instead of the subscriber's queue
+//! overflowing and its policy dropping messages.
+//!
+//! Nothing here asserts a duration: the subscriber pauses only to let its queue fill, and
+//! the assertions are about what arrives.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
+
+mod common;
+mod raw;
+
+use std::time::Duration;
+
+use common::Broker;
+use raw::*;
+
+const MESSAGES: u32 = 20_000;
+/// 20,000 × 512 bytes: far more than the socket buffers and the 100-message queue hold.
+const PAYLOAD: usize = 512;
+
+fn payload(i: u32) -> Vec<u8> {
+    let mut p = i.to_be_bytes().to_vec();
+    p.resize(PAYLOAD, b'x');
+    p
+}
+
+#[test]
+fn fast_publisher_is_held_back_instead_of_overflowing_a_live_subscriber() {
+    if !Broker::edgemq_only() {
+        return; // mosquitto drops beyond max_queued_messages: that is what this guards against
+    }
+    // A queue of 100 with drop-oldest: without back-pressure most messages would be dropped.
+    let b = Broker::start_with(&["--max-queued-messages", "100"]);
+    let mut sub = RawClient::v311(b.addr, "slow-subscriber");
+    sub.send(&subscribe(1, None, &[("bp/t", 0)]));
+    assert_eq!(
+        sub.read_packet(),
+        vec![0x90, 0x03, 0x00, 0x01, 0x00],
+        "SUBACK"
+    );
+
+    let addr = b.addr;
+    let publisher = std::thread::spawn(move || {
+        let mut p = RawClient::v311(addr, "fast-publisher");
+        let mut all = Vec::with_capacity(MESSAGES as usize * (PAYLOAD + 8));
+        for i in 0..MESSAGES {
+            all.extend(publish_v311("bp/t", 0, 0, &payload(i)));
+        }
+        // Blocks while the broker holds this publisher back.
+        p.send(&all);
+        // PINGRESP after the PINGREQ: the broker has read every PUBLISH before it.
+        p.send(&[0xC0, 0x00]);
+        p.expect_packet(&[0xD0, 0x00]);
+    });
+
+    // Not reading for a moment lets the subscriber's socket, write buffer and queue fill.
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..MESSAGES {
+        let m = sub.expect_publish(false);
+        assert_eq!(
+            m.payload[..4],
+            i.to_be_bytes(),
+            "message {i} missing or out of order (QoS 0 messages from one publisher keep their order [MQTT-4.6.0-6]); broker log:\n{}",
+            b.log()
+        );
+    }
+    publisher.join().unwrap();
+    assert!(
+        !b.log().contains("message dropped for subscriber"),
+        "a live subscriber's messages were dropped:\n{}",
+        b.log()
+    );
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_holds_publishers_back_only_for_a_while() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let b = Broker::start_with(&["--max-queued-messages", "100"]);
+    let mut stuck = RawClient::v311(b.addr, "stuck-subscriber");
+    stuck.send(&subscribe(1, None, &[("bp/t", 0)]));
+    assert_eq!(
+        stuck.read_packet(),
+        vec![0x90, 0x03, 0x00, 0x01, 0x00],
+        "SUBACK"
+    );
+    let mut healthy = RawClient::v311(b.addr, "healthy-subscriber");
+    healthy.send(&subscribe(1, None, &[("bp/t", 0)]));
+    assert_eq!(
+        healthy.read_packet(),
+        vec![0x90, 0x03, 0x00, 0x01, 0x00],
+        "SUBACK"
+    );
+
+    let addr = b.addr;
+    let publisher = std::thread::spawn(move || {
+        let mut p = RawClient::v311(addr, "publisher");
+        let mut all = Vec::new();
+        for i in 0..MESSAGES {
+            all.extend(publish_v311("bp/t", 0, 0, &payload(i)));
+        }
+        p.send(&all);
+        p.send(&[0xC0, 0x00]);
+        p.expect_packet(&[0xD0, 0x00]);
+    });
+    // `stuck` never reads again: after the publisher's patience it stops holding it back,
+    // its own queue overflows (drop-oldest), and the healthy subscriber gets everything.
+    for i in 0..MESSAGES {
+        let m = healthy.expect_publish(false);
+        assert_eq!(
+            m.payload[..4],
+            i.to_be_bytes(),
+            "message {i} missing or out of order"
+        );
+    }
+    publisher.join().unwrap();
+    assert!(
+        b.wait_for_log("subscriber is not keeping up", Duration::from_secs(10)),
+        "the stalled subscriber is named in the log:\n{}",
+        b.log()
+    );
+    assert!(b
+        .log()
+        .contains("client_id=stuck-subscriber reason=\"queue_full_drop_oldest\""));
+    drop(stuck);
+}
