@@ -105,8 +105,10 @@ impl Mailbox {
             stats.dropped(DropReason::OfflineQos0);
             return PushOutcome::Dropped(DropReason::OfflineQos0);
         }
+        let was_empty;
         let outcome = {
             let mut q = self.queue.lock();
+            was_empty = q.items.is_empty();
             if q.items.len() < q.capacity {
                 q.items.push_back(delivery);
                 if connected && !q.stalled && q.items.len() >= q.congested_at {
@@ -138,7 +140,13 @@ impl Mailbox {
             PushOutcome::Dropped(reason) => self.count_drop(reason, stats),
             PushOutcome::Queued | PushOutcome::QueuedCongested => {}
         }
-        if connected && outcome != PushOutcome::Dropped(DropReason::QueueFullDropNew) {
+        // Only the first message into an empty queue wakes the owner: it drains the queue
+        // until empty (or until its window or write buffer is full, each of which wakes it
+        // again), so later pushes would be wasted cross-core wake-ups. An overflow that
+        // disconnects must wake it to act.
+        if connected
+            && (was_empty || outcome == PushOutcome::Dropped(DropReason::QueueFullDisconnect))
+        {
             self.notify.notify_one();
         }
         outcome

@@ -84,6 +84,7 @@ pub async fn run(
             properties: Properties::default(),
             expires_at: None,
             publisher: None,
+            forwarded: Default::default(),
         }));
         let came_back = tokio::time::timeout(config.timeout, async {
             loop {

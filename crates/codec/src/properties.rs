@@ -153,6 +153,12 @@ impl Properties {
     /// Fails only if a string or binary value exceeds 65,535 bytes.
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
         write_varint(out, self.body_len())?;
+        self.encode_body(out)
+    }
+
+    /// Encode the properties without the length prefix (the broker encodes a message's
+    /// forwarded properties once and copies them into each subscriber's PUBLISH).
+    pub fn encode_body(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
         let byte = |out: &mut BytesMut, id: u8, v: Option<u8>| {
             if let Some(v) = v {
                 out.put_u8(id);

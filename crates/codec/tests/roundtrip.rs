@@ -156,6 +156,94 @@ proptest! {
 
 }
 
+/// The broker's per-subscriber encoder (forwarded properties encoded once, expiry and
+/// subscription ids appended) decodes to the PUBLISH the general encoder describes.
+#[allow(clippy::too_many_arguments)] // one per PUBLISH field
+fn outgoing_matches(
+    qos: QoS,
+    retain: bool,
+    dup: bool,
+    topic: ByteString,
+    packet_id: u16,
+    forwarded: Properties,
+    expiry: Option<u32>,
+    ids: Vec<u32>,
+    payload: Vec<u8>,
+    version: ProtocolVersion,
+) -> Result<(), TestCaseError> {
+    let dup = dup && qos != QoS::AtMostOnce;
+    let packet_id = (qos != QoS::AtMostOnce).then_some(packet_id);
+    let mut body = BytesMut::new();
+    forwarded.encode_body(&mut body).unwrap();
+    let outgoing = OutgoingPublish {
+        dup,
+        qos,
+        retain,
+        topic: &topic,
+        packet_id,
+        forwarded_properties: &body,
+        message_expiry_interval: expiry,
+        subscription_identifiers: &ids,
+        payload: &payload,
+    };
+    let mut out = BytesMut::new();
+    let len = outgoing.encode(version, &mut out).unwrap();
+    prop_assert_eq!(len, out.len());
+    let mut d = Decoder::new(u32::MAX);
+    d.version = Some(version);
+    let Some(Packet::Publish(decoded)) = d.decode(&mut out).unwrap() else {
+        return Err(TestCaseError::fail("not a PUBLISH"));
+    };
+    prop_assert!(out.is_empty());
+    let properties = if version.is_v5() {
+        Properties {
+            message_expiry_interval: expiry,
+            subscription_identifiers: ids,
+            ..forwarded
+        }
+    } else {
+        Properties::default()
+    };
+    let expected = Publish {
+        dup,
+        qos,
+        retain,
+        topic,
+        packet_id,
+        properties,
+        payload: Bytes::from(payload),
+    };
+    prop_assert_eq!(decoded, expected);
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn outgoing_publish_encodes_like_publish(
+        qos in qos(), retain in any::<bool>(), dup in any::<bool>(), topic in topic(),
+        packet_id in 1u16.., forwarded in publish_props(),
+        expiry in proptest::option::of(any::<u32>()),
+        ids in proptest::collection::vec(1u32..=268_435_455, 0..3),
+        payload in proptest::collection::vec(any::<u8>(), 0..64), v5 in any::<bool>(),
+    ) {
+        // Forwarded properties never carry the per-delivery ones.
+        let forwarded = Properties {
+            message_expiry_interval: None,
+            subscription_identifiers: Vec::new(),
+            topic_alias: None,
+            ..forwarded
+        };
+        // A Payload Format Indicator of 1 promises UTF-8 [MQTT-3.3.2-4].
+        let payload = if forwarded.payload_format_indicator == Some(1) {
+            String::from_utf8_lossy(&payload).into_owned().into_bytes()
+        } else {
+            payload
+        };
+        let version = if v5 { ProtocolVersion::V5 } else { ProtocolVersion::V3_1_1 };
+        outgoing_matches(qos, retain, dup, topic, packet_id, forwarded, expiry, ids, payload, version)?;
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
     #[test]

@@ -1,9 +1,10 @@
 //! The application message as the broker routes it: immutable, shared as `Arc<Message>`
 //! between every subscriber's queue, so fan-out copies a pointer, never the payload.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
 use edgemq_codec::{Properties, Publish, QoS};
@@ -28,6 +29,8 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The session that published it (for No Local); `None` for broker-generated messages.
     pub publisher: Option<SessionKey>,
+    /// `properties` encoded once, on first delivery, for every subscriber's PUBLISH.
+    pub forwarded: OnceLock<Bytes>,
 }
 
 impl Message {
@@ -70,7 +73,20 @@ impl Message {
             properties,
             expires_at: expiry.map(|s| now + Duration::from_secs(u64::from(s))),
             publisher,
+            forwarded: OnceLock::new(),
         }
+    }
+
+    /// The forwarded properties as a v5 property body (no length prefix), encoded once.
+    pub fn forwarded_properties(&self) -> &[u8] {
+        self.forwarded.get_or_init(|| {
+            let mut body = BytesMut::new();
+            // Only a string over 65,535 bytes fails, and the decoder admits none.
+            match self.properties.encode_body(&mut body) {
+                Ok(()) => body.freeze(),
+                Err(_) => Bytes::new(),
+            }
+        })
     }
 
     /// Seconds left before expiry (rounded up, so a message never reaches 0 before it

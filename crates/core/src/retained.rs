@@ -197,6 +197,7 @@ mod tests {
             properties: Default::default(),
             expires_at,
             publisher: None,
+            forwarded: Default::default(),
         })
     }
 

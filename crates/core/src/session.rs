@@ -87,10 +87,10 @@ impl OutgoingWindow {
     }
 
     /// Allocate an unused non-zero packet identifier [MQTT-2.2.1-3] and record the message as
-    /// sent. Returns `None` only if all 65,535 identifiers are in use.
-    pub fn insert(&mut self, delivery: Delivery) -> Option<u16> {
+    /// sent. Gives the delivery back only if all 65,535 identifiers are in use.
+    pub fn insert(&mut self, delivery: Delivery) -> Result<u16, Delivery> {
         if self.index.len() >= usize::from(u16::MAX) {
-            return None;
+            return Err(delivery);
         }
         let state = match delivery.qos {
             QoS::ExactlyOnce => OutgoingState::AwaitingPubRec,
@@ -108,7 +108,7 @@ impl OutgoingWindow {
             state,
             delivery,
         }));
-        Some(id)
+        Ok(id)
     }
 
     /// PUBACK: completes a QoS 1 message.
@@ -322,6 +322,7 @@ mod tests {
             properties: Default::default(),
             expires_at: None,
             publisher: None,
+            forwarded: Default::default(),
         };
         let _ = Instant::now();
         Delivery {
@@ -374,7 +375,7 @@ mod tests {
         let ids: Vec<u16> = (0..u16::MAX)
             .map(|_| w.insert(delivery(QoS::AtLeastOnce)).unwrap())
             .collect();
-        assert!(w.insert(delivery(QoS::AtLeastOnce)).is_none());
+        assert!(w.insert(delivery(QoS::AtLeastOnce)).is_err());
         // Acknowledge every other one, newest first: order of the rest is kept.
         for id in ids.iter().rev().step_by(2) {
             w.puback(*id).unwrap();
@@ -383,7 +384,7 @@ mod tests {
         let expected: Vec<u16> = ids.iter().rev().skip(1).step_by(2).rev().copied().collect();
         assert_eq!(rest, expected);
         // Freed identifiers are reused.
-        assert!(w.insert(delivery(QoS::AtLeastOnce)).is_some());
+        assert!(w.insert(delivery(QoS::AtLeastOnce)).is_ok());
     }
 
     proptest::proptest! {

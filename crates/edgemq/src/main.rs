@@ -109,6 +109,9 @@ struct ServeArgs {
     /// Messages queued per session before the overflow policy applies.
     #[arg(long, default_value_t = 1000)]
     max_queued_messages: usize,
+    /// Threads serving connections (default: one per CPU core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
     /// What to do when a session's queue is full.
     #[arg(long, value_enum, default_value_t = Overflow::DropOldest)]
     overflow_policy: Overflow,
@@ -182,10 +185,11 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
 
 fn serve(args: ServeArgs) -> ExitCode {
     let limits = limits_from_args(&args);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.worker_threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("edgemq: cannot start the runtime: {e}");

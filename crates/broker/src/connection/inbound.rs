@@ -200,6 +200,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let routed = self.bus.publish(Arc::new(message));
             if routed.matched == 0 {
                 reason = ReasonCode::NoMatchingSubscribers;
+            } else {
+                self.routed_in_batch += 1;
             }
             if let Some(mailbox) = routed.congested {
                 self.hold_back_for(mailbox);

@@ -41,6 +41,8 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// is marked stalled and no longer holds publishers back (so a stuck client, or a cycle of
 /// clients that publish to each other, cannot stop publishers for long).
 const BACKPRESSURE_PATIENCE: Duration = Duration::from_secs(2);
+/// A read carrying at most this many routed messages is "light load": see `run`.
+const LATENCY_BATCH: u32 = 4;
 /// Bytes read per wake-up when the read buffer has no room (a stack buffer, copied into a
 /// read buffer sized to what arrived).
 const READ_CHUNK: usize = 8 * 1024;
@@ -259,6 +261,8 @@ pub(crate) struct Connection<S> {
     /// Set while a subscriber queue this client's publishes filled is draining: reading
     /// pauses until it resolves (back-pressure). Boxed: rare, and a timer is large.
     held_back: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// Messages from the current read routed to at least one subscriber.
+    routed_in_batch: u32,
 }
 
 /// Denials are logged at warn, at most one line a second per client (with a count of those
@@ -311,6 +315,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             authz_changes,
             denials: DenialLog::default(),
             held_back: None,
+            routed_in_batch: 0,
         }
     }
 
@@ -387,8 +392,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     Ok(0) | Err(_) => return Exit::Closed,
                     Ok(_) => {
                         self.last_read = self.bus.now();
+                        self.routed_in_batch = 0;
                         if let Err(exit) = self.handle_input() {
                             return exit;
+                        }
+                        // Lightly loaded (a few messages in this read): let the subscribers'
+                        // tasks, woken on this thread, write the messages before this task
+                        // writes the acknowledgements — a loopback write costs about as much
+                        // as the delivery it would delay. Under load, batches are larger and
+                        // nothing is deferred.
+                        if (1..=LATENCY_BATCH).contains(&self.routed_in_batch) {
+                            tokio::task::yield_now().await;
                         }
                     }
                 },

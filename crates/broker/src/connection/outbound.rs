@@ -3,11 +3,13 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use edgemq_codec::{Packet, PubResponse, Publish, QoS};
-use edgemq_core::session::{Delivery, OutgoingState};
+use bytes::BytesMut;
+
+use edgemq_codec::{OutgoingPublish, Packet, ProtocolVersion, PubResponse, QoS};
+use edgemq_core::session::{Delivery, OutgoingState, OutgoingWindow};
 
 use super::{Connection, Exit, WRITE_HIGH_WATER};
-use crate::stats::DropReason;
+use crate::stats::{DropReason, Stats};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Move deliveries from the mailbox into the write buffer while the buffer is below its
@@ -26,11 +28,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.bus.stats.dropped(DropReason::Expired);
                 continue;
             }
-            let packet_id = match delivery.qos {
-                QoS::AtMostOnce => None,
-                _ => match self.session.outgoing.insert(delivery.clone()) {
-                    Some(id) => Some(id),
-                    None => {
+            // QoS 1/2: moved into the window and encoded from there (no clone per message).
+            let (mut writer, outgoing) = self.writer_and_window();
+            match delivery.qos {
+                QoS::AtMostOnce => {
+                    writer.write(&delivery, None, false, now);
+                }
+                _ => match outgoing.insert(delivery) {
+                    Ok(id) => {
+                        let written = outgoing.find(id).is_some_and(|inflight| {
+                            writer.write(&inflight.delivery, Some(id), false, now)
+                        });
+                        if !written {
+                            // Too large for this client: as if delivered [MQTT-3.1.2-25].
+                            let _ = outgoing.remove(id);
+                        }
+                    }
+                    Err(delivery) => {
                         // 65,535 messages in flight cannot happen within a u16 Receive Maximum.
                         self.session
                             .mailbox
@@ -38,12 +52,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         return Ok(());
                     }
                 },
-            };
-            if !self.write_publish(&delivery, packet_id, false, now) {
-                if let Some(id) = packet_id {
-                    // Too large for this client: behave as if it was delivered [MQTT-3.1.2-25].
-                    let _ = self.session.outgoing.remove(id);
-                }
             }
         }
         Ok(())
@@ -79,19 +87,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     self.send(Packet::PubRel(PubResponse::new(packet_id)))
                 }
                 _ => {
-                    let delivery = inflight.delivery.clone();
-                    if !self.write_publish(&delivery, Some(packet_id), true, now) {
+                    let (mut writer, outgoing) = self.writer_and_window();
+                    let written = outgoing.find(packet_id).is_some_and(|inflight| {
+                        writer.write(&inflight.delivery, Some(packet_id), true, now)
+                    });
+                    if !written {
                         // Too large for this client now: as if delivered [MQTT-3.1.2-25].
-                        let _ = self.session.outgoing.remove(packet_id);
+                        let _ = outgoing.remove(packet_id);
                     }
                 }
             }
         }
     }
 
-    /// Encode one PUBLISH for this client. Returns false (and writes nothing) if the packet
-    /// exceeds the client's Maximum Packet Size; the drop is counted.
-    fn write_publish(
+    /// The write buffer and the in-flight window, borrowed apart so a delivery can be
+    /// encoded straight from the window.
+    fn writer_and_window(&mut self) -> (PublishWriter<'_>, &mut OutgoingWindow) {
+        (
+            PublishWriter {
+                wbuf: &mut self.io.wbuf,
+                version: self.version,
+                client_max_packet: self.client_max_packet,
+                stats: &self.bus.stats,
+            },
+            &mut self.session.outgoing,
+        )
+    }
+}
+
+/// Encodes PUBLISHes for one client into its write buffer.
+struct PublishWriter<'a> {
+    wbuf: &'a mut BytesMut,
+    version: ProtocolVersion,
+    client_max_packet: Option<u32>,
+    stats: &'a Stats,
+}
+
+impl PublishWriter<'_> {
+    /// Encode one PUBLISH. Returns false (and writes nothing) if the packet exceeds the
+    /// client's Maximum Packet Size; the drop is counted.
+    fn write(
         &mut self,
         delivery: &Delivery,
         packet_id: Option<u16>,
@@ -99,42 +134,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         now: std::time::Instant,
     ) -> bool {
         let message = &delivery.message;
-        let mut properties = if self.version.is_v5() {
-            message.properties.clone()
-        } else {
-            Default::default()
-        };
-        if self.version.is_v5() {
-            properties.message_expiry_interval = message.remaining_expiry(now);
-            properties
-                .subscription_identifiers
-                .extend(delivery.subscription_ids.iter().copied());
-        }
-        let publish = Publish {
+        let v5 = self.version.is_v5();
+        let publish = OutgoingPublish {
             dup,
             qos: delivery.qos,
             retain: delivery.retain,
-            topic: message.topic.clone(),
+            topic: &message.topic,
             packet_id,
-            properties,
-            payload: message.payload.clone(),
+            forwarded_properties: if v5 {
+                message.forwarded_properties()
+            } else {
+                &[]
+            },
+            message_expiry_interval: message.remaining_expiry(now),
+            subscription_identifiers: &delivery.subscription_ids,
+            payload: &message.payload,
         };
-        let before = self.io.wbuf.len();
-        if let Err(e) = Packet::Publish(publish).encode(self.version, &mut self.io.wbuf) {
+        let before = self.wbuf.len();
+        if let Err(e) = publish.encode(self.version, self.wbuf) {
             tracing::error!(error = %e, "could not encode a PUBLISH");
-            self.io.wbuf.truncate(before);
+            self.wbuf.truncate(before);
             return false;
         }
         if let Some(max) = self.client_max_packet {
-            if self.io.wbuf.len() - before > max as usize {
-                self.io.wbuf.truncate(before);
-                self.bus.stats.dropped(DropReason::PacketTooLarge);
+            if self.wbuf.len() - before > max as usize {
+                self.wbuf.truncate(before);
+                self.stats.dropped(DropReason::PacketTooLarge);
                 tracing::debug!(topic = %message.topic, "message larger than the client's Maximum Packet Size: dropped for this client");
                 return false;
             }
         }
-        self.bus
-            .stats
+        self.stats
             .messages_sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         true

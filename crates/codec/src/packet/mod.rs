@@ -23,7 +23,7 @@ pub use auth::Auth;
 pub use connack::ConnAck;
 pub use connect::{Connect, LastWill};
 pub use disconnect::Disconnect;
-pub use publish::Publish;
+pub use publish::{OutgoingPublish, Publish};
 pub use pubresponse::PubResponse;
 pub use subscribe::{RetainHandling, SubAck, Subscribe, SubscriptionOptions};
 pub use unsubscribe::{UnsubAck, Unsubscribe};

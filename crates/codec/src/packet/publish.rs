@@ -24,7 +24,8 @@ pub struct Publish {
 
 use bytes::{BufMut, BytesMut};
 
-use crate::primitives::{field_len, read_string, read_u16, write_string};
+use crate::primitives::{field_len, read_string, read_u16, varint_len, write_string, write_varint};
+use crate::properties::id;
 use crate::properties::PropertyContext;
 use crate::{DecodeError, EncodeError, ProtocolVersion, ReasonCode};
 
@@ -145,5 +146,77 @@ impl Publish {
         }
         out.put_slice(&self.payload);
         Ok(())
+    }
+}
+
+/// A PUBLISH as the broker sends it to one subscriber, from borrowed parts: no `Publish` or
+/// `Properties` is built per subscriber. The message's forwarded properties are encoded once
+/// per message (`Properties::encode_body`) and copied in; the per-delivery ones (remaining
+/// message expiry [MQTT-3.3.2-6], subscription identifiers [MQTT-3.3.4-3]) are appended.
+#[derive(Debug, Clone, Copy)]
+pub struct OutgoingPublish<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    pub topic: &'a str,
+    /// `None` for QoS 0.
+    pub packet_id: Option<u16>,
+    /// Encoded forwarded properties, without the length prefix (v5 only).
+    pub forwarded_properties: &'a [u8],
+    pub message_expiry_interval: Option<u32>,
+    pub subscription_identifiers: &'a [u32],
+    pub payload: &'a [u8],
+}
+
+impl OutgoingPublish<'_> {
+    /// Append the packet to `out`; returns its encoded size.
+    pub fn encode(
+        &self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+    ) -> Result<usize, EncodeError> {
+        let properties = if version.is_v5() {
+            self.forwarded_properties.len()
+                + self.message_expiry_interval.map_or(0, |_| 5)
+                + self
+                    .subscription_identifiers
+                    .iter()
+                    .map(|s| 1 + varint_len(*s as usize))
+                    .sum::<usize>()
+        } else {
+            0
+        };
+        let remaining = field_len(self.topic.as_bytes())
+            + if self.qos == QoS::AtMostOnce { 0 } else { 2 }
+            + if version.is_v5() {
+                varint_len(properties) + properties
+            } else {
+                0
+            }
+            + self.payload.len();
+        let total = 1 + varint_len(remaining) + remaining;
+        out.reserve(total);
+        out.put_u8(
+            (3 << 4) | (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain),
+        );
+        write_varint(out, remaining)?;
+        write_string(out, self.topic)?;
+        if self.qos != QoS::AtMostOnce {
+            out.put_u16(self.packet_id.unwrap_or(0));
+        }
+        if version.is_v5() {
+            write_varint(out, properties)?;
+            out.put_slice(self.forwarded_properties);
+            if let Some(expiry) = self.message_expiry_interval {
+                out.put_u8(id::MESSAGE_EXPIRY_INTERVAL);
+                out.put_u32(expiry);
+            }
+            for sid in self.subscription_identifiers {
+                out.put_u8(id::SUBSCRIPTION_IDENTIFIER);
+                write_varint(out, *sid as usize)?;
+            }
+        }
+        out.put_slice(self.payload);
+        Ok(total)
     }
 }
