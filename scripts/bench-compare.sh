@@ -8,11 +8,19 @@
 #   scripts/bench-compare.sh                 # installs what is missing, RUNS=3, DURATION=5
 #   RUNS=1 DURATION=2 scripts/bench-compare.sh
 #   BROKERS="edgemq rumqttd" ONLY='^pairs' scripts/bench-compare.sh
+#   TABLE_FROM="a/results.jsonl b/results.jsonl" scripts/bench-compare.sh   # only the table
 #
 # Needs: a release build of edgemq and edgemq-bench (built here), mosquitto (apt-get install
 # mosquitto), rumqttd (cargo install rumqttd; or RUMQTTD=/path/to/rumqttd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The table of earlier runs (their results.jsonl files), without running anything.
+if [ -n "${TABLE_FROM:-}" ]; then
+  # shellcheck disable=SC2086
+  cat $TABLE_FROM >"${TMPDIR:-/tmp}/bench-compare-table.jsonl"
+  exec python3 "$(dirname "$0")/bench-table.py" "${TMPDIR:-/tmp}/bench-compare-table.jsonl"
+fi
 
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-5}
@@ -73,7 +81,77 @@ next_connection_delay_ms = 0
     max_inflight_count = 500
 EOF
 
-start_broker() { # name → sets PID, ADDR
+# --- TLS: one server certificate for every broker, made with `edgemq certs` -------------
+PKI="$OUT/pki"
+mkdir -p "$PKI"
+"$EDGEMQ" certs root --name "bench root CA" --out "$PKI/root" --force --log-level error
+"$EDGEMQ" certs server --name localhost --san localhost --san 127.0.0.1 --ca "$PKI/root" \
+  --out "$PKI/server" --force --log-level error
+TLS_ARGS="--tls-ca $PKI/root.crt --tls-server-name localhost"
+mkdir -p "$OUT/edgemq-tls/secrets/bench-server"
+cp "$PKI/server.crt" "$OUT/edgemq-tls/secrets/bench-server/tls.crt"
+cp "$PKI/server.key" "$OUT/edgemq-tls/secrets/bench-server/tls.key"
+cat > "$OUT/edgemq-tls/broker.yaml" <<'EOF'
+apiVersion: mqttbroker.iotoperations.azure.com/v1
+kind: Broker
+metadata:
+  name: default
+spec:
+  advanced:
+    clients:
+      maxReceiveMaximum: 65535
+      subscriberQueueLimit: {length: 1000000, strategy: DropOldest}
+---
+apiVersion: mqttbroker.iotoperations.azure.com/v1
+kind: BrokerListener
+metadata:
+  name: bench-tls
+spec:
+  brokerRef: default
+  serviceType: ClusterIp
+  ports:
+    - port: 18836
+      protocol: Mqtt
+      tls:
+        mode: Manual
+        manual: {secretRef: bench-server}
+EOF
+# Mosquitto started as root drops to its own user: give it its own copy of the key.
+cp "$PKI/server.key" "$PKI/mosquitto-server.key"
+if [ "$(id -u)" = 0 ] && id mosquitto >/dev/null 2>&1; then chown mosquitto "$PKI/mosquitto-server.key"; fi
+cat > "$OUT/mosquitto-tls.conf" <<EOF
+listener 18837 127.0.0.1
+certfile $PKI/server.crt
+keyfile $PKI/mosquitto-server.key
+allow_anonymous true
+persistence false
+max_queued_messages 1000000
+max_inflight_messages 0
+max_connections -1
+set_tcp_nodelay true
+log_type error
+EOF
+
+start_broker() { # name [tls] → sets PID, ADDR
+  if [ "${2:-}" = tls ]; then
+    case "$1" in
+      edgemq)
+        "$EDGEMQ" serve --config "$OUT/edgemq-tls" --data-dir "$OUT/edgemq-data" \
+          --log-level error >"$OUT/edgemq.log" 2>&1 &
+        PID=$!; ADDR=127.0.0.1:18836 ;;
+      mosquitto)
+        "$MOSQUITTO" -c "$OUT/mosquitto-tls.conf" >"$OUT/mosquitto.log" 2>&1 &
+        PID=$!; ADDR=127.0.0.1:18837 ;;
+      *) return 1 ;;
+    esac
+  else
+    start_plain "$1"
+  fi
+  for _ in $(seq 100); do (echo >"/dev/tcp/${ADDR%:*}/${ADDR#*:}") 2>/dev/null && return 0; sleep 0.05; done
+  echo "$1 did not start" >&2; return 1
+}
+
+start_plain() {
   case "$1" in
     edgemq)
       "$EDGEMQ" serve --listen 127.0.0.1:18833 --max-queued-messages 1000000 \
@@ -86,8 +164,6 @@ start_broker() { # name → sets PID, ADDR
       "$RUMQTTD" -c "$OUT/rumqttd.toml" -q >"$OUT/rumqttd.log" 2>&1 &
       PID=$!; ADDR=127.0.0.1:18832 ;;
   esac
-  for _ in $(seq 100); do (echo >"/dev/tcp/${ADDR%:*}/${ADDR#*:}") 2>/dev/null && return 0; sleep 0.05; done
-  echo "$1 did not start" >&2; return 1
 }
 
 wait_for_time_wait() {
@@ -110,6 +186,10 @@ SCENARIOS=(
   "fanout-q1|--qos 1 fanout --s 100"
   "latency-q1|--qos 1 latency --rate 500"
   "storm|storm --c 10000 --concurrency 100"
+  # Over TLS (edgemq and Mosquitto, the same ECDSA P-256 server certificate; not rumqttd).
+  "tls-pairs-q1|--qos 1 pairs --n 100"
+  "tls-fanout-q1|--qos 1 fanout --s 100"
+  "tls-storm|storm --c 2000 --concurrency 50"
 )
 
 RESULTS="$OUT/results.jsonl"
@@ -121,12 +201,17 @@ for run in $(seq "$RUNS"); do
       [[ -n "$ONLY" && ! "$name" =~ $ONLY ]] && continue
       # A storm leaves ~C client sockets in TIME_WAIT for 60 s; the next storm would then
       # hunt for free ephemeral ports and measure that instead of the broker.
-      if [[ "$name" == storm* ]]; then wait_for_time_wait; fi
+      if [[ "$name" == *storm ]]; then wait_for_time_wait; fi
       # Each scenario on a fresh broker: no state carried between scenarios.
-      start_broker "$broker"
+      tls=""; extra=""
+      if [[ "$name" == tls-* ]]; then
+        [ "$broker" = rumqttd ] && continue
+        tls=tls; extra=$TLS_ARGS
+      fi
+      start_broker "$broker" $tls
       # shellcheck disable=SC2086
       if line=$(timeout $((DURATION * 4 + 60)) "$BENCH" --addr "$ADDR" --broker-pid "$PID" \
-          --duration "$DURATION" --label "$broker" $args 2>>"$OUT/bench.err"); then
+          --duration "$DURATION" --label "$broker" $extra $args 2>>"$OUT/bench.err"); then
         echo "{\"run\":$run,\"name\":\"$name\",\"result\":$line}" >>"$RESULTS"
       else
         echo "{\"run\":$run,\"name\":\"$name\",\"result\":{\"label\":\"$broker\",\"failed\":true}}" >>"$RESULTS"
@@ -136,31 +221,4 @@ for run in $(seq "$RUNS"); do
   done
 done
 
-python3 - "$RESULTS" <<'EOF'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-def med(name, broker, key):
-    vals = [r["result"].get(key) for r in rows
-            if r["name"] == name and r["result"].get("label") == broker and not r["result"].get("failed")]
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else None
-def fmt(v):
-    return "–" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.2f}")
-names = []
-for r in rows:
-    if r["name"] not in names:
-        names.append(r["name"])
-print("| scenario | metric | edgemq | mosquitto | rumqttd | edgemq/mosquitto | edgemq/rumqttd |")
-print("|---|---|---|---|---|---|---|")
-for n in names:
-    if n == "storm":
-        metrics = [("connects_per_sec", "connects/s"), ("rss_per_conn_bytes", "bytes/conn"), ("rss_before_kb", "idle RSS KB")]
-    elif n.startswith("latency"):
-        metrics = [("p50_us", "p50 µs"), ("p99_us", "p99 µs"), ("lost", "lost")]
-    else:
-        metrics = [("msgs_per_sec", "msgs/s"), ("lost", "lost"), ("broker_cpu_pct", "CPU %")]
-    for key, label in metrics:
-        e, m, r = (med(n, b, key) for b in ("edgemq", "mosquitto", "rumqttd"))
-        ratio = lambda a, b: "–" if a is None or not b else f"{a / b:.2f}"
-        print(f"| {n} | {label} | {fmt(e)} | {fmt(m)} | {fmt(r)} | {ratio(e, m)} | {ratio(e, r)} |")
-EOF
+python3 scripts/bench-table.py "$RESULTS"

@@ -2,12 +2,19 @@
 //! acknowledge. Built for load, not for features.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 use edgemq_codec::{
     Connect, Decoder, Packet, Properties, ProtocolVersion, PubResponse, Publish, QoS, Subscribe,
@@ -28,8 +35,114 @@ pub struct Stamp {
 /// Keep-alive in every CONNECT (seconds).
 const KEEP_ALIVE_SECS: u16 = 600;
 
+/// Where the broker is: its address, and TLS settings when the port speaks TLS.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl Target {
+    /// `ca`: PEM file of the CA(s) that issued the broker's certificate (enables TLS);
+    /// `server_name`: the name checked against the certificate.
+    pub fn new(
+        addr: SocketAddr,
+        ca: Option<&std::path::Path>,
+        server_name: &str,
+    ) -> anyhow::Result<Target> {
+        let Some(ca) = ca else {
+            return Ok(Target { addr, tls: None });
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", ca.display()))?
+        {
+            roots.add(cert.map_err(|e| anyhow::anyhow!("{}: {e}", ca.display()))?)?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = ServerName::try_from(server_name.to_owned())?;
+        Ok(Target {
+            addr,
+            tls: Some((TlsConnector::from(Arc::new(config)), name)),
+        })
+    }
+}
+
+/// A client's connection: plain TCP, or TLS over TCP.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Read what has arrived, without waiting (`WouldBlock` if nothing has).
+    pub fn try_read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.try_read_buf(buf),
+            Stream::Tls(s) => {
+                let mut chunk = [0u8; 16 * 1024];
+                let mut read = ReadBuf::new(&mut chunk);
+                let mut cx = Context::from_waker(Waker::noop());
+                match Pin::new(&mut **s).poll_read(&mut cx, &mut read) {
+                    Poll::Ready(Ok(())) => {
+                        buf.extend_from_slice(read.filled());
+                        Ok(read.filled().len())
+                    }
+                    Poll::Ready(Err(e)) => Err(e),
+                    Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
 pub struct Client {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub version: ProtocolVersion,
     pub decoder: Decoder,
     pub rbuf: BytesMut,
@@ -49,15 +162,21 @@ pub fn qos_of(qos: u8) -> QoS {
 }
 
 impl Client {
-    /// TCP connect, CONNECT (clean start), wait for CONNACK.
+    /// TCP connect (and TLS handshake), CONNECT (clean start), wait for CONNACK.
     pub async fn connect(
-        addr: SocketAddr,
+        target: &Target,
         client_id: &str,
         version: ProtocolVersion,
         credentials: Option<&(String, String)>,
     ) -> anyhow::Result<Client> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        let tcp = TcpStream::connect(target.addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream = match &target.tls {
+            None => Stream::Plain(tcp),
+            Some((connector, name)) => {
+                Stream::Tls(Box::new(connector.connect(name.clone(), tcp).await?))
+            }
+        };
         let mut properties = Properties::default();
         if version.is_v5() {
             properties.receive_maximum = Some(u16::MAX);
@@ -143,6 +262,8 @@ impl Client {
     pub async fn flush(&mut self) -> anyhow::Result<()> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
+            // TLS may hold the last record until flushed (a no-op on plain TCP).
+            self.stream.flush().await?;
             self.wbuf.clear();
         }
         Ok(())

@@ -46,6 +46,12 @@ pub struct Cli {
     /// Password in every CONNECT.
     #[arg(long, requires = "username")]
     pub password: Option<String>,
+    /// Connect over TLS, trusting the CA certificate(s) in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// With --tls-ca: the name the broker's certificate must carry.
+    #[arg(long, default_value = "localhost", requires = "tls_ca")]
+    pub tls_server_name: String,
     /// Label printed in the report (e.g. the broker's name).
     #[arg(long, default_value = "broker")]
     pub label: String,
@@ -113,5 +119,9 @@ impl Cli {
     /// `--username` and `--password`, when given.
     pub fn credentials(&self) -> Option<(String, String)> {
         self.username.clone().zip(self.password.clone())
+    }
+
+    pub fn target(&self) -> anyhow::Result<client::Target> {
+        client::Target::new(self.addr, self.tls_ca.as_deref(), &self.tls_server_name)
     }
 }

@@ -81,6 +81,7 @@ struct SubResult {
 async fn throughput(cli: &Cli, plan: Plan) -> anyhow::Result<Report> {
     let version = version_of(cli.protocol);
     let credentials = cli.credentials();
+    let target = cli.target()?;
     let qos = qos_of(cli.qos);
     let epoch = Instant::now();
     let received = Arc::new(AtomicU64::new(0));
@@ -89,7 +90,7 @@ async fn throughput(cli: &Cli, plan: Plan) -> anyhow::Result<Report> {
     let mut subs = JoinSet::new();
     for (i, (filter, expected)) in plan.subscribers.iter().enumerate() {
         let mut client = Client::connect(
-            cli.addr,
+            &target,
             &format!("bench-sub-{i}"),
             version,
             credentials.as_ref(),
@@ -111,7 +112,7 @@ async fn throughput(cli: &Cli, plan: Plan) -> anyhow::Result<Report> {
     for i in 0..plan.publishers.len() {
         pubs.push(
             Client::connect(
-                cli.addr,
+                &target,
                 &format!("bench-pub-{i}"),
                 version,
                 credentials.as_ref(),
@@ -386,6 +387,7 @@ fn count_below(bits: &[u64], limit: u64) -> u64 {
 async fn storm(cli: &Cli, c: usize, concurrency: usize) -> anyhow::Result<Report> {
     let version = version_of(cli.protocol);
     let credentials = cli.credentials();
+    let target = cli.target()?;
     let rss_before = cli.broker_pid.and_then(rss_kb);
     let cpu_start = cli.broker_pid.and_then(cpu_ticks);
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
@@ -393,12 +395,12 @@ async fn storm(cli: &Cli, c: usize, concurrency: usize) -> anyhow::Result<Report
     let mut tasks = JoinSet::new();
     for i in 0..c {
         let gate = gate.clone();
-        let addr = cli.addr;
+        let target = target.clone();
         let credentials = credentials.clone();
         tasks.spawn(async move {
             let _permit = gate.acquire_owned().await;
             Client::connect(
-                addr,
+                &target,
                 &format!("bench-storm-{i}"),
                 version,
                 credentials.as_ref(),

@@ -299,3 +299,119 @@ impl SubscriberHandle for MailboxHandle {
         self.0.is_connected()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+
+    use edgemq_core::message::Message;
+
+    fn delivery(qos: QoS) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: ByteString::from_static("t"),
+                payload: bytes::Bytes::new(),
+                qos,
+                retain: false,
+                properties: Default::default(),
+                expires_at: None,
+                publisher: None,
+                forwarded: Default::default(),
+            }),
+            qos,
+            retain: false,
+            subscription_ids: Default::default(),
+            share_group: None,
+        }
+    }
+
+    fn mailbox(capacity: usize) -> Mailbox {
+        let m = Mailbox::new(
+            1,
+            ByteString::from_static("c"),
+            capacity,
+            OverflowPolicy::DropOldest,
+        );
+        m.set_connected(true);
+        m
+    }
+
+    fn is_ready(f: std::pin::Pin<&mut impl Future<Output = ()>>) -> bool {
+        f.poll(&mut Context::from_waker(Waker::noop())) == Poll::Ready(())
+    }
+
+    #[test]
+    fn congestion_is_reported_at_the_mark_and_relieved_at_a_quarter() {
+        let m = mailbox(1_000_000);
+        let stats = Stats::default();
+        for _ in 1..CONGESTED_AT {
+            assert_eq!(
+                m.push(delivery(QoS::AtLeastOnce), &stats),
+                PushOutcome::Queued
+            );
+        }
+        assert_eq!(
+            m.push(delivery(QoS::AtLeastOnce), &stats),
+            PushOutcome::QueuedCongested
+        );
+        let mut relieved = pin!(m.relieved());
+        assert!(
+            !is_ready(relieved.as_mut()),
+            "still deep: the publisher waits"
+        );
+        let mut taken = Vec::new();
+        m.pop_batch(CONGESTED_AT - CONGESTED_AT / 4 - 1, &mut taken);
+        assert!(!is_ready(relieved.as_mut()), "one above the quarter mark");
+        assert!(m.pop(true).is_some());
+        assert!(
+            is_ready(relieved.as_mut()),
+            "at a quarter: the publisher resumes"
+        );
+    }
+
+    #[test]
+    fn a_small_queue_congests_at_half_its_limit() {
+        let m = mailbox(100);
+        let stats = Stats::default();
+        let outcomes: Vec<_> = (0..50)
+            .map(|_| m.push(delivery(QoS::AtMostOnce), &stats))
+            .collect();
+        assert_eq!(outcomes[48], PushOutcome::Queued);
+        assert_eq!(outcomes[49], PushOutcome::QueuedCongested);
+    }
+
+    #[test]
+    fn a_stalled_or_offline_subscriber_holds_nobody_back() {
+        let m = mailbox(10_000);
+        let stats = Stats::default();
+        for _ in 0..CONGESTED_AT {
+            m.push(delivery(QoS::AtLeastOnce), &stats);
+        }
+        m.mark_stalled();
+        assert_eq!(
+            m.push(delivery(QoS::AtLeastOnce), &stats),
+            PushOutcome::Queued
+        );
+
+        let offline = mailbox(10_000);
+        for _ in 0..CONGESTED_AT {
+            offline.push(delivery(QoS::AtLeastOnce), &stats);
+        }
+        let mut relieved = pin!(offline.relieved());
+        assert!(!is_ready(relieved.as_mut()));
+        offline.set_connected(false);
+        assert!(
+            is_ready(relieved.as_mut()),
+            "a disconnect releases waiting publishers"
+        );
+        assert_eq!(
+            offline.push(delivery(QoS::AtLeastOnce), &stats),
+            PushOutcome::Queued,
+            "an offline session's queue is bounded by its limit, not by back-pressure"
+        );
+    }
+}

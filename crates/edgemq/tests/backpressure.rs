@@ -25,6 +25,33 @@ fn payload(i: u32) -> Vec<u8> {
     p
 }
 
+/// A v3.1.1 client subscribed to `bp/t` at QoS 0.
+fn subscriber(addr: std::net::SocketAddr, client_id: &str) -> RawClient {
+    let mut c = RawClient::v311(addr, client_id);
+    c.send(&subscribe(1, None, &[("bp/t", 0)]));
+    assert_eq!(
+        c.read_packet(),
+        vec![0x90, 0x03, 0x00, 0x01, 0x00],
+        "SUBACK"
+    );
+    c
+}
+
+/// A publisher thread writing all [`MESSAGES`] at once (blocking while the broker holds it
+/// back), then a PINGREQ whose PINGRESP shows the broker has read every PUBLISH before it.
+fn publish_all(addr: std::net::SocketAddr, client_id: &'static str) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut p = RawClient::v311(addr, client_id);
+        let mut all = Vec::with_capacity(MESSAGES as usize * (PAYLOAD + 8));
+        for i in 0..MESSAGES {
+            all.extend(publish_v311("bp/t", 0, 0, &payload(i)));
+        }
+        p.send(&all);
+        p.send(&[0xC0, 0x00]);
+        p.expect_packet(&[0xD0, 0x00]);
+    })
+}
+
 #[test]
 fn fast_publisher_is_held_back_instead_of_overflowing_a_live_subscriber() {
     if !Broker::edgemq_only() {
@@ -32,27 +59,8 @@ fn fast_publisher_is_held_back_instead_of_overflowing_a_live_subscriber() {
     }
     // A queue of 100 with drop-oldest: without back-pressure most messages would be dropped.
     let b = Broker::start_with(&["--max-queued-messages", "100"]);
-    let mut sub = RawClient::v311(b.addr, "slow-subscriber");
-    sub.send(&subscribe(1, None, &[("bp/t", 0)]));
-    assert_eq!(
-        sub.read_packet(),
-        vec![0x90, 0x03, 0x00, 0x01, 0x00],
-        "SUBACK"
-    );
-
-    let addr = b.addr;
-    let publisher = std::thread::spawn(move || {
-        let mut p = RawClient::v311(addr, "fast-publisher");
-        let mut all = Vec::with_capacity(MESSAGES as usize * (PAYLOAD + 8));
-        for i in 0..MESSAGES {
-            all.extend(publish_v311("bp/t", 0, 0, &payload(i)));
-        }
-        // Blocks while the broker holds this publisher back.
-        p.send(&all);
-        // PINGRESP after the PINGREQ: the broker has read every PUBLISH before it.
-        p.send(&[0xC0, 0x00]);
-        p.expect_packet(&[0xD0, 0x00]);
-    });
+    let mut sub = subscriber(b.addr, "slow-subscriber");
+    let publisher = publish_all(b.addr, "fast-publisher");
 
     // Not reading for a moment lets the subscriber's socket, write buffer and queue fill.
     std::thread::sleep(Duration::from_millis(300));
@@ -79,32 +87,9 @@ fn a_subscriber_that_stops_reading_holds_publishers_back_only_for_a_while() {
         return;
     }
     let b = Broker::start_with(&["--max-queued-messages", "100"]);
-    let mut stuck = RawClient::v311(b.addr, "stuck-subscriber");
-    stuck.send(&subscribe(1, None, &[("bp/t", 0)]));
-    assert_eq!(
-        stuck.read_packet(),
-        vec![0x90, 0x03, 0x00, 0x01, 0x00],
-        "SUBACK"
-    );
-    let mut healthy = RawClient::v311(b.addr, "healthy-subscriber");
-    healthy.send(&subscribe(1, None, &[("bp/t", 0)]));
-    assert_eq!(
-        healthy.read_packet(),
-        vec![0x90, 0x03, 0x00, 0x01, 0x00],
-        "SUBACK"
-    );
-
-    let addr = b.addr;
-    let publisher = std::thread::spawn(move || {
-        let mut p = RawClient::v311(addr, "publisher");
-        let mut all = Vec::new();
-        for i in 0..MESSAGES {
-            all.extend(publish_v311("bp/t", 0, 0, &payload(i)));
-        }
-        p.send(&all);
-        p.send(&[0xC0, 0x00]);
-        p.expect_packet(&[0xD0, 0x00]);
-    });
+    let stuck = subscriber(b.addr, "stuck-subscriber");
+    let mut healthy = subscriber(b.addr, "healthy-subscriber");
+    let publisher = publish_all(b.addr, "publisher");
     // `stuck` never reads again: after the publisher's patience it stops holding it back,
     // its own queue overflows (drop-oldest), and the healthy subscriber gets everything.
     for i in 0..MESSAGES {
