@@ -119,18 +119,12 @@ EOF
 # Mosquitto started as root drops to its own user: give it its own copy of the key.
 cp "$PKI/server.key" "$PKI/mosquitto-server.key"
 if [ "$(id -u)" = 0 ] && id mosquitto >/dev/null 2>&1; then chown mosquitto "$PKI/mosquitto-server.key"; fi
-cat > "$OUT/mosquitto-tls.conf" <<EOF
-listener 18837 127.0.0.1
-certfile $PKI/server.crt
-keyfile $PKI/mosquitto-server.key
-allow_anonymous true
-persistence false
-max_queued_messages 1000000
-max_inflight_messages 0
-max_connections -1
-set_tcp_nodelay true
-log_type error
-EOF
+{
+  echo "listener 18837 127.0.0.1"
+  echo "certfile $PKI/server.crt"
+  echo "keyfile $PKI/mosquitto-server.key"
+  grep -v '^listener' "$OUT/mosquitto.conf"
+} >"$OUT/mosquitto-tls.conf"
 
 start_broker() { # name [tls] → sets PID, ADDR
   if [ "${2:-}" = tls ]; then

@@ -312,16 +312,12 @@ mod tests {
 
     fn delivery(qos: QoS) -> Delivery {
         Delivery {
-            message: Arc::new(Message {
-                topic: ByteString::from_static("t"),
-                payload: bytes::Bytes::new(),
+            message: Arc::new(Message::broker_generated(
+                ByteString::from_static("t"),
+                bytes::Bytes::new(),
                 qos,
-                retain: false,
-                properties: Default::default(),
-                expires_at: None,
-                publisher: None,
-                forwarded: Default::default(),
-            }),
+                false,
+            )),
             qos,
             retain: false,
             subscription_ids: Default::default(),

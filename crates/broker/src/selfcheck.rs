@@ -12,7 +12,7 @@ use bytestring::ByteString;
 use rand::Rng;
 use tokio::sync::watch;
 
-use edgemq_codec::{Properties, QoS};
+use edgemq_codec::QoS;
 use edgemq_core::message::Message;
 use edgemq_core::subscriptions::StoredOptions;
 use edgemq_core::topic::SubscriptionFilter;
@@ -76,16 +76,12 @@ pub async fn run(
         }
         let payload = Bytes::from(format!("{{\"seq\":{seq}}}"));
         while mailbox.pop(true).is_some() {} // stale probes from a previous timeout
-        bus.publish(Arc::new(Message {
-            topic: topic.clone(),
-            payload: payload.clone(),
-            qos: QoS::AtMostOnce,
-            retain: false,
-            properties: Properties::default(),
-            expires_at: None,
-            publisher: None,
-            forwarded: Default::default(),
-        }));
+        bus.publish(Arc::new(Message::broker_generated(
+            topic.clone(),
+            payload.clone(),
+            QoS::AtMostOnce,
+            false,
+        )));
         let came_back = tokio::time::timeout(config.timeout, async {
             loop {
                 if let Some(d) = mailbox.pop(true) {

@@ -34,6 +34,21 @@ pub struct Message {
 }
 
 impl Message {
+    /// A message the broker makes itself (no properties, no expiry, no publishing session):
+    /// health probes, and tests.
+    pub fn broker_generated(topic: ByteString, payload: Bytes, qos: QoS, retain: bool) -> Self {
+        Message {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties: Properties::default(),
+            expires_at: None,
+            publisher: None,
+            forwarded: OnceLock::new(),
+        }
+    }
+
     /// Build from a client's PUBLISH, keeping only the properties that are forwarded.
     /// `max_expiry` caps the Message Expiry Interval (a broker limit).
     pub fn from_publish(

@@ -190,14 +190,13 @@ mod tests {
 
     fn msg(topic: &str, payload: &'static [u8], expires_at: Option<Instant>) -> Arc<Message> {
         Arc::new(Message {
-            topic: ByteString::from(topic),
-            payload: Bytes::from_static(payload),
-            qos: edgemq_codec::QoS::AtMostOnce,
-            retain: true,
-            properties: Default::default(),
             expires_at,
-            publisher: None,
-            forwarded: Default::default(),
+            ..Message::broker_generated(
+                ByteString::from(topic),
+                Bytes::from_static(payload),
+                edgemq_codec::QoS::AtMostOnce,
+                true,
+            )
         })
     }
 

@@ -314,16 +314,12 @@ mod tests {
     use std::time::Instant;
 
     fn delivery(qos: QoS) -> Delivery {
-        let msg = Message {
-            topic: ByteString::from_static("t"),
-            payload: bytes::Bytes::new(),
+        let msg = Message::broker_generated(
+            ByteString::from_static("t"),
+            bytes::Bytes::new(),
             qos,
-            retain: false,
-            properties: Default::default(),
-            expires_at: None,
-            publisher: None,
-            forwarded: Default::default(),
-        };
+            false,
+        );
         let _ = Instant::now();
         Delivery {
             message: Arc::new(msg),
