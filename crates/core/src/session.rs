@@ -148,8 +148,13 @@ impl OutgoingWindow {
 
     /// The in-flight message with this packet identifier.
     pub fn find(&self, packet_id: u16) -> Option<&Inflight> {
+        self.order.get(self.position(packet_id)?)?.as_ref()
+    }
+
+    /// Where this packet identifier's message is in `order`.
+    fn position(&self, packet_id: u16) -> Option<usize> {
         let seq = *self.index.get(&packet_id)?;
-        self.order.get((seq - self.base) as usize)?.as_ref()
+        Some((seq - self.base) as usize)
     }
 
     /// Everything in flight, oldest first (for re-sending on session resumption
@@ -175,9 +180,9 @@ impl OutgoingWindow {
     }
 
     fn get(&mut self, packet_id: u16) -> Result<&mut Inflight, AckError> {
-        let seq = *self.index.get(&packet_id).ok_or(AckError::NotFound)?;
+        let position = self.position(packet_id).ok_or(AckError::NotFound)?;
         self.order
-            .get_mut((seq - self.base) as usize)
+            .get_mut(position)
             .and_then(Option::as_mut)
             .ok_or(AckError::NotFound)
     }

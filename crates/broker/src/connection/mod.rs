@@ -143,7 +143,7 @@ async fn read_some<R: AsyncRead + Unpin>(
     std::future::poll_fn(|cx| {
         let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
         let mut buf = tokio::io::ReadBuf::uninit(&mut stack);
-        std::task::ready!(std::pin::Pin::new(&mut *reader).poll_read(cx, &mut buf))?;
+        std::task::ready!(Pin::new(&mut *reader).poll_read(cx, &mut buf))?;
         rbuf.extend_from_slice(buf.filled());
         std::task::Poll::Ready(Ok(buf.filled().len()))
     })

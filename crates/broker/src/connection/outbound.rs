@@ -79,10 +79,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 return;
             }
             self.resend_backlog.pop_front();
-            let Some(inflight) = self.session.outgoing.find(packet_id) else {
+            let Some(state) = self.session.outgoing.find(packet_id).map(|i| i.state) else {
                 continue;
             };
-            match inflight.state {
+            match state {
                 OutgoingState::AwaitingPubComp => {
                     self.send(Packet::PubRel(PubResponse::new(packet_id)))
                 }
