@@ -130,7 +130,7 @@ start_broker() { # name [tls] → sets PID, ADDR
   if [ "${2:-}" = tls ]; then
     case "$1" in
       edgemq)
-        "$EDGEMQ" serve --config "$OUT/edgemq-tls" --data-dir "$OUT/edgemq-data" \
+        "$EDGEMQ" serve --config "$OUT/edgemq-tls" --data-dir "$OUT/edgemq-data" --in-memory \
           --log-level error >"$OUT/edgemq.log" 2>&1 &
         PID=$!; ADDR=127.0.0.1:18836 ;;
       mosquitto)
@@ -148,7 +148,9 @@ start_broker() { # name [tls] → sets PID, ADDR
 start_plain() {
   case "$1" in
     edgemq)
-      "$EDGEMQ" serve --listen 127.0.0.1:18833 --max-queued-messages 1000000 \
+      # --in-memory: the others run without persistence too (scripts/bench-durable.sh
+      # measures it).
+      "$EDGEMQ" serve --listen 127.0.0.1:18833 --in-memory --max-queued-messages 1000000 \
         --receive-maximum 65535 --log-level error >"$OUT/edgemq.log" 2>&1 &
       PID=$!; ADDR=127.0.0.1:18833 ;;
     mosquitto)

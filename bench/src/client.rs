@@ -163,11 +163,14 @@ pub fn qos_of(qos: u8) -> QoS {
 
 impl Client {
     /// TCP connect (and TLS handshake), CONNECT (clean start), wait for CONNACK.
+    /// `session_expiry` (v5): a persistent session, whose QoS 1/2 messages a broker with
+    /// durable state stores.
     pub async fn connect(
         target: &Target,
         client_id: &str,
         version: ProtocolVersion,
         credentials: Option<&(String, String)>,
+        session_expiry: Option<u32>,
     ) -> anyhow::Result<Client> {
         let tcp = TcpStream::connect(target.addr).await?;
         tcp.set_nodelay(true)?;
@@ -180,6 +183,7 @@ impl Client {
         let mut properties = Properties::default();
         if version.is_v5() {
             properties.receive_maximum = Some(u16::MAX);
+            properties.session_expiry_interval = session_expiry;
         }
         let mut client = Client {
             stream,

@@ -52,6 +52,10 @@ pub struct Cli {
     /// With --tls-ca: the name the broker's certificate must carry.
     #[arg(long, default_value = "localhost", requires = "tls_ca")]
     pub tls_server_name: String,
+    /// Subscribers keep a persistent session with this Session Expiry Interval (seconds;
+    /// MQTT 5 only): a broker with durable state then stores their QoS 1/2 messages.
+    #[arg(long, value_name = "SECS")]
+    pub session_expiry: Option<u32>,
     /// Label printed in the report (e.g. the broker's name).
     #[arg(long, default_value = "broker")]
     pub label: String,
@@ -104,6 +108,10 @@ fn main() -> anyhow::Result<()> {
         cli.payload >= client::HEADER_LEN,
         "--payload must be at least {}",
         client::HEADER_LEN
+    );
+    anyhow::ensure!(
+        cli.session_expiry.is_none() || cli.protocol == 5,
+        "--session-expiry needs --protocol 5"
     );
     // Two worker threads: the machine has two cores, shared with the broker.
     let runtime = tokio::runtime::Builder::new_multi_thread()

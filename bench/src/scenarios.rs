@@ -94,6 +94,7 @@ async fn throughput(cli: &Cli, plan: Plan) -> anyhow::Result<Report> {
             &format!("bench-sub-{i}"),
             version,
             credentials.as_ref(),
+            cli.session_expiry,
         )
         .await?;
         client.subscribe(filter, qos).await?;
@@ -116,6 +117,7 @@ async fn throughput(cli: &Cli, plan: Plan) -> anyhow::Result<Report> {
                 &format!("bench-pub-{i}"),
                 version,
                 credentials.as_ref(),
+                None,
             )
             .await?,
         );
@@ -404,6 +406,7 @@ async fn storm(cli: &Cli, c: usize, concurrency: usize) -> anyhow::Result<Report
                 &format!("bench-storm-{i}"),
                 version,
                 credentials.as_ref(),
+                None,
             )
             .await
         });

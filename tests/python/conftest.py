@@ -29,7 +29,9 @@ import re
 import signal
 import socket
 import struct
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -94,6 +96,7 @@ class Broker:
 
     def __init__(self, args: tuple[str, ...] = (), tmp: Path | None = None):
         self.args = list(args)
+        self.data_dir: str | None = None
         self.mosquitto = AGAINST == "mosquitto"
         if self.mosquitto:
             if args:
@@ -110,6 +113,10 @@ class Broker:
             cmd = ["mosquitto", "-c", str(conf)]
         else:
             cmd = [edgemq_bin(), "serve", "--listen", "127.0.0.1:0", "--log-level", "debug", *args]
+            # Each broker keeps its durable state in a directory of its own.
+            if "--data-dir" not in args and "--in-memory" not in args:
+                self.data_dir = tempfile.mkdtemp(prefix="edgemq-pytest-")
+                cmd += ["--data-dir", self.data_dir]
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -231,6 +238,8 @@ class Broker:
         for r in self.raws:
             r.close()
         self._reader.join(5)
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

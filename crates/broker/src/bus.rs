@@ -13,6 +13,7 @@ use edgemq_core::message::Message;
 use edgemq_core::retained::RetainedStore;
 use edgemq_core::session::Delivery;
 use edgemq_core::subscriptions::{Route, SubscriptionIndex};
+use edgemq_store::Store;
 
 use crate::mailbox::{Mailbox, MailboxHandle, PushOutcome};
 use crate::sessions::Registry;
@@ -26,6 +27,9 @@ pub struct Routed {
     /// A connected subscriber whose queue is deep: the publisher should pause reading until
     /// it drains (back-pressure; see [`Mailbox::relieved`]).
     pub congested: Option<Arc<Mailbox>>,
+    /// Something was written to the store for it (a persistent subscriber's copy, or the
+    /// retained message): its acknowledgement waits for the commit.
+    pub durable: bool,
 }
 
 /// Shared broker state. One per process; every connection holds an `Arc<Bus>`.
@@ -35,6 +39,8 @@ pub struct Bus {
     pub sessions: Registry,
     pub stats: Stats,
     pub limits: Limits,
+    /// Durable state; `None` runs in memory only (`--in-memory`).
+    pub store: Option<Arc<Store>>,
     next_id: AtomicU64,
 }
 
@@ -52,8 +58,9 @@ thread_local! {
 }
 
 impl Bus {
-    pub fn new(limits: Limits) -> Arc<Bus> {
+    pub fn new(limits: Limits, store: Option<Arc<Store>>) -> Arc<Bus> {
         Arc::new(Bus {
+            store,
             index: SubscriptionIndex::new(),
             retained: RetainedStore::new(),
             sessions: Registry::default(),
@@ -71,8 +78,13 @@ impl Bus {
     /// Route a message to every matching subscription (and store it if retained).
     pub fn publish(&self, message: Arc<Message>) -> Routed {
         self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+        let mut durable = false;
         if message.retain && self.limits.retain_available {
             self.retained.set(message.clone());
+            if let Some(store) = &self.store {
+                store.retain(&message);
+                durable = true;
+            }
         }
         ROUTES.with(|routes| {
             // A re-entrant publish on this thread (not expected) falls back to a fresh Vec.
@@ -86,6 +98,7 @@ impl Bus {
             let mut routed = Routed {
                 matched: routes.len(),
                 congested: None,
+                durable,
             };
             for route in routes.drain(..) {
                 let delivery = Delivery {
@@ -94,7 +107,9 @@ impl Bus {
                     subscription_ids: route.subscription_ids,
                     share_group: route.share_group,
                     message: message.clone(),
+                    stored: None,
                 };
+                routed.durable |= route.subscriber.0.stores(delivery.qos);
                 let outcome = route.subscriber.0.push(delivery, &self.stats);
                 // The publisher's own queue never holds it back: it drains only while the
                 // publisher's connection reads (its acknowledgements).
@@ -126,6 +141,7 @@ impl Bus {
                     subscription_ids: route.subscription_ids,
                     share_group: route.share_group,
                     message: delivery.message,
+                    stored: None,
                 };
                 route.subscriber.0.push(d, &self.stats);
                 None

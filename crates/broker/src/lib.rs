@@ -28,7 +28,7 @@ pub use bus::Bus;
 pub use edgemq_codec::QoS;
 pub use edgemq_core::limits::{Limits, OverflowPolicy};
 pub use listener::ListenerConfig;
-pub use server::{ApplyReport, Server};
+pub use server::{ApplyReport, Durable, Server};
 pub use transport::{Protocol, Transport};
 
 /// Everything the server needs to run.
@@ -52,12 +52,18 @@ pub enum ServerError {
 /// get DISCONNECT 0x8B) and wait for their tasks (bounded).
 pub async fn run(
     config: ServerConfig,
+    durable: Option<Durable>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let server = Server::new(config.limits.clone());
-    server.apply(config.listeners).await?;
-    shutdown.await;
-    tracing::info!("shutting down");
+    let server = Server::new(config.limits.clone(), durable);
+    let result = match server.apply(config.listeners).await {
+        Ok(_) => {
+            shutdown.await;
+            tracing::info!("shutting down");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
     server.shutdown().await;
-    Ok(())
+    result
 }

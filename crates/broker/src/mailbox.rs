@@ -9,9 +9,15 @@
 //! messages. A subscriber that stays congested past the publisher's patience is marked
 //! stalled and stops holding publishers back until it recovers; the queue limit and its
 //! overflow policy then apply as before.
+//!
+//! Durability: the QoS 1/2 deliveries of a persistent session are written to the store as
+//! they are queued (see [`Mailbox::set_durable`]). While the session is offline only their
+//! store keys stay in memory ([`Entry::Stored`]); its connection reads them back in batches
+//! when the client returns.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytestring::ByteString;
 use parking_lot::Mutex;
@@ -21,6 +27,7 @@ use edgemq_codec::QoS;
 use edgemq_core::limits::OverflowPolicy;
 use edgemq_core::session::Delivery;
 use edgemq_core::subscriptions::{SessionKey, SubscriberHandle};
+use edgemq_store::Store;
 
 use crate::stats::{DropReason, Stats};
 
@@ -41,11 +48,38 @@ pub struct Mailbox {
     overflowed: AtomicBool,
     /// Messages dropped for this session (all reasons), for rate-limited warnings.
     drops: AtomicU64,
+    /// The broker's store, if it has one.
+    store: Option<Arc<Store>>,
+    /// A persistent session: its QoS 1/2 deliveries are stored as they are queued.
+    durable: AtomicBool,
+}
+
+/// A queued delivery: in memory, or only on disk (an offline persistent session's).
+#[derive(Debug)]
+pub enum Entry {
+    Ready(Delivery),
+    Stored { seq: u64, qos: QoS },
+}
+
+impl Entry {
+    fn qos(&self) -> QoS {
+        match self {
+            Entry::Ready(d) => d.qos,
+            Entry::Stored { qos, .. } => *qos,
+        }
+    }
+
+    fn seq(&self) -> Option<u64> {
+        match self {
+            Entry::Ready(d) => d.stored,
+            Entry::Stored { seq, .. } => Some(*seq),
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Queue {
-    items: VecDeque<Delivery>,
+    items: VecDeque<Entry>,
     capacity: usize,
     policy: OverflowPolicy,
     /// Depth at which pushers are told to wait: [`CONGESTED_AT`], or half a smaller capacity
@@ -76,6 +110,7 @@ impl Mailbox {
         client_id: ByteString,
         capacity: usize,
         policy: OverflowPolicy,
+        store: Option<Arc<Store>>,
     ) -> Self {
         Mailbox {
             key,
@@ -94,13 +129,70 @@ impl Mailbox {
             connected: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
             drops: AtomicU64::new(0),
+            store,
+            durable: AtomicBool::new(false),
+        }
+    }
+
+    /// Persistent session (expiry > 0): store its QoS 1/2 deliveries from now on.
+    pub fn set_durable(&self, durable: bool) {
+        self.durable.store(durable, Ordering::Release);
+    }
+
+    /// The store, if this session's deliveries go to it.
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store
+            .as_ref()
+            .filter(|_| self.durable.load(Ordering::Acquire))
+    }
+
+    /// Whether a delivery of this QoS pushed now is written to the store (the publisher's
+    /// acknowledgement then waits for the commit).
+    pub fn stores(&self, qos: QoS) -> bool {
+        qos != QoS::AtMostOnce && self.store().is_some()
+    }
+
+    /// Forget a stored delivery (acknowledged, dropped or moved to another session).
+    pub fn forget(&self, seq: Option<u64>) {
+        if let (Some(seq), Some(store)) = (seq, &self.store) {
+            store.remove(&self.client_id, seq);
+        }
+    }
+
+    /// A stored delivery recovered at start-up, oldest first (admitted before the restart:
+    /// no overflow policy).
+    pub fn restore_stored(&self, seq: u64, qos: QoS) {
+        self.queue
+            .lock()
+            .items
+            .push_back(Entry::Stored { seq, qos });
+    }
+
+    /// The connection ended: deliveries already on disk leave memory.
+    pub fn spill(&self) {
+        let mut q = self.queue.lock();
+        for entry in q.items.iter_mut() {
+            if let Entry::Ready(Delivery {
+                stored: Some(seq),
+                qos,
+                ..
+            }) = entry
+            {
+                *entry = Entry::Stored {
+                    seq: *seq,
+                    qos: *qos,
+                };
+            }
         }
     }
 
     /// Queue a delivery under the overflow policy, counting every drop in `stats`.
     /// QoS 0 messages are not kept for an offline session (as Mosquitto's default).
-    pub fn push(&self, delivery: Delivery, stats: &Stats) -> PushOutcome {
+    pub fn push(&self, mut delivery: Delivery, stats: &Stats) -> PushOutcome {
         let connected = self.is_connected();
+        // A delivery moved from another session keeps no key of that session's.
+        delivery.stored = None;
+        let store = self.store().filter(|_| delivery.qos != QoS::AtMostOnce);
         if !connected && delivery.qos == QoS::AtMostOnce {
             stats.dropped(DropReason::OfflineQos0);
             return PushOutcome::Dropped(DropReason::OfflineQos0);
@@ -110,7 +202,8 @@ impl Mailbox {
             let mut q = self.queue.lock();
             was_empty = q.items.is_empty();
             if q.items.len() < q.capacity {
-                q.items.push_back(delivery);
+                let entry = self.admit(store, delivery, connected);
+                q.items.push_back(entry);
                 if connected && !q.stalled && q.items.len() >= q.congested_at {
                     PushOutcome::QueuedCongested
                 } else {
@@ -119,8 +212,11 @@ impl Mailbox {
             } else {
                 match q.policy {
                     OverflowPolicy::DropOldest => {
-                        q.items.pop_front();
-                        q.items.push_back(delivery);
+                        if let Some(oldest) = q.items.pop_front() {
+                            self.forget(oldest.seq());
+                        }
+                        let entry = self.admit(store, delivery, connected);
+                        q.items.push_back(entry);
                         PushOutcome::QueuedDroppedOldest
                     }
                     OverflowPolicy::DropNew => PushOutcome::Dropped(DropReason::QueueFullDropNew),
@@ -152,6 +248,24 @@ impl Mailbox {
         outcome
     }
 
+    /// The queue entry for an admitted delivery, written to the store first if durable.
+    /// (Called under the queue lock, so store keys follow queue order.)
+    fn admit(&self, store: Option<&Arc<Store>>, delivery: Delivery, connected: bool) -> Entry {
+        match store {
+            Some(store) => {
+                let delivery = store.enqueue(&self.client_id, delivery);
+                match (connected, delivery.stored) {
+                    (false, Some(seq)) => Entry::Stored {
+                        seq,
+                        qos: delivery.qos,
+                    },
+                    _ => Entry::Ready(delivery),
+                }
+            }
+            None => Entry::Ready(delivery),
+        }
+    }
+
     /// Count a drop broker-wide and warn about it: the first one per session and then every
     /// thousandth, so a flood of drops cannot flood the log.
     fn count_drop(&self, reason: DropReason, stats: &Stats) {
@@ -167,23 +281,31 @@ impl Mailbox {
     pub fn requeue_front(&self, deliveries: impl DoubleEndedIterator<Item = Delivery>) {
         let mut q = self.queue.lock();
         for d in deliveries.rev() {
-            q.items.push_front(d);
+            q.items.push_front(Entry::Ready(d));
         }
     }
 
-    /// Take up to `max` deliveries from the front.
-    pub fn pop_batch(&self, max: usize, out: &mut Vec<Delivery>) {
+    /// Take up to `max` stored-only entries from the front (their keys, in order), to be
+    /// read back from the store.
+    pub fn pop_stored(&self, max: usize, out: &mut Vec<u64>) {
         let mut q = self.queue.lock();
-        let n = max.min(q.items.len());
-        out.extend(q.items.drain(..n));
+        while out.len() < max {
+            match q.items.front() {
+                Some(Entry::Stored { seq, .. }) => {
+                    out.push(*seq);
+                    q.items.pop_front();
+                }
+                _ => break,
+            }
+        }
         self.relieve_if_drained(q);
     }
 
-    /// Take the next delivery whose QoS is 0, or any delivery if `allow_qos12`.
-    pub fn pop(&self, allow_qos12: bool) -> Option<Delivery> {
+    /// Take the next entry whose QoS is 0, or any entry if `allow_qos12`.
+    pub fn pop(&self, allow_qos12: bool) -> Option<Entry> {
         let mut q = self.queue.lock();
         let popped = match q.items.front() {
-            Some(d) if allow_qos12 || d.qos == QoS::AtMostOnce => q.items.pop_front(),
+            Some(e) if allow_qos12 || e.qos() == QoS::AtMostOnce => q.items.pop_front(),
             _ => None,
         };
         if popped.is_some() {
@@ -233,19 +355,27 @@ impl Mailbox {
         }
     }
 
-    /// Remove every queued delivery for which `take` is true (shared-group redistribution).
+    /// Remove every in-memory delivery for which `take` is true (shared-group
+    /// redistribution). Stored-only entries stay.
     pub fn take_where(&self, mut take: impl FnMut(&Delivery) -> bool) -> Vec<Delivery> {
         let mut q = self.queue.lock();
         let mut taken = Vec::new();
-        q.items.retain(|d| {
-            if take(d) {
+        q.items.retain(|e| match e {
+            Entry::Ready(d) if take(d) => {
                 taken.push(d.clone());
                 false
-            } else {
-                true
             }
+            _ => true,
         });
         taken
+    }
+
+    /// Empty the queue (the session ended); returns how many entries there were.
+    pub fn clear(&self) -> usize {
+        let mut q = self.queue.lock();
+        let n = q.items.len();
+        q.items.clear();
+        n
     }
 
     pub fn len(&self) -> usize {
@@ -322,6 +452,7 @@ mod tests {
             retain: false,
             subscription_ids: Default::default(),
             share_group: None,
+            stored: None,
         }
     }
 
@@ -331,6 +462,7 @@ mod tests {
             ByteString::from_static("c"),
             capacity,
             OverflowPolicy::DropOldest,
+            None,
         );
         m.set_connected(true);
         m
@@ -359,8 +491,9 @@ mod tests {
             !is_ready(relieved.as_mut()),
             "still deep: the publisher waits"
         );
-        let mut taken = Vec::new();
-        m.pop_batch(CONGESTED_AT - CONGESTED_AT / 4 - 1, &mut taken);
+        for _ in 0..CONGESTED_AT - CONGESTED_AT / 4 - 1 {
+            assert!(m.pop(true).is_some());
+        }
         assert!(!is_ready(relieved.as_mut()), "one above the quarter mark");
         assert!(m.pop(true).is_some());
         assert!(

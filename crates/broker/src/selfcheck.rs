@@ -18,7 +18,7 @@ use edgemq_core::subscriptions::StoredOptions;
 use edgemq_core::topic::SubscriptionFilter;
 
 use crate::bus::Bus;
-use crate::mailbox::{Mailbox, MailboxHandle};
+use crate::mailbox::{Entry, Mailbox, MailboxHandle};
 use crate::OverflowPolicy;
 
 /// Prefix of the probe topics.
@@ -54,6 +54,7 @@ pub async fn run(
         ByteString::from_static("$edgemq-selfcheck"),
         16,
         OverflowPolicy::DropOldest,
+        None,
     ));
     mailbox.set_connected(true);
     let filter = SubscriptionFilter {
@@ -84,8 +85,8 @@ pub async fn run(
         )));
         let came_back = tokio::time::timeout(config.timeout, async {
             loop {
-                if let Some(d) = mailbox.pop(true) {
-                    if d.message.payload == payload {
+                if let Some(entry) = mailbox.pop(true) {
+                    if matches!(entry, Entry::Ready(d) if d.message.payload == payload) {
                         return;
                     }
                     continue;

@@ -17,6 +17,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::bus::Bus;
 use crate::listener::{BoundListener, ListenerConfig, ListenerContext};
 use crate::{Limits, ServerError};
+use edgemq_store::{Recovered, Store};
 
 type Key = (String, SocketAddr);
 
@@ -43,14 +44,53 @@ pub struct Server {
     connections: Arc<parking_lot::Mutex<JoinSet<()>>>,
 }
 
+/// The durable store and what it held at start-up.
+#[derive(Debug)]
+pub struct Durable {
+    pub store: Arc<Store>,
+    pub recovered: Recovered,
+}
+
+fn restore(bus: &Arc<Bus>, recovered: Recovered) {
+    let sessions = recovered.sessions.len();
+    let retained = recovered.retained.len();
+    for message in recovered.retained {
+        bus.retained.set(Arc::new(message));
+    }
+    bus.sessions.restore(bus, recovered.sessions);
+    for will in &recovered.due_wills {
+        bus.publish(will.clone());
+    }
+    tracing::info!(
+        sessions,
+        retained,
+        due_wills = recovered.due_wills.len(),
+        expired_sessions = recovered.expired_sessions,
+        expired_messages = recovered.expired_messages,
+        damaged_records = recovered.damaged_records,
+        "store: state recovered"
+    );
+}
+
 fn label((name, addr): &Key) -> String {
     format!("{name}@{addr}")
 }
 
 impl Server {
-    pub fn new(limits: Limits) -> Arc<Server> {
+    /// A server on `limits`, with the durable store if given: what it recovered is back in
+    /// place (sessions offline, retained messages, due wills sent) before any listener runs.
+    /// Call within the runtime (restored sessions start their expiry timers).
+    pub fn new(limits: Limits, durable: Option<Durable>) -> Arc<Server> {
+        let bus = match durable {
+            Some(Durable { store, recovered }) => {
+                let bus = Bus::new(limits, Some(store));
+                restore(&bus, recovered);
+                bus
+            }
+            None => Bus::new(limits, None),
+        };
         Arc::new(Server {
-            bus: Bus::new(limits),
+            bus,
             running: Mutex::new(BTreeMap::new()),
             connections: Arc::new(parking_lot::Mutex::new(JoinSet::new())),
         })
@@ -149,6 +189,10 @@ impl Server {
         let drops = self.bus.stats.drop_summary();
         if !drops.is_empty() {
             tracing::info!(drops = %drops, "dropped messages since start");
+        }
+        // Everything the sessions handed back is submitted: commit it and sync.
+        if let Some(store) = self.bus.store.clone() {
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
         }
     }
 }

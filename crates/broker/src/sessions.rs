@@ -20,10 +20,12 @@ use edgemq_codec::QoS;
 use edgemq_core::message::Message;
 use edgemq_core::session::{Delivery, IncomingQos2, OutgoingState, OutgoingWindow};
 use edgemq_core::subscriptions::{SessionKey, StoredOptions};
-use edgemq_core::topic::SubscriptionFilter;
+use edgemq_core::topic::{parse_subscription_filter, SubscriptionFilter};
+use edgemq_store::record::{unix_ms, Clock};
+use edgemq_store::{RecoveredSession, SessionRecord};
 
 use crate::bus::Bus;
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, MailboxHandle};
 use crate::stats::DropReason;
 
 /// Session Expiry Interval meaning "never expires" [MQTT-3.1.2-11].
@@ -40,6 +42,33 @@ pub struct SessionData {
     pub incoming_qos2: IncomingQos2,
     /// Seconds the session outlives its connection; 0 = ends with it.
     pub expiry_interval: u32,
+}
+
+impl SessionData {
+    /// The session as the store keeps it.
+    pub fn record(
+        &self,
+        disconnected_at: Option<u64>,
+        will: Option<(Arc<Message>, u32)>,
+    ) -> SessionRecord {
+        SessionRecord {
+            expiry_interval: self.expiry_interval,
+            disconnected_at,
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|(raw, (_, options))| (raw.clone(), *options))
+                .collect(),
+            will,
+        }
+    }
+
+    /// Write the session to the store (if it is a persistent one and there is a store).
+    pub fn persist(&self, disconnected_at: Option<u64>, will: Option<(Arc<Message>, u32)>) {
+        if let Some(store) = self.mailbox.store() {
+            store.put_session(&self.mailbox.client_id, self.record(disconnected_at, will));
+        }
+    }
 }
 
 /// Messages to a connection task from outside.
@@ -100,6 +129,8 @@ struct Offline {
     generation: u64,
     expires_at: Option<Instant>,
     will: Option<(Arc<Message>, Instant)>,
+    /// When the connection ended (Unix ms), as stored.
+    disconnected_at: u64,
 }
 
 /// How a session was obtained at CONNECT.
@@ -230,6 +261,15 @@ impl Registry {
         }
         let expires_at =
             (expiry != NEVER_EXPIRES).then(|| now + Duration::from_secs(u64::from(expiry)));
+        let disconnected_at = unix_ms(std::time::SystemTime::now());
+        let stored_will = pending_will
+            .as_ref()
+            .map(|(w, at): &(Arc<Message>, Instant)| {
+                let delay = at.saturating_duration_since(now).as_secs();
+                (w.clone(), u32::try_from(delay).unwrap_or(u32::MAX))
+            });
+        data.persist(Some(disconnected_at), stored_will);
+        data.mailbox.spill();
         let generation = bus.next_id();
         let next = next_deadline(expires_at, pending_will.as_ref().map(|(_, at)| *at));
         slots.insert(
@@ -239,6 +279,7 @@ impl Registry {
                 generation,
                 expires_at,
                 will: pending_will,
+                disconnected_at,
             })),
         );
         drop(slots);
@@ -267,6 +308,8 @@ impl Registry {
             }
             if offline.will.as_ref().is_some_and(|(_, at)| *at <= now) {
                 due_will = offline.will.take().map(|(w, _)| w);
+                // Sent: a restart must not send it again.
+                offline.data.persist(Some(offline.disconnected_at), None);
             }
             if offline.expires_at.is_some_and(|at| at <= now) {
                 if let Some(Slot::Offline(offline)) = slots.remove(client_id) {
@@ -290,6 +333,85 @@ impl Registry {
         }
         if let Some(at) = reschedule {
             spawn_timer(bus, client_id.clone(), generation, at);
+        }
+    }
+
+    /// Bring back the persistent sessions the store held at start-up, offline, with their
+    /// subscriptions, queued and in-flight messages, expiry and pending will.
+    pub fn restore(&self, bus: &Arc<Bus>, sessions: Vec<RecoveredSession>) {
+        let now = bus.now();
+        let clock = Clock::now();
+        for recovered in sessions {
+            let key = bus.next_id();
+            let client_id = recovered.client_id;
+            let mailbox = Arc::new(Mailbox::new(
+                key,
+                client_id.clone(),
+                bus.limits.max_queued_messages,
+                bus.limits.overflow_policy,
+                bus.store.clone(),
+            ));
+            mailbox.set_durable(true);
+            for (seq, qos) in recovered.queued {
+                mailbox.restore_stored(seq, qos);
+            }
+            let mut subscriptions = HashMap::new();
+            for (raw, options) in recovered.record.subscriptions {
+                match parse_subscription_filter(&raw) {
+                    Ok(filter) => {
+                        bus.index
+                            .subscribe(&filter, MailboxHandle(mailbox.clone()), options);
+                        subscriptions.insert(raw, (filter, options));
+                    }
+                    Err(e) => {
+                        tracing::warn!(client_id = %client_id, filter = %raw, error = %e, "store: a stored subscription is invalid and was dropped");
+                    }
+                }
+            }
+            let mut outgoing = OutgoingWindow::default();
+            for (packet_id, state, delivery) in recovered.inflight {
+                if let Err(d) = outgoing.restore(packet_id, state, delivery) {
+                    mailbox.forget(d.stored);
+                }
+            }
+            let mut incoming_qos2 = IncomingQos2::default();
+            for packet_id in recovered.incoming_qos2 {
+                incoming_qos2.receive(packet_id);
+            }
+            let data = SessionData {
+                key,
+                mailbox,
+                subscriptions,
+                outgoing,
+                incoming_qos2,
+                expiry_interval: recovered.record.expiry_interval,
+            };
+            let disconnected_at = recovered
+                .record
+                .disconnected_at
+                .unwrap_or_else(|| unix_ms(clock.wall));
+            // Not yet marked disconnected (the broker stopped while it was connected): from now.
+            if recovered.record.disconnected_at.is_none() {
+                data.persist(Some(disconnected_at), recovered.record.will.clone());
+            }
+            let generation = bus.next_id();
+            let next = next_deadline(
+                recovered.expires_at,
+                recovered.will.as_ref().map(|(_, at)| *at),
+            );
+            self.slots.lock().insert(
+                client_id.clone(),
+                Slot::Offline(Box::new(Offline {
+                    data,
+                    generation,
+                    expires_at: recovered.expires_at,
+                    will: recovered.will,
+                    disconnected_at,
+                })),
+            );
+            if let Some(at) = next {
+                spawn_timer(bus, client_id, generation, at.max(now));
+            }
         }
     }
 
@@ -340,6 +462,11 @@ pub fn end_session(bus: &Bus, mut data: SessionData) {
             lost += 1;
         }
     }
+    // Deliveries only on disk go with the session's records.
+    lost += data.mailbox.clear() as u64;
+    if let Some(store) = data.mailbox.store() {
+        store.delete_session(&data.mailbox.client_id);
+    }
     for _ in 0..lost {
         bus.stats.dropped(DropReason::SessionEnded);
     }
@@ -357,15 +484,20 @@ pub fn redistribute_shared(bus: &Bus, data: &mut SessionData) {
     // in flight and are re-sent with DUP when this client comes back [MQTT-4.4.0-1]. QoS 2
     // messages already sent stay with this client, whose delivery must complete when it
     // reconnects [MQTT-4.8.2-4].
-    data.outgoing.take_where(|i| {
+    let moved = data.outgoing.take_where(|i| {
         i.delivery.share_group.is_some()
             && i.delivery.qos == QoS::AtLeastOnce
             && bus.redistribute(i.delivery.clone(), key).is_none()
     });
+    for inflight in moved {
+        data.mailbox.forget(inflight.delivery.stored);
+    }
     let mut keep: Vec<Delivery> = Vec::new();
     for d in data.mailbox.take_where(|d| d.share_group.is_some()) {
-        if let Some(d) = bus.redistribute(d, key) {
-            keep.push(d);
+        let seq = d.stored;
+        match bus.redistribute(d, key) {
+            Some(d) => keep.push(d),
+            None => data.mailbox.forget(seq),
         }
     }
     // Nobody else in the group: they wait for this session, oldest first.

@@ -29,6 +29,9 @@ pub struct Delivery {
     pub subscription_ids: SmallVec<[u32; 2]>,
     /// The share group this delivery was chosen for, if any (for redistribution).
     pub share_group: Option<ByteString>,
+    /// Its key in the durable store while it is kept there (persistent sessions' QoS 1/2
+    /// deliveries): removed when the client acknowledges it or it is dropped.
+    pub stored: Option<u64>,
 }
 
 /// Where an outgoing QoS 1/2 message stands ([MQTT-4.3]).
@@ -109,6 +112,29 @@ impl OutgoingWindow {
             delivery,
         }));
         Ok(id)
+    }
+
+    /// Put back a message that was in flight before a restart, under the packet identifier
+    /// the client already saw (so a QoS 2 receiver recognises it [MQTT-4.3.3]). Gives the
+    /// delivery back if the identifier is 0 or already in use.
+    pub fn restore(
+        &mut self,
+        packet_id: u16,
+        state: OutgoingState,
+        delivery: Delivery,
+    ) -> Result<(), Delivery> {
+        if packet_id == 0 || self.index.contains_key(&packet_id) {
+            return Err(delivery);
+        }
+        self.index
+            .insert(packet_id, self.base + self.order.len() as u64);
+        self.order.push_back(Some(Inflight {
+            packet_id,
+            state,
+            delivery,
+        }));
+        self.next_id = self.next_id.max(packet_id);
+        Ok(())
     }
 
     /// PUBACK: completes a QoS 1 message.
@@ -267,6 +293,11 @@ impl IncomingQos2 {
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
+
+    /// The pending identifiers (to persist or restore a session).
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        self.pending.iter().copied()
+    }
 }
 
 /// Why a topic alias was refused; both are answered with DISCONNECT 0x94.
@@ -332,6 +363,7 @@ mod tests {
             retain: false,
             subscription_ids: SmallVec::new(),
             share_group: None,
+            stored: None,
         }
     }
 

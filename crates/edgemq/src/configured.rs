@@ -14,6 +14,7 @@ use edgemq_broker::selfcheck::{self, SelfCheckConfig, SelfCheckStats};
 use edgemq_broker::{Limits, ListenerConfig, OverflowPolicy, Protocol, Server, Transport};
 use edgemq_config::{Config, Diagnostic, Loaded, Severity};
 
+use crate::durable::{self, StoreOptions};
 use crate::tls::TlsManager;
 
 /// `edgemq check --config DIR`.
@@ -59,6 +60,7 @@ fn load(dir: &Path) -> Result<Config, Vec<Diagnostic>> {
 pub async fn serve(
     dir: &Path,
     data_dir: &Path,
+    store: &StoreOptions,
     base: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> ExitCode {
@@ -77,7 +79,11 @@ pub async fn serve(
         }
     };
     let limits = limits(&config, base.clone());
-    let server = Server::new(limits.clone());
+    let durable = match durable::open(store) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let server = Server::new(limits.clone(), durable);
     let mut tls = TlsManager::new(data_dir.to_path_buf());
     let listeners = match listeners(&config, &mut tls) {
         Ok(l) => l,

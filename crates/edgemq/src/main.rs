@@ -4,6 +4,7 @@ mod authn;
 mod authz;
 mod cli_tools;
 mod configured;
+mod durable;
 mod tls;
 
 use std::io::IsTerminal;
@@ -15,6 +16,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 use edgemq_broker::{Limits, ListenerConfig, OverflowPolicy, QoS, ServerConfig};
+use edgemq_store::SyncPolicy;
+
+use crate::durable::StoreOptions;
 
 /// edgemq: an MQTT 3.1 / 3.1.1 / 5.0 broker for the edge and IoT fleets.
 #[derive(Debug, Parser)]
@@ -93,9 +97,21 @@ struct ServeArgs {
     /// invalid ones are rejected and the running configuration stays. SIGHUP reloads too.
     #[arg(long, value_name = "DIR", conflicts_with = "listen")]
     config: Option<PathBuf>,
-    /// Data directory: the built-in CA and durable state.
+    /// Data directory: the built-in CA and durable state (sessions, queued, in-flight and
+    /// retained messages in DIR/state.redb).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
+    /// Keep no durable state: nothing survives a restart.
+    #[arg(long)]
+    in_memory: bool,
+    /// When the store is flushed to disk: `always` (before every acknowledgement that
+    /// depends on it), `interval-ms=N` (at most every N ms: a power loss may lose the last
+    /// N ms), `never` (left to the OS). A killed process loses nothing under any policy.
+    #[arg(long, value_name = "POLICY", default_value = "always")]
+    sync: SyncPolicy,
+    /// Refuse to start with a damaged store (default: move it aside and start empty).
+    #[arg(long)]
+    strict_recovery: bool,
     /// Address to listen on (repeatable). Port 0 picks a free port; the log line
     /// `listening ... addr=...` shows which.
     #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:1883")]
@@ -196,14 +212,25 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let store = StoreOptions {
+        data_dir: args.data_dir.clone(),
+        in_memory: args.in_memory,
+        sync: args.sync,
+        strict_recovery: args.strict_recovery,
+    };
     if let Some(dir) = &args.config {
         return runtime.block_on(configured::serve(
             dir,
             &args.data_dir,
+            &store,
             limits,
             shutdown_signal(),
         ));
     }
+    let durable = match durable::open(&store) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
     let listeners = args
         .listen
         .iter()
@@ -221,7 +248,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         tracing::warn!(listener = %l.name, addr = %l.addr, "listener admits anonymous clients (no authentication configured)");
     }
     let config = ServerConfig { listeners, limits };
-    match runtime.block_on(edgemq_broker::run(config, shutdown_signal())) {
+    match runtime.block_on(edgemq_broker::run(config, durable, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -187,6 +187,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
                 client_id.clone(),
                 limits.max_queued_messages,
                 limits.overflow_policy,
+                bus.store.clone(),
             )),
             subscriptions: Default::default(),
             outgoing: OutgoingWindow::default(),
@@ -207,6 +208,13 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         .await;
     let mut session = opened.data;
     session.expiry_interval = expiry;
+    // A persistent session goes to the store as it opens, with its will: a
+    // broker that stops while the client is connected sends it after the restart.
+    // (Once durable, a session stays so until it ends: its records are deleted then.)
+    if expiry != 0 {
+        session.mailbox.set_durable(true);
+    }
+    session.persist(None, will.as_ref().map(|w| (w.message.clone(), w.delay)));
 
     let mut ack = ConnAck {
         session_present: opened.session_present,

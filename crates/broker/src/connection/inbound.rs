@@ -10,11 +10,11 @@ use edgemq_codec::{
 };
 use edgemq_core::auth::Action;
 use edgemq_core::message::Message;
-use edgemq_core::session::{AckError, Delivery};
+use edgemq_core::session::{AckError, OutgoingState};
 use edgemq_core::subscriptions::StoredOptions;
 use edgemq_core::topic::parse_subscription_filter;
 
-use super::{Connection, Exit};
+use super::{Connection, Exit, RetainedItem};
 use crate::mailbox::MailboxHandle;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -23,7 +23,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             Packet::Publish(publish) => self.on_publish(publish),
             Packet::PubAck(ack) => {
                 match self.session.outgoing.puback(ack.packet_id) {
-                    Ok(_) | Err(AckError::NotFound) => {} // a stray PUBACK is harmless
+                    Ok(delivery) => self.session.mailbox.forget(delivery.stored),
+                    Err(AckError::NotFound) => {} // a stray PUBACK is harmless
                     Err(AckError::OutOfSequence) => {
                         return Err(self.protocol_error("[MQTT-4.3.2] PUBACK for a QoS 2 message"))
                     }
@@ -31,15 +32,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Ok(())
             }
             Packet::PubRec(rec) => {
+                let seq = self.stored_key(rec.packet_id);
                 match self
                     .session
                     .outgoing
                     .pubrec(rec.packet_id, rec.reason.is_error())
                 {
                     Ok(()) if !rec.reason.is_error() => {
+                        // Only the identifier is kept from here; stored before the PUBREL, so
+                        // the message itself is never sent again [MQTT-4.3.3].
+                        if let (Some(seq), Some(store)) = (seq, self.session.mailbox.store()) {
+                            store.sent(
+                                &self.client_id,
+                                seq,
+                                rec.packet_id,
+                                OutgoingState::AwaitingPubComp,
+                            );
+                            self.after_store_ops();
+                        }
                         self.send(Packet::PubRel(PubResponse::new(rec.packet_id)));
                     }
-                    Ok(()) => {}
+                    Ok(()) => self.session.mailbox.forget(seq),
                     Err(AckError::NotFound) if self.version.is_v5() => {
                         // [MQTT-4.3.3] answer an unknown PUBREC with PUBREL 0x92.
                         let mut rel = PubResponse::new(rec.packet_id);
@@ -57,15 +70,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             Packet::PubRel(rel) => {
                 let mut comp = PubResponse::new(rel.packet_id);
-                if !self.session.incoming_qos2.release(rel.packet_id) && self.version.is_v5() {
+                if self.session.incoming_qos2.release(rel.packet_id) {
+                    // A stale identifier left on disk would swallow the next message that
+                    // reuses it: forgotten before the PUBCOMP.
+                    if let Some(store) = self.session.mailbox.store() {
+                        store.incoming_qos2(&self.client_id, rel.packet_id, false);
+                        self.after_store_ops();
+                    }
+                } else if self.version.is_v5() {
                     comp.reason = ReasonCode::PacketIdentifierNotFound;
                 }
                 self.send(Packet::PubComp(comp));
                 Ok(())
             }
             Packet::PubComp(comp) => {
+                let seq = self.stored_key(comp.packet_id);
                 match self.session.outgoing.pubcomp(comp.packet_id) {
-                    Ok(()) | Err(AckError::NotFound) => {}
+                    Ok(()) => self.session.mailbox.forget(seq),
+                    Err(AckError::NotFound) => {}
                     Err(AckError::OutOfSequence) => {
                         return Err(self.protocol_error("[MQTT-4.3.3] PUBCOMP before PUBREC"))
                     }
@@ -186,7 +208,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.send(Packet::PubRec(PubResponse::new(packet_id)));
                 return Ok(());
             }
+            // Kept on disk with the routed copies (one commit), so a repeat after a restart
+            // is still recognised.
+            if let Some(store) = self.session.mailbox.store() {
+                store.incoming_qos2(&self.client_id, packet_id, true);
+            }
         }
+        let mut stored = qos == QoS::ExactlyOnce && self.session.mailbox.store().is_some();
         let topic = publish.topic.clone();
         let allowed = self.authorized(Action::Publish { topic: &topic });
         let mut reason = ReasonCode::Success;
@@ -198,6 +226,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.bus.limits.max_message_expiry,
             );
             let routed = self.bus.publish(Arc::new(message));
+            stored |= routed.durable;
             if routed.matched == 0 {
                 reason = ReasonCode::NoMatchingSubscribers;
             } else {
@@ -212,11 +241,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(Packet::PubAck(self.response(packet_id, reason))),
+            QoS::AtLeastOnce => {
+                if stored {
+                    self.after_store_ops();
+                }
+                self.send(Packet::PubAck(self.response(packet_id, reason)));
+            }
             QoS::ExactlyOnce => {
                 if reason.is_error() {
                     // A refused QoS 2 message ends its exchange here [MQTT-4.3.3].
                     self.session.incoming_qos2.release(packet_id);
+                    if let Some(store) = self.session.mailbox.store() {
+                        store.incoming_qos2(&self.client_id, packet_id, false);
+                    }
+                }
+                if stored {
+                    self.after_store_ops();
                 }
                 self.send(Packet::PubRec(self.response(packet_id, reason)));
             }
@@ -286,30 +326,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             self.session.subscriptions.insert(raw, (filter, stored));
             reasons.push(ReasonCode(options.qos as u8));
         }
+        // The subscriptions are on disk before the SUBACK says they exist.
+        if self.persist_session() {
+            self.after_store_ops();
+        }
         self.send(Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             properties: Default::default(),
             reasons,
         }));
-        // Retained messages follow the SUBACK [MQTT-3.8.4-4], with RETAIN set [MQTT-3.3.1-8].
+        // Retained messages follow the SUBACK [MQTT-3.8.4-4], with RETAIN set [MQTT-3.3.1-8],
+        // streamed by `pump` as the client takes them.
         if !retained_for.is_empty() {
             let now = self.bus.now();
             let mut found = Vec::new();
             for (filter, stored) in retained_for {
                 found.clear();
                 self.bus.retained.matching(&filter, now, &mut found);
-                for message in found.drain(..) {
-                    let mut subscription_ids = smallvec::SmallVec::new();
-                    subscription_ids.extend(stored.subscription_id);
-                    let delivery = Delivery {
-                        qos: message.qos.min(stored.options.qos),
-                        retain: true,
-                        subscription_ids,
-                        share_group: None,
+                self.retained_backlog
+                    .extend(found.drain(..).map(|message| RetainedItem {
                         message,
-                    };
-                    self.session.mailbox.push(delivery, &self.bus.stats);
-                }
+                        qos: stored.options.qos,
+                        subscription_id: stored.subscription_id,
+                    }));
             }
         }
         Ok(())
@@ -331,11 +370,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if self.version != ProtocolVersion::V5 {
             reasons.clear();
         }
+        if self.persist_session() {
+            self.after_store_ops();
+        }
         self.send(Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
             properties: Default::default(),
             reasons,
         }));
+    }
+
+    /// The store key of the delivery in flight under `packet_id`, if it is stored.
+    fn stored_key(&self, packet_id: u16) -> Option<u64> {
+        self.session
+            .outgoing
+            .find(packet_id)
+            .and_then(|i| i.delivery.stored)
+    }
+
+    /// Write the (persistent) session to the store; true if it was.
+    pub(super) fn persist_session(&self) -> bool {
+        if self.session.mailbox.store().is_none() {
+            return false;
+        }
+        let will = self.will.as_ref().map(|w| (w.message.clone(), w.delay));
+        self.session.persist(None, will);
+        true
     }
 
     /// Encode a packet into the write buffer.

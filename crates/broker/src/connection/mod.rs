@@ -5,6 +5,11 @@
 //! shutdown are multiplexed in one `select!`. Outgoing packets are encoded into one buffer and
 //! written with as few syscalls as possible; reading pauses while that buffer is above its
 //! high-water mark, so a client that sends faster than it reads cannot grow broker memory.
+//!
+//! Durability: an answer that promises something is on disk (a PUBACK or PUBREC for a
+//! message a persistent session stored, a PUBREL, the first send of a stored QoS 2 message)
+//! is encoded after its store operations are submitted, and the output from there on is
+//! held until the store's group commit covers them ([`Hold`]).
 
 mod handshake;
 mod inbound;
@@ -23,12 +28,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use edgemq_codec::QoS;
 use edgemq_codec::{Auth, Decoder, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
 use edgemq_core::auth::{
     Action, AuthDecision, Authorizer, ConnectRequest, Prepared, Principal, RequestKind,
 };
 use edgemq_core::message::Message;
-use edgemq_core::session::InboundAliases;
+use edgemq_core::session::{Delivery, InboundAliases};
 
 use crate::bus::Bus;
 use crate::listener::ListenerContext;
@@ -46,6 +52,25 @@ const LATENCY_BATCH: u32 = 4;
 /// Bytes read per wake-up when the read buffer has no room (a stack buffer, copied into a
 /// read buffer sized to what arrived).
 const READ_CHUNK: usize = 8 * 1024;
+
+/// Retained messages read back per store load.
+const LOAD_BATCH: usize = 64;
+
+/// Output from byte `from` of the write buffer waits until the store has committed batch
+/// `ticket` (see `edgemq_store::Store::ticket`).
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    from: usize,
+    ticket: u64,
+}
+
+/// A retained message waiting to be sent after a SUBSCRIBE, with what its subscription
+/// grants (kept small: a `#` subscription can match every retained message).
+struct RetainedItem {
+    message: Arc<Message>,
+    qos: QoS,
+    subscription_id: Option<u32>,
+}
 
 /// Who is on the other end of a connection, as the transport saw it.
 pub struct Peer {
@@ -70,6 +95,7 @@ pub async fn serve<S>(
         writer,
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
+        hold: None,
     };
     let decoder = Decoder::new(bus.limits.max_packet_size);
     let accepted = match handshake::accept(&mut io, decoder, &peer, &listener, &bus).await {
@@ -99,9 +125,37 @@ pub(crate) struct Io<S> {
     writer: tokio::io::WriteHalf<S>,
     rbuf: BytesMut,
     wbuf: BytesMut,
+    /// Output waiting for a store commit.
+    hold: Option<Hold>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
+    /// The bytes that may be written now.
+    fn writable(&self) -> usize {
+        self.hold.map_or(self.wbuf.len(), |h| h.from)
+    }
+
+    /// Hold the output from here on until the store commits batch `ticket`.
+    fn hold_until(&mut self, ticket: u64) {
+        match &mut self.hold {
+            Some(h) => h.ticket = h.ticket.max(ticket),
+            None => {
+                self.hold = Some(Hold {
+                    from: self.wbuf.len(),
+                    ticket,
+                })
+            }
+        }
+    }
+
+    /// `n` bytes were written from the front of the buffer.
+    fn advance(&mut self, n: usize) {
+        let _ = self.wbuf.split_to(n);
+        if let Some(h) = &mut self.hold {
+            h.from -= n;
+        }
+    }
+
     /// Read more bytes into `rbuf`; Ok(0) means the peer closed.
     async fn read_more(&mut self) -> std::io::Result<usize> {
         read_some(&mut self.reader, &mut self.rbuf).await
@@ -153,7 +207,7 @@ async fn read_some<R: AsyncRead + Unpin>(
 /// Write what is buffered, or flush when nothing is: `Some(n)` bytes written, `None` flushed.
 async fn write_or_flush<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    wbuf: &BytesMut,
+    wbuf: &[u8],
 ) -> std::io::Result<Option<usize>> {
     if wbuf.is_empty() {
         writer.flush().await.map(|()| None)
@@ -263,6 +317,13 @@ pub(crate) struct Connection<S> {
     held_back: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     /// Messages from the current read routed to at least one subscriber.
     routed_in_batch: u32,
+    /// The store's commit progress (with a store).
+    committed: Option<watch::Receiver<u64>>,
+    /// Queued deliveries being read back from the store; the queue waits behind them.
+    loading: Option<tokio::sync::oneshot::Receiver<Vec<Delivery>>>,
+    /// Retained messages still to send for SUBSCRIBEs: streamed under the in-flight window
+    /// and the write buffer's high-water mark, not pushed into the queue all at once.
+    retained_backlog: VecDeque<RetainedItem>,
 }
 
 /// Denials are logged at warn, at most one line a second per client (with a count of those
@@ -285,6 +346,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let (authorizer, authz_generation) = listener.authorizer();
         let authz_changes = listener.authz_changes();
         let authz_prepared = authorizer.prepare(&a.principal);
+        let committed = bus.store.as_ref().map(|s| s.committed());
         Connection {
             io,
             last_read: bus.now(),
@@ -316,6 +378,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             denials: DenialLog::default(),
             held_back: None,
             routed_in_batch: 0,
+            committed,
+            loading: None,
+            retained_backlog: VecDeque::new(),
         }
     }
 
@@ -358,6 +423,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if let Err(exit) = self.pump() {
                 return exit;
             }
+            // Already committed (or nothing was submitted after all, e.g. a dropped message),
+            // or failed: no change of the commit watch is coming for it.
+            if self.io.hold.is_some() {
+                let committed = self.committed.as_ref().map_or(u64::MAX, |c| *c.borrow());
+                if let Err(exit) = self.on_commit(committed) {
+                    return exit;
+                }
+            }
             if self.session.mailbox.take_overflowed() {
                 tracing::warn!("subscriber queue full (policy disconnect): disconnecting");
                 return self.violation(ReasonCode::QuotaExceeded, "queue overflow");
@@ -367,11 +440,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             let below_high_water = self.io.wbuf.len() < WRITE_HIGH_WATER;
             let reading = below_high_water && self.held_back.is_none();
+            let writable = self.io.writable();
+            let holding = self.io.hold.is_some();
             let Io {
                 reader,
                 writer,
                 rbuf,
                 wbuf,
+                ..
             } = &mut self.io;
             tokio::select! {
                 biased;
@@ -383,11 +459,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 _ = self.shutdown.changed() => return Exit::Shutdown,
                 // A new policy: the loop's top re-checks the subscriptions.
                 _ = self.authz_changes.changed() => {}
-                written = write_or_flush(writer, wbuf), if !wbuf.is_empty() || needs_flush => match written {
+                written = write_or_flush(writer, &wbuf[..writable]), if writable > 0 || needs_flush => match written {
                     Ok(Some(0)) | Err(_) => return Exit::Closed,
-                    Ok(Some(n)) => { let _ = wbuf.split_to(n); needs_flush = true; }
+                    Ok(Some(n)) => { self.io.advance(n); needs_flush = true; }
                     Ok(None) => needs_flush = false,
                 },
+                changed = changed(&mut self.committed), if holding => {
+                    if let Err(exit) = self.on_commit(changed) {
+                        return exit;
+                    }
+                }
+                loaded = load_done(&mut self.loading) => {
+                    self.loading = None;
+                    self.session.mailbox.requeue_front(loaded.into_iter());
+                }
                 read = read_some(reader, rbuf), if reading => match read {
                     Ok(0) | Err(_) => return Exit::Closed,
                     Ok(_) => {
@@ -434,6 +519,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 }
             }
         }
+    }
+
+    /// Submitted store operations must be committed before the output that follows.
+    pub(super) fn after_store_ops(&mut self) {
+        if let Some(store) = &self.bus.store {
+            self.io.hold_until(store.ticket());
+        }
+    }
+
+    /// The store committed a batch: release held output it covers. A store that failed
+    /// can no longer back an acknowledgement: the held answers are discarded and the client
+    /// disconnected (it re-sends what was not acknowledged, to a broker that works).
+    fn on_commit(&mut self, committed: u64) -> Result<(), Exit> {
+        if self.bus.store.as_ref().is_some_and(|s| s.is_failed()) {
+            if let Some(h) = self.io.hold.take() {
+                self.io.wbuf.truncate(h.from);
+            }
+            tracing::error!("store failed: disconnecting instead of acknowledging");
+            return Err(self.violation(ReasonCode::UnspecifiedError, "store failed"));
+        }
+        if self.io.hold.is_some_and(|h| committed >= h.ticket) {
+            self.io.hold = None;
+        }
+        Ok(())
     }
 
     /// Stop reading until `mailbox` drains, for at most [`BACKPRESSURE_PATIENCE`]; a queue
@@ -526,6 +635,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if let Some((filter, _)) = self.session.subscriptions.remove(&raw) {
                 self.bus.index.unsubscribe(&filter, self.session.key);
             }
+            self.persist_session();
             tracing::warn!(
                 listener = %self.listener.name, port = self.listener.port,
                 username = ?self.principal.username.as_deref(), filter = %raw,
@@ -622,6 +732,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Tear down after the loop: flush, hand the session back, publish the will if due.
     async fn finish(mut self: Box<Self>, exit: Exit) {
         self.session.mailbox.set_connected(false);
+        // Held answers go out only once committed (bounded wait); otherwise they are dropped
+        // and the client re-sends.
+        if let (Some(h), Some(committed)) = (self.io.hold, self.committed.as_mut()) {
+            let reached = tokio::time::timeout(
+                Duration::from_secs(2),
+                committed.wait_for(|c| *c >= h.ticket),
+            )
+            .await;
+            let failed = self.bus.store.as_ref().is_none_or(|s| s.is_failed());
+            if !matches!(reached, Ok(Ok(_))) || failed {
+                self.io.wbuf.truncate(h.from);
+            }
+            self.io.hold = None;
+        }
         let publish_will = match &exit {
             Exit::ClientDisconnect { with_will } => *with_will,
             Exit::Shutdown | Exit::Closed | Exit::Violation(_) | Exit::TakenOver { .. } => true,
@@ -686,6 +810,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 }
             }
         }
+    }
+}
+
+/// The next value of a commit watch (never resolves without a store; a closed store
+/// reads as failed).
+async fn changed(committed: &mut Option<watch::Receiver<u64>>) -> u64 {
+    match committed {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => *rx.borrow_and_update(),
+            Err(_) => u64::MAX,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Deliveries read back from the store (empty if the store stopped).
+async fn load_done(
+    loading: &mut Option<tokio::sync::oneshot::Receiver<Vec<Delivery>>>,
+) -> Vec<Delivery> {
+    match loading {
+        Some(rx) => rx.await.unwrap_or_default(),
+        None => std::future::pending().await,
     }
 }
 

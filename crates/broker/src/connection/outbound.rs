@@ -8,7 +8,8 @@ use bytes::BytesMut;
 use edgemq_codec::{OutgoingPublish, Packet, ProtocolVersion, PubResponse, QoS};
 use edgemq_core::session::{Delivery, OutgoingState, OutgoingWindow};
 
-use super::{Connection, Exit, WRITE_HIGH_WATER};
+use super::{Connection, Exit, LOAD_BATCH, WRITE_HIGH_WATER};
+use crate::mailbox::Entry;
 use crate::stats::{DropReason, Stats};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -18,43 +19,110 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     pub(super) fn pump(&mut self) -> Result<(), Exit> {
         let now = self.bus.now();
         self.resend_backlog_within_window(now);
-        while self.io.wbuf.len() < WRITE_HIGH_WATER {
+        self.pump_retained(now);
+        while self.io.wbuf.len() < WRITE_HIGH_WATER && self.loading.is_none() {
             let window_open =
                 self.resend_backlog.is_empty() && self.session.outgoing.len() < self.send_window;
-            let Some(delivery) = self.session.mailbox.pop(window_open) else {
-                return Ok(());
+            let delivery = match self.session.mailbox.pop(window_open) {
+                None => return Ok(()),
+                Some(Entry::Ready(delivery)) => delivery,
+                Some(Entry::Stored { seq, .. }) => {
+                    // On disk only: read a batch back; the queue waits behind it.
+                    let mut seqs = vec![seq];
+                    self.session.mailbox.pop_stored(LOAD_BATCH, &mut seqs);
+                    if let Some(store) = &self.bus.store {
+                        self.loading = Some(store.load(&self.client_id, seqs));
+                    }
+                    return Ok(());
+                }
             };
             if delivery.message.is_expired(now) {
                 self.bus.stats.dropped(DropReason::Expired);
+                self.session.mailbox.forget(delivery.stored);
                 continue;
             }
             // QoS 1/2: moved into the window and encoded from there (no clone per message).
-            let (mut writer, outgoing) = self.writer_and_window();
-            match delivery.qos {
-                QoS::AtMostOnce => {
-                    writer.write(&delivery, None, false, now);
+            if delivery.qos == QoS::AtMostOnce {
+                let (mut writer, _) = self.writer_and_window();
+                writer.write(&delivery, None, false, now);
+                continue;
+            }
+            let stored_qos2 = delivery.stored.filter(|_| delivery.qos == QoS::ExactlyOnce);
+            let id = match self.session.outgoing.insert(delivery) {
+                Ok(id) => id,
+                Err(delivery) => {
+                    // 65,535 messages in flight cannot happen within a u16 Receive Maximum.
+                    self.session
+                        .mailbox
+                        .requeue_front(std::iter::once(delivery));
+                    return Ok(());
                 }
-                _ => match outgoing.insert(delivery) {
-                    Ok(id) => {
-                        let written = outgoing.find(id).is_some_and(|inflight| {
-                            writer.write(&inflight.delivery, Some(id), false, now)
-                        });
-                        if !written {
-                            // Too large for this client: as if delivered [MQTT-3.1.2-25].
-                            let _ = outgoing.remove(id);
-                        }
-                    }
-                    Err(delivery) => {
-                        // 65,535 messages in flight cannot happen within a u16 Receive Maximum.
-                        self.session
-                            .mailbox
-                            .requeue_front(std::iter::once(delivery));
-                        return Ok(());
-                    }
-                },
+            };
+            if let Some(seq) = stored_qos2 {
+                // The identifier must be on disk before the client sees it: after a restart
+                // the message goes again under this identifier, which the client recognises
+                // as one it has [MQTT-4.3.3].
+                if let Some(store) = self.session.mailbox.store() {
+                    store.sent(&self.client_id, seq, id, OutgoingState::AwaitingPubRec);
+                }
+                self.after_store_ops();
+            }
+            let (mut writer, outgoing) = self.writer_and_window();
+            let written = outgoing
+                .find(id)
+                .is_some_and(|inflight| writer.write(&inflight.delivery, Some(id), false, now));
+            if !written {
+                // Too large for this client: as if delivered [MQTT-3.1.2-25].
+                if let Ok(dropped) = outgoing.remove(id) {
+                    self.session.mailbox.forget(dropped.delivery.stored);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Send retained messages owed to SUBSCRIBEs, as the window and the write buffer allow.
+    fn pump_retained(&mut self, now: std::time::Instant) {
+        while self.io.wbuf.len() < WRITE_HIGH_WATER {
+            let Some(item) = self.retained_backlog.front() else {
+                return;
+            };
+            let qos = item.message.qos.min(item.qos);
+            let window_open =
+                self.resend_backlog.is_empty() && self.session.outgoing.len() < self.send_window;
+            if qos != QoS::AtMostOnce && !window_open {
+                return;
+            }
+            let Some(item) = self.retained_backlog.pop_front() else {
+                return;
+            };
+            if item.message.is_expired(now) {
+                continue;
+            }
+            let mut subscription_ids = smallvec::SmallVec::new();
+            subscription_ids.extend(item.subscription_id);
+            let delivery = Delivery {
+                message: item.message,
+                qos,
+                retain: true,
+                subscription_ids,
+                share_group: None,
+                stored: None,
+            };
+            let (mut writer, outgoing) = self.writer_and_window();
+            if qos == QoS::AtMostOnce {
+                writer.write(&delivery, None, false, now);
+                continue;
+            }
+            if let Ok(id) = outgoing.insert(delivery) {
+                let written = outgoing
+                    .find(id)
+                    .is_some_and(|inflight| writer.write(&inflight.delivery, Some(id), false, now));
+                if !written {
+                    let _ = outgoing.remove(id);
+                }
+            }
+        }
     }
 
     /// On session resumption, re-send unacknowledged PUBLISHes with DUP set and PUBRELs for

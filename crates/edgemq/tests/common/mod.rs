@@ -29,14 +29,25 @@ impl Broker {
         Self::start_with(&[])
     }
 
-    /// Start with extra `serve` arguments (e.g. `["--max-packet-size", "1000"]`).
+    /// Start with extra `serve` arguments (e.g. `["--max-packet-size", "1000"]`). Unless
+    /// they name a data dir (or `--in-memory`), the broker gets a fresh one of its own,
+    /// removed when it stops.
     pub fn start_with(extra: &[&str]) -> Broker {
         if against_mosquitto() {
             return Self::start_mosquitto();
         }
         let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--log-level", "debug"];
         args.extend_from_slice(extra);
-        Self::spawn(&args, 1)
+        let own_dir = !extra
+            .iter()
+            .any(|a| *a == "--data-dir" || *a == "--in-memory");
+        let data = own_dir.then(fresh_data_dir);
+        if let Some(dir) = &data {
+            args.extend(["--data-dir", dir.to_str().unwrap()]);
+        }
+        let mut broker = Self::spawn(&args, 1);
+        broker._tmp = data;
+        broker
     }
 
     /// Start `edgemq serve --config DIR --data-dir DATA <extra>` and wait until `ports`
@@ -190,6 +201,23 @@ impl Broker {
         self.child.id()
     }
 
+    /// SIGKILL (as a crash or power cut would stop it) and wait until it is gone.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Resident memory of the broker process in KiB (Linux `/proc`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
     /// Send SIGTERM and wait for exit (bounded); returns the exit status code if it exited.
     pub fn terminate(&mut self) -> Option<i32> {
         let _ = Command::new("kill")
@@ -235,6 +263,16 @@ fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
     };
     let addr = field(" addr=")?.parse().ok()?;
     Some((field(" listener=").unwrap_or_default(), addr))
+}
+
+/// A new, empty directory under the system temp dir.
+pub fn fresh_data_dir() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("edgemq-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// A free loopback port (bind to 0, read it, release it).

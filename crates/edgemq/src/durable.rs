@@ -1,0 +1,51 @@
+//! Opening the durable store for `serve` (`--data-dir`, `--in-memory`, `--sync`,
+//! `--strict-recovery`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use edgemq_broker::Durable;
+use edgemq_store::{Recovery, Store, SyncPolicy};
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub data_dir: PathBuf,
+    pub in_memory: bool,
+    pub sync: SyncPolicy,
+    pub strict_recovery: bool,
+}
+
+/// Open the store and read back what it holds; `None` when running in memory. A store that
+/// cannot be used (in use by another process, unreadable directory, damaged under
+/// `--strict-recovery`) stops the start with exit code 2.
+pub fn open(options: &StoreOptions) -> Result<Option<Durable>, ExitCode> {
+    if options.in_memory {
+        tracing::warn!(
+            "--in-memory: sessions, queued and retained messages do not survive a restart"
+        );
+        return Ok(None);
+    }
+    let recovery = if options.strict_recovery {
+        Recovery::Strict
+    } else {
+        Recovery::Quarantine
+    };
+    match Store::open(&options.data_dir, options.sync, recovery) {
+        Ok((store, recovered)) => {
+            tracing::info!(path = %store.path().display(), sync = %store.policy(), "store opened");
+            Ok(Some(Durable {
+                store: Arc::new(store),
+                recovered,
+            }))
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("edgemq: {e}");
+            if options.strict_recovery {
+                eprintln!("edgemq: --strict-recovery is set: not starting with a damaged store (without it, the store is moved aside and the broker starts empty)");
+            }
+            Err(ExitCode::from(2))
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! Durable state: what the broker acknowledged survives `kill -9`; a damaged store is moved
+//! aside; retained messages stream to a `#` subscriber in bounded memory.
+//!
+//! The clients are hand-built packets (see `raw/mod.rs`) so the test knows exactly which
+//! PUBACK/PUBREC the broker sent before it died.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
+
+mod common;
+mod raw;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{run_with_timeout, Broker};
+use raw::*;
+
+const EXPIRY_1H: u32 = 3600;
+
+fn start(data: &Path, extra: &[&str]) -> Broker {
+    let mut args = vec!["--data-dir", data.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Broker::start_with(&args)
+}
+
+/// A v5 client with a persistent session (expiry 1 h); returns the CONNACK.
+fn persistent(addr: SocketAddr, client_id: &str, clean: bool) -> (RawClient, Connack) {
+    let mut c = RawClient::open(addr);
+    let flags = if clean { flags::CLEAN } else { 0 };
+    c.send(&connect_v5(
+        client_id,
+        flags,
+        0,
+        &props(&[p_u32(prop::SESSION_EXPIRY_INTERVAL, EXPIRY_1H)]),
+    ));
+    let ack = c.expect_connack(true);
+    assert_eq!(ack.code, 0, "CONNACK refused: {ack:?}");
+    (c, ack)
+}
+
+fn suback(c: &mut RawClient) -> Vec<u8> {
+    let p = c.read_packet();
+    assert_eq!(p[0], 0x90, "expected SUBACK, got {}", hex(&p));
+    p
+}
+
+fn expect_puback(c: &mut RawClient, pid: u16, broker: &Broker) {
+    match c.next_event(WAIT) {
+        Event::Packet(p) => assert_eq!(p, puback(pid), "{}", hex(&p)),
+        other => panic!("no PUBACK: {other:?}; log:\n{}", broker.log()),
+    }
+}
+
+/// What the publisher learnt before the broker died.
+#[derive(Default)]
+struct Acked {
+    qos1: BTreeSet<String>,
+    qos2: BTreeSet<String>,
+}
+
+/// Read whole packets from `stream` until it fails; call `on` for each.
+fn read_packets(mut stream: TcpStream, mut on: impl FnMut(&[u8])) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        // Every whole packet in the buffer.
+        loop {
+            if buf.len() < 2 {
+                break;
+            }
+            let (mut len, mut i, mut done) = (0usize, 0, false);
+            while i < 4 && 1 + i < buf.len() {
+                let b = buf[1 + i];
+                len |= usize::from(b & 0x7F) << (7 * i);
+                i += 1;
+                if b & 0x80 == 0 {
+                    done = true;
+                    break;
+                }
+            }
+            if !done || buf.len() < 1 + i + len {
+                break;
+            }
+            let packet: Vec<u8> = buf.drain(..1 + i + len).collect();
+            on(&packet);
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Publish `n` QoS 1 and `n` QoS 2 messages to `crash/…` as fast as the broker takes them
+/// (v3.1.1, clean session), and SIGKILL the broker once `kill_after` of them were
+/// acknowledged. Returns which were acknowledged (PUBACK / PUBREC) before it died.
+fn publish_until_killed(broker: &mut Broker, n: u16, kill_after: usize) -> Acked {
+    let c = RawClient::v311(broker.addr, "crash-publisher");
+    let stream = c.stream.try_clone().unwrap();
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (acked, count, closed) = (acked.clone(), count.clone(), closed.clone());
+        let mut writer = stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            read_packets(stream, |p| {
+                let pid = u16::from_be_bytes([p[2], p[3]]);
+                match p[0] {
+                    0x40 => {
+                        acked.lock().unwrap().qos1.insert(format!("q1-{pid}"));
+                    }
+                    0x50 => {
+                        acked.lock().unwrap().qos2.insert(format!("q2-{}", pid - n));
+                        let _ = writer.write_all(&pubrel(pid));
+                    }
+                    _ => return,
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+            });
+            closed.store(true, Ordering::SeqCst);
+        })
+    };
+    // Like a client library: at most WINDOW messages unacknowledged, so the stream spans
+    // many commits and the kill lands in the middle of it.
+    const WINDOW: usize = 16;
+    let writer = {
+        let mut stream = c.stream.try_clone().unwrap();
+        let (count, closed) = (count.clone(), closed.clone());
+        std::thread::spawn(move || {
+            for i in 1..=n {
+                let sent = 2 * usize::from(i - 1);
+                while sent > count.load(Ordering::SeqCst) + WINDOW {
+                    if closed.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                let mut burst = publish_v311("crash/q1", 1, i, format!("q1-{i}").as_bytes());
+                burst.extend(publish_v311(
+                    "crash/q2",
+                    2,
+                    n + i,
+                    format!("q2-{i}").as_bytes(),
+                ));
+                if stream.write_all(&burst).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count.load(Ordering::SeqCst) < kill_after {
+        assert!(
+            Instant::now() < deadline,
+            "the broker acknowledged too little"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    broker.kill_hard();
+    writer.join().unwrap();
+    reader.join().unwrap();
+    drop(c);
+    Arc::try_unwrap(acked).ok().unwrap().into_inner().unwrap()
+}
+
+/// Take messages on a resumed session until every one of `expected` arrived (acknowledging
+/// each, completing QoS 2 exchanges), then until the broker is quiet; returns how often
+/// each payload arrived.
+fn drain_session(c: &mut RawClient, expected: &BTreeSet<String>) -> HashMap<String, usize> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all_in = expected.iter().all(|p| seen.contains_key(p));
+        let wait = if all_in {
+            Duration::from_secs(1)
+        } else {
+            deadline.saturating_duration_since(Instant::now())
+        };
+        let packet = match c.next_event(wait) {
+            Event::Packet(p) => p,
+            Event::TimedOut if all_in => return seen,
+            other => {
+                let missing: Vec<_> = expected.iter().filter(|p| !seen.contains_key(*p)).collect();
+                panic!("{other:?} with acknowledged messages missing: {missing:?}");
+            }
+        };
+        match packet[0] & 0xF0 {
+            0x30 => {
+                let publish = parse_publish(&packet, true);
+                *seen
+                    .entry(String::from_utf8(publish.payload).unwrap())
+                    .or_default() += 1;
+                match publish.qos {
+                    1 => c.send(&puback(publish.pid.unwrap())),
+                    2 => c.send(&pubrec(publish.pid.unwrap())),
+                    _ => {}
+                }
+            }
+            0x60 => c.send(&pubcomp(u16::from_be_bytes([packet[2], packet[3]]))),
+            _ => panic!("unexpected packet {}", hex(&packet)),
+        }
+    }
+}
+
+/// The crash test: a persistent subscriber is offline, a publisher streams QoS 1 and
+/// QoS 2 messages, the broker is SIGKILLed mid-stream (at several points, under each sync
+/// policy: a killed process loses nothing committed under any of them), restarted, and the
+/// subscriber resumes: every acknowledged message arrives, QoS 2 exactly once
+/// [MQTT-4.3.3]; the retained message and the subscription are back.
+#[test]
+fn acknowledged_messages_survive_kill_9_at_several_points() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    const N: u16 = 300;
+    for (kill_after, sync) in [(1, "always"), (250, "interval-ms=10"), (520, "never")] {
+        let data = tempfile::tempdir().unwrap();
+        let flags: &[&str] = &["--receive-maximum", "1000", "--sync", sync];
+        let mut broker = start(data.path(), flags);
+
+        let (mut sub, ack) = persistent(broker.addr, "crash-sub", true);
+        assert!(!ack.session_present);
+        sub.send(&subscribe(1, Some(&no_props()), &[("crash/#", 2)]));
+        suback(&mut sub);
+        sub.send(&DISCONNECT);
+        sub.expect_closed();
+
+        let mut retainer = RawClient::v311(broker.addr, "retainer");
+        retainer.send(&publish_raw(
+            pub_flags(1, false, true),
+            b"crash/retained",
+            Some(1),
+            None,
+            b"kept",
+        ));
+        expect_puback(&mut retainer, 1, &broker);
+        drop(retainer);
+
+        let acked = publish_until_killed(&mut broker, N, kill_after);
+        assert!(acked.qos1.len() + acked.qos2.len() >= kill_after);
+
+        let broker = start(data.path(), flags);
+        assert!(
+            broker.log().contains("store: state recovered"),
+            "{}",
+            broker.log()
+        );
+        let (mut sub, ack) = persistent(broker.addr, "crash-sub", false);
+        assert!(ack.session_present, "the session is back [MQTT-3.2.2-2]");
+        let mut expected: BTreeSet<String> = acked.qos1.union(&acked.qos2).cloned().collect();
+        expected.insert("kept".into());
+        let seen = drain_session(&mut sub, &expected);
+        for (payload, times) in &seen {
+            if payload.starts_with("q2-") {
+                assert_eq!(*times, 1, "QoS 2 message {payload} delivered {times} times (kill after {kill_after}, sync {sync})");
+            }
+        }
+
+        // The subscription itself is back: a message published now arrives.
+        let mut p = RawClient::v311(broker.addr, "after");
+        p.send(&publish_v311("crash/after", 1, 1, b"after-restart"));
+        expect_puback(&mut p, 1, &broker);
+        let after = sub.expect_publish(true);
+        assert_eq!(after.payload, b"after-restart");
+        sub.send(&puback(after.pid.unwrap()));
+
+        // And the retained message, for a new subscriber.
+        let (mut fresh, _) = RawClient::v5(broker.addr, "fresh");
+        fresh.send(&subscribe(1, Some(&no_props()), &[("crash/retained", 1)]));
+        suback(&mut fresh);
+        let retained = fresh.expect_publish(true);
+        assert!(retained.retain, "[MQTT-3.3.1-8]");
+        assert_eq!(retained.payload, b"kept");
+        eprintln!(
+            "kill after {kill_after} acks (sync {sync}): {} QoS 1 and {} QoS 2 acknowledged; {} distinct messages delivered after the restart",
+            acked.qos1.len(),
+            acked.qos2.len(),
+            seen.len()
+        );
+    }
+}
+
+/// QoS 2 state in both directions is on disk: after a crash the publisher's re-sent PUBLISH
+/// is recognised (not routed twice) [MQTT-4.3.3-9], the subscriber gets the message again
+/// under the same packet identifier with DUP [MQTT-4.4.0-1], and once it has answered
+/// PUBREC it gets only the PUBREL, never the message again [MQTT-4.3.3].
+#[test]
+fn qos2_exchanges_resume_after_kill_9_without_duplicates() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let mut broker = start(data.path(), &[]);
+    let (mut sub, _) = persistent(broker.addr, "q2-sub", true);
+    sub.send(&subscribe(1, Some(&no_props()), &[("x/#", 2)]));
+    suback(&mut sub);
+    let (mut publisher, _) = persistent(broker.addr, "q2-pub", true);
+    publisher.send(&publish_v5("x/1", 2, 10, &no_props(), b"one"));
+    publisher.expect_packet(&[0x50, 0x02, 0x00, 0x0A]);
+    let first = sub.expect_publish(true);
+    assert_eq!(first.payload, b"one");
+    let pid = first.pid.unwrap();
+    broker.kill_hard();
+    drop((sub, publisher));
+
+    let mut broker = start(data.path(), &[]);
+    let (mut publisher, ack) = persistent(broker.addr, "q2-pub", false);
+    assert!(ack.session_present);
+    publisher.send(&publish_raw(
+        pub_flags(2, true, false),
+        b"x/1",
+        Some(10),
+        Some(&no_props()),
+        b"one",
+    ));
+    publisher.expect_packet(&[0x50, 0x02, 0x00, 0x0A]);
+    publisher.send(&pubrel(10));
+    publisher.expect_packet(&[0x70, 0x02, 0x00, 0x0A]);
+
+    let (mut sub, ack) = persistent(broker.addr, "q2-sub", false);
+    assert!(ack.session_present);
+    let again = sub.expect_publish(true);
+    assert_eq!(again.payload, b"one");
+    assert_eq!(
+        again.pid,
+        Some(pid),
+        "re-sent under the identifier the client saw"
+    );
+    assert!(again.dup, "[MQTT-4.4.0-1] re-sent with DUP");
+    sub.send(&pubrec(pid));
+    sub.expect_packet(&pubrel(pid));
+    sub.expect_nothing(Duration::from_millis(500));
+    broker.kill_hard();
+    drop((sub, publisher));
+
+    let broker = start(data.path(), &[]);
+    let (mut sub, ack) = persistent(broker.addr, "q2-sub", false);
+    assert!(ack.session_present);
+    sub.expect_packet(&pubrel(pid));
+    sub.send(&pubcomp(pid));
+    sub.expect_nothing(Duration::from_millis(500));
+}
+
+/// A store file that cannot be read is moved aside with a loud log line and the broker
+/// starts empty; with --strict-recovery it refuses to start instead.
+#[test]
+fn a_damaged_store_is_quarantined_and_the_broker_starts_empty() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let mut broker = start(data.path(), &[]);
+    let (mut sub, _) = persistent(broker.addr, "before-damage", true);
+    sub.send(&subscribe(1, Some(&no_props()), &[("d/#", 1)]));
+    suback(&mut sub);
+    drop(sub);
+    assert_eq!(broker.terminate(), Some(0));
+
+    // Damage the file where redb keeps its header (what a torn write on a bad disk does).
+    let file = data.path().join("state.redb");
+    let mut bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.len() > 4096);
+    bytes[..4096].fill(0xFF);
+    std::fs::write(&file, &bytes).unwrap();
+
+    // --strict-recovery: refuse, exit 2, say why, leave the file where it is.
+    let (code, _out, err) = run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_edgemq")).args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--strict-recovery",
+        ]),
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("damaged") && err.contains("state.redb"),
+        "{err}"
+    );
+    assert!(file.exists());
+
+    // Default: quarantine and start empty.
+    let broker = start(data.path(), &[]);
+    assert!(
+        broker.wait_for_log("STORE DAMAGED", Duration::from_secs(5)),
+        "{}",
+        broker.log()
+    );
+    let aside: Vec<_> = std::fs::read_dir(data.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("state.redb.damaged-"))
+        .collect();
+    assert_eq!(
+        aside.len(),
+        1,
+        "the damaged file is kept aside for inspection"
+    );
+    assert!(
+        broker.log().contains(&aside[0]),
+        "the log names where it went"
+    );
+    assert_eq!(std::fs::read(data.path().join(&aside[0])).unwrap(), bytes);
+    let (_c, ack) = persistent(broker.addr, "before-damage", false);
+    assert!(!ack.session_present, "started empty");
+}
+
+/// 100,000 retained messages and a `#` subscriber: all arrive, streamed within the client's
+/// Receive Maximum, and the broker's memory does not grow by a copy of them.
+#[test]
+fn a_wildcard_subscriber_gets_100k_retained_messages_in_bounded_memory() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    const COUNT: u32 = 100_000;
+    const PAYLOAD: usize = 256;
+    let data = tempfile::tempdir().unwrap();
+    let broker = start(data.path(), &["--sync", "never"]);
+    let mut publisher = RawClient::v311(broker.addr, "retainer");
+    let payload = vec![b'r'; PAYLOAD];
+    let mut batch = Vec::new();
+    for i in 0..COUNT {
+        let topic = format!("fleet/{}/{}/state", i / 1000, i % 1000);
+        batch.extend(publish_raw(
+            pub_flags(0, false, true),
+            topic.as_bytes(),
+            None,
+            None,
+            &payload,
+        ));
+        if batch.len() > 256 * 1024 {
+            publisher.send(&batch);
+            batch.clear();
+        }
+    }
+    publisher.send(&batch);
+    // A QoS 1 message after them: its PUBACK means all of them were taken in.
+    publisher.send(&publish_raw(
+        pub_flags(1, false, true),
+        b"fleet/last",
+        Some(1),
+        None,
+        &payload,
+    ));
+    publisher.expect_packet(&puback(1));
+    let before = broker.rss_kib();
+
+    let (mut sub, _) = RawClient::v5_with(
+        broker.addr,
+        "everything",
+        &props(&[p_u16(prop::RECEIVE_MAXIMUM, 50)]),
+    );
+    sub.send(&subscribe(1, Some(&no_props()), &[("#", 1)]));
+    suback(&mut sub);
+    let mut received = 0u32;
+    let mut peak = before;
+    while received < COUNT + 1 {
+        let p = sub.expect_publish(true);
+        assert!(p.retain);
+        assert_eq!(p.payload.len(), PAYLOAD);
+        if let Some(pid) = p.pid {
+            sub.send(&puback(pid));
+        }
+        received += 1;
+        if received.is_multiple_of(5_000) {
+            peak = peak.max(broker.rss_kib());
+        }
+    }
+    sub.expect_nothing(Duration::from_millis(200));
+    let grown = peak.saturating_sub(before);
+    let copy_kib = u64::from(COUNT) * PAYLOAD as u64 / 1024;
+    eprintln!("RSS before subscribing {before} KiB, peak while streaming {peak} KiB (+{grown} KiB); one copy of the payloads is {copy_kib} KiB");
+    assert!(
+        grown < copy_kib / 2,
+        "memory grew by {grown} KiB streaming {COUNT} retained messages (a copy of their payloads is {copy_kib} KiB)"
+    );
+}

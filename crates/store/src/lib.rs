@@ -1,0 +1,363 @@
+//! edgemq's durable state, in one redb file in the data dir: persistent sessions (their
+//! subscriptions, expiry and will), the messages queued for them and in flight to them (with
+//! the packet identifiers the client saw), QoS 2 packet identifiers received and not yet
+//! released, and retained messages.
+//!
+//! **Group commit.** Callers never touch redb. They submit operations to one writer thread,
+//! which applies everything waiting in one transaction and commits once; a caller that must
+//! not answer before its operations are durable (a PUBACK, a PUBREC) takes a [`Store::ticket`]
+//! after submitting and waits until [`Store::committed`] reaches it. A publisher therefore
+//! waits for one commit, shared with everything else submitted meanwhile.
+//!
+//! Every operation is numbered as it is submitted; the writer reports the highest number
+//! below which all operations are committed. (Numbers may reach the writer slightly out of
+//! order when threads race between numbering and sending; the reported frontier waits for
+//! the gap, which the racing thread fills at once.)
+//!
+//! **Sync policy.** Every batch is a complete redb commit written to the file, so a killed
+//! broker loses nothing it acknowledged under any policy. The policy decides when `fsync`
+//! runs, which is what a power loss tests ([`SyncPolicy`]).
+
+mod backend;
+pub mod record;
+mod recover;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bytestring::ByteString;
+use tokio::sync::{oneshot, watch};
+
+use edgemq_core::message::Message;
+use edgemq_core::session::{Delivery, OutgoingState};
+
+pub use record::SessionRecord;
+pub use recover::{Recovered, RecoveredSession};
+
+/// The store's file inside the data dir.
+pub const FILE_NAME: &str = "state.redb";
+
+/// When the store's file is flushed to the disk (`fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Before any acknowledgement that depends on it: nothing acknowledged is lost on power
+    /// loss.
+    Always,
+    /// At most every N milliseconds: a power loss may lose the last N ms of acknowledged
+    /// messages (a killed process loses nothing).
+    IntervalMs(u64),
+    /// Left to the operating system (and done at a clean shutdown): a power loss may lose
+    /// whatever the OS had not written yet.
+    Never,
+}
+
+impl std::str::FromStr for SyncPolicy {
+    type Err = String;
+
+    /// `always`, `never`, `interval-ms=N` (also `interval-ms:N`, `interval-ms N`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        match s {
+            "always" => return Ok(SyncPolicy::Always),
+            "never" => return Ok(SyncPolicy::Never),
+            _ => {}
+        }
+        let n = s
+            .strip_prefix("interval-ms")
+            .map(|rest| rest.trim_start_matches([' ', '=', ':']))
+            .ok_or_else(|| {
+                format!("unknown sync policy {s:?}: use always, never or interval-ms=N")
+            })?;
+        match n.parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(SyncPolicy::IntervalMs(ms)),
+            _ => Err(format!(
+                "interval-ms needs a number of milliseconds above 0, not {n:?}"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncPolicy::Always => write!(f, "always"),
+            SyncPolicy::IntervalMs(ms) => write!(f, "interval-ms={ms}"),
+            SyncPolicy::Never => write!(f, "never"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store {path} is in use by another process (is another edgemq running with this data dir?)")]
+    InUse { path: PathBuf },
+    #[error("the store {path} is damaged: {reason}")]
+    Damaged { path: PathBuf, reason: String },
+    #[error("cannot use the store {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Engine(String),
+}
+
+/// How start-up treats a damaged store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Move it aside, log it loudly and start empty.
+    Quarantine,
+    /// Refuse to start (`--strict-recovery`).
+    Strict,
+}
+
+/// An operation for the writer thread.
+pub(crate) enum Op {
+    Enqueue {
+        client: ByteString,
+        delivery: Delivery,
+    },
+    Remove {
+        client: ByteString,
+        seq: u64,
+    },
+    /// A queued message was sent under `packet_id`.
+    Sent {
+        client: ByteString,
+        seq: u64,
+        packet_id: u16,
+        state: OutgoingState,
+    },
+    IncomingAdd {
+        client: ByteString,
+        packet_id: u16,
+    },
+    IncomingRemove {
+        client: ByteString,
+        packet_id: u16,
+    },
+    PutSession {
+        client: ByteString,
+        record: SessionRecord,
+    },
+    DeleteSession {
+        client: ByteString,
+    },
+    PutRetained(Arc<Message>),
+    DeleteRetained(ByteString),
+    Load {
+        client: ByteString,
+        seqs: Vec<u64>,
+        reply: oneshot::Sender<Vec<Delivery>>,
+    },
+    Close {
+        reply: std::sync::mpsc::SyncSender<()>,
+    },
+}
+
+/// State shared with the writer thread.
+pub(crate) struct Shared {
+    /// Operations numbered so far (see [`Store::ticket`]).
+    pub(crate) submitted: AtomicU64,
+    /// Every operation numbered up to this value is committed.
+    pub(crate) committed: watch::Sender<u64>,
+    pub(crate) failed: AtomicBool,
+}
+
+/// The open store. Cheap to share (`Arc<Store>`); every method is non-blocking.
+pub struct Store {
+    ops: crossbeam_channel::Sender<(u64, Op)>,
+    shared: Arc<Shared>,
+    next_seq: AtomicU64,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    path: PathBuf,
+    policy: SyncPolicy,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`, read back what it holds, and start the writer.
+    /// A damaged file is quarantined or refused according to `recovery`.
+    pub fn open(
+        dir: &Path,
+        policy: SyncPolicy,
+        recovery: Recovery,
+    ) -> Result<(Store, Recovered), StoreError> {
+        let path = dir.join(FILE_NAME);
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let (db, file, recovered) = recover::open(&path, policy, recovery)?;
+        let shared = Arc::new(Shared {
+            submitted: AtomicU64::new(0),
+            committed: watch::Sender::new(0),
+            failed: AtomicBool::new(false),
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let thread_shared = shared.clone();
+        let writer = std::thread::Builder::new()
+            .name("edgemq-store".into())
+            .spawn(move || writer::run(db, file, rx, thread_shared))
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let store = Store {
+            ops: tx,
+            shared,
+            next_seq: AtomicU64::new(recovered.next_seq),
+            writer: Mutex::new(Some(writer)),
+            path,
+            policy,
+        };
+        Ok((store, recovered))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn policy(&self) -> SyncPolicy {
+        self.policy
+    }
+
+    fn submit(&self, op: Op) {
+        let number = self.shared.submitted.fetch_add(1, Ordering::SeqCst) + 1;
+        // Fails only after `close`: nothing is written any more then.
+        let _ = self.ops.send((number, op));
+    }
+
+    /// Operations submitted (by this thread) before this call are durable once
+    /// [`Store::committed`] reaches the returned value. (It also covers whatever other
+    /// threads submitted meanwhile: they share the commit.)
+    pub fn ticket(&self) -> u64 {
+        self.shared.submitted.load(Ordering::SeqCst)
+    }
+
+    /// The last batch committed (`u64::MAX` after a write failure: see [`Store::is_failed`]).
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.shared.committed.subscribe()
+    }
+
+    /// A write failed: nothing more is durable and nothing that waits should be acknowledged.
+    pub fn is_failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Acquire)
+    }
+
+    /// Store a delivery for `client`; returns it with its store key set.
+    pub fn enqueue(&self, client: &ByteString, mut delivery: Delivery) -> Delivery {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        delivery.stored = Some(seq);
+        self.submit(Op::Enqueue {
+            client: client.clone(),
+            delivery: delivery.clone(),
+        });
+        delivery
+    }
+
+    pub fn remove(&self, client: &ByteString, seq: u64) {
+        self.submit(Op::Remove {
+            client: client.clone(),
+            seq,
+        });
+    }
+
+    /// The stored delivery `seq` went out (or moved on to PUBREL) under `packet_id`.
+    pub fn sent(&self, client: &ByteString, seq: u64, packet_id: u16, state: OutgoingState) {
+        self.submit(Op::Sent {
+            client: client.clone(),
+            seq,
+            packet_id,
+            state,
+        });
+    }
+
+    pub fn incoming_qos2(&self, client: &ByteString, packet_id: u16, pending: bool) {
+        let client = client.clone();
+        self.submit(if pending {
+            Op::IncomingAdd { client, packet_id }
+        } else {
+            Op::IncomingRemove { client, packet_id }
+        });
+    }
+
+    pub fn put_session(&self, client: &ByteString, record: SessionRecord) {
+        self.submit(Op::PutSession {
+            client: client.clone(),
+            record,
+        });
+    }
+
+    /// Forget a session and everything queued for it.
+    pub fn delete_session(&self, client: &ByteString) {
+        self.submit(Op::DeleteSession {
+            client: client.clone(),
+        });
+    }
+
+    /// Store (or, for an empty payload, delete) a retained message.
+    pub fn retain(&self, message: &Arc<Message>) {
+        self.submit(if message.payload.is_empty() {
+            Op::DeleteRetained(message.topic.clone())
+        } else {
+            Op::PutRetained(message.clone())
+        });
+    }
+
+    /// Read stored deliveries back (in the order asked; missing ones are skipped). Sees every
+    /// operation submitted before it.
+    pub fn load(&self, client: &ByteString, seqs: Vec<u64>) -> oneshot::Receiver<Vec<Delivery>> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Op::Load {
+            client: client.clone(),
+            seqs,
+            reply,
+        });
+        rx
+    }
+
+    /// Commit and fsync what is pending and stop the writer (clean shutdown). Blocks the
+    /// calling thread for that one commit.
+    pub fn close(&self) {
+        let (reply, rx) = std::sync::mpsc::sync_channel(1);
+        self.submit(Op::Close { reply });
+        let _ = rx.recv();
+        if let Ok(mut writer) = self.writer.lock() {
+            if let Some(handle) = writer.take() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// Inflight state as stored.
+pub(crate) fn state_code(state: OutgoingState) -> u8 {
+    match state {
+        OutgoingState::AwaitingPubAck => 0,
+        OutgoingState::AwaitingPubRec => 1,
+        OutgoingState::AwaitingPubComp => 2,
+    }
+}
+
+pub(crate) fn state_from_code(code: u8) -> OutgoingState {
+    match code {
+        0 => OutgoingState::AwaitingPubAck,
+        1 => OutgoingState::AwaitingPubRec,
+        _ => OutgoingState::AwaitingPubComp,
+    }
+}
+
+#[cfg(test)]
+mod tests;

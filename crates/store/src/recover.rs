@@ -1,0 +1,460 @@
+//! Start-up: open the file, quarantine it if it is damaged, and read back what it holds,
+//! dropping what expired while the broker was down.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytestring::ByteString;
+use redb::{Database, DatabaseError, ReadableTable, StorageError, WriteTransaction};
+
+use edgemq_codec::QoS;
+use edgemq_core::message::Message;
+use edgemq_core::session::{Delivery, OutgoingState};
+
+use crate::backend::{Backend, SyncedFile};
+use crate::record::{self, Clock, SessionRecord};
+use crate::writer::{INCOMING, INFLIGHT, QUEUE, RETAINED, SESSIONS};
+use crate::{state_from_code, Recovery, StoreError, SyncPolicy};
+
+/// redb's page cache.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Session Expiry Interval meaning "never expires" [MQTT-3.1.2-11].
+const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// One persistent session as it was at the last commit.
+#[derive(Debug)]
+pub struct RecoveredSession {
+    pub client_id: ByteString,
+    pub record: SessionRecord,
+    /// When the session expires (`None`: never).
+    pub expires_at: Option<Instant>,
+    /// Its will and when it is due (the earlier of its delay and the session's end).
+    pub will: Option<(Arc<Message>, Instant)>,
+    /// Queued deliveries still on disk, oldest first: store key and QoS.
+    pub queued: Vec<(u64, QoS)>,
+    /// Deliveries in flight to the client, under the packet identifiers it saw, oldest first.
+    pub inflight: Vec<(u16, OutgoingState, Delivery)>,
+    /// QoS 2 packet identifiers received from the client and not yet released.
+    pub incoming_qos2: Vec<u16>,
+}
+
+/// What start-up found in the store.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub sessions: Vec<RecoveredSession>,
+    pub retained: Vec<Message>,
+    /// Wills of sessions that expired while the broker was down: due now.
+    pub due_wills: Vec<Arc<Message>>,
+    /// The next free store key.
+    pub next_seq: u64,
+    pub expired_sessions: usize,
+    pub expired_messages: usize,
+    /// Records that could not be read (each was logged and removed).
+    pub damaged_records: usize,
+    /// Where a damaged store file was moved, if it was.
+    pub quarantined: Option<PathBuf>,
+}
+
+/// Why opening failed.
+enum Failure {
+    Fatal(StoreError),
+    Damaged(String),
+}
+
+impl From<redb::Error> for Failure {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => {
+                Failure::Fatal(StoreError::Engine(e.to_string()))
+            }
+            other => Failure::Damaged(other.to_string()),
+        }
+    }
+}
+
+macro_rules! damaged_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Failure {
+            fn from(e: $t) -> Self {
+                Failure::from(redb::Error::from(e))
+            }
+        }
+    )*};
+}
+damaged_from!(
+    redb::TransactionError,
+    redb::TableError,
+    StorageError,
+    redb::CommitError
+);
+
+pub(crate) fn open(
+    path: &Path,
+    policy: SyncPolicy,
+    recovery: Recovery,
+) -> Result<(Database, Arc<SyncedFile>, Recovered), StoreError> {
+    match open_and_read(path, policy, recovery) {
+        Ok(opened) => Ok(opened),
+        Err(Failure::Fatal(e)) => Err(e),
+        Err(Failure::Damaged(reason)) if recovery == Recovery::Strict => Err(StoreError::Damaged {
+            path: path.to_path_buf(),
+            reason,
+        }),
+        Err(Failure::Damaged(reason)) => {
+            let aside = quarantine_path(path);
+            std::fs::rename(path, &aside).map_err(|source| StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            tracing::error!(
+                store = %path.display(), moved_to = %aside.display(), reason = %reason,
+                "STORE DAMAGED: the store could not be read; it was moved aside and the broker starts EMPTY (sessions, queued and retained messages of the old store are not restored; use --strict-recovery to refuse to start instead)"
+            );
+            match open_and_read(path, policy, recovery) {
+                Ok((db, file, mut recovered)) => {
+                    recovered.quarantined = Some(aside);
+                    Ok((db, file, recovered))
+                }
+                Err(Failure::Fatal(e)) => Err(e),
+                Err(Failure::Damaged(reason)) => Err(StoreError::Damaged {
+                    path: path.to_path_buf(),
+                    reason,
+                }),
+            }
+        }
+    }
+}
+
+fn quarantine_path(path: &Path) -> PathBuf {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".damaged-{secs}"));
+    let mut aside = path.with_file_name(&name);
+    let mut n = 1;
+    while aside.exists() {
+        let mut numbered = name.clone();
+        numbered.push(format!("-{n}"));
+        aside = path.with_file_name(numbered);
+        n += 1;
+    }
+    aside
+}
+
+fn open_and_read(
+    path: &Path,
+    policy: SyncPolicy,
+    recovery: Recovery,
+) -> Result<(Database, Arc<SyncedFile>, Recovered), Failure> {
+    let io = |source| {
+        Failure::Fatal(StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io)?;
+    let synced = SyncedFile::new(file, policy).map_err(|e| classify_open(path, e))?;
+    // redb's default page cache (1 GiB) is sized for a server, not for an edge gateway:
+    // the broker keeps what it serves in memory already, and reads the store back only at
+    // start-up and for offline sessions' queues.
+    let db = redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create_with_backend(Backend(synced.clone()))
+        .map_err(|e| classify_open(path, e))?;
+    let recovered = read_back(&db, recovery)?;
+    Ok((db, synced, recovered))
+}
+
+fn classify_open(path: &Path, e: DatabaseError) -> Failure {
+    match e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            Failure::Fatal(StoreError::InUse {
+                path: path.to_path_buf(),
+            })
+        }
+        DatabaseError::Storage(StorageError::Io(io))
+            if !matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            Failure::Fatal(StoreError::Io {
+                path: path.to_path_buf(),
+                source: io,
+            })
+        }
+        other => Failure::Damaged(other.to_string()),
+    }
+}
+
+/// A damaged record: logged and removed, or (strict) the whole store is refused.
+fn damaged_record(
+    recovery: Recovery,
+    recovered: &mut Recovered,
+    what: &str,
+    key: &str,
+    error: &record::RecordError,
+) -> Result<(), Failure> {
+    if recovery == Recovery::Strict {
+        return Err(Failure::Damaged(format!("{what} {key:?}: {error}")));
+    }
+    tracing::error!(record = what, key, error = %error, "store: a damaged record was removed");
+    recovered.damaged_records += 1;
+    Ok(())
+}
+
+fn read_back(db: &Database, recovery: Recovery) -> Result<Recovered, Failure> {
+    let clock = Clock::now();
+    let now_ms = record::unix_ms(clock.wall);
+    let mut recovered = Recovered::default();
+    let txn = db.begin_write()?;
+    let mut sessions = read_sessions(&txn, clock, recovery, &mut recovered)?;
+    read_queue(&txn, clock, now_ms, recovery, &mut sessions, &mut recovered)?;
+    read_incoming(&txn, &mut sessions)?;
+    read_retained(&txn, clock, recovery, &mut recovered)?;
+    txn.commit()?;
+    recovered.sessions = sessions.into_values().collect();
+    if recovered.damaged_records > 0 || recovered.expired_sessions > 0 {
+        tracing::warn!(
+            damaged_records = recovered.damaged_records,
+            expired_sessions = recovered.expired_sessions,
+            expired_messages = recovered.expired_messages,
+            "store: some records were dropped at start-up"
+        );
+    }
+    Ok(recovered)
+}
+
+fn read_sessions(
+    txn: &WriteTransaction,
+    clock: Clock,
+    recovery: Recovery,
+    recovered: &mut Recovered,
+) -> Result<BTreeMap<ByteString, RecoveredSession>, Failure> {
+    let mut table = txn.open_table(SESSIONS)?;
+    let mut sessions = BTreeMap::new();
+    let mut gone: Vec<String> = Vec::new();
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        let client_id = key.value().to_owned();
+        let record = match record::decode_session(value.value(), clock) {
+            Ok(r) => r,
+            Err(e) => {
+                damaged_record(recovery, recovered, "session", &client_id, &e)?;
+                gone.push(client_id);
+                continue;
+            }
+        };
+        // A session connected when the broker stopped lost its connection then: its clock
+        // starts at this start-up (the time of the crash is not known).
+        let since = record
+            .disconnected_at
+            .map_or(clock.now, |ms| clock.from_unix_ms(ms));
+        let expires_at = (record.expiry_interval != NEVER_EXPIRES)
+            .then(|| since + Duration::from_secs(u64::from(record.expiry_interval)));
+        let will = record.will.as_ref().map(|(message, delay)| {
+            let delay = (*delay).min(record.expiry_interval);
+            (
+                message.clone(),
+                since + Duration::from_secs(u64::from(delay)),
+            )
+        });
+        if expires_at.is_some_and(|at| at <= clock.now) {
+            recovered.expired_sessions += 1;
+            if let Some((will, _)) = will {
+                recovered.due_wills.push(will);
+            }
+            gone.push(client_id);
+            continue;
+        }
+        let client_id = ByteString::from(client_id);
+        sessions.insert(
+            client_id.clone(),
+            RecoveredSession {
+                client_id,
+                record,
+                expires_at,
+                will,
+                queued: Vec::new(),
+                inflight: Vec::new(),
+                incoming_qos2: Vec::new(),
+            },
+        );
+    }
+    for client in gone {
+        table.remove(client.as_str())?;
+    }
+    Ok(sessions)
+}
+
+fn read_queue(
+    txn: &WriteTransaction,
+    clock: Clock,
+    now_ms: u64,
+    recovery: Recovery,
+    sessions: &mut BTreeMap<ByteString, RecoveredSession>,
+    recovered: &mut Recovered,
+) -> Result<(), Failure> {
+    let mut queue = txn.open_table(QUEUE)?;
+    let mut inflight_table = txn.open_table(INFLIGHT)?;
+    // In-flight entries first: a queued delivery with one is in the window, not the queue.
+    let mut sent: HashMap<(String, u64), (u16, OutgoingState)> = HashMap::new();
+    let mut drop_inflight: Vec<(String, u64)> = Vec::new();
+    for entry in inflight_table.iter()? {
+        let (key, value) = entry?;
+        let (client, seq) = key.value();
+        match record::decode_inflight(value.value()) {
+            Ok((packet_id, code)) if sessions.contains_key(client) => {
+                sent.insert((client.to_owned(), seq), (packet_id, state_from_code(code)));
+            }
+            Ok(_) => drop_inflight.push((client.to_owned(), seq)),
+            Err(e) => {
+                damaged_record(recovery, recovered, "in-flight", client, &e)?;
+                drop_inflight.push((client.to_owned(), seq));
+            }
+        }
+    }
+    let mut drop_queued: Vec<(String, u64)> = Vec::new();
+    let mut next_seq = 1;
+    for entry in queue.iter()? {
+        let (key, value) = entry?;
+        let (client, seq) = key.value();
+        next_seq = next_seq.max(seq + 1);
+        let Some(session) = sessions.get_mut(client) else {
+            drop_queued.push((client.to_owned(), seq));
+            continue;
+        };
+        let summary = match record::delivery_summary(value.value()) {
+            Ok(s) => s,
+            Err(e) => {
+                damaged_record(recovery, recovered, "queued message", client, &e)?;
+                drop_queued.push((client.to_owned(), seq));
+                continue;
+            }
+        };
+        match sent.remove(&(client.to_owned(), seq)) {
+            Some((packet_id, state)) => match record::decode_delivery(value.value(), seq, clock) {
+                // Once sent, a message is delivered even if it expires meanwhile.
+                Ok(d) => session.inflight.push((packet_id, state, d)),
+                Err(e) => {
+                    damaged_record(recovery, recovered, "in-flight message", client, &e)?;
+                    drop_queued.push((client.to_owned(), seq));
+                    drop_inflight.push((client.to_owned(), seq));
+                }
+            },
+            None => {
+                let (qos, expires) = summary;
+                if expires.is_some_and(|at| at <= now_ms) {
+                    recovered.expired_messages += 1;
+                    drop_queued.push((client.to_owned(), seq));
+                } else {
+                    session.queued.push((seq, qos));
+                }
+            }
+        }
+    }
+    // What is left in `sent` awaits PUBCOMP: its message is gone, its identifier is not.
+    for ((client, seq), (packet_id, state)) in sent {
+        next_seq = next_seq.max(seq + 1);
+        let Some(session) = sessions.get_mut(client.as_str()) else {
+            continue;
+        };
+        if state == OutgoingState::AwaitingPubComp {
+            session
+                .inflight
+                .push((packet_id, state, placeholder_delivery(seq)));
+        } else {
+            drop_inflight.push((client, seq));
+        }
+    }
+    for (client, seq) in &drop_queued {
+        queue.remove((client.as_str(), *seq))?;
+    }
+    for (client, seq) in &drop_inflight {
+        inflight_table.remove((client.as_str(), *seq))?;
+    }
+    for session in sessions.values_mut() {
+        session.inflight.sort_by_key(|(_, _, d)| d.stored);
+    }
+    recovered.next_seq = next_seq;
+    Ok(())
+}
+
+/// A QoS 2 delivery awaiting PUBCOMP needs only its identifier [MQTT-4.3.3]; this stands in
+/// for the message, which is no longer stored.
+fn placeholder_delivery(seq: u64) -> Delivery {
+    Delivery {
+        message: Arc::new(Message::broker_generated(
+            ByteString::new(),
+            bytes::Bytes::new(),
+            QoS::ExactlyOnce,
+            false,
+        )),
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        subscription_ids: Default::default(),
+        share_group: None,
+        stored: Some(seq),
+    }
+}
+
+fn read_incoming(
+    txn: &WriteTransaction,
+    sessions: &mut BTreeMap<ByteString, RecoveredSession>,
+) -> Result<(), Failure> {
+    let mut table = txn.open_table(INCOMING)?;
+    let mut orphans = Vec::new();
+    for entry in table.iter()? {
+        let (key, _) = entry?;
+        let (client, packet_id) = key.value();
+        match sessions.get_mut(client) {
+            Some(session) => session.incoming_qos2.push(packet_id),
+            None => orphans.push((client.to_owned(), packet_id)),
+        }
+    }
+    for (client, packet_id) in orphans {
+        table.remove((client.as_str(), packet_id))?;
+    }
+    Ok(())
+}
+
+fn read_retained(
+    txn: &WriteTransaction,
+    clock: Clock,
+    recovery: Recovery,
+    recovered: &mut Recovered,
+) -> Result<(), Failure> {
+    let mut table = txn.open_table(RETAINED)?;
+    let mut gone = Vec::new();
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        let topic = key.value();
+        match record::decode_retained(value.value(), clock) {
+            Ok(m) if m.is_expired(clock.now) => {
+                recovered.expired_messages += 1;
+                gone.push(topic.to_owned());
+            }
+            Ok(m) => recovered.retained.push(m),
+            Err(e) => {
+                damaged_record(recovery, recovered, "retained message", topic, &e)?;
+                gone.push(topic.to_owned());
+            }
+        }
+    }
+    for topic in gone {
+        table.remove(topic.as_str())?;
+    }
+    Ok(())
+}
