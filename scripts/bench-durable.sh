@@ -24,6 +24,7 @@ SCENARIOS=(
   "pairs-q2|--qos 2 pairs --n 100"
   "fanin-q1|--qos 1 fanin --p 50"
   "fanout-q1|--qos 1 fanout --s 20"
+  "latency-q1|--qos 1 latency --rate 500"
 )
 
 for scenario in "${SCENARIOS[@]}"; do
@@ -55,12 +56,14 @@ rows = {}
 for f in sorted(glob.glob(os.path.join(out, "*.json"))):
     r = json.load(open(f))
     rows.setdefault((r["scenario"] + "-q" + str(r["qos"]), r["label"]), []).append(r)
-print("| scenario | broker | msgs/s (median of %d) | p50 / p99 latency (µs) | lost | broker CPU %% | RSS after (MiB) |" % runs)
+def med(rs, k):
+    xs = [x[k] for x in rs if x.get(k) is not None]
+    return statistics.median(xs) if xs else None
+print("| scenario | sync | msgs/s delivered (median of %d) | min – max | p50 / p99 latency (µs) | lost | broker CPU %% |" % runs)
 print("|---|---|---|---|---|---|---|")
 for (scenario, label), rs in sorted(rows.items()):
-    med = lambda k: statistics.median(x[k] for x in rs if x.get(k) is not None)
-    lat = [x["latency_us"] for x in rs if x.get("latency_us")]
-    p50 = statistics.median(l["p50"] for l in lat) if lat else 0
-    p99 = statistics.median(l["p99"] for l in lat) if lat else 0
-    print(f"| {scenario} | {label} | {med('msgs_per_sec'):,.0f} | {p50:,.0f} / {p99:,.0f} | {sum(x['lost'] for x in rs)} | {med('broker_cpu_pct'):.0f} | {med('rss_after_kb')/1024:.0f} |")
+    rates = [x["msgs_per_sec"] for x in rs]
+    p50, p99 = med(rs, "p50_us"), med(rs, "p99_us")
+    latency = f"{p50:.0f} / {p99:.0f}" if p50 is not None else "–"
+    print(f"| {scenario} | {label} | {med(rs, 'msgs_per_sec'):,.0f} | {min(rates):,.0f} – {max(rates):,.0f} | {latency} | {sum(x['lost'] for x in rs)} | {med(rs, 'broker_cpu_pct'):.0f} |")
 PY

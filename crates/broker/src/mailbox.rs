@@ -69,7 +69,7 @@ impl Entry {
         }
     }
 
-    fn seq(&self) -> Option<u64> {
+    pub fn seq(&self) -> Option<u64> {
         match self {
             Entry::Ready(d) => d.stored,
             Entry::Stored { seq, .. } => Some(*seq),
@@ -285,20 +285,23 @@ impl Mailbox {
         }
     }
 
-    /// Take up to `max` stored-only entries from the front (their keys, in order), to be
-    /// read back from the store.
-    pub fn pop_stored(&self, max: usize, out: &mut Vec<u64>) {
+    /// Take stored-only entries from the front until `out` holds `max`, to be read back
+    /// from the store.
+    pub fn pop_stored(&self, max: usize, out: &mut Vec<Entry>) {
         let mut q = self.queue.lock();
-        while out.len() < max {
-            match q.items.front() {
-                Some(Entry::Stored { seq, .. }) => {
-                    out.push(*seq);
-                    q.items.pop_front();
-                }
-                _ => break,
-            }
+        while out.len() < max && matches!(q.items.front(), Some(Entry::Stored { .. })) {
+            out.extend(q.items.pop_front());
         }
         self.relieve_if_drained(q);
+    }
+
+    /// Put taken entries back at the front, in their order (a read-back that did not
+    /// finish).
+    pub fn unpop(&self, entries: Vec<Entry>) {
+        let mut q = self.queue.lock();
+        for entry in entries.into_iter().rev() {
+            q.items.push_front(entry);
+        }
     }
 
     /// Take the next entry whose QoS is 0, or any entry if `allow_qos12`.

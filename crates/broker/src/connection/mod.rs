@@ -64,12 +64,36 @@ struct Hold {
     ticket: u64,
 }
 
+/// Stored deliveries being read back, and the queue entries they were (put back if the
+/// connection ends first).
+pub(crate) struct Loading {
+    entries: Vec<crate::mailbox::Entry>,
+    reply: tokio::sync::oneshot::Receiver<Vec<Delivery>>,
+}
+
 /// A retained message waiting to be sent after a SUBSCRIBE, with what its subscription
 /// grants (kept small: a `#` subscription can match every retained message).
 struct RetainedItem {
     message: Arc<Message>,
     qos: QoS,
     subscription_id: Option<u32>,
+}
+
+impl RetainedItem {
+    /// The delivery: at the lower of the message's and the subscription's QoS, with RETAIN
+    /// set [MQTT-3.3.1-8].
+    fn into_delivery(self) -> Delivery {
+        let mut subscription_ids = smallvec::SmallVec::new();
+        subscription_ids.extend(self.subscription_id);
+        Delivery {
+            qos: self.message.qos.min(self.qos),
+            message: self.message,
+            retain: true,
+            subscription_ids,
+            share_group: None,
+            stored: None,
+        }
+    }
 }
 
 /// Who is on the other end of a connection, as the transport saw it.
@@ -320,7 +344,7 @@ pub(crate) struct Connection<S> {
     /// The store's commit progress (with a store).
     committed: Option<watch::Receiver<u64>>,
     /// Queued deliveries being read back from the store; the queue waits behind them.
-    loading: Option<tokio::sync::oneshot::Receiver<Vec<Delivery>>>,
+    loading: Option<Loading>,
     /// Retained messages still to send for SUBSCRIBEs: streamed under the in-flight window
     /// and the write buffer's high-water mark, not pushed into the queue all at once.
     retained_backlog: VecDeque<RetainedItem>,
@@ -732,6 +756,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Tear down after the loop: flush, hand the session back, publish the will if due.
     async fn finish(mut self: Box<Self>, exit: Exit) {
         self.session.mailbox.set_connected(false);
+        // Work in progress goes back to the session: entries being read back from the
+        // store, and (for a session that outlives the connection) retained messages not yet
+        // sent, queued like any message.
+        if let Some(loading) = self.loading.take() {
+            self.session.mailbox.unpop(loading.entries);
+        }
+        if self.session.expiry_interval != 0 {
+            for item in std::mem::take(&mut self.retained_backlog) {
+                self.session
+                    .mailbox
+                    .push(item.into_delivery(), &self.bus.stats);
+            }
+        }
         // Held answers go out only once committed (bounded wait); otherwise they are dropped
         // and the client re-sends.
         if let (Some(h), Some(committed)) = (self.io.hold, self.committed.as_mut()) {
@@ -826,11 +863,9 @@ async fn changed(committed: &mut Option<watch::Receiver<u64>>) -> u64 {
 }
 
 /// Deliveries read back from the store (empty if the store stopped).
-async fn load_done(
-    loading: &mut Option<tokio::sync::oneshot::Receiver<Vec<Delivery>>>,
-) -> Vec<Delivery> {
+async fn load_done(loading: &mut Option<Loading>) -> Vec<Delivery> {
     match loading {
-        Some(rx) => rx.await.unwrap_or_default(),
+        Some(l) => (&mut l.reply).await.unwrap_or_default(),
         None => std::future::pending().await,
     }
 }

@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use edgemq_codec::{OutgoingPublish, Packet, ProtocolVersion, PubResponse, QoS};
 use edgemq_core::session::{Delivery, OutgoingState, OutgoingWindow};
 
-use super::{Connection, Exit, LOAD_BATCH, WRITE_HIGH_WATER};
+use super::{Connection, Exit, Loading, LOAD_BATCH, WRITE_HIGH_WATER};
 use crate::mailbox::Entry;
 use crate::stats::{DropReason, Stats};
 
@@ -26,12 +26,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let delivery = match self.session.mailbox.pop(window_open) {
                 None => return Ok(()),
                 Some(Entry::Ready(delivery)) => delivery,
-                Some(Entry::Stored { seq, .. }) => {
+                Some(stored @ Entry::Stored { .. }) => {
                     // On disk only: read a batch back; the queue waits behind it.
-                    let mut seqs = vec![seq];
-                    self.session.mailbox.pop_stored(LOAD_BATCH, &mut seqs);
+                    let mut entries = vec![stored];
+                    self.session.mailbox.pop_stored(LOAD_BATCH, &mut entries);
                     if let Some(store) = &self.bus.store {
-                        self.loading = Some(store.load(&self.client_id, seqs));
+                        let keys = entries.iter().filter_map(Entry::seq).collect();
+                        self.loading = Some(Loading {
+                            reply: store.load(&self.client_id, keys),
+                            entries,
+                        });
                     }
                     return Ok(());
                 }
@@ -99,16 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if item.message.is_expired(now) {
                 continue;
             }
-            let mut subscription_ids = smallvec::SmallVec::new();
-            subscription_ids.extend(item.subscription_id);
-            let delivery = Delivery {
-                message: item.message,
-                qos,
-                retain: true,
-                subscription_ids,
-                share_group: None,
-                stored: None,
-            };
+            let delivery = item.into_delivery();
             let (mut writer, outgoing) = self.writer_and_window();
             if qos == QoS::AtMostOnce {
                 writer.write(&delivery, None, false, now);
