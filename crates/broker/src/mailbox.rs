@@ -444,19 +444,13 @@ mod tests {
     use edgemq_core::message::Message;
 
     fn delivery(qos: QoS) -> Delivery {
-        Delivery {
-            message: Arc::new(Message::broker_generated(
-                ByteString::from_static("t"),
-                bytes::Bytes::new(),
-                qos,
-                false,
-            )),
+        let message = Message::broker_generated(
+            ByteString::from_static("t"),
+            bytes::Bytes::new(),
             qos,
-            retain: false,
-            subscription_ids: Default::default(),
-            share_group: None,
-            stored: None,
-        }
+            false,
+        );
+        Delivery::plain(Arc::new(message), qos)
     }
 
     fn mailbox(capacity: usize) -> Mailbox {

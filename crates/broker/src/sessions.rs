@@ -63,6 +63,28 @@ impl SessionData {
         }
     }
 
+    /// Record the packet identifiers of QoS 1 messages in flight, so that after a restart
+    /// they are re-sent under them [MQTT-4.4.0-1]. (Done when the connection ends rather than
+    /// per send: a QoS 1 message in flight when the broker is killed is re-sent under a new
+    /// identifier, which at-least-once delivery allows.)
+    fn record_inflight_qos1(&self) {
+        let Some(store) = self.mailbox.store() else {
+            return;
+        };
+        for inflight in self.outgoing.iter() {
+            if let (OutgoingState::AwaitingPubAck, Some(seq)) =
+                (inflight.state, inflight.delivery.stored)
+            {
+                store.sent(
+                    &self.mailbox.client_id,
+                    seq,
+                    inflight.packet_id,
+                    inflight.state,
+                );
+            }
+        }
+    }
+
     /// Write the session to the store (if it is a persistent one and there is a store).
     pub fn persist(&self, disconnected_at: Option<u64>, will: Option<(Arc<Message>, u32)>) {
         if let Some(store) = self.mailbox.store() {
@@ -269,6 +291,7 @@ impl Registry {
                 (w.clone(), u32::try_from(delay).unwrap_or(u32::MAX))
             });
         data.persist(Some(disconnected_at), stored_will);
+        data.record_inflight_qos1();
         data.mailbox.spill();
         let generation = bus.next_id();
         let next = next_deadline(expires_at, pending_will.as_ref().map(|(_, at)| *at));

@@ -34,6 +34,21 @@ pub struct Delivery {
     pub stored: Option<u64>,
 }
 
+impl Delivery {
+    /// `message` at `qos`: not retained, no subscription identifiers, no share group, not
+    /// stored.
+    pub fn plain(message: Arc<Message>, qos: QoS) -> Delivery {
+        Delivery {
+            message,
+            qos,
+            retain: false,
+            subscription_ids: SmallVec::new(),
+            share_group: None,
+            stored: None,
+        }
+    }
+}
+
 /// Where an outgoing QoS 1/2 message stands ([MQTT-4.3]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutgoingState {
@@ -357,14 +372,7 @@ mod tests {
             false,
         );
         let _ = Instant::now();
-        Delivery {
-            message: Arc::new(msg),
-            qos,
-            retain: false,
-            subscription_ids: SmallVec::new(),
-            share_group: None,
-            stored: None,
-        }
+        Delivery::plain(Arc::new(msg), qos)
     }
 
     #[test]

@@ -543,3 +543,45 @@ fn an_offline_sessions_queue_lives_on_disk() {
     }
     sub.expect_nothing(Duration::from_millis(200));
 }
+
+/// A QoS 1 message in flight when its client disconnected is re-sent after a broker crash
+/// under its original packet identifier with DUP set [MQTT-4.4.0-1].
+#[test]
+fn qos1_in_flight_at_disconnect_keeps_its_packet_id_across_kill_9() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let mut broker = start(data.path(), &[]);
+    let (mut sub, _) = persistent(broker.addr, "q1-sub", true);
+    sub.send(&subscribe(1, Some(&no_props()), &[("y/#", 1)]));
+    suback(&mut sub);
+    let mut publisher = RawClient::v311(broker.addr, "q1-pub");
+    publisher.send(&publish_v311("y/1", 1, 1, b"unacked"));
+    expect_puback(&mut publisher, 1, &broker);
+    let first = sub.expect_publish(true);
+    assert_eq!(first.payload, b"unacked");
+    sub.send(&DISCONNECT);
+    sub.expect_closed();
+    // The session is handed back after the socket closes: once the broker has logged the
+    // disconnect, a PUBACKed message queued behind it means its records are committed.
+    assert!(broker.wait_for_log("client_id=q1-sub", WAIT));
+    assert!(broker.wait_for_log("client disconnected", WAIT));
+    publisher.send(&publish_v311("y/2", 1, 2, b"queued"));
+    expect_puback(&mut publisher, 2, &broker);
+    broker.kill_hard();
+
+    let broker = start(data.path(), &[]);
+    let (mut sub, ack) = persistent(broker.addr, "q1-sub", false);
+    assert!(ack.session_present);
+    let again = sub.expect_publish(true);
+    assert_eq!(again.payload, b"unacked");
+    assert_eq!(again.pid, first.pid, "the original packet identifier");
+    assert!(again.dup, "[MQTT-4.4.0-1] re-sent with DUP");
+    sub.send(&puback(again.pid.unwrap()));
+    let queued = sub.expect_publish(true);
+    assert_eq!(queued.payload, b"queued");
+    assert_ne!(queued.pid, first.pid);
+    sub.send(&puback(queued.pid.unwrap()));
+    sub.expect_nothing(Duration::from_millis(300));
+}

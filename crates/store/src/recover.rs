@@ -395,18 +395,15 @@ fn read_queue(
 /// A QoS 2 delivery awaiting PUBCOMP needs only its identifier [MQTT-4.3.3]; this stands in
 /// for the message, which is no longer stored.
 fn placeholder_delivery(seq: u64) -> Delivery {
+    let message = Message::broker_generated(
+        ByteString::new(),
+        bytes::Bytes::new(),
+        QoS::ExactlyOnce,
+        false,
+    );
     Delivery {
-        message: Arc::new(Message::broker_generated(
-            ByteString::new(),
-            bytes::Bytes::new(),
-            QoS::ExactlyOnce,
-            false,
-        )),
-        qos: QoS::ExactlyOnce,
-        retain: false,
-        subscription_ids: Default::default(),
-        share_group: None,
         stored: Some(seq),
+        ..Delivery::plain(Arc::new(message), QoS::ExactlyOnce)
     }
 }
 

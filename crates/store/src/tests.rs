@@ -10,19 +10,13 @@ use edgemq_core::session::{Delivery, OutgoingState};
 use crate::{Recovery, SessionRecord, Store, StoreError, SyncPolicy, FILE_NAME};
 
 fn delivery(topic: &'static str, qos: QoS) -> Delivery {
-    Delivery {
-        message: Arc::new(Message::broker_generated(
-            ByteString::from_static(topic),
-            Bytes::from_static(b"payload"),
-            qos,
-            false,
-        )),
+    let message = Message::broker_generated(
+        ByteString::from_static(topic),
+        Bytes::from_static(b"payload"),
         qos,
-        retain: false,
-        subscription_ids: Default::default(),
-        share_group: None,
-        stored: None,
-    }
+        false,
+    );
+    Delivery::plain(Arc::new(message), qos)
 }
 
 fn session() -> SessionRecord {

@@ -53,11 +53,11 @@ const LATENCY_BATCH: u32 = 4;
 /// read buffer sized to what arrived).
 const READ_CHUNK: usize = 8 * 1024;
 
-/// Retained messages read back per store load.
+/// Queued deliveries read back per store load.
 const LOAD_BATCH: usize = 64;
 
-/// Output from byte `from` of the write buffer waits until the store has committed batch
-/// `ticket` (see `edgemq_store::Store::ticket`).
+/// Output from byte `from` of the write buffer waits until the store has committed every
+/// operation up to `ticket` (see `edgemq_store::Store::ticket`).
 #[derive(Debug, Clone, Copy)]
 struct Hold {
     from: usize,
@@ -159,7 +159,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         self.hold.map_or(self.wbuf.len(), |h| h.from)
     }
 
-    /// Hold the output from here on until the store commits batch `ticket`.
+    /// Hold the output from here on until the store has committed up to `ticket`.
     fn hold_until(&mut self, ticket: u64) {
         match &mut self.hold {
             Some(h) => h.ticket = h.ticket.max(ticket),
@@ -552,7 +552,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
     }
 
-    /// The store committed a batch: release held output it covers. A store that failed
+    /// The store committed up to `committed`: release held output it covers. A store that failed
     /// can no longer back an acknowledgement: the held answers are discarded and the client
     /// disconnected (it re-sends what was not acknowledged, to a broker that works).
     fn on_commit(&mut self, committed: u64) -> Result<(), Exit> {
@@ -850,8 +850,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 }
 
-/// The next value of a commit watch (never resolves without a store; a closed store
-/// reads as failed).
+/// The next value of a commit watch (never resolves without a store). A closed watch reads
+/// as everything committed: the writer stops only after committing what it was given, or
+/// after a failure, which `on_commit` checks first.
 async fn changed(committed: &mut Option<watch::Receiver<u64>>) -> u64 {
     match committed {
         Some(rx) => match rx.changed().await {
