@@ -21,7 +21,7 @@ use edgemq_core::message::Message;
 use edgemq_core::session::{Delivery, IncomingQos2, OutgoingState, OutgoingWindow};
 use edgemq_core::subscriptions::{SessionKey, StoredOptions};
 use edgemq_core::topic::{parse_subscription_filter, SubscriptionFilter};
-use edgemq_store::record::{unix_ms, Clock};
+use edgemq_store::record::unix_ms;
 use edgemq_store::{RecoveredSession, SessionRecord};
 
 use crate::bus::Bus;
@@ -363,7 +363,7 @@ impl Registry {
     /// subscriptions, queued and in-flight messages, expiry and pending will.
     pub fn restore(&self, bus: &Arc<Bus>, sessions: Vec<RecoveredSession>) {
         let now = bus.now();
-        let clock = Clock::now();
+        let restarted_at = unix_ms(std::time::SystemTime::now());
         for recovered in sessions {
             let key = bus.next_id();
             let client_id = recovered.client_id;
@@ -409,10 +409,7 @@ impl Registry {
                 incoming_qos2,
                 expiry_interval: recovered.record.expiry_interval,
             };
-            let disconnected_at = recovered
-                .record
-                .disconnected_at
-                .unwrap_or_else(|| unix_ms(clock.wall));
+            let disconnected_at = recovered.record.disconnected_at.unwrap_or(restarted_at);
             // Not yet marked disconnected (the broker stopped while it was connected): from now.
             if recovered.record.disconnected_at.is_none() {
                 data.persist(Some(disconnected_at), recovered.record.will.clone());

@@ -1,7 +1,7 @@
 //! The writer thread: everything submitted meanwhile goes into one transaction and one commit.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -93,6 +93,29 @@ pub(crate) fn run(
     }
 }
 
+/// Store keys queued and removed (acknowledged) within this batch: an online subscriber that
+/// acknowledges before the commit. They never need to reach the disk. (Keys are unique
+/// across clients.)
+fn settled_within(batch: &[(u64, Op)]) -> HashSet<u64> {
+    let queued: HashSet<u64> = batch
+        .iter()
+        .filter_map(|(_, op)| match op {
+            Op::Enqueue { delivery, .. } => delivery.stored,
+            _ => None,
+        })
+        .collect();
+    if queued.is_empty() {
+        return queued;
+    }
+    batch
+        .iter()
+        .filter_map(|(_, op)| match op {
+            Op::Remove { seq, .. } if queued.contains(seq) => Some(*seq),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The highest number below which every operation is committed.
 #[derive(Default)]
 struct Frontier {
@@ -125,6 +148,7 @@ fn apply(
     closing: &mut Option<std::sync::mpsc::SyncSender<()>>,
 ) -> Result<(), redb::Error> {
     let clock = Clock::now();
+    let skip = settled_within(&batch);
     let txn = db.begin_write()?;
     {
         let mut sessions = txn.open_table(SESSIONS)?;
@@ -134,6 +158,9 @@ fn apply(
         let mut retained = txn.open_table(RETAINED)?;
         for (_, op) in batch {
             match op {
+                Op::Enqueue { delivery, .. }
+                    if delivery.stored.is_some_and(|seq| skip.contains(&seq)) => {}
+                Op::Remove { seq, .. } | Op::Sent { seq, .. } if skip.contains(&seq) => {}
                 Op::Enqueue { client, delivery } => {
                     let seq = delivery.stored.unwrap_or(0);
                     record::encode_delivery(&delivery, clock, scratch);
@@ -209,7 +236,47 @@ fn apply(
 
 #[cfg(test)]
 mod tests {
-    use super::Frontier;
+    use std::sync::Arc;
+
+    use bytestring::ByteString;
+    use edgemq_codec::QoS;
+    use edgemq_core::message::Message;
+    use edgemq_core::session::Delivery;
+
+    use super::{settled_within, Frontier};
+    use crate::Op;
+
+    #[test]
+    fn a_delivery_queued_and_acknowledged_in_one_batch_is_skipped() {
+        let client = ByteString::from_static("c");
+        let enqueue = |seq| Op::Enqueue {
+            client: client.clone(),
+            delivery: Delivery {
+                stored: Some(seq),
+                ..Delivery::plain(
+                    Arc::new(Message::broker_generated(
+                        ByteString::from_static("t"),
+                        bytes::Bytes::new(),
+                        QoS::AtLeastOnce,
+                        false,
+                    )),
+                    QoS::AtLeastOnce,
+                )
+            },
+        };
+        let remove = |seq| Op::Remove {
+            client: client.clone(),
+            seq,
+        };
+        let batch = vec![
+            (1, enqueue(5)),
+            (2, enqueue(6)),
+            (3, remove(5)),
+            (4, remove(4)),
+        ];
+        let skipped = settled_within(&batch);
+        assert_eq!(skipped.into_iter().collect::<Vec<_>>(), vec![5]);
+    }
 
     #[test]
     fn the_frontier_waits_for_gaps() {
