@@ -23,7 +23,9 @@ pub struct Message {
     /// Properties forwarded unchanged to subscribers [MQTT-3.3.2-17..20]: payload format
     /// indicator, content type, response topic, correlation data, user properties. Topic
     /// alias, subscription identifiers and message expiry are per-delivery and not kept here.
-    pub properties: Properties,
+    /// Boxed, and `None` when there are none (most messages): `Properties` is 400 bytes, and
+    /// retained and queued messages live long.
+    pub properties: Option<Box<Properties>>,
     /// Absolute expiry from the Message Expiry Interval; the remaining time is forwarded
     /// [MQTT-3.3.2-6].
     pub expires_at: Option<Instant>,
@@ -42,7 +44,7 @@ impl Message {
             payload,
             qos,
             retain,
-            properties: Properties::default(),
+            properties: None,
             expires_at: None,
             publisher: None,
             forwarded: OnceLock::new(),
@@ -80,6 +82,7 @@ impl Message {
             user_properties: p.user_properties,
             ..Properties::default()
         };
+        let properties = (properties != Properties::default()).then(|| Box::new(properties));
         Message {
             topic,
             payload,
@@ -94,10 +97,13 @@ impl Message {
 
     /// The forwarded properties as a v5 property body (no length prefix), encoded once.
     pub fn forwarded_properties(&self) -> &[u8] {
+        let Some(properties) = &self.properties else {
+            return &[];
+        };
         self.forwarded.get_or_init(|| {
             let mut body = BytesMut::new();
             // Only a string over 65,535 bytes fails, and the decoder admits none.
-            match self.properties.encode_body(&mut body) {
+            match properties.encode_body(&mut body) {
                 Ok(()) => body.freeze(),
                 Err(_) => Bytes::new(),
             }

@@ -166,14 +166,15 @@ fn get_message(r: &mut Reader<'_>, clock: Clock) -> Result<Message, RecordError>
     let body = r.bytes()?;
     let payload = Bytes::copy_from_slice(r.bytes()?);
     let properties = if body.is_empty() {
-        Properties::default()
+        None
     } else {
         let mut block = BytesMut::new();
         edgemq_codec::primitives::write_varint(&mut block, body.len())
             .map_err(|_| RecordError("properties too long"))?;
         block.extend_from_slice(body);
-        Properties::decode(&mut block.freeze(), PropertyContext::Publish)
-            .map_err(|_| RecordError("properties do not decode"))?
+        let decoded = Properties::decode(&mut block.freeze(), PropertyContext::Publish)
+            .map_err(|_| RecordError("properties do not decode"))?;
+        Some(Box::new(decoded))
     };
     Ok(Message {
         topic,
@@ -358,9 +359,11 @@ mod tests {
             QoS::ExactlyOnce,
             true,
         );
-        message.properties.content_type = Some(ByteString::from_static("text/plain"));
-        message.properties.user_properties =
-            vec![(ByteString::from_static("k"), ByteString::from_static("v"))];
+        message.properties = Some(Box::new(Properties {
+            content_type: Some(ByteString::from_static("text/plain")),
+            user_properties: vec![(ByteString::from_static("k"), ByteString::from_static("v"))],
+            ..Properties::default()
+        }));
         message.expires_at = Some(clock.now + Duration::from_secs(60));
         let d = Delivery {
             message: Arc::new(message),
