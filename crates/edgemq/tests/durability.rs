@@ -44,6 +44,15 @@ fn persistent(addr: SocketAddr, client_id: &str, clean: bool) -> (RawClient, Con
     (c, ack)
 }
 
+/// A new persistent session (clean start) subscribed to `filter` at `qos`.
+fn subscribed(addr: SocketAddr, client_id: &str, filter: &str, qos: u8) -> RawClient {
+    let (mut c, ack) = persistent(addr, client_id, true);
+    assert!(!ack.session_present);
+    c.send(&subscribe(1, Some(&no_props()), &[(filter, qos)]));
+    suback(&mut c);
+    c
+}
+
 fn suback(c: &mut RawClient) -> Vec<u8> {
     let p = c.read_packet();
     assert_eq!(p[0], 0x90, "expected SUBACK, got {}", hex(&p));
@@ -225,10 +234,7 @@ fn acknowledged_messages_survive_kill_9_at_several_points() {
         let flags: &[&str] = &["--receive-maximum", "1000", "--sync", sync];
         let mut broker = start(data.path(), flags);
 
-        let (mut sub, ack) = persistent(broker.addr, "crash-sub", true);
-        assert!(!ack.session_present);
-        sub.send(&subscribe(1, Some(&no_props()), &[("crash/#", 2)]));
-        suback(&mut sub);
+        let mut sub = subscribed(broker.addr, "crash-sub", "crash/#", 2);
         sub.send(&DISCONNECT);
         sub.expect_closed();
 
@@ -298,9 +304,7 @@ fn qos2_exchanges_resume_after_kill_9_without_duplicates() {
     }
     let data = tempfile::tempdir().unwrap();
     let mut broker = start(data.path(), &[]);
-    let (mut sub, _) = persistent(broker.addr, "q2-sub", true);
-    sub.send(&subscribe(1, Some(&no_props()), &[("x/#", 2)]));
-    suback(&mut sub);
+    let mut sub = subscribed(broker.addr, "q2-sub", "x/#", 2);
     let (mut publisher, _) = persistent(broker.addr, "q2-pub", true);
     publisher.send(&publish_v5("x/1", 2, 10, &no_props(), b"one"));
     publisher.expect_packet(&[0x50, 0x02, 0x00, 0x0A]);
@@ -357,9 +361,7 @@ fn a_damaged_store_is_quarantined_and_the_broker_starts_empty() {
     }
     let data = tempfile::tempdir().unwrap();
     let mut broker = start(data.path(), &[]);
-    let (mut sub, _) = persistent(broker.addr, "before-damage", true);
-    sub.send(&subscribe(1, Some(&no_props()), &[("d/#", 1)]));
-    suback(&mut sub);
+    let sub = subscribed(broker.addr, "before-damage", "d/#", 1);
     drop(sub);
     assert_eq!(broker.terminate(), Some(0));
 
@@ -499,9 +501,7 @@ fn an_offline_sessions_queue_lives_on_disk() {
     const PAYLOAD: usize = 2048;
     let data = tempfile::tempdir().unwrap();
     let broker = start(data.path(), &["--max-queued-messages", "100000"]);
-    let (mut sub, _) = persistent(broker.addr, "offline-queue", true);
-    sub.send(&subscribe(1, Some(&no_props()), &[("q/#", 1)]));
-    suback(&mut sub);
+    let mut sub = subscribed(broker.addr, "offline-queue", "q/#", 1);
     sub.send(&DISCONNECT);
     sub.expect_closed();
     let before = broker.rss_kib();
@@ -553,9 +553,7 @@ fn qos1_in_flight_at_disconnect_keeps_its_packet_id_across_kill_9() {
     }
     let data = tempfile::tempdir().unwrap();
     let mut broker = start(data.path(), &[]);
-    let (mut sub, _) = persistent(broker.addr, "q1-sub", true);
-    sub.send(&subscribe(1, Some(&no_props()), &[("y/#", 1)]));
-    suback(&mut sub);
+    let mut sub = subscribed(broker.addr, "q1-sub", "y/#", 1);
     let mut publisher = RawClient::v311(broker.addr, "q1-pub");
     publisher.send(&publish_v311("y/1", 1, 1, b"unacked"));
     expect_puback(&mut publisher, 1, &broker);
