@@ -85,11 +85,14 @@ impl SessionData {
         }
     }
 
-    /// Write the session to the store (if it is a persistent one and there is a store).
-    pub fn persist(&self, disconnected_at: Option<u64>, will: Option<(Arc<Message>, u32)>) {
-        if let Some(store) = self.mailbox.store() {
-            store.put_session(&self.mailbox.client_id, self.record(disconnected_at, will));
-        }
+    /// Write the session to the store, if it is a persistent one and there is a store;
+    /// true if it was written.
+    pub fn persist(&self, disconnected_at: Option<u64>, will: Option<(Arc<Message>, u32)>) -> bool {
+        let Some(store) = self.mailbox.store() else {
+            return false;
+        };
+        store.put_session(&self.mailbox.client_id, self.record(disconnected_at, will));
+        true
     }
 }
 

@@ -390,12 +390,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Write the (persistent) session to the store; true if it was.
     pub(super) fn persist_session(&self) -> bool {
-        if self.session.mailbox.store().is_none() {
-            return false;
-        }
         let will = self.will.as_ref().map(|w| (w.message.clone(), w.delay));
-        self.session.persist(None, will);
-        true
+        self.session.persist(None, will)
     }
 
     /// Encode a packet into the write buffer.

@@ -21,9 +21,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         self.resend_backlog_within_window(now);
         self.pump_retained(now);
         while self.io.wbuf.len() < WRITE_HIGH_WATER && self.loading.is_none() {
-            let window_open =
-                self.resend_backlog.is_empty() && self.session.outgoing.len() < self.send_window;
-            let delivery = match self.session.mailbox.pop(window_open) {
+            let delivery = match self.session.mailbox.pop(self.window_open()) {
                 None => return Ok(()),
                 Some(Entry::Ready(delivery)) => delivery,
                 Some(stored @ Entry::Stored { .. }) => {
@@ -71,18 +69,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 }
                 self.after_store_ops();
             }
-            let (mut writer, outgoing) = self.writer_and_window();
-            let written = outgoing
-                .find(id)
-                .is_some_and(|inflight| writer.write(&inflight.delivery, Some(id), false, now));
-            if !written {
-                // Too large for this client: as if delivered [MQTT-3.1.2-25].
-                if let Ok(dropped) = outgoing.remove(id) {
-                    self.session.mailbox.forget(dropped.delivery.stored);
-                }
-            }
+            self.write_inflight(id, false, now);
         }
         Ok(())
+    }
+
+    /// Room in the client's Receive Maximum for a new QoS 1/2 message (re-sends go first).
+    fn window_open(&self) -> bool {
+        self.resend_backlog.is_empty() && self.session.outgoing.len() < self.send_window
+    }
+
+    /// Encode the in-flight message `id` straight from the window (no clone), with DUP on a
+    /// re-send. One too large for this client is dropped as if delivered [MQTT-3.1.2-25],
+    /// and forgotten by the store.
+    fn write_inflight(&mut self, id: u16, dup: bool, now: std::time::Instant) {
+        let (mut writer, outgoing) = self.writer_and_window();
+        let written = outgoing
+            .find(id)
+            .is_some_and(|inflight| writer.write(&inflight.delivery, Some(id), dup, now));
+        if !written {
+            if let Ok(dropped) = outgoing.remove(id) {
+                self.session.mailbox.forget(dropped.delivery.stored);
+            }
+        }
     }
 
     /// Send retained messages owed to SUBSCRIBEs, as the window and the write buffer allow.
@@ -91,10 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let Some(item) = self.retained_backlog.front() else {
                 return;
             };
-            let qos = item.message.qos.min(item.qos);
-            let window_open =
-                self.resend_backlog.is_empty() && self.session.outgoing.len() < self.send_window;
-            if qos != QoS::AtMostOnce && !window_open {
+            if item.message.qos.min(item.qos) != QoS::AtMostOnce && !self.window_open() {
                 return;
             }
             let Some(item) = self.retained_backlog.pop_front() else {
@@ -104,18 +110,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 continue;
             }
             let delivery = item.into_delivery();
-            let (mut writer, outgoing) = self.writer_and_window();
-            if qos == QoS::AtMostOnce {
+            if delivery.qos == QoS::AtMostOnce {
+                let (mut writer, _) = self.writer_and_window();
                 writer.write(&delivery, None, false, now);
                 continue;
             }
-            if let Ok(id) = outgoing.insert(delivery) {
-                let written = outgoing
-                    .find(id)
-                    .is_some_and(|inflight| writer.write(&inflight.delivery, Some(id), false, now));
-                if !written {
-                    let _ = outgoing.remove(id);
-                }
+            if let Ok(id) = self.session.outgoing.insert(delivery) {
+                self.write_inflight(id, false, now);
             }
         }
     }
@@ -149,16 +150,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 OutgoingState::AwaitingPubComp => {
                     self.send(Packet::PubRel(PubResponse::new(packet_id)))
                 }
-                _ => {
-                    let (mut writer, outgoing) = self.writer_and_window();
-                    let written = outgoing.find(packet_id).is_some_and(|inflight| {
-                        writer.write(&inflight.delivery, Some(packet_id), true, now)
-                    });
-                    if !written {
-                        // Too large for this client now: as if delivered [MQTT-3.1.2-25].
-                        let _ = outgoing.remove(packet_id);
-                    }
-                }
+                _ => self.write_inflight(packet_id, true, now),
             }
         }
     }
