@@ -31,6 +31,25 @@ pub use listener::ListenerConfig;
 pub use server::{ApplyReport, Durable, Server};
 pub use transport::{Protocol, Transport};
 
+/// Serve one already-accepted connection over any byte stream (an in-memory duplex in the
+/// stateful fuzz target and in-process tests) until it ends. `shutdown` turning true ends it
+/// as a server shutdown would.
+pub async fn serve_stream<S>(
+    stream: S,
+    peer: SocketAddr,
+    listener: std::sync::Arc<listener::ListenerContext>,
+    bus: std::sync::Arc<Bus>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let peer = connection::Peer {
+        addr: peer,
+        client_certificates: Vec::new(),
+    };
+    connection::serve(stream, peer, listener, bus, shutdown).await;
+}
+
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

@@ -14,6 +14,10 @@ use std::time::Duration;
 use tokio::sync::{watch, Mutex};
 use tokio::task::{JoinHandle, JoinSet};
 
+use edgemq_core::logtext::Short;
+use edgemq_core::message::Message;
+use edgemq_core::topic::{level_count, parse_subscription_filter};
+
 use crate::bus::Bus;
 use crate::listener::{BoundListener, ListenerConfig, ListenerContext};
 use crate::{Limits, ServerError};
@@ -51,7 +55,8 @@ pub struct Durable {
     pub recovered: Recovered,
 }
 
-fn restore(bus: &Arc<Bus>, recovered: Recovered) {
+fn restore(bus: &Arc<Bus>, mut recovered: Recovered) {
+    quarantine_deep(bus, &mut recovered);
     let sessions = recovered.sessions.len();
     let retained = recovered.retained.len();
     for message in recovered.retained {
@@ -70,6 +75,62 @@ fn restore(bus: &Arc<Bus>, recovered: Recovered) {
         damaged_records = recovered.damaged_records,
         "store: state recovered"
     );
+}
+
+/// State written before `max_topic_levels` existed (or under a higher one) may name topics
+/// deeper than the limit: such retained messages, subscriptions and wills are not loaded;
+/// each is logged and removed from the store, which then holds only what a client could
+/// send today.
+fn quarantine_deep(bus: &Bus, recovered: &mut Recovered) {
+    let max = bus.limits.max_topic_levels;
+    let deep = |topic: &str| level_count(topic) > max;
+    let warn = |what: &str, client: &str, topic: &str| {
+        tracing::warn!(client_id = %Short(client), topic = %Short(topic), levels = level_count(topic), "store: {what} has more than {max} levels (max-topic-levels): not loaded, removed");
+    };
+    recovered.retained.retain(|m| {
+        let keep = !deep(&m.topic);
+        if !keep {
+            warn("a retained message", "-", &m.topic);
+            if let Some(store) = &bus.store {
+                store.retain(&Arc::new(Message {
+                    payload: Default::default(),
+                    ..m.clone()
+                }));
+            }
+        }
+        keep
+    });
+    recovered.due_wills.retain(|w| {
+        let keep = !deep(&w.topic);
+        if !keep {
+            warn("a due will", "-", &w.topic);
+        }
+        keep
+    });
+    for session in &mut recovered.sessions {
+        let client = session.client_id.clone();
+        let record = &mut session.record;
+        let before = (record.subscriptions.len(), record.will.is_some());
+        record.subscriptions.retain(|(raw, _)| {
+            let depth = match parse_subscription_filter(raw) {
+                Ok(f) => level_count(&f.filter),
+                Err(_) => level_count(raw),
+            };
+            if depth > max {
+                warn("a subscription", &client, raw);
+            }
+            depth <= max
+        });
+        if let Some((w, _)) = record.will.as_ref().filter(|(w, _)| deep(&w.topic)) {
+            warn("a will", &client, &w.topic);
+            record.will = None;
+            session.will = None;
+        }
+        let after = (record.subscriptions.len(), record.will.is_some());
+        if let (Some(store), true) = (&bus.store, before != after) {
+            store.put_session(&client, record.clone());
+        }
+    }
 }
 
 fn label((name, addr): &Key) -> String {
@@ -189,6 +250,10 @@ impl Server {
         let drops = self.bus.stats.drop_summary();
         if !drops.is_empty() {
             tracing::info!(drops = %drops, "dropped messages since start");
+        }
+        let refusals = self.bus.stats.refusal_summary();
+        if !refusals.is_empty() {
+            tracing::info!(refusals = %refusals, "client input refused by limits since start");
         }
         // Everything the sessions handed back is submitted: commit it and sync.
         if let Some(store) = self.bus.store.clone() {

@@ -45,9 +45,30 @@ impl DropReason {
     }
 }
 
+/// A limit that refused something a client sent. Every refusal is counted under one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// A topic name or filter deeper than `max_topic_levels`.
+    TopicLevels,
+    /// A SUBSCRIBE or UNSUBSCRIBE filter beyond `max_filters_per_packet`.
+    FiltersPerPacket,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 2] = [Limit::TopicLevels, Limit::FiltersPerPacket];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::TopicLevels => "max_topic_levels",
+            Limit::FiltersPerPacket => "max_filters_per_packet",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Stats {
     drops: [AtomicU64; 7],
+    refusals: [AtomicU64; 2],
     pub messages_received: AtomicU64,
     pub messages_sent: AtomicU64,
     pub connections: AtomicU64,
@@ -62,12 +83,31 @@ impl Stats {
         self.drops[reason as usize].load(Ordering::Relaxed)
     }
 
+    /// Count `n` things a client sent that `limit` refused.
+    pub fn refused(&self, limit: Limit, n: u64) {
+        self.refusals[limit as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn refusals(&self, limit: Limit) -> u64 {
+        self.refusals[limit as usize].load(Ordering::Relaxed)
+    }
+
     /// `reason=count` pairs for the non-zero drop counters, for log lines.
     pub fn drop_summary(&self) -> String {
         DropReason::ALL
             .iter()
             .filter(|r| self.drops(**r) > 0)
             .map(|r| format!("{}={}", r.as_str(), self.drops(*r)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// `limit=count` pairs for the non-zero refusal counters, for log lines.
+    pub fn refusal_summary(&self) -> String {
+        Limit::ALL
+            .iter()
+            .filter(|l| self.refusals(**l) > 0)
+            .map(|l| format!("{}={}", l.as_str(), self.refusals(*l)))
             .collect::<Vec<_>>()
             .join(" ")
     }

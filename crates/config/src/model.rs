@@ -34,6 +34,10 @@ pub struct BrokerSettings {
     pub max_receive_maximum: Option<u16>,
     pub max_keep_alive_secs: Option<u16>,
     pub subscriber_queue: Option<QueueLimit>,
+    /// edgemq extension `maxTopicLevels`: most levels in a topic name or filter.
+    pub max_topic_levels: Option<usize>,
+    /// edgemq extension `maxFiltersPerPacket`: most filters in one (UN)SUBSCRIBE.
+    pub max_filters_per_packet: Option<usize>,
     pub self_check: SelfCheck,
     pub log_level: Option<String>,
 }

@@ -689,6 +689,8 @@ fn broker_settings_and_defaults() {
                       maxReceiveMaximum: 15000
                       maxKeepAliveSeconds: 300
                       subscriberQueueLimit: {length: 1000, strategy: dropoldest}
+                      maxTopicLevels: 64
+                      maxFiltersPerPacket: 50
                   diagnostics:
                     logs: {level: info}
                     selfCheck: {mode: Enabled, intervalSeconds: 60, timeoutSeconds: 20}
@@ -742,6 +744,8 @@ fn broker_settings_and_defaults() {
                 length: 1000,
                 strategy: QueueStrategy::DropOldest
             }),
+            max_topic_levels: Some(64),
+            max_filters_per_packet: Some(50),
             self_check: SelfCheck {
                 enabled: true,
                 interval: Duration::from_secs(60),

@@ -14,9 +14,11 @@
 //!   topic aliases) driven by the runtime.
 //! - [`auth`]: the authentication and authorization seams ([`auth::Principal`], traits, [`auth::AllowAll`]).
 //! - [`limits`]: broker limits and the per-session queue overflow policy.
+//! - [`logtext`]: client-chosen text shortened for log lines.
 
 pub mod auth;
 pub mod limits;
+pub mod logtext;
 pub mod message;
 pub mod retained;
 pub mod session;

@@ -39,6 +39,11 @@ pub struct Limits {
     pub retain_available: bool,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout_secs: u64,
+    /// Most levels in a topic name or filter (`a/b` has 2): deeper ones are refused.
+    /// Mosquitto's fixed limit is 200 (CVE-2019-11779).
+    pub max_topic_levels: usize,
+    /// Most topic filters one SUBSCRIBE or UNSUBSCRIBE may carry; the rest are refused.
+    pub max_filters_per_packet: usize,
 }
 
 impl Default for Limits {
@@ -56,6 +61,8 @@ impl Default for Limits {
             max_client_id_len: 65535,
             retain_available: true,
             connect_timeout_secs: 10,
+            max_topic_levels: 200,
+            max_filters_per_packet: 1000,
         }
     }
 }

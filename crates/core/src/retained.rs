@@ -28,9 +28,14 @@ struct Node {
     message: Option<Arc<Message>>,
 }
 
-impl Node {
-    fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.message.is_none()
+/// Dropped level by level from a heap stack: the default drop recurses once per level, and
+/// a client chooses the depth of a topic.
+impl Drop for Node {
+    fn drop(&mut self) {
+        let mut stack: Vec<Node> = self.children.drain().map(|(_, n)| n).collect();
+        while let Some(mut node) = stack.pop() {
+            stack.extend(node.children.drain().map(|(_, n)| n));
+        }
     }
 }
 
@@ -67,13 +72,33 @@ impl RetainedStore {
     pub fn matching(&self, filter: &str, now: Instant, out: &mut Vec<Arc<Message>>) {
         let levels: SmallVec<[&str; 16]> = filter.split('/').collect();
         let root = self.root.read();
-        collect(&root, &levels, true, now, out);
+        collect(&root, &levels, now, out);
     }
 
     /// Drop every expired message (called from housekeeping, not on a hot path).
     pub fn purge_expired(&self, now: Instant) -> usize {
+        let mut expired = Vec::new();
+        {
+            let root = self.root.read();
+            let mut stack = vec![&*root];
+            while let Some(node) = stack.pop() {
+                if let Some(m) = node.message.as_ref().filter(|m| m.is_expired(now)) {
+                    expired.push(m.topic.clone());
+                }
+                stack.extend(node.children.values());
+            }
+        }
         let mut root = self.root.write();
-        let purged = purge(&mut root, now);
+        let mut purged = 0;
+        for topic in expired {
+            let levels: SmallVec<[&str; 16]> = topic.split('/').collect();
+            // Replaced by a live message meanwhile: kept.
+            if let Some(true) = find(&root, &levels).map(|m| m.is_expired(now)) {
+                if remove(&mut root, &levels) {
+                    purged += 1;
+                }
+            }
+        }
         self.count.fetch_sub(purged, Ordering::Relaxed);
         purged
     }
@@ -102,45 +127,47 @@ impl std::fmt::Debug for RetainedStore {
     }
 }
 
-/// Collect messages below `node` matching the filter `levels`. At the root, wildcards skip
-/// `$` topics [MQTT-4.7.2-1].
-fn collect(node: &Node, levels: &[&str], at_root: bool, now: Instant, out: &mut Vec<Arc<Message>>) {
-    let Some((first, rest)) = levels.split_first() else {
-        push_live(node, now, out);
-        return;
-    };
-    let skip_dollar = |name: &str| at_root && name.starts_with('$');
-    match *first {
-        "#" => {
-            // `a/#` matches `a` itself too.
-            if !at_root {
-                push_live(node, now, out);
-            }
-            for (name, child) in &node.children {
-                if !skip_dollar(name) {
+/// Collect messages matching the filter `levels`. Iterative, with pending branches on a heap
+/// stack: the depth of the trie and of the filter is the clients' to choose. Wildcards at
+/// the root skip `$` topics [MQTT-4.7.2-1].
+fn collect(root: &Node, levels: &[&str], now: Instant, out: &mut Vec<Arc<Message>>) {
+    let mut pending: Vec<(&Node, usize)> = vec![(root, 0)];
+    while let Some((node, depth)) = pending.pop() {
+        let Some(level) = levels.get(depth) else {
+            push_live(node, now, out);
+            continue;
+        };
+        let at_root = depth == 0;
+        let children = node
+            .children
+            .iter()
+            .filter(|(name, _)| !(at_root && name.starts_with('$')));
+        match *level {
+            "#" => {
+                // `a/#` matches `a` itself too.
+                if !at_root {
+                    push_live(node, now, out);
+                }
+                for (_, child) in children {
                     collect_all(child, now, out);
                 }
             }
-        }
-        "+" => {
-            for (name, child) in &node.children {
-                if !skip_dollar(name) {
-                    collect(child, rest, false, now, out);
+            "+" => pending.extend(children.map(|(_, child)| (child, depth + 1))),
+            literal => {
+                if let Some(child) = node.children.get(literal) {
+                    pending.push((child, depth + 1));
                 }
-            }
-        }
-        literal => {
-            if let Some(child) = node.children.get(literal) {
-                collect(child, rest, false, now, out);
             }
         }
     }
 }
 
+/// Every live message at or below `node`.
 fn collect_all(node: &Node, now: Instant, out: &mut Vec<Arc<Message>>) {
-    push_live(node, now, out);
-    for child in node.children.values() {
-        collect_all(child, now, out);
+    let mut stack = vec![node];
+    while let Some(node) = stack.pop() {
+        push_live(node, now, out);
+        stack.extend(node.children.values());
     }
 }
 
@@ -152,31 +179,48 @@ fn push_live(node: &Node, now: Instant, out: &mut Vec<Arc<Message>>) {
     }
 }
 
-fn remove(node: &mut Node, levels: &[&str]) -> bool {
-    let Some((first, rest)) = levels.split_first() else {
-        return node.message.take().is_some();
-    };
-    let Some(child) = node.children.get_mut(*first) else {
-        return false;
-    };
-    let removed = remove(child, rest);
-    if child.is_empty() {
-        node.children.remove(*first);
+/// The message stored at exactly `levels`.
+fn find<'a>(root: &'a Node, levels: &[&str]) -> Option<&'a Arc<Message>> {
+    let mut node = root;
+    for level in levels {
+        node = node.children.get(*level)?;
     }
-    removed
+    node.message.as_ref()
 }
 
-fn purge(node: &mut Node, now: Instant) -> usize {
-    let mut purged = 0;
-    if node.message.as_ref().is_some_and(|m| m.is_expired(now)) {
-        node.message = None;
-        purged += 1;
+/// Remove the message at `levels`, pruning the nodes it leaves empty; true if there was one.
+/// Iterative: a read-only descent finds the deepest node that stays non-empty, and the
+/// branch below it is cut off in one step (its drop is iterative too).
+fn remove(root: &mut Node, levels: &[&str]) -> bool {
+    let mut cut = 0;
+    let mut node: &Node = root;
+    for (depth, level) in levels.iter().enumerate() {
+        let Some(child) = node.children.get(*level) else {
+            return false;
+        };
+        if depth > 0 && (node.children.len() > 1 || node.message.is_some()) {
+            cut = depth;
+        }
+        node = child;
     }
-    node.children.retain(|_, child| {
-        purged += purge(child, now);
-        !child.is_empty()
-    });
-    purged
+    if node.message.is_none() {
+        return false;
+    }
+    let prune = node.children.is_empty();
+    let mut target: &mut Node = root;
+    let stop = if prune { cut } else { levels.len() };
+    for level in &levels[..stop] {
+        let Some(child) = target.children.get_mut(*level) else {
+            return false;
+        };
+        target = child;
+    }
+    if prune {
+        target.children.remove(levels[cut]);
+    } else {
+        target.message = None;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -245,6 +289,26 @@ mod tests {
         assert_eq!(topics(&s, "$SYS/#", now), ["$SYS/up"]);
         assert_eq!(topics(&s, "+/up", now), Vec::<String>::new());
         assert_eq!(topics(&s, "a/b", now), ["a/b"]);
+    }
+
+    /// No operation recurses once per level: 100,000 levels on a test thread's 2 MiB stack.
+    #[test]
+    fn deep_topics_are_stack_safe() {
+        let s = RetainedStore::new();
+        let now = Instant::now();
+        let deep = "/".repeat(99_999);
+        let deeper = format!("{deep}/x");
+        s.set(msg(&deep, b"v", None));
+        s.set(msg(&deeper, b"w", Some(now)));
+        assert_eq!(topics(&s, "#", now).len(), 1);
+        let mut out = Vec::new();
+        s.matching(&format!("{deep}/#"), now, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(s.purge_expired(now), 1);
+        s.set(msg(&deep, b"", None));
+        assert!(s.is_empty());
+        s.set(msg(&deeper, b"w", None));
+        drop(s);
     }
 
     #[test]

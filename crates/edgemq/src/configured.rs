@@ -253,6 +253,12 @@ fn limits(config: &Config, mut limits: Limits) -> Limits {
     if let Some(v) = b.max_keep_alive_secs {
         limits.max_keep_alive = Some(v);
     }
+    if let Some(v) = b.max_topic_levels {
+        limits.max_topic_levels = v;
+    }
+    if let Some(v) = b.max_filters_per_packet {
+        limits.max_filters_per_packet = v;
+    }
     if let Some(q) = &b.subscriber_queue {
         limits.max_queued_messages = q.length.max(1);
         limits.overflow_policy = match q.strategy {

@@ -149,6 +149,13 @@ struct ServeArgs {
     /// Seconds a new connection has to send CONNECT.
     #[arg(long, default_value_t = 10)]
     connect_timeout: u64,
+    /// Most levels in a topic name or filter (`a/b` has 2); deeper ones are refused
+    /// (v5: 0x90 / 0x8F; v3: closed / SUBACK 0x80). Mosquitto's fixed limit is 200.
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    max_topic_levels: u32,
+    /// Most filters in one SUBSCRIBE or UNSUBSCRIBE; the rest are refused (SUBACK 0x97).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_filters_per_packet: u32,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -279,6 +286,8 @@ fn limits_from_args(args: &ServeArgs) -> Limits {
             Overflow::Disconnect => OverflowPolicy::Disconnect,
         },
         connect_timeout_secs: args.connect_timeout,
+        max_topic_levels: args.max_topic_levels as usize,
+        max_filters_per_packet: args.max_filters_per_packet as usize,
         ..Limits::default()
     }
 }

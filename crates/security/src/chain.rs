@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use edgemq_codec::ReasonCode;
 use edgemq_core::auth::{AuthDecision, Authenticator, BoxFuture, ConnectRequest};
+use edgemq_core::logtext::{Short, ShortOpt};
 
 use crate::{Method, Outcome};
 
@@ -31,7 +32,7 @@ impl AuthChain {
                     tracing::debug!(
                         authentication = %self.name, method = method.name(),
                         listener = request.listener, port = request.port, peer = %request.peer,
-                        client_id = request.client_id, "not relevant: {why}"
+                        client_id = %Short(request.client_id), "not relevant: {why}"
                     );
                     skipped.push(format!("{}: {why}", method.name()));
                 }
@@ -39,7 +40,7 @@ impl AuthChain {
                     tracing::info!(
                         authentication = %self.name, method = method.name(),
                         listener = request.listener, port = request.port, peer = %request.peer,
-                        client_id = request.client_id, kind = ?request.kind,
+                        client_id = %Short(request.client_id), kind = ?request.kind,
                         attributes = ?admission.attributes, "authenticated"
                     );
                     return AuthDecision::Allow(admission);
@@ -48,7 +49,7 @@ impl AuthChain {
                     tracing::warn!(
                         authentication = %self.name, method = method.name(),
                         listener = request.listener, port = request.port, peer = %request.peer,
-                        client_id = request.client_id, username = ?request.username,
+                        client_id = %Short(request.client_id), username = %ShortOpt(request.username),
                         kind = ?request.kind, reason = format_args!("0x{:02X}", reason.0),
                         "authentication refused: {why}"
                     );
@@ -65,7 +66,7 @@ impl AuthChain {
         };
         tracing::warn!(
             authentication = %self.name, listener = request.listener, port = request.port,
-            peer = %request.peer, client_id = request.client_id, username = ?request.username,
+            peer = %request.peer, client_id = %Short(request.client_id), username = %ShortOpt(request.username),
             reason = format_args!("0x{:02X}", reason.0), skipped = ?skipped,
             "authentication refused: no method found the credentials relevant"
         );

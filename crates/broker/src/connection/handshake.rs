@@ -11,14 +11,17 @@ use edgemq_codec::{
     ConnAck, Connect, Decoder, Packet, Properties, ProtocolVersion, QoS, ReasonCode,
 };
 use edgemq_core::auth::{Action, AuthDecision, ConnectRequest, Principal, RequestKind};
+use edgemq_core::logtext::{Short, ShortOpt};
 use edgemq_core::message::Message;
 use edgemq_core::session::{IncomingQos2, OutgoingWindow};
+use edgemq_core::topic::level_count;
 
 use super::{Accepted, Io, Peer, Will};
 use crate::bus::Bus;
 use crate::listener::ListenerContext;
 use crate::mailbox::Mailbox;
 use crate::sessions::{ControlSlot, SessionData, NEVER_EXPIRES};
+use crate::stats::Limit;
 
 /// Run the handshake. `None` means the connection is refused; any answer (CONNACK with an
 /// error) is left in `io.wbuf` for the caller to flush.
@@ -82,12 +85,19 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             connack_error(io, version, ReasonCode::RetainNotSupported);
             return None;
         }
+        // A will is a PUBLISH to come: the same depth limit (v5 0x90; v3 has no code: closed).
+        if level_count(&will.topic) > limits.max_topic_levels {
+            bus.stats.refused(Limit::TopicLevels, 1);
+            tracing::warn!(listener = %listener.name, peer = %peer.addr, client_id = %Short(&client_id), will_topic = %Short(&will.topic), "refused: will topic has more than {} levels (max-topic-levels)", limits.max_topic_levels);
+            connack_error(io, version, ReasonCode::TopicNameInvalid);
+            return None;
+        }
     }
     // Enhanced authentication: only methods this listener's chain handles (single step:
     // the CONNECT carries everything, as K8S-SAT does) [MQTT-4.12.0-1].
     if let Some(method) = connect.properties.authentication_method.as_deref() {
         if !listener.authenticator().supports_method(method) {
-            tracing::warn!(listener = %listener.name, port = listener.port, peer = %peer.addr, client_id = %client_id, method, "refused: unsupported authentication method");
+            tracing::warn!(listener = %listener.name, port = listener.port, peer = %peer.addr, client_id = %Short(&client_id), method = %Short(method), "refused: unsupported authentication method");
             connack_error(io, version, ReasonCode::BadAuthenticationMethod);
             return None;
         }
@@ -126,7 +136,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     if !authorizer.authorize(&principal, Action::Connect) {
         tracing::warn!(
             listener = %listener.name, port = listener.port, peer = %peer.addr,
-            client_id = %client_id, username = ?principal.username.as_deref(),
+            client_id = %Short(&client_id), username = %ShortOpt(principal.username.as_deref()),
             attributes = ?principal.attributes, action = "connect",
             "not authorized: {}", authorizer.explain(&principal, Action::Connect)
         );
@@ -249,7 +259,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = Packet::ConnAck(ack).encode(version, &mut io.wbuf);
 
     tracing::info!(
-        listener = %listener.name, peer = %peer.addr, client_id = %client_id,
+        listener = %listener.name, peer = %peer.addr, client_id = %Short(&client_id),
         protocol = version as u8, clean_start = connect.clean_start,
         session_present = opened.session_present, keep_alive, "client connected"
     );

@@ -4,18 +4,45 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use bytestring::ByteString;
 use edgemq_codec::{
     Packet, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, RetainHandling, SubAck,
     Subscribe, UnsubAck, Unsubscribe,
 };
 use edgemq_core::auth::Action;
+use edgemq_core::logtext::Short;
 use edgemq_core::message::Message;
 use edgemq_core::session::{AckError, OutgoingState};
 use edgemq_core::subscriptions::StoredOptions;
-use edgemq_core::topic::parse_subscription_filter;
+use edgemq_core::topic::{level_count, parse_subscription_filter};
 
-use super::{Connection, Exit, RetainedItem};
+use super::backlog::RetainedItem;
+use super::{Connection, Exit};
 use crate::mailbox::MailboxHandle;
+use crate::stats::Limit;
+
+/// The filters of one SUBSCRIBE or UNSUBSCRIBE that were refused before reaching the index,
+/// counted and summarised in one (rate-limited) log line per packet.
+#[derive(Default)]
+struct Refusals {
+    invalid: u64,
+    too_deep: u64,
+    beyond_count: u64,
+    /// The first refused filter and why.
+    first: Option<String>,
+}
+
+impl Refusals {
+    fn note(&mut self, raw: &str, why: impl std::fmt::Display) {
+        if self.first.is_none() {
+            self.first = Some(format!("{}: {why}", Short(raw)));
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.invalid + self.too_deep + self.beyond_count
+    }
+}
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     pub(super) fn handle_packet(&mut self, packet: Packet) -> Result<(), Exit> {
@@ -179,6 +206,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             tracing::warn!(error = %e, "invalid topic name; closing");
             return Err(self.violation(ReasonCode::TopicNameInvalid, "invalid topic name"));
         }
+        if level_count(&publish.topic) > self.bus.limits.max_topic_levels {
+            return self.refuse_deep_publish(&publish);
+        }
         if publish.qos > self.bus.limits.maximum_qos {
             return Err(self.refuse(
                 ReasonCode::QoSNotSupported,
@@ -273,59 +303,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         r
     }
 
+    /// A topic deeper than `max_topic_levels`: v5 QoS 1/2 are answered PUBACK/PUBREC 0x90
+    /// and the session goes on; v5 QoS 0 can only be answered with DISCONNECT 0x90; v3 has
+    /// no reason codes: closed. Nothing is routed or retained.
+    fn refuse_deep_publish(&mut self, publish: &Publish) -> Result<(), Exit> {
+        let max = self.bus.limits.max_topic_levels;
+        self.bus.stats.refused(Limit::TopicLevels, 1);
+        self.warn_input(format_args!(
+            "PUBLISH refused: topic {} has more than {max} levels (max-topic-levels)",
+            Short(&publish.topic)
+        ));
+        let id = publish.packet_id.unwrap_or(0);
+        let reason = ReasonCode::TopicNameInvalid;
+        match (self.version.is_v5(), publish.qos) {
+            (true, QoS::AtLeastOnce) => self.send(Packet::PubAck(self.response(id, reason))),
+            (true, QoS::ExactlyOnce) => self.send(Packet::PubRec(self.response(id, reason))),
+            _ => return Err(self.violation(reason, "topic deeper than max-topic-levels")),
+        }
+        Ok(())
+    }
+
     fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Exit> {
+        // One Subscription Identifier per SUBSCRIBE applies to all its filters.
         let subscription_id = subscribe
             .properties
             .subscription_identifiers
             .first()
             .copied();
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
-        let mut retained_for: Vec<(bytestring::ByteString, StoredOptions)> = Vec::new();
-        let invalid = if self.version.is_v5() {
-            ReasonCode::TopicFilterInvalid
-        } else {
-            ReasonCode::UnspecifiedError
-        };
-        for (raw, mut options) in subscribe.filters {
-            let filter = match parse_subscription_filter(&raw) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::warn!(filter = %raw, error = %e, "invalid subscription filter");
-                    reasons.push(invalid);
-                    continue;
-                }
-            };
-            if filter.share_group.is_some() && options.no_local {
-                return Err(self.protocol_error("[MQTT-3.8.3-4] No Local on a shared subscription"));
-            }
-            if !self.authorized(Action::Subscribe { filter: &raw }) {
-                // v5 0x87, v3 0x80 (failure).
-                reasons.push(if self.version.is_v5() {
-                    ReasonCode::NotAuthorized
-                } else {
-                    ReasonCode::UnspecifiedError
-                });
-                continue;
-            }
-            options.qos = options.qos.min(self.bus.limits.maximum_qos);
+        let mut retained_for: Vec<(ByteString, StoredOptions)> = Vec::new();
+        let mut refusals = Refusals::default();
+        for (i, (raw, options)) in subscribe.filters.into_iter().enumerate() {
             let stored = StoredOptions {
                 options,
                 subscription_id,
             };
-            let handle = MailboxHandle(self.session.mailbox.clone());
-            let existed = self.bus.index.subscribe(&filter, handle, stored);
-            let send_retained = filter.share_group.is_none()
-                && match options.retain_handling {
-                    RetainHandling::SendOnSubscribe => true,
-                    RetainHandling::SendIfNew => !existed,
-                    RetainHandling::DoNotSend => false,
-                };
-            if send_retained {
-                retained_for.push((filter.filter.clone(), stored));
-            }
-            self.session.subscriptions.insert(raw, (filter, stored));
-            reasons.push(ReasonCode(options.qos as u8));
+            let reason = self.subscribe_one(i, raw, stored, &mut refusals, &mut retained_for)?;
+            reasons.push(reason);
         }
+        self.report_refusals("SUBSCRIBE", &refusals);
         // The subscriptions are on disk before the SUBACK says they exist.
         if self.persist_session() {
             self.after_store_ops();
@@ -336,37 +352,112 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             reasons,
         }));
         // Retained messages follow the SUBACK [MQTT-3.8.4-4], with RETAIN set [MQTT-3.3.1-8],
-        // streamed by `pump` as the client takes them.
+        // each once however many filters match it, streamed by `pump` as the client takes
+        // them.
         if !retained_for.is_empty() {
             let now = self.bus.now();
+            let mut items = Vec::new();
             let mut found = Vec::new();
             for (filter, stored) in retained_for {
-                found.clear();
                 self.bus.retained.matching(&filter, now, &mut found);
-                self.retained_backlog
-                    .extend(found.drain(..).map(|message| RetainedItem {
-                        message,
-                        qos: stored.options.qos,
-                        subscription_id: stored.subscription_id,
-                    }));
+                items.extend(found.drain(..).map(|message| RetainedItem {
+                    message,
+                    qos: stored.options.qos,
+                    subscription_id: stored.subscription_id,
+                }));
             }
+            self.retained_backlog.add(items);
         }
         Ok(())
     }
 
-    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
-        let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
-        for raw in unsubscribe.filters {
-            let removed = match self.session.subscriptions.remove(&raw) {
-                Some((filter, _)) => self.bus.index.unsubscribe(&filter, self.session.key),
-                None => false,
-            };
-            reasons.push(if removed {
-                ReasonCode::Success
-            } else {
-                ReasonCode::NoSubscriptionExisted
-            });
+    /// The `index`th filter of a SUBSCRIBE: checked against the limits and the policy, then
+    /// added. Returns its SUBACK reason; a filter owed retained messages joins `retained_for`.
+    fn subscribe_one(
+        &mut self,
+        index: usize,
+        raw: ByteString,
+        mut stored: StoredOptions,
+        refusals: &mut Refusals,
+        retained_for: &mut Vec<(ByteString, StoredOptions)>,
+    ) -> Result<ReasonCode, Exit> {
+        let limits = &self.bus.limits;
+        // v3 has one failure code, 0x80.
+        let is_v5 = self.version.is_v5();
+        let failure = |v5: ReasonCode| match is_v5 {
+            true => v5,
+            false => ReasonCode::UnspecifiedError,
+        };
+        if index >= limits.max_filters_per_packet {
+            refusals.beyond_count += 1;
+            refusals.note(&raw, "beyond max-filters-per-packet");
+            return Ok(failure(ReasonCode::QuotaExceeded));
         }
+        let filter = match parse_subscription_filter(&raw) {
+            Ok(f) => f,
+            Err(e) => {
+                refusals.invalid += 1;
+                refusals.note(&raw, e);
+                return Ok(failure(ReasonCode::TopicFilterInvalid));
+            }
+        };
+        if level_count(&filter.filter) > limits.max_topic_levels {
+            refusals.too_deep += 1;
+            refusals.note(&raw, "deeper than max-topic-levels");
+            return Ok(failure(ReasonCode::TopicFilterInvalid));
+        }
+        if filter.share_group.is_some() && stored.options.no_local {
+            return Err(self.protocol_error("[MQTT-3.8.3-4] No Local on a shared subscription"));
+        }
+        if !self.authorized(Action::Subscribe { filter: &raw }) {
+            return Ok(failure(ReasonCode::NotAuthorized));
+        }
+        stored.options.qos = stored.options.qos.min(self.bus.limits.maximum_qos);
+        let handle = MailboxHandle(self.session.mailbox.clone());
+        let existed = self.bus.index.subscribe(&filter, handle, stored);
+        let send_retained = filter.share_group.is_none()
+            && match stored.options.retain_handling {
+                RetainHandling::SendOnSubscribe => true,
+                RetainHandling::SendIfNew => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+        if send_retained {
+            retained_for.push((filter.filter.clone(), stored));
+        }
+        let granted = ReasonCode(stored.options.qos as u8);
+        self.session.subscriptions.insert(raw, (filter, stored));
+        Ok(granted)
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+        let limits = &self.bus.limits;
+        let (max_filters, max_levels) = (limits.max_filters_per_packet, limits.max_topic_levels);
+        let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
+        let mut refusals = Refusals::default();
+        for (i, raw) in unsubscribe.filters.into_iter().enumerate() {
+            let depth = match parse_subscription_filter(&raw) {
+                Ok(f) => level_count(&f.filter),
+                Err(_) => level_count(&raw),
+            };
+            let reason = if i >= max_filters {
+                refusals.beyond_count += 1;
+                refusals.note(&raw, "beyond max-filters-per-packet");
+                ReasonCode::UnspecifiedError
+            } else if depth > max_levels {
+                refusals.too_deep += 1;
+                refusals.note(&raw, "deeper than max-topic-levels");
+                ReasonCode::TopicFilterInvalid
+            } else {
+                match self.session.subscriptions.remove(&raw) {
+                    Some((filter, _)) if self.bus.index.unsubscribe(&filter, self.session.key) => {
+                        ReasonCode::Success
+                    }
+                    _ => ReasonCode::NoSubscriptionExisted,
+                }
+            };
+            reasons.push(reason);
+        }
+        self.report_refusals("UNSUBSCRIBE", &refusals);
         if self.version != ProtocolVersion::V5 {
             reasons.clear();
         }
@@ -378,6 +469,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             properties: Default::default(),
             reasons,
         }));
+    }
+
+    /// Count a packet's refused filters and log them in one rate-limited line.
+    fn report_refusals(&mut self, packet: &str, r: &Refusals) {
+        if r.total() == 0 {
+            return;
+        }
+        self.bus.stats.refused(Limit::TopicLevels, r.too_deep);
+        self.bus
+            .stats
+            .refused(Limit::FiltersPerPacket, r.beyond_count);
+        let limits = &self.bus.limits;
+        let (max_levels, max_filters) = (limits.max_topic_levels, limits.max_filters_per_packet);
+        self.warn_input(format_args!(
+            "{packet}: {} filters refused ({} invalid, {} deeper than max-topic-levels {max_levels}, {} beyond max-filters-per-packet {max_filters}); first: {}",
+            r.total(), r.invalid, r.too_deep, r.beyond_count,
+            r.first.as_deref().unwrap_or("-"),
+        ));
     }
 
     /// The store key of the delivery in flight under `packet_id`, if it is stored.

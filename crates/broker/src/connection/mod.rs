@@ -11,9 +11,11 @@
 //! is encoded after its store operations are submitted, and the output from there on is
 //! held until the store's group commit covers them ([`Hold`]).
 
+mod backlog;
 mod handshake;
 mod inbound;
 mod outbound;
+mod warnings;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -28,7 +30,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use edgemq_codec::QoS;
 use edgemq_codec::{Auth, Decoder, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
 use edgemq_core::auth::{
     Action, AuthDecision, Authorizer, ConnectRequest, Prepared, Principal, RequestKind,
@@ -40,6 +41,9 @@ use crate::bus::Bus;
 use crate::listener::ListenerContext;
 use crate::mailbox::Mailbox;
 use crate::sessions::{redistribute_shared, Control, ControlSlot, SessionData};
+use backlog::RetainedBacklog;
+use edgemq_core::logtext::{Short, ShortOpt};
+use warnings::Warnings;
 
 /// Stop reading while this much output is waiting for the socket.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -69,31 +73,6 @@ struct Hold {
 pub(crate) struct Loading {
     entries: Vec<crate::mailbox::Entry>,
     reply: tokio::sync::oneshot::Receiver<Vec<Delivery>>,
-}
-
-/// A retained message waiting to be sent after a SUBSCRIBE, with what its subscription
-/// grants (kept small: a `#` subscription can match every retained message).
-struct RetainedItem {
-    message: Arc<Message>,
-    qos: QoS,
-    subscription_id: Option<u32>,
-}
-
-impl RetainedItem {
-    /// The delivery: at the lower of the message's and the subscription's QoS, with RETAIN
-    /// set [MQTT-3.3.1-8].
-    fn into_delivery(self) -> Delivery {
-        let mut subscription_ids = smallvec::SmallVec::new();
-        subscription_ids.extend(self.subscription_id);
-        Delivery {
-            qos: self.message.qos.min(self.qos),
-            message: self.message,
-            retain: true,
-            subscription_ids,
-            share_group: None,
-            stored: None,
-        }
-    }
 }
 
 /// Who is on the other end of a connection, as the transport saw it.
@@ -130,7 +109,7 @@ pub async fn serve<S>(
         }
     };
     let client_id = accepted.client_id.clone();
-    let span = tracing::info_span!("conn", listener = %listener.name, client_id = %client_id, peer = %peer.addr);
+    let span = tracing::info_span!("conn", listener = %listener.name, client_id = %Short(&client_id), peer = %peer.addr);
     // Boxed, and finished in a box of its own: the connection lives for hours, and a
     // future holding it (and the finish future holding it again) by value would make every
     // connection's task several times its size.
@@ -335,7 +314,8 @@ pub(crate) struct Connection<S> {
     authz_prepared: Prepared,
     authz_generation: u64,
     authz_changes: watch::Receiver<u64>,
-    denials: DenialLog,
+    /// Warnings about this client's input and denials, rate-limited together.
+    warnings: Warnings,
     /// Set while a subscriber queue this client's publishes filled is draining: reading
     /// pauses until it resolves (back-pressure). Boxed: rare, and a timer is large.
     held_back: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -347,15 +327,7 @@ pub(crate) struct Connection<S> {
     loading: Option<Loading>,
     /// Retained messages still to send for SUBSCRIBEs: streamed under the in-flight window
     /// and the write buffer's high-water mark, not pushed into the queue all at once.
-    retained_backlog: VecDeque<RetainedItem>,
-}
-
-/// Denials are logged at warn, at most one line a second per client (with a count of those
-/// left out), so a client retrying in a loop cannot flood the log.
-#[derive(Default)]
-struct DenialLog {
-    last: Option<Instant>,
-    suppressed: u64,
+    retained_backlog: RetainedBacklog,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -399,12 +371,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             authorizer,
             authz_generation,
             authz_changes,
-            denials: DenialLog::default(),
+            warnings: Warnings::default(),
             held_back: None,
             routed_in_batch: 0,
             committed,
             loading: None,
-            retained_backlog: VecDeque::new(),
+            retained_backlog: RetainedBacklog::default(),
         }
     }
 
@@ -414,6 +386,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         self.revoke_disallowed_subscriptions();
         // Resume: re-send what was in flight, before anything new [MQTT-4.4.0-1].
         self.resend_inflight();
+        // Packets that arrived with the CONNECT (a sensor that writes CONNECT, PUBLISH and
+        // DISCONNECT at once and closes): handled now, not after another read.
+        if let Err(exit) = self.handle_input() {
+            return exit;
+        }
         // One timer for the connection's life, re-armed only when it fires early: resetting
         // it on every packet would touch the timer wheel on the hot path.
         let keep_alive = tokio::time::sleep_until(self.keep_alive_deadline().into());
@@ -662,7 +639,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             self.persist_session();
             tracing::warn!(
                 listener = %self.listener.name, port = self.listener.port,
-                username = ?self.principal.username.as_deref(), filter = %raw,
+                username = %ShortOpt(self.principal.username.as_deref()), filter = %Short(&raw),
                 "subscription revoked: {}",
                 self.authorizer.explain(&self.principal, Action::Subscribe { filter: &raw })
             );
@@ -678,12 +655,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         {
             return true;
         }
-        let now = self.bus.now();
-        let due = self
-            .denials
-            .last
-            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
-        if due {
+        if let Some(suppressed) = self.warnings.admit(self.bus.now()) {
             let (kind, topic) = match action {
                 Action::Connect => ("connect", ""),
                 Action::Publish { topic } => ("publish", topic),
@@ -691,17 +663,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             };
             tracing::warn!(
                 listener = %self.listener.name, port = self.listener.port,
-                username = ?self.principal.username.as_deref(),
-                attributes = ?self.principal.attributes, action = kind, topic,
-                suppressed = self.denials.suppressed,
+                username = %ShortOpt(self.principal.username.as_deref()),
+                attributes = ?self.principal.attributes, action = kind, topic = %Short(topic),
+                suppressed,
                 "not authorized: {}", self.authorizer.explain(&self.principal, action)
             );
-            self.denials.last = Some(now);
-            self.denials.suppressed = 0;
-        } else {
-            self.denials.suppressed += 1;
         }
         false
+    }
+
+    /// A warning about what this client sent, rate-limited per connection
+    /// ([`Warnings`]); the text names the limit or rule.
+    pub(super) fn warn_input(&mut self, what: std::fmt::Arguments<'_>) {
+        if let Some(suppressed) = self.warnings.admit(self.bus.now()) {
+            tracing::warn!(suppressed, "{what}");
+        }
     }
 
     /// An AUTH carrying this connection's authentication method.
@@ -763,7 +739,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             self.session.mailbox.unpop(loading.entries);
         }
         if self.session.expiry_interval != 0 {
-            for item in std::mem::take(&mut self.retained_backlog) {
+            for item in self.retained_backlog.take_all() {
                 self.session
                     .mailbox
                     .push(item.into_delivery(), &self.bus.stats);

@@ -32,6 +32,9 @@ const CLIENTS: &[&str] = &[
     "maxReceiveMaximum",
     "maxKeepAliveSeconds",
     "subscriberQueueLimit",
+    // edgemq extensions (docs/limits.md).
+    "maxTopicLevels",
+    "maxFiltersPerPacket",
 ];
 const QUEUE_LIMIT: &[&str] = &["length", "strategy"];
 const DIAGNOSTICS: &[&str] = &["logs", "metrics", "selfCheck", "traces"];
@@ -139,6 +142,11 @@ fn read_clients(c: &Obj<'_>, s: &mut BrokerSettings) {
         .and_then(|v| v.int(1, 268_435_456));
     s.max_receive_maximum = c.get("maxReceiveMaximum").and_then(|v| v.int(1, 65535));
     s.max_keep_alive_secs = c.get("maxKeepAliveSeconds").and_then(|v| v.int(0, 65535));
+    // A topic is at most 65,535 bytes: 65,536 empty levels.
+    s.max_topic_levels = c.get("maxTopicLevels").and_then(|v| v.int(1, 65_536));
+    s.max_filters_per_packet = c
+        .get("maxFiltersPerPacket")
+        .and_then(|v| v.int(1, 1_000_000));
     s.subscriber_queue = c
         .get("subscriberQueueLimit")
         .and_then(|q| q.obj(QUEUE_LIMIT))

@@ -78,12 +78,12 @@ struct Node<T> {
     children: HashMap<Box<str>, Node<T>>,
     /// Non-shared subscriptions whose filter ends at this node.
     subscribers: Vec<(T, StoredOptions)>,
-    /// Shared groups whose filter ends at this node.
-    groups: Vec<SharedGroup<T>>,
+    /// Shared groups whose filter ends at this node, by name (found without a scan: one
+    /// client can create thousands of groups on one filter).
+    groups: HashMap<ByteString, SharedGroup<T>>,
 }
 
 struct SharedGroup<T> {
-    name: ByteString,
     members: Vec<(T, StoredOptions)>,
     /// Round-robin position.
     cursor: AtomicUsize,
@@ -94,7 +94,7 @@ impl<T> Default for Node<T> {
         Node {
             children: HashMap::new(),
             subscribers: Vec::new(),
-            groups: Vec::new(),
+            groups: HashMap::new(),
         }
     }
 }
@@ -102,6 +102,17 @@ impl<T> Default for Node<T> {
 impl<T> Node<T> {
     fn is_empty(&self) -> bool {
         self.children.is_empty() && self.subscribers.is_empty() && self.groups.is_empty()
+    }
+}
+
+/// Dropped level by level from a heap stack: the default drop recurses once per level, and
+/// a client controls the depth.
+impl<T> Drop for Node<T> {
+    fn drop(&mut self) {
+        let mut stack: Vec<Node<T>> = self.children.drain().map(|(_, n)| n).collect();
+        while let Some(mut node) = stack.pop() {
+            stack.extend(node.children.drain().map(|(_, n)| n));
+        }
     }
 }
 
@@ -141,18 +152,14 @@ impl<T: SubscriberHandle> SubscriptionIndex<T> {
         let list = match &filter.share_group {
             None => &mut node.subscribers,
             Some(name) => {
-                let idx = match node.groups.iter().position(|g| g.name == *name) {
-                    Some(i) => i,
-                    None => {
-                        node.groups.push(SharedGroup {
-                            name: name.clone(),
-                            members: Vec::new(),
-                            cursor: AtomicUsize::new(0),
-                        });
-                        node.groups.len() - 1
-                    }
-                };
-                &mut node.groups[idx].members
+                &mut node
+                    .groups
+                    .entry(name.clone())
+                    .or_insert_with(|| SharedGroup {
+                        members: Vec::new(),
+                        cursor: AtomicUsize::new(0),
+                    })
+                    .members
             }
         };
         match list.iter_mut().find(|(s, _)| s.key() == key) {
@@ -172,7 +179,7 @@ impl<T: SubscriberHandle> SubscriptionIndex<T> {
     pub fn unsubscribe(&self, filter: &SubscriptionFilter, key: SessionKey) -> bool {
         let levels: Levels<'_> = filter.filter.split('/').collect();
         let mut root = self.shard_for(levels[0]).write();
-        let removed = remove(&mut root, &levels, filter.share_group.as_deref(), key);
+        let removed = remove(&mut root, &levels, filter.share_group.as_ref(), key);
         if removed {
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
@@ -199,14 +206,14 @@ impl<T: SubscriberHandle> SubscriptionIndex<T> {
                     share_group: None,
                 });
             }
-            for g in &node.groups {
+            for (name, g) in &node.groups {
                 if let Some((s, o)) = pick_member(g, None) {
                     out.push(Route {
                         subscriber: s.clone(),
                         qos: o.options.qos,
                         retain_as_published: o.options.retain_as_published,
                         subscription_ids: o.subscription_id.into_iter().collect(),
-                        share_group: Some(g.name.clone()),
+                        share_group: Some(name.clone()),
                     });
                 }
             }
@@ -237,16 +244,15 @@ impl<T: SubscriberHandle> SubscriptionIndex<T> {
             if found.is_some() {
                 return;
             }
-            for g in node.groups.iter().filter(|g| &*g.name == group) {
+            if let Some((name, g)) = node.groups.get_key_value(group) {
                 if let Some((s, o)) = pick_member(g, Some(excluded)) {
                     found = Some(Route {
                         subscriber: s.clone(),
                         qos: o.options.qos,
                         retain_as_published: o.options.retain_as_published,
                         subscription_ids: o.subscription_id.into_iter().collect(),
-                        share_group: Some(g.name.clone()),
+                        share_group: Some(name.clone()),
                     });
-                    return;
                 }
             }
         };
@@ -285,22 +291,27 @@ impl<T: SubscriberHandle> std::fmt::Debug for SubscriptionIndex<T> {
     }
 }
 
-/// Visit every node whose filter matches the remaining `levels` ([MQTT-4.7.1]).
-fn walk<T>(node: &Node<T>, levels: &[&str], visit: &mut impl FnMut(&Node<T>)) {
-    // `#` matches this level and everything below, including the parent itself
-    // (`sport/#` matches `sport`).
-    if let Some(hash) = node.children.get("#") {
-        visit(hash);
-    }
-    let Some((first, rest)) = levels.split_first() else {
-        visit(node);
-        return;
-    };
-    if let Some(child) = node.children.get(*first) {
-        walk(child, rest, visit);
-    }
-    if let Some(plus) = node.children.get("+") {
-        walk(plus, rest, visit);
+/// Visit every node whose filter matches `levels` ([MQTT-4.7.1]). Iterative, with the
+/// pending branches on a heap stack: the depth is the client's to choose.
+fn walk<T>(root: &Node<T>, levels: &[&str], visit: &mut impl FnMut(&Node<T>)) {
+    let mut pending: SmallVec<[(&Node<T>, usize); 16]> = SmallVec::new();
+    pending.push((root, 0));
+    while let Some((node, depth)) = pending.pop() {
+        // `#` matches this level and everything below, including the parent itself
+        // (`sport/#` matches `sport`).
+        if let Some(hash) = node.children.get("#") {
+            visit(hash);
+        }
+        let Some(level) = levels.get(depth) else {
+            visit(node);
+            continue;
+        };
+        if let Some(plus) = node.children.get("+") {
+            pending.push((plus, depth + 1));
+        }
+        if let Some(child) = node.children.get(*level) {
+            pending.push((child, depth + 1));
+        }
     }
 }
 
@@ -325,13 +336,15 @@ fn pick_member<T: SubscriberHandle>(
 
 /// Sort the routes appended after `start` by subscriber and fold each subscriber's
 /// non-shared routes into one: max QoS [MQTT-3.3.4-2], all subscription identifiers
-/// [MQTT-3.3.4-3]. Shared routes are separate deliveries and stay as they are.
+/// [MQTT-3.3.4-3]. Shared routes are separate deliveries and stay as they are. Identifiers
+/// are sorted once per folded route, so the work is O(n log n) in the matches.
 fn merge_per_subscriber<T: SubscriberHandle>(out: &mut Vec<Route<T>>, start: usize) {
     if out.len() - start < 2 {
         return;
     }
     out[start..].sort_by_key(|r| (r.share_group.is_some(), r.subscriber.key()));
     let mut write = start;
+    let mut folded = false;
     for read in start + 1..out.len() {
         let mergeable = out[read].share_group.is_none()
             && out[write].share_group.is_none()
@@ -341,57 +354,95 @@ fn merge_per_subscriber<T: SubscriberHandle>(out: &mut Vec<Route<T>>, start: usi
             let (into, from) = (&mut kept[write], &mut rest[0]);
             into.qos = into.qos.max(from.qos);
             into.retain_as_published |= from.retain_as_published;
-            into.subscription_ids
-                .extend(from.subscription_ids.drain(..));
-            into.subscription_ids.sort_unstable();
-            into.subscription_ids.dedup();
+            into.subscription_ids.append(&mut from.subscription_ids);
+            folded = true;
         } else {
+            finish_ids(&mut out[write], folded);
+            folded = false;
             write += 1;
             out.swap(write, read);
         }
     }
+    finish_ids(&mut out[write], folded);
     out.truncate(write + 1);
 }
 
-/// Remove a subscription below `node`, pruning nodes left empty. True if it existed.
-fn remove<T: SubscriberHandle>(
-    node: &mut Node<T>,
-    levels: &[&str],
-    group: Option<&str>,
-    key: SessionKey,
-) -> bool {
-    let Some((first, rest)) = levels.split_first() else {
-        return match group {
-            None => take_member(&mut node.subscribers, key),
-            Some(name) => match node.groups.iter().position(|g| &*g.name == name) {
-                Some(i) => {
-                    let removed = take_member(&mut node.groups[i].members, key);
-                    if node.groups[i].members.is_empty() {
-                        node.groups.swap_remove(i);
-                    }
-                    removed
-                }
-                None => false,
-            },
-        };
-    };
-    let Some(child) = node.children.get_mut(*first) else {
-        return false;
-    };
-    let removed = remove(child, rest, group, key);
-    if child.is_empty() {
-        node.children.remove(*first);
+fn finish_ids<T>(route: &mut Route<T>, folded: bool) {
+    if folded && route.subscription_ids.len() > 1 {
+        route.subscription_ids.sort_unstable();
+        route.subscription_ids.dedup();
     }
-    removed
 }
 
-fn take_member<T: SubscriberHandle>(list: &mut Vec<(T, StoredOptions)>, key: SessionKey) -> bool {
-    match list.iter().position(|(s, _)| s.key() == key) {
-        Some(i) => {
-            list.swap_remove(i);
-            true
+/// Remove a subscription below `root`, pruning the nodes it leaves empty. True if it
+/// existed. Iterative: one read-only descent finds the subscription and the highest node
+/// that would be left empty, a second removes the entry and cuts that branch off (its drop
+/// is iterative too).
+fn remove<T: SubscriberHandle>(
+    root: &mut Node<T>,
+    levels: &[&str],
+    group: Option<&ByteString>,
+    key: SessionKey,
+) -> bool {
+    // `cut`: the depth of the deepest node on the path that stays non-empty; everything
+    // below it along the path holds nothing but the path itself.
+    let mut cut = 0;
+    let mut node: &Node<T> = root;
+    for (depth, level) in levels.iter().enumerate() {
+        let Some(child) = node.children.get(*level) else {
+            return false;
+        };
+        if depth > 0
+            && (node.children.len() > 1 || !node.subscribers.is_empty() || !node.groups.is_empty())
+        {
+            cut = depth;
         }
-        None => false,
+        node = child;
+    }
+    let found = match group {
+        None => node.subscribers.iter().any(|(s, _)| s.key() == key),
+        Some(name) => node
+            .groups
+            .get(name)
+            .is_some_and(|g| g.members.iter().any(|(s, _)| s.key() == key)),
+    };
+    if !found {
+        return false;
+    }
+    let mut leaf: &mut Node<T> = root;
+    for level in levels {
+        let Some(child) = leaf.children.get_mut(*level) else {
+            return false;
+        };
+        leaf = child;
+    }
+    match group {
+        None => take_member(&mut leaf.subscribers, key),
+        Some(name) => {
+            if let Some(g) = leaf.groups.get_mut(name) {
+                take_member(&mut g.members, key);
+                if g.members.is_empty() {
+                    leaf.groups.remove(name);
+                }
+            }
+        }
+    }
+    if leaf.is_empty() {
+        let mut parent: &mut Node<T> = root;
+        for level in &levels[..cut] {
+            let Some(child) = parent.children.get_mut(*level) else {
+                return true;
+            };
+            parent = child;
+        }
+        parent.children.remove(levels[cut]);
+    }
+    true
+}
+
+fn take_member<T: SubscriberHandle>(list: &mut Vec<(T, StoredOptions)>, key: SessionKey) {
+    if let Some(i) = list.iter().position(|(s, _)| s.key() == key) {
+        list.swap_remove(i);
     }
 }
 

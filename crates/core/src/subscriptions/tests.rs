@@ -298,3 +298,68 @@ mod prop {
         }
     }
 }
+
+/// No operation recurses once per level: 100,000 levels on a test thread's 2 MiB stack.
+#[test]
+fn deep_filters_are_stack_safe() {
+    let index = SubscriptionIndex::new();
+    let deep = "/".repeat(99_999);
+    let shared = filter(&format!("$share/g/{deep}"));
+    index.subscribe(&filter(&deep), Sub::new(1), opts(QoS::AtMostOnce, None));
+    index.subscribe(
+        &filter(&format!("{deep}/#")),
+        Sub::new(2),
+        opts(QoS::AtMostOnce, None),
+    );
+    index.subscribe(&shared, Sub::new(3), opts(QoS::AtMostOnce, None));
+    let plus = format!("+{}", "/+".repeat(99_999));
+    index.subscribe(&filter(&plus), Sub::new(4), opts(QoS::AtMostOnce, None));
+    assert_eq!(route(&index, &deep, None).len(), 4);
+    assert!(index.unsubscribe(&filter(&deep), 1));
+    assert!(index.unsubscribe(&shared, 3));
+    assert_eq!(route(&index, &deep, None).len(), 2);
+    drop(index);
+}
+
+#[test]
+fn unsubscribe_prunes_only_the_empty_branch() {
+    let index = SubscriptionIndex::new();
+    index.subscribe(&filter("a/b/c/d"), Sub::new(1), opts(QoS::AtMostOnce, None));
+    index.subscribe(&filter("a/b"), Sub::new(2), opts(QoS::AtMostOnce, None));
+    index.subscribe(&filter("a/b/x"), Sub::new(3), opts(QoS::AtMostOnce, None));
+    assert!(index.unsubscribe(&filter("a/b/c/d"), 1));
+    assert!(!index.unsubscribe(&filter("a/b/c/d"), 1));
+    assert!(!index.unsubscribe(&filter("a/b/c"), 1));
+    assert_eq!(route(&index, "a/b", None).len(), 1);
+    assert_eq!(route(&index, "a/b/x", None).len(), 1);
+    assert!(index.unsubscribe(&filter("a/b"), 2));
+    assert_eq!(route(&index, "a/b/x", None).len(), 1);
+    assert!(index.unsubscribe(&filter("a/b/x"), 3));
+    assert!(index.is_empty());
+    let shard = index.shard_for("a").read();
+    assert!(shard.children.is_empty(), "every empty node pruned");
+}
+
+/// [MQTT-3.3.4-3] with many overlapping subscriptions: one route, every identifier once,
+/// folded in O(n log n) (20,000 identifiers took 1.6 s when each fold re-sorted).
+#[test]
+fn many_overlapping_identifiers_fold_into_one_route() {
+    let index = SubscriptionIndex::new();
+    let s = Sub::new(1);
+    let levels = 15;
+    for mask in 0u32..20_000 {
+        let f: Vec<&str> = (0..levels)
+            .map(|i| if mask & (1 << i) != 0 { "+" } else { "l" })
+            .collect();
+        index.subscribe(
+            &filter(&f.join("/")),
+            s.clone(),
+            opts(QoS::AtMostOnce, Some(mask % 5_000 + 1)),
+        );
+    }
+    let topic = vec!["l"; levels].join("/");
+    let routes = route(&index, &topic, None);
+    assert_eq!(routes.len(), 1);
+    let ids: Vec<u32> = (1..=5_000).collect();
+    assert_eq!(&routes[0].subscription_ids[..], &ids[..]);
+}

@@ -107,6 +107,12 @@ pub fn parse_subscription_filter(
     })
 }
 
+/// How many levels a topic name or filter has (`a/b` and `/b` have 2). For a shared
+/// subscription, pass the filter part.
+pub fn level_count(topic: &str) -> usize {
+    topic.bytes().filter(|b| *b == b'/').count() + 1
+}
+
 /// Does `filter` (valid) match `topic` (valid name)?
 pub fn matches(filter: &str, topic: &str) -> bool {
     // Filters starting with a wildcard do not match `$` topics [MQTT-4.7.2-1].
