@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use edgemq_codec::QoS;
+use edgemq_core::logtext::Short;
 use edgemq_core::limits::OverflowPolicy;
 use edgemq_core::session::Delivery;
 use edgemq_core::subscriptions::{SessionKey, SubscriberHandle};
@@ -272,7 +273,7 @@ impl Mailbox {
         stats.dropped(reason);
         let n = self.drops.fetch_add(1, Ordering::Relaxed) + 1;
         if n == 1 || n.is_multiple_of(1000) {
-            tracing::warn!(client_id = %self.client_id, reason = reason.as_str(), dropped_total = n, "message dropped for subscriber");
+            tracing::warn!(client_id = %Short(&self.client_id), reason = reason.as_str(), dropped_total = n, "message dropped for subscriber");
         }
     }
 
@@ -352,7 +353,7 @@ impl Mailbox {
         let mut q = self.queue.lock();
         if q.items.len() > q.relieved_at {
             if !q.stalled {
-                tracing::warn!(client_id = %self.client_id, queued = q.items.len(), "subscriber is not keeping up; publishers are no longer held back for it");
+                tracing::warn!(client_id = %Short(&self.client_id), queued = q.items.len(), "subscriber is not keeping up; publishers are no longer held back for it");
             }
             q.stalled = true;
         }

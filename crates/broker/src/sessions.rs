@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
 use edgemq_codec::QoS;
+use edgemq_core::logtext::Short;
 use edgemq_core::message::Message;
 use edgemq_core::session::{Delivery, IncomingQos2, OutgoingState, OutgoingWindow};
 use edgemq_core::subscriptions::{SessionKey, StoredOptions};
@@ -354,7 +355,7 @@ impl Registry {
             bus.publish(will);
         }
         if let Some(data) = ended {
-            tracing::debug!(client_id = %client_id, "session expired");
+            tracing::debug!(client_id = %Short(&client_id), "session expired");
             end_session(bus, data);
         }
         if let Some(at) = reschedule {
@@ -390,7 +391,7 @@ impl Registry {
                         subscriptions.insert(raw, (filter, options));
                     }
                     Err(e) => {
-                        tracing::warn!(client_id = %client_id, filter = %raw, error = %e, "store: a stored subscription is invalid and was dropped");
+                        tracing::warn!(client_id = %Short(&client_id), filter = %Short(&raw), error = %e, "store: a stored subscription is invalid and was dropped");
                     }
                 }
             }
@@ -494,7 +495,7 @@ pub fn end_session(bus: &Bus, mut data: SessionData) {
         bus.stats.dropped(DropReason::SessionEnded);
     }
     if lost > 0 {
-        tracing::info!(client_id = %data.mailbox.client_id, dropped = lost, "session ended with undelivered messages");
+        tracing::info!(client_id = %Short(&data.mailbox.client_id), dropped = lost, "session ended with undelivered messages");
     }
 }
 

@@ -10,22 +10,33 @@ pub const SHOWN: usize = 96;
 #[derive(Clone, Copy)]
 pub struct Short<'a>(pub &'a str);
 
-impl fmt::Display for Short<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.len() <= SHOWN {
-            return f.write_str(self.0);
-        }
-        let mut end = SHOWN;
+impl Short<'_> {
+    /// The part shown and the number of bytes left out.
+    fn split(&self) -> (&str, usize) {
+        let mut end = SHOWN.min(self.0.len());
         while !self.0.is_char_boundary(end) {
             end -= 1;
         }
-        write!(f, "{}…(+{} bytes)", &self.0[..end], self.0.len() - end)
+        (&self.0[..end], self.0.len() - end)
     }
 }
 
+impl fmt::Display for Short<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.split() {
+            (all, 0) => f.write_str(all),
+            (shown, rest) => write!(f, "{shown}…(+{rest} bytes)"),
+        }
+    }
+}
+
+/// Quoted and escaped like a `&str`, the summary outside the quotes.
 impl fmt::Debug for Short<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\"{self}\"")
+        match self.split() {
+            (all, 0) => write!(f, "{all:?}"),
+            (shown, rest) => write!(f, "{shown:?}…(+{rest} bytes)"),
+        }
     }
 }
 
@@ -53,5 +64,6 @@ mod tests {
         assert!(shown.starts_with(&"é".repeat(48)));
         assert!(shown.ends_with("…(+104 bytes)"), "{shown}");
         assert_eq!(ShortOpt(None).to_string(), "-");
+        assert_eq!(format!("{:?}", Short("a\"b")), r#""a\"b""#);
     }
 }

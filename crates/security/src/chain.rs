@@ -32,7 +32,7 @@ impl AuthChain {
                     tracing::debug!(
                         authentication = %self.name, method = method.name(),
                         listener = request.listener, port = request.port, peer = %request.peer,
-                        client_id = %Short(request.client_id), "not relevant: {why}"
+                        client_id = ?Short(request.client_id), "not relevant: {why}"
                     );
                     skipped.push(format!("{}: {why}", method.name()));
                 }
@@ -40,7 +40,7 @@ impl AuthChain {
                     tracing::info!(
                         authentication = %self.name, method = method.name(),
                         listener = request.listener, port = request.port, peer = %request.peer,
-                        client_id = %Short(request.client_id), kind = ?request.kind,
+                        client_id = ?Short(request.client_id), kind = ?request.kind,
                         attributes = ?admission.attributes, "authenticated"
                     );
                     return AuthDecision::Allow(admission);
@@ -49,7 +49,7 @@ impl AuthChain {
                     tracing::warn!(
                         authentication = %self.name, method = method.name(),
                         listener = request.listener, port = request.port, peer = %request.peer,
-                        client_id = %Short(request.client_id), username = %ShortOpt(request.username),
+                        client_id = ?Short(request.client_id), username = %ShortOpt(request.username),
                         kind = ?request.kind, reason = format_args!("0x{:02X}", reason.0),
                         "authentication refused: {why}"
                     );
@@ -66,7 +66,7 @@ impl AuthChain {
         };
         tracing::warn!(
             authentication = %self.name, listener = request.listener, port = request.port,
-            peer = %request.peer, client_id = %Short(request.client_id), username = %ShortOpt(request.username),
+            peer = %request.peer, client_id = ?Short(request.client_id), username = %ShortOpt(request.username),
             reason = format_args!("0x{:02X}", reason.0), skipped = ?skipped,
             "authentication refused: no method found the credentials relevant"
         );

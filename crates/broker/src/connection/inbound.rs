@@ -354,19 +354,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         // Retained messages follow the SUBACK [MQTT-3.8.4-4], with RETAIN set [MQTT-3.3.1-8],
         // each once however many filters match it, streamed by `pump` as the client takes
         // them.
+        // Matched one filter at a time: a packet's duplicates never exist all at once.
         if !retained_for.is_empty() {
             let now = self.bus.now();
-            let mut items = Vec::new();
-            let mut found = Vec::new();
-            for (filter, stored) in retained_for {
-                self.bus.retained.matching(&filter, now, &mut found);
-                items.extend(found.drain(..).map(|message| RetainedItem {
-                    message,
-                    qos: stored.options.qos,
-                    subscription_id: stored.subscription_id,
+            let retained = &self.bus.retained;
+            self.retained_backlog
+                .add(retained_for.into_iter().flat_map(|(filter, stored)| {
+                    let mut found = Vec::new();
+                    retained.matching(&filter, now, &mut found);
+                    found.into_iter().map(move |message| RetainedItem {
+                        message,
+                        qos: stored.options.qos,
+                        subscription_id: stored.subscription_id,
+                    })
                 }));
-            }
-            self.retained_backlog.add(items);
         }
         Ok(())
     }

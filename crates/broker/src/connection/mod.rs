@@ -664,7 +664,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             tracing::warn!(
                 listener = %self.listener.name, port = self.listener.port,
                 username = %ShortOpt(self.principal.username.as_deref()),
-                attributes = ?self.principal.attributes, action = kind, topic = %Short(topic),
+                attributes = ?self.principal.attributes, action = kind, topic = ?Short(topic),
                 suppressed,
                 "not authorized: {}", self.authorizer.explain(&self.principal, action)
             );

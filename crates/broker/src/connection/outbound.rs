@@ -6,6 +6,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use bytes::BytesMut;
 
 use edgemq_codec::{OutgoingPublish, Packet, ProtocolVersion, PubResponse, QoS};
+use edgemq_core::logtext::Short;
 use edgemq_core::session::{Delivery, OutgoingState, OutgoingWindow};
 
 use super::{Connection, Exit, Loading, LOAD_BATCH, WRITE_HIGH_WATER};
@@ -215,7 +216,7 @@ impl PublishWriter<'_> {
             if self.wbuf.len() - before > max as usize {
                 self.wbuf.truncate(before);
                 self.stats.dropped(DropReason::PacketTooLarge);
-                tracing::debug!(topic = %message.topic, "message larger than the client's Maximum Packet Size: dropped for this client");
+                tracing::debug!(topic = %Short(&message.topic), "message larger than the client's Maximum Packet Size: dropped for this client");
                 return false;
             }
         }
