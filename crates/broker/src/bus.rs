@@ -150,6 +150,29 @@ impl Bus {
         }
     }
 
+    /// One line for operators (SIGUSR1): sessions, subscriptions, retained messages,
+    /// traffic, drops and refusals since start.
+    pub fn state_summary(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        format!(
+            "sessions={} subscriptions={} retained={} connections_accepted={} messages_received={} messages_sent={} drops=[{}] refusals=[{}] store={}",
+            self.sessions.len(),
+            self.index.len(),
+            self.retained.len(),
+            s.connections.load(Relaxed),
+            s.messages_received.load(Relaxed),
+            s.messages_sent.load(Relaxed),
+            s.drop_summary(),
+            s.refusal_summary(),
+            match &self.store {
+                None => "in-memory".to_string(),
+                Some(store) if store.is_failed() => format!("FAILED ({})", store.path().display()),
+                Some(store) => store.path().display().to_string(),
+            },
+        )
+    }
+
     /// Current time. One place, so a future clock abstraction has one seam.
     pub fn now(&self) -> Instant {
         Instant::now()

@@ -24,8 +24,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use edgemq_codec::QoS;
-use edgemq_core::logtext::Short;
 use edgemq_core::limits::OverflowPolicy;
+use edgemq_core::logtext::Short;
 use edgemq_core::session::Delivery;
 use edgemq_core::subscriptions::{SessionKey, SubscriberHandle};
 use edgemq_store::Store;

@@ -133,6 +133,33 @@ fn quarantine_deep(bus: &Bus, recovered: &mut Recovered) {
     }
 }
 
+/// SIGUSR1 and SIGUSR2 log a one-line state summary. (Their default action ends the
+/// process: an operator or a supervisor probing with `kill -USR1` must not stop the broker.)
+fn log_state_on_signals(bus: &Arc<Bus>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let usr1 = signal(SignalKind::user_defined1());
+        let usr2 = signal(SignalKind::user_defined2());
+        let (Ok(mut usr1), Ok(mut usr2)) = (usr1, usr2) else {
+            tracing::warn!("cannot handle SIGUSR1/SIGUSR2: they would end the process");
+            return;
+        };
+        let bus = Arc::downgrade(bus);
+        tokio::spawn(async move {
+            loop {
+                let name = tokio::select! {
+                    Some(()) = usr1.recv() => "SIGUSR1",
+                    Some(()) = usr2.recv() => "SIGUSR2",
+                    else => return,
+                };
+                let Some(bus) = bus.upgrade() else { return };
+                tracing::info!(signal = name, "state: {}", bus.state_summary());
+            }
+        });
+    }
+}
+
 fn label((name, addr): &Key) -> String {
     format!("{name}@{addr}")
 }
@@ -150,6 +177,7 @@ impl Server {
             }
             None => Bus::new(limits, None),
         };
+        log_state_on_signals(&bus);
         Arc::new(Server {
             bus,
             running: Mutex::new(BTreeMap::new()),

@@ -58,7 +58,8 @@ pub fn password_hash(args: &PasswordHashArgs) -> ExitCode {
                 "edgemq password-hash: --iterations {}: {e}",
                 args.iterations
             );
-            ExitCode::from(2)
+            // A usage error (shared/spec: 1).
+            ExitCode::from(1)
         }
     }
 }

@@ -166,7 +166,14 @@ enum Overflow {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 1 (clap's default is 2, which the CLI reserves for runtime failures).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     // Exactly one rustls provider for the process (two linked providers make rustls panic
     // when asked for "the" default).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
