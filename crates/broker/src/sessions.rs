@@ -355,7 +355,7 @@ impl Registry {
             bus.publish(will);
         }
         if let Some(data) = ended {
-            tracing::debug!(client_id = %Short(&client_id), "session expired");
+            tracing::debug!(client_id = %Short(client_id), "session expired");
             end_session(bus, data);
         }
         if let Some(at) = reschedule {

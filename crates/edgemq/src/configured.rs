@@ -67,17 +67,15 @@ pub async fn serve(
     let config = match load(dir) {
         Ok(c) => c,
         Err(diagnostics) => {
+            // Each problem once on stderr (through the log, which writes there).
             for d in diagnostics.iter().filter(|d| d.severity == Severity::Error) {
                 tracing::error!("{d}");
-                eprintln!("{d}");
             }
-            eprintln!(
-                "edgemq: invalid configuration in {}; not starting",
-                dir.display()
-            );
+            tracing::error!("invalid configuration in {}; not starting", dir.display());
             return ExitCode::from(1);
         }
     };
+    crate::logging::apply_config_level(config.broker.log_level.as_deref());
     let limits = limits(&config, base.clone());
     let durable = match durable::open(store) {
         Ok(d) => d,
@@ -89,13 +87,11 @@ pub async fn serve(
         Ok(l) => l,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("edgemq: {e:#}");
             return ExitCode::from(1);
         }
     };
     if let Err(e) = server.apply(listeners).await {
         tracing::error!("{e}");
-        eprintln!("edgemq: {e}");
         return ExitCode::from(2);
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -112,7 +108,10 @@ pub async fn serve(
         ));
     }
 
+    let mut weak = std::collections::HashSet::new();
+    warn_weak_ports(&config, &mut weak);
     let mut reloader = Reloader {
+        weak,
         dir: dir.to_path_buf(),
         base,
         running_limits: limits,
@@ -127,6 +126,8 @@ pub async fn serve(
 }
 
 struct Reloader {
+    /// Weak-port warnings already given.
+    weak: std::collections::HashSet<String>,
     dir: PathBuf,
     base: Limits,
     running_limits: Limits,
@@ -186,6 +187,7 @@ impl Reloader {
                 return;
             }
         };
+        crate::logging::apply_config_level(config.broker.log_level.as_deref());
         let wanted = limits(&config, self.base.clone());
         if wanted != self.running_limits {
             tracing::warn!("Broker client limits changed: they apply after a restart");
@@ -198,11 +200,14 @@ impl Reloader {
             }
         };
         match self.server.apply(listeners).await {
-            Ok(report) => tracing::info!(
-                started = ?report.started, stopped = ?report.stopped,
-                restarted = ?report.restarted, unchanged = ?report.unchanged,
-                "configuration applied"
-            ),
+            Ok(report) => {
+                tracing::info!(
+                    started = ?report.started, stopped = ?report.stopped,
+                    restarted = ?report.restarted, unchanged = ?report.unchanged,
+                    "configuration applied"
+                );
+                warn_weak_ports(&config, &mut self.weak);
+            }
             Err(e) => tracing::error!("{e}; the running configuration stays"),
         }
         self.tls.retain_only(&config);
@@ -270,6 +275,57 @@ fn limits(config: &Config, mut limits: Limits) -> Limits {
     limits
 }
 
+/// Ports weaker than they may look: anonymous access, or credentials that cross the network
+/// in clear text. Each is logged once: at start, and on a reload only when new.
+fn weak_ports(config: &Config) -> Vec<String> {
+    use edgemq_config::AuthnMethod;
+    let mut out = Vec::new();
+    for listener in &config.listeners {
+        for port in &listener.ports {
+            let at = format!(
+                "BrokerListener/{} port {} ({})",
+                listener.name, port.port, port.bind
+            );
+            let Some(name) = port.authentication.as_deref() else {
+                out.push(format!(
+                    "{at}: admits anonymous clients (no authenticationRef)"
+                ));
+                continue;
+            };
+            if port.tls.is_some() {
+                continue;
+            }
+            let methods = config.authentications.get(name).map(|a| &a.methods[..]);
+            let in_clear: Vec<&str> = methods
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|m| match m {
+                    AuthnMethod::UsernamePassword { .. } => Some("UsernamePassword"),
+                    AuthnMethod::ServiceAccountToken { .. } => Some("ServiceAccountToken"),
+                    AuthnMethod::Custom(_) => Some("Custom"),
+                    AuthnMethod::X509(_) => None,
+                })
+                .collect();
+            if !in_clear.is_empty() {
+                out.push(format!(
+                    "{at}: {} credentials cross the network in clear text (the port has no tls); add tls to the port",
+                    in_clear.join(", ")
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Log the weak-port warnings not in `given`, and remember them.
+fn warn_weak_ports(config: &Config, given: &mut std::collections::HashSet<String>) {
+    let now: std::collections::HashSet<String> = weak_ports(config).into_iter().collect();
+    for w in now.difference(given) {
+        tracing::warn!("{w}");
+    }
+    *given = now;
+}
+
 /// One broker listener per port of every BrokerListener.
 fn listeners(config: &Config, tls: &mut TlsManager) -> anyhow::Result<Vec<ListenerConfig>> {
     let mut out = Vec::new();
@@ -300,12 +356,6 @@ fn listeners(config: &Config, tls: &mut TlsManager) -> anyhow::Result<Vec<Listen
                 Some(edgemq_config::Tls::Manual { .. }) => "manual",
                 Some(edgemq_config::Tls::Automatic(_)) => "automatic",
             };
-            if port.authentication.is_none() {
-                tracing::warn!(
-                    listener = %listener.name, port = port.port, addr = %port.bind,
-                    "listener port admits anonymous clients (no authenticationRef)"
-                );
-            }
             let mut l = ListenerConfig::anonymous(listener.name.clone(), port.bind);
             l.authenticator = authenticator;
             l.authorizer = crate::authz::for_port(config, port.authorization.as_deref())

@@ -41,9 +41,8 @@ pub fn open(options: &StoreOptions) -> Result<Option<Durable>, ExitCode> {
         }
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("edgemq: {e}");
             if options.strict_recovery {
-                eprintln!("edgemq: --strict-recovery is set: not starting with a damaged store (without it, the store is moved aside and the broker starts empty)");
+                tracing::error!("--strict-recovery is set: not starting with a damaged store (without it, the store is moved aside and the broker starts empty)");
             }
             Err(ExitCode::from(2))
         }

@@ -5,15 +5,14 @@ mod authz;
 mod cli_tools;
 mod configured;
 mod durable;
+mod logging;
 mod tls;
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing_subscriber::EnvFilter;
 
 use edgemq_broker::{Limits, ListenerConfig, OverflowPolicy, QoS, ServerConfig};
 use edgemq_store::SyncPolicy;
@@ -24,9 +23,10 @@ use crate::durable::StoreOptions;
 #[derive(Debug, Parser)]
 #[command(name = "edgemq", version, about, long_about = None)]
 struct Cli {
-    /// Log level: trace, debug, info, warn or error (or an EnvFilter directive).
-    #[arg(long, global = true, default_value = "info")]
-    log_level: String,
+    /// Log level: trace, debug, info, warn or error (or an EnvFilter directive). Default:
+    /// the Broker resource's diagnostics.logs.level with --config, else info.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -177,8 +177,9 @@ fn main() -> ExitCode {
     // Exactly one rustls provider for the process (two linked providers make rustls panic
     // when asked for "the" default).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    if let Err(e) = init_logging(&cli) {
-        eprintln!("edgemq: {e:#}");
+    let json = matches!(cli.log_format, LogFormat::Json);
+    if let Err(e) = logging::init(cli.log_level.as_deref(), json) {
+        eprintln!("edgemq: --log-level: {e}");
         return ExitCode::from(1);
     }
     match cli.command {
@@ -189,28 +190,6 @@ fn main() -> ExitCode {
         Command::Certs(command) => cli_tools::certs(&command),
         Command::Authz(AuthzCommand::Explain(args)) => authz::explain(&args),
     }
-}
-
-fn init_logging(cli: &Cli) -> anyhow::Result<()> {
-    // rustls reports peers' protocol quirks at warn (every mosquitto client sends its
-    // IP address as SNI); the listener logs handshake failures itself, with the peer. A bare
-    // level keeps rustls at error; a full directive is taken as given.
-    let directive = if cli.log_level.contains(['=', ',']) {
-        cli.log_level.clone()
-    } else {
-        format!("{},rustls=error", cli.log_level)
-    };
-    let filter = EnvFilter::try_new(&directive)
-        .map_err(|e| anyhow::anyhow!("--log-level {:?}: {e}", cli.log_level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    Ok(())
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -266,7 +245,6 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
-            eprintln!("edgemq: {e}");
             ExitCode::from(2)
         }
     }

@@ -2,6 +2,8 @@
 //! and never end it; usage errors exit 1 (`shared/spec` README: 0 ok, 1 configuration or
 //! usage error, 2 runtime failure).
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
+
 mod common;
 mod raw;
 

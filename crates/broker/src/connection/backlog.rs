@@ -38,8 +38,11 @@ impl RetainedItem {
 #[derive(Default)]
 pub(super) struct RetainedBacklog {
     items: VecDeque<RetainedItem>,
-    /// The messages in `items`, by address (an `Arc` in `items` keeps its address taken).
-    queued: HashSet<usize>,
+    /// Where each waiting message is, by address (an `Arc` in `items` keeps its address
+    /// taken): its position counted from the first item ever added.
+    queued: HashMap<usize, u64>,
+    /// Items taken from the front so far.
+    popped: u64,
 }
 
 fn key(message: &Arc<Message>) -> usize {
@@ -47,21 +50,28 @@ fn key(message: &Arc<Message>) -> usize {
 }
 
 impl RetainedBacklog {
-    /// Add what one SUBSCRIBE owes: `found` holds each filter's matches with its grant. A
-    /// message matched by several filters goes once, at the highest QoS granted
-    /// [MQTT-3.3.4-2]; one already waiting from an earlier SUBSCRIBE is not added again.
+    /// Add what one SUBSCRIBE owes: each filter's matches with its grant. A message matched
+    /// by several filters of the packet goes once, at the highest QoS granted
+    /// [MQTT-3.3.4-2]. One still waiting from an earlier SUBSCRIBE is not added again; it
+    /// takes the newer subscription's identifier (re-subscribing replaces a subscription's
+    /// options [MQTT-3.8.4-3]) and the higher of the two QoS.
     pub fn add(&mut self, found: impl IntoIterator<Item = RetainedItem>) {
-        let mut in_packet: HashMap<usize, usize> = HashMap::new();
+        let mut in_packet: HashSet<usize> = HashSet::new();
         for item in found {
             let k = key(&item.message);
-            if let Some(&at) = in_packet.get(&k) {
-                let kept = &mut self.items[at];
-                kept.qos = kept.qos.max(item.qos);
-                continue;
-            }
-            if self.queued.insert(k) {
-                in_packet.insert(k, self.items.len());
-                self.items.push_back(item);
+            let fresh = in_packet.insert(k);
+            match self.queued.get(&k) {
+                Some(&at) => {
+                    let kept = &mut self.items[(at - self.popped) as usize];
+                    kept.qos = kept.qos.max(item.qos);
+                    if fresh {
+                        kept.subscription_id = item.subscription_id;
+                    }
+                }
+                None => {
+                    self.queued.insert(k, self.popped + self.items.len() as u64);
+                    self.items.push_back(item);
+                }
             }
         }
     }
@@ -72,17 +82,19 @@ impl RetainedBacklog {
 
     pub fn pop_front(&mut self) -> Option<RetainedItem> {
         let item = self.items.pop_front()?;
+        self.popped += 1;
         self.queued.remove(&key(&item.message));
         if self.items.is_empty() {
             // An idle connection keeps no table.
-            self.queued = HashSet::new();
+            self.queued = HashMap::new();
         }
         Some(item)
     }
 
     /// Everything still waiting (the connection is ending).
     pub fn take_all(&mut self) -> VecDeque<RetainedItem> {
-        self.queued = HashSet::new();
+        self.queued = HashMap::new();
+        self.popped += self.items.len() as u64;
         std::mem::take(&mut self.items)
     }
 }
@@ -111,28 +123,43 @@ mod tests {
         }
     }
 
+    fn with_id(mut item: RetainedItem, id: u32) -> RetainedItem {
+        item.subscription_id = Some(id);
+        item
+    }
+
     /// 10,000 overlapping filters in one SUBSCRIBE owe each retained message once, at the
-    /// highest QoS granted; a later SUBSCRIBE adds nothing already waiting.
+    /// highest QoS granted; a later SUBSCRIBE adds nothing already waiting but gives it its
+    /// identifier.
     #[test]
     fn each_message_waits_once() {
         let (a, b) = (retained("a"), retained("b"));
         let mut backlog = RetainedBacklog::default();
         backlog.add((0..10_000).flat_map(|i| {
-            let qos = if i == 7 {
-                QoS::AtLeastOnce
-            } else {
-                QoS::AtMostOnce
+            let qos = match i {
+                7 => QoS::AtLeastOnce,
+                _ => QoS::AtMostOnce,
             };
-            [item(&a, qos), item(&b, QoS::AtMostOnce)]
+            [
+                with_id(item(&a, qos), 1),
+                with_id(item(&b, QoS::AtMostOnce), 1),
+            ]
         }));
-        backlog.add([item(&a, QoS::ExactlyOnce), item(&b, QoS::AtMostOnce)]);
         let first = backlog.pop_front().unwrap();
         assert!(Arc::ptr_eq(&first.message, &a));
         assert_eq!(first.qos, QoS::AtLeastOnce);
-        backlog.add([item(&a, QoS::AtMostOnce)]);
+        let second = [
+            with_id(item(&a, QoS::AtMostOnce), 2),
+            with_id(item(&b, QoS::ExactlyOnce), 2),
+        ];
+        backlog.add(second);
         let sent: Vec<_> = std::iter::from_fn(|| backlog.pop_front())
-            .map(|i| i.message.topic.to_string())
+            .map(|i| (i.message.topic.to_string(), i.qos, i.subscription_id))
             .collect();
-        assert_eq!(sent, ["b", "a"]);
+        let expected = [
+            ("b".to_string(), QoS::ExactlyOnce, Some(2)),
+            ("a".to_string(), QoS::AtMostOnce, Some(2)),
+        ];
+        assert_eq!(sent, expected);
     }
 }

@@ -71,6 +71,23 @@ impl Broker {
         Self::spawn(&args, ports)
     }
 
+    /// Like [`Broker::start_config`] without `--log-level`: the level comes from the
+    /// configuration (or is info).
+    pub fn start_config_default_log(
+        dir: &std::path::Path,
+        data: &std::path::Path,
+        ports: usize,
+    ) -> Broker {
+        let args = [
+            "serve",
+            "--config",
+            dir.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ];
+        Self::spawn(&args, ports)
+    }
+
     /// Spawn edgemq with `args`; wait for `listening` log lines from `ports` listeners.
     fn spawn(args: &[&str], ports: usize) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_edgemq"))
