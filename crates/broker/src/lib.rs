@@ -76,7 +76,11 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let server = Server::new(config.limits.clone(), durable);
     let result = match server.apply(config.listeners).await {
-        Ok(_) => {
+        Ok(report) => {
+            tracing::info!(
+                listeners = report.started.len(),
+                "ready: every listener is bound"
+            );
             shutdown.await;
             tracing::info!("shutting down");
             Ok(())

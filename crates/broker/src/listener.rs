@@ -219,9 +219,33 @@ async fn serve_stream(
             }
         }
         // Info, not debug: "the client only saw a reset" is the operator's first question.
+        // A failed TLS handshake says what the client objected to and what usually fixes it.
         Err(e) => tracing::info!(
             listener = %listener.name, port = listener.port, peer = %peer,
-            "connection closed before MQTT: {e}"
+            "connection closed before MQTT: {e}{}",
+            {
+                use tokio_rustls::rustls::{AlertDescription as A, Error as R};
+                let tls = match &e {
+                    transport::HandshakeError::Tls(io) => {
+                        io.get_ref().and_then(|r| r.downcast_ref::<R>())
+                    }
+                    _ => None,
+                };
+                match tls {
+                    Some(R::AlertReceived(A::UnknownCA)) => " (the client sent alert UnknownCA: it cannot chain the server certificate to a CA it trusts: give the client the root CA of the chain in tls.crt (--cafile), make sure tls.crt holds the intermediates and that they are CAs: edgemq certs inspect tls.crt)",
+                    Some(R::AlertReceived(A::BadCertificate | A::CertificateUnknown)) => " (the client rejected the server certificate: usually the address it connects to is not among the certificate's SANs, or a chain certificate is not a CA: edgemq certs inspect tls.crt)",
+                    Some(R::AlertReceived(A::CertificateExpired)) => " (the client says the server certificate or a CA in its chain has expired, or the client's clock is wrong: edgemq certs inspect tls.crt)",
+                    Some(R::AlertReceived(
+                        A::ProtocolVersion | A::HandshakeFailure | A::InsufficientSecurity,
+                    )) => " (the client and the broker share no TLS version or cipher suite: the broker speaks TLS 1.2 and 1.3)",
+                    Some(R::AlertReceived(A::InternalError)) => " (OpenSSL-based clients such as mosquitto_pub send InternalError when the server certificate does not name the host they connect to: compare the address with the certificate's SANs: edgemq certs inspect tls.crt)",
+                    Some(R::AlertReceived(_)) => " (an alert the client sent)",
+                    Some(R::InvalidMessage(_)) => " (the client does not speak TLS: a plain MQTT client on a TLS port? connect with TLS, e.g. mosquitto_pub --cafile CA, mqtts://)",
+                    Some(R::NoCertificatesPresented | R::InvalidCertificate(_)) => " (the client's certificate was refused: it must chain to the port's trusted client CA)",
+                    Some(R::PeerIncompatible(_)) => " (the client's TLS offer is incompatible: it shares no TLS version, cipher suite or signature scheme with the broker)",
+                    _ => "",
+                }
+            }
         ),
     }
 }

@@ -67,6 +67,10 @@ impl Diags {
         self.0.borrow_mut().push(d);
     }
 
+    pub(crate) fn error_count(&self) -> usize {
+        self.0.borrow().iter().filter(|d| d.is_error()).count()
+    }
+
     pub(crate) fn has_errors(&self) -> bool {
         self.0.borrow().iter().any(Diagnostic::is_error)
     }

@@ -12,6 +12,7 @@ mod load;
 mod model;
 mod reader;
 mod resources;
+mod san;
 mod validate;
 mod yaml;
 
@@ -20,6 +21,7 @@ use std::path::Path;
 pub use diag::{Diagnostic, Severity};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use model::*;
+pub use san::host_name;
 
 /// A configuration that loaded without errors, and the warnings found on the way.
 #[derive(Debug)]

@@ -26,6 +26,9 @@ pub(crate) struct Located<T> {
 pub(crate) struct Cx<'a> {
     pub diags: &'a Diags,
     pub origin: &'a Origin,
+    /// Unknown fields are errors, not warnings (see [`Val::strict`]); inherited by every
+    /// mapping read below the value that set it.
+    pub strict: bool,
 }
 
 impl Cx<'_> {
@@ -52,7 +55,22 @@ pub(crate) struct Obj<'a> {
     line: usize,
     fields: &'static [&'static str],
     entries: Vec<(String, usize, &'a Node)>,
+    /// Unknown fields of this mapping only are errors (a listener port).
+    strict: bool,
 }
+
+/// Declared fields whose misspelling can never weaken authentication or authorization: in a
+/// strict mapping an unknown key that is close to one of these stays a warning.
+const HARMLESS: &[&str] = &[
+    "port",
+    "nodePort",
+    "protocol",
+    "serviceType",
+    "serviceName",
+    "brokerRef",
+    "cache",
+    "enableCache",
+];
 
 impl<'a> Obj<'a> {
     pub(crate) fn line(&self) -> usize {
@@ -154,11 +172,24 @@ impl Drop for Obj<'_> {
             if self.fields.contains(&key.as_str()) {
                 continue;
             }
-            let msg = match suggest(key, self.fields) {
+            let suggestion = suggest(key, self.fields);
+            let path = child(&self.path, key);
+            // Fail closed: where an ignored field could leave a port with less
+            // authentication or authorization than written, refuse it.
+            if (self.strict || self.cx.strict) && !suggestion.is_some_and(|s| HARMLESS.contains(&s))
+            {
+                let msg = match suggestion {
+                    Some(s) => format!("unknown field (did you mean {s}?); not ignored: ignoring it could leave a port with less authentication or authorization than written"),
+                    None => format!("unknown field; not ignored: ignoring it could leave a port with less authentication or authorization than written (expected one of: {})", self.fields.join(", ")),
+                };
+                self.cx.error(*line, &path, msg);
+                continue;
+            }
+            let msg = match suggestion {
                 Some(s) => format!("unknown field, ignored (did you mean {s}?)"),
                 None => "unknown field, ignored".to_owned(),
             };
-            self.cx.warn(*line, &child(&self.path, key), msg);
+            self.cx.warn(*line, &path, msg);
         }
     }
 }
@@ -182,7 +213,7 @@ fn suggest(key: &str, fields: &[&'static str]) -> Option<&'static str> {
         })
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
@@ -214,6 +245,22 @@ impl<'a> Val<'a> {
             path: String::new(),
             line: node.line,
         }
+    }
+
+    /// This value, with unknown fields in every mapping read from it reported as errors:
+    /// the `spec` of a BrokerAuthentication or BrokerAuthorization, where an ignored
+    /// misspelling could weaken what a port enforces.
+    pub(crate) fn strict(mut self) -> Val<'a> {
+        self.cx.strict = true;
+        self
+    }
+
+    /// Like [`Val::obj`], with unknown fields of this mapping (not of those below it)
+    /// reported as errors: a listener port.
+    pub(crate) fn strict_obj(&self, fields: &'static [&'static str]) -> Option<Obj<'a>> {
+        let mut obj = self.obj(fields)?;
+        obj.strict = true;
+        Some(obj)
     }
 
     pub(crate) fn node(&self) -> &'a Node {
@@ -328,6 +375,7 @@ impl<'a> Val<'a> {
             line: self.line,
             fields,
             entries,
+            strict: false,
         })
     }
 

@@ -52,6 +52,22 @@ impl fmt::Display for ShortOpt<'_> {
     }
 }
 
+/// Attributes as `name=value,name=value` (each part shortened; `-` when there are none).
+pub struct Attrs<'a>(pub &'a [(String, String)]);
+
+impl fmt::Display for Attrs<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("-");
+        }
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            write!(f, "{sep}{}={}", Short(k), Short(v))?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +80,11 @@ mod tests {
         assert!(shown.starts_with(&"é".repeat(48)));
         assert!(shown.ends_with("…(+104 bytes)"), "{shown}");
         assert_eq!(ShortOpt(None).to_string(), "-");
+        let attrs = [
+            ("floor".to_string(), "floor1".to_string()),
+            ("site".into(), "s".into()),
+        ];
+        assert_eq!(Attrs(&attrs).to_string(), "floor=floor1,site=s");
         assert_eq!(format!("{:?}", Short("a\"b")), r#""a\"b""#);
     }
 }

@@ -101,14 +101,9 @@ fn method(config: &Config, m: &AuthnMethod) -> anyhow::Result<Arc<dyn Method>> {
 /// cluster), tokens are refused with the reason and the broker still starts.
 fn sat_verifier(config: &Config, v: &SatVerification) -> anyhow::Result<SatVerifier> {
     Ok(match v {
-        SatVerification::InCluster => match TokenReviewClient::in_cluster() {
-            Ok(client) => SatVerifier::TokenReview(client),
-            Err(e) => {
-                let why = format!("cannot verify service account tokens: {e}; set serviceAccountTokenSettings.kubeconfig, jwksConfigMap or issuer");
-                tracing::warn!("{why}");
-                SatVerifier::Unavailable(why)
-            }
-        },
+        // Outside a cluster the configuration loader has already warned, with the
+        // resource's location (the warning `check` prints).
+        SatVerification::InCluster => SatVerifier::in_cluster(),
         SatVerification::Kubeconfig(path) => {
             SatVerifier::TokenReview(TokenReviewClient::from_kubeconfig(Path::new(path))?)
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use bytestring::ByteString;
-use edgemq_config::{BrokerMethod, Config};
+use edgemq_config::{BrokerMethod, Config, Listener, Port};
 use edgemq_core::auth::{Action, AllowAll, Authorizer, Principal};
 use edgemq_security::authz::{Pattern, Policy, Rule};
 
@@ -65,7 +65,8 @@ pub struct ExplainArgs {
     /// Configuration folder.
     #[arg(long, value_name = "DIR")]
     config: std::path::PathBuf,
-    /// The listener port the client connects to.
+    /// The port the client connects to: the address the broker binds (a NodePort
+    /// listener's `nodePort`), or a port's `port` as written.
     #[arg(long)]
     port: u16,
     #[arg(long)]
@@ -107,11 +108,7 @@ pub fn explain(args: &ExplainArgs) -> ExitCode {
 
 fn run_explain(args: &ExplainArgs) -> anyhow::Result<bool> {
     let config = load(&args.config)?;
-    let (listener, port) = config
-        .listeners
-        .iter()
-        .find_map(|l| l.ports.iter().find(|p| p.port == args.port).map(|p| (l, p)))
-        .with_context(|| format!("no listener has port {}", args.port))?;
+    let (listener, port) = find_port(&config, args.port)?;
     let principal = Principal {
         client_id: ByteString::from(args.client_id.as_str()),
         username: args.username.as_deref().map(ByteString::from),
@@ -125,7 +122,7 @@ fn run_explain(args: &ExplainArgs) -> anyhow::Result<bool> {
     let Some(name) = port.authorization.as_deref() else {
         println!(
             "allowed: BrokerListener/{} port {} has no authorizationRef (everything is allowed)",
-            listener.name, args.port
+            listener.name, port.port
         );
         return Ok(true);
     };
@@ -137,6 +134,57 @@ fn run_explain(args: &ExplainArgs) -> anyhow::Result<bool> {
         policy.explain(&principal, action)
     );
     Ok(allowed)
+}
+
+/// The listener port a client reaches at `number`: first the port the broker binds there
+/// (`nodePort` for NodePort listeners), else a port whose `port` field is `number` (the
+/// in-cluster service port).
+fn find_port(config: &Config, number: u16) -> anyhow::Result<(&Listener, &Port)> {
+    let all = || {
+        config
+            .listeners
+            .iter()
+            .flat_map(|l| l.ports.iter().map(move |p| (l, p)))
+    };
+    if let Some(found) = all().find(|(_, p)| p.bind.port() == number) {
+        return Ok(found);
+    }
+    let by_port: Vec<(&Listener, &Port)> = all().filter(|(_, p)| p.port == number).collect();
+    match by_port.as_slice() {
+        [one] => Ok(*one),
+        [] => {
+            let known: Vec<String> = all()
+                .map(|(l, p)| match p.node_port {
+                    Some(n) => format!(
+                        "{} (BrokerListener/{} port {} nodePort {n})",
+                        p.bind.port(),
+                        l.name,
+                        p.port
+                    ),
+                    None => format!("{} (BrokerListener/{})", p.bind.port(), l.name),
+                })
+                .collect();
+            if known.is_empty() {
+                anyhow::bail!(
+                    "no listener port is reachable at {number}: no BrokerListener is defined"
+                )
+            }
+            anyhow::bail!(
+                "no listener port is reachable at {number}; clients can connect to: {}",
+                known.join(", ")
+            )
+        }
+        many => {
+            let names: Vec<String> = many
+                .iter()
+                .map(|(l, p)| format!("BrokerListener/{} (binds {})", l.name, p.bind))
+                .collect();
+            anyhow::bail!(
+                "port {number} is written on several listeners: {}; give the port the client connects to",
+                names.join(", ")
+            )
+        }
+    }
 }
 
 fn load(dir: &Path) -> anyhow::Result<Config> {

@@ -239,6 +239,21 @@ fn run(command: &CertsCommand) -> anyhow::Result<()> {
                 let role = role(i, count, s);
                 writeln!(out, "{}", describe(i, role, s))?;
             }
+            // A server chain (leaf first): what `serve` and `check` would say about how the
+            // certificates fit together (validity and CA marking are shown above).
+            if count > 1 && !summaries[0].is_ca {
+                if let Ok(chain) = edgemq_tls::pem::parse_certificates(&bytes) {
+                    for p in edgemq_tls::check_server_chain(&chain, None, SystemTime::now()) {
+                        if matches!(
+                            p,
+                            edgemq_tls::ChainProblem::NotTheIssuer { .. }
+                                | edgemq_tls::ChainProblem::WrongIssuerKey { .. }
+                        ) {
+                            writeln!(out, "chain warning: {p}")?;
+                        }
+                    }
+                }
+            }
             Ok(())
         }
     }
@@ -366,8 +381,9 @@ fn describe(i: usize, role: &str, s: &CertSummary) -> String {
     // others: say so in the words OpenSSL uses, and how to fix it.
     if !s.is_ca && (i > 0 || s.version == 1) {
         out.push_str(&format!(
-            "  warning: X.509 v{} certificate without basicConstraints CA:TRUE: it cannot act as a CA (OpenSSL 3 says \"invalid CA certificate\"). Re-issue it with basicConstraints=critical,CA:TRUE and keyUsage=keyCertSign,cRLSign (openssl: -extfile with those lines; or: edgemq certs intermediate){}\n",
+            "  warning: X.509 v{} certificate without basicConstraints CA:TRUE: {}{}\n",
             s.version,
+            edgemq_tls::NOT_A_CA_FIX,
             if i == 0 {
                 ". As a client leaf it is acceptable (edgemq and OpenSSL-based brokers take v1 client certificates)"
             } else {

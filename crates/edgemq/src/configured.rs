@@ -19,7 +19,7 @@ use crate::tls::TlsManager;
 
 /// `edgemq check --config DIR`.
 pub fn check(dir: &Path) -> ExitCode {
-    match edgemq_config::load_dir(dir) {
+    match edgemq_config::load_dir(dir).and_then(crate::tls::checked) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 println!("{w}");
@@ -49,7 +49,7 @@ pub fn check(dir: &Path) -> ExitCode {
 
 /// Load and report: warnings are logged, errors are returned for the caller to log.
 fn load(dir: &Path) -> Result<Config, Vec<Diagnostic>> {
-    let Loaded { config, warnings } = edgemq_config::load_dir(dir)?;
+    let Loaded { config, warnings } = edgemq_config::load_dir(dir).and_then(crate::tls::checked)?;
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -90,9 +90,17 @@ pub async fn serve(
             return ExitCode::from(1);
         }
     };
-    if let Err(e) = server.apply(listeners).await {
-        tracing::error!("{e}");
-        return ExitCode::from(2);
+    match server.apply(listeners).await {
+        Ok(report) => {
+            tracing::info!(
+                listeners = report.started.len(),
+                "ready: every listener is bound"
+            )
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let checks = Arc::new(SelfCheckStats::default());

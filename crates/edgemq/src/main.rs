@@ -78,8 +78,8 @@ struct CheckArgs {
 
 #[derive(Debug, Subcommand)]
 enum CaCommand {
-    /// Print the built-in issuer's CA certificate (PEM), for clients' --cafile. Creates the
-    /// CA if the data dir has none yet, exactly as `serve` would.
+    /// Print the built-in issuer's CA certificate (PEM), for clients' --cafile. Only reads:
+    /// exits 1 if the data dir has no CA (`serve` creates it; give the same --data-dir).
     Export {
         /// Data directory (the same as given to `serve`).
         #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]

@@ -10,15 +10,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use edgemq_config::{AutoCert, Config, IssuerKind, Tls};
+use edgemq_config::{AutoCert, Config, Diagnostic, IssuerKind, Loaded, Severity, Tls};
 use edgemq_tls::{
     BuiltInIssuer, CertificateAuthority, IssuedCert, KeyAlgorithm, ServerCertSlot, ServerCertSpec,
 };
 use tokio::task::JoinHandle;
 
-/// `edgemq ca export`.
+/// `edgemq ca export`: prints the CA `serve` made in the data dir; never makes one.
 pub fn export_ca(data_dir: &Path) -> ExitCode {
-    match BuiltInIssuer::load_or_create(data_dir) {
+    match BuiltInIssuer::load_existing(data_dir) {
         Ok(issuer) => {
             print!("{}", issuer.ca_pem());
             ExitCode::SUCCESS
@@ -28,6 +28,63 @@ pub fn export_ca(data_dir: &Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A loaded configuration with the server certificates of its manual-TLS ports checked
+/// (validity, chain, SANs against the bound address): warnings are added to the loaded
+/// ones; errors make it `Err` with every diagnostic, as `load_dir` reports errors. Used by
+/// `check`, `serve` and every reload, so all three say the same thing.
+pub fn checked(loaded: Loaded) -> Result<Loaded, Vec<Diagnostic>> {
+    let Loaded {
+        config,
+        mut warnings,
+    } = loaded;
+    let found = manual_tls_diagnostics(&config, SystemTime::now());
+    if found.iter().any(Diagnostic::is_error) {
+        warnings.extend(found);
+        return Err(warnings);
+    }
+    warnings.extend(found);
+    Ok(Loaded { config, warnings })
+}
+
+/// One diagnostic per problem of each manual-TLS port's certificate chain, at the port's
+/// `secretRef` (`file:line: BrokerListener/NAME: spec.ports[I].tls.manual.secretRef: …`).
+fn manual_tls_diagnostics(config: &Config, now: SystemTime) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for listener in &config.listeners {
+        for (i, port) in listener.ports.iter().enumerate() {
+            let Some(Tls::Manual {
+                secret, chain_pem, ..
+            }) = &port.tls
+            else {
+                continue;
+            };
+            // The configuration loader already reported a chain that does not parse.
+            let Ok(chain) = edgemq_tls::pem::parse_certificates(chain_pem) else {
+                continue;
+            };
+            for problem in edgemq_tls::check_server_chain(&chain, Some(port.bind), now) {
+                out.push(Diagnostic {
+                    severity: if problem.is_error() {
+                        Severity::Error
+                    } else {
+                        Severity::Warning
+                    },
+                    file: listener.file.clone(),
+                    line: Some(listener.line),
+                    kind: "BrokerListener".into(),
+                    name: listener.name.clone(),
+                    field: format!("spec.ports[{i}].tls.manual.secretRef"),
+                    message: format!(
+                        "port {}: secret \"{secret}\": tls.crt: {problem}",
+                        port.port
+                    ),
+                });
+            }
+        }
+    }
+    out
 }
 
 struct PortTls {
@@ -124,7 +181,25 @@ impl TlsManager {
             } => {
                 let ck = edgemq_tls::pem::certified_key(chain_pem, key_pem)
                     .with_context(|| format!("{what}: tls.manual.secretRef {secret}"))?;
-                tracing::info!(listener, port, secret = %secret, "TLS certificate loaded from secret");
+                // Never serve what every client refuses (the configuration checks report
+                // these first, with the file and line).
+                if let Some(problem) =
+                    edgemq_tls::check_server_chain(&ck.cert, None, SystemTime::now())
+                        .into_iter()
+                        .find(edgemq_tls::ChainProblem::is_error)
+                {
+                    anyhow::bail!("{what}: tls.manual.secretRef {secret}: tls.crt: {problem}");
+                }
+                let not_after = ck.end_entity_cert().ok().and_then(|leaf| {
+                    edgemq_tls::inspect_der(leaf)
+                        .ok()
+                        .map(|s| edgemq_tls::rfc3339(s.not_after))
+                });
+                tracing::info!(
+                    listener, port, secret = %secret,
+                    not_after = %not_after.unwrap_or_default(),
+                    "TLS certificate loaded from secret"
+                );
                 (ck, None)
             }
             Tls::Automatic(auto) => {
@@ -170,6 +245,16 @@ impl TlsManager {
         if entry.client_ca_hint != client_ca_hint {
             entry.config = config_for(entry.slot.clone(), client_ca_hint.as_deref());
             entry.client_ca_hint = client_ca_hint;
+        }
+        if let Tls::Manual { secret, .. } = tls {
+            if let Some(not_after) = entry.slot.current_not_after() {
+                entry.renewal = Some(tokio::spawn(warn_before_expiry(
+                    listener.to_string(),
+                    port,
+                    secret.clone(),
+                    not_after,
+                )));
+            }
         }
         if let (Some((signer, issued)), Tls::Automatic(auto)) = (renewal, tls) {
             entry.renewal = Some(tokio::spawn(renew_forever(
@@ -263,15 +348,42 @@ fn server_spec(
 fn log_issued(listener: &str, port: u16, auto: &AutoCert, issued: &IssuedCert) {
     tracing::info!(
         listener, port, issuer = %auto.issuer, dns = ?auto.dns, ip = ?auto.ip,
-        not_after = %humantime(issued.not_after),
+        not_after = %edgemq_tls::rfc3339(issued.not_after),
         "TLS certificate issued"
     );
 }
 
-fn humantime(t: SystemTime) -> String {
-    match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => format!("unix:{}", d.as_secs()),
-        Err(_) => "before 1970".into(),
+/// A manual certificate is not renewed by the broker: warn [`edgemq_tls::EXPIRY_WARNING`]
+/// before it expires (at load time the configuration check has warned already if it is that
+/// close), and say so when it has expired.
+async fn warn_before_expiry(listener: String, port: u16, secret: String, not_after: SystemTime) {
+    let warn_at = not_after
+        .checked_sub(edgemq_tls::EXPIRY_WARNING)
+        .unwrap_or(not_after);
+    if warn_at > SystemTime::now() {
+        sleep_until(warn_at).await;
+        tracing::warn!(
+            listener = %listener, port, secret = %secret,
+            "the TLS certificate in secret {secret} expires at {}; issue a new one and replace tls.crt and tls.key (the broker reloads it without dropping clients)",
+            edgemq_tls::rfc3339(not_after)
+        );
+    }
+    sleep_until(not_after).await;
+    tracing::error!(
+        listener = %listener, port, secret = %secret,
+        "the TLS certificate in secret {secret} expired at {}: every client now refuses it; issue a new one and replace tls.crt and tls.key",
+        edgemq_tls::rfc3339(not_after)
+    );
+}
+
+/// Sleep until the wall clock reaches `t`, in steps of at most an hour so a suspended
+/// machine or a clock change is noticed and years-long waits stay within the timer's range.
+async fn sleep_until(t: SystemTime) {
+    while let Ok(left) = t.duration_since(SystemTime::now()) {
+        if left.is_zero() {
+            return;
+        }
+        tokio::time::sleep(left.min(Duration::from_secs(3600))).await;
     }
 }
 
@@ -309,7 +421,7 @@ async fn renew_forever(
             Ok((issued, ck)) => {
                 slot.swap(ck);
                 tracing::info!(
-                    listener = %listener, port, not_after = %humantime(issued.not_after),
+                    listener = %listener, port, not_after = %edgemq_tls::rfc3339(issued.not_after),
                     rotated_key = auto.rotate_key, "TLS certificate renewed"
                 );
                 current = issued;

@@ -203,7 +203,7 @@ fn a_reachable_custom_server_decides_first() {
     assert_eq!(code, Some(0), "{out}");
     let line = decision(&b, "alice-dev");
     assert!(
-        line.contains("method=\"Custom\"") && line.contains("(\"group\", \"g1\")"),
+        line.contains("method=\"Custom\"") && line.contains("attributes=group=g1"),
         "{line}"
     );
     // The custom server is relevant for everyone: its refusal stops the chain, even for

@@ -85,7 +85,7 @@ fn documentation_vectors_admit_their_users_and_refuse_others_with_reason_codes()
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(sub.message(), "auth/pw pub-ok");
     assert!(
-        b.wait_for_log("(\"floor\", \"floor1\")", WAIT),
+        b.wait_for_log("floor=floor1", WAIT),
         "attributes of client1:\n{}",
         b.log()
     );

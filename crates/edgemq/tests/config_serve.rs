@@ -439,7 +439,7 @@ fn reload_adds_a_listener_keeps_clients_and_rejects_a_broken_configuration() {
     // A broken file: rejected with the same message `check` prints; the old set runs on.
     d.write(
         "c.yaml",
-        "apiVersion: v1\nkind: NotAKind\nmetadata: {name: x}\n",
+        "apiVersion: mqttbroker.iotoperations.azure.com/v1\nkind: NotAKind\nmetadata: {name: x}\n",
     );
     assert!(
         b.wait_for_log("configuration rejected", WAIT),
@@ -507,7 +507,7 @@ fn serve_refuses_an_invalid_configuration_with_every_problem() {
     );
     d.write(
         "other.yaml",
-        "apiVersion: v1\nkind: Gadget\nmetadata: {name: g}\n",
+        "apiVersion: mqttbroker.iotoperations.azure.com/v1\nkind: Gadget\nmetadata: {name: g}\n",
     );
     let (code, _out, err) = edgemq(&[
         "serve",

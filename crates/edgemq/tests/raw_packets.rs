@@ -1054,3 +1054,35 @@ fn slow_reader_does_not_stall_the_broker() {
     }
     drop(slow);
 }
+
+/// [MQTT-3.1.2-24] The Server MUST NOT send packets exceeding the client's Maximum Packet
+/// Size, the CONNACK included (found by the session fuzz target: a client allowing 21 bytes
+/// got a 24-byte CONNACK). The broker leaves out properties whose absence means the same.
+#[test]
+fn connack_fits_a_small_client_maximum_packet_size() {
+    let b = Broker::start();
+    for max in [16u32, 21] {
+        let mut c = RawClient::open(b.addr);
+        c.send(&connect_v5(
+            &format!("small-{max}"),
+            flags::CLEAN,
+            0,
+            &props(&[p_u32(0x27, max)]),
+        ));
+        let p = c.read_packet();
+        assert!(
+            p.len() <= max as usize,
+            "CONNACK of {} bytes for Maximum Packet Size {max}",
+            p.len()
+        );
+        let ack = parse_connack(&p, true);
+        assert_eq!(ack.code, 0, "{ack:?}");
+        assert_eq!(
+            ack.props.num(0x21),
+            Some(100),
+            "Receive Maximum kept: {ack:?}"
+        );
+        c.send(&[0xC0, 0x00]);
+        c.expect_packet(&[0xD0, 0x00]);
+    }
+}

@@ -82,6 +82,36 @@ impl Pattern {
     pub fn as_str(&self) -> &str {
         &self.raw
     }
+
+    /// The pattern as it applies to `p`: variables replaced by the principal's values
+    /// (`telemetry/floor1/dev1`). A variable without a usable value stays as written, with
+    /// why the pattern matches nothing: `telemetry/{principal.attributes.floor}/dev1 (matches
+    /// nothing: no attribute floor)`.
+    pub fn resolved_for(&self, p: &Principal) -> String {
+        let mut out = Vec::with_capacity(self.levels.len());
+        let mut missing = Vec::new();
+        for (level, raw) in self.levels.iter().zip(self.raw.split('/')) {
+            match resolve(level, p) {
+                Some(Resolved::Literal(s)) => out.push(s.to_string()),
+                Some(Resolved::Plus) => out.push("+".into()),
+                Some(Resolved::Hash) => out.push("#".into()),
+                None => {
+                    out.push(raw.to_string());
+                    missing.push(match level {
+                        Level::Username => "no usable user name".to_string(),
+                        Level::Attribute(name) => format!("no usable attribute {name}"),
+                        _ => "the client id cannot fill a level".to_string(),
+                    });
+                }
+            }
+        }
+        let text = out.join("/");
+        if missing.is_empty() {
+            text
+        } else {
+            format!("{text} (matches nothing: {})", missing.join(", "))
+        }
+    }
 }
 
 /// One level of a pattern with the principal's value in place of a variable; `None` when
@@ -319,7 +349,7 @@ impl Policy {
                     .iter()
                     .enumerate()
                     .filter(|(_, r)| r.applies_to(p))
-                    .map(|(i, r)| format!("rules[{i}] ({})", r.summary(action)))
+                    .map(|(i, r)| format!("rules[{i}] ({})", r.summary(p, action)))
                     .collect();
                 if applying.is_empty() {
                     format!(
@@ -350,13 +380,15 @@ impl Policy {
 }
 
 impl Rule {
-    fn summary(&self, action: Action<'_>) -> String {
+    /// What the rule grants this principal for the kind of `action`, with the principal's
+    /// values filled into the patterns.
+    fn summary(&self, p: &Principal, action: Action<'_>) -> String {
         let list = |v: &[Pattern]| {
             if v.is_empty() {
                 "nothing".to_string()
             } else {
                 v.iter()
-                    .map(|p| p.raw.as_str())
+                    .map(|pat| pat.resolved_for(p))
                     .collect::<Vec<_>>()
                     .join(", ")
             }

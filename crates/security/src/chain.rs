@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use edgemq_codec::ReasonCode;
 use edgemq_core::auth::{AuthDecision, Authenticator, BoxFuture, ConnectRequest};
-use edgemq_core::logtext::{Short, ShortOpt};
+use edgemq_core::logtext::{Attrs, Short, ShortOpt};
 
 use crate::{Method, Outcome};
 
@@ -41,7 +41,7 @@ impl AuthChain {
                         authentication = %self.name, method = method.name(),
                         listener = request.listener, port = request.port, peer = %request.peer,
                         client_id = ?Short(request.client_id), kind = ?request.kind,
-                        attributes = ?admission.attributes, "authenticated"
+                        attributes = %Attrs(&admission.attributes), "authenticated"
                     );
                     return AuthDecision::Allow(admission);
                 }

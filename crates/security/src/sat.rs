@@ -53,6 +53,20 @@ pub enum SatVerifier {
     Unavailable(String),
 }
 
+impl SatVerifier {
+    /// TokenReview with the pod's own service account; outside a cluster, `Unavailable`
+    /// with the reason and the fix (the text `check` reports and `serve` logs).
+    pub fn in_cluster() -> SatVerifier {
+        match TokenReviewClient::in_cluster() {
+            Ok(client) => SatVerifier::TokenReview(client),
+            Err(e) => SatVerifier::Unavailable(format!(
+                "cannot verify service account tokens: {e}; every token will be refused; \
+                 set serviceAccountTokenSettings.kubeconfig, jwksConfigMap or issuer"
+            )),
+        }
+    }
+}
+
 /// The `ServiceAccountToken` method.
 pub struct SatMethod {
     audiences: Vec<String>,
@@ -89,11 +103,11 @@ impl SatMethod {
             return bad("token has no exp claim");
         };
         if exp + LEEWAY.as_secs() <= now {
-            return bad(&format!("token expired at unix:{exp}"));
+            return bad(&format!("token expired at {}", rfc3339(exp)));
         }
         if let Some(nbf) = claims.nbf {
             if nbf > now + LEEWAY.as_secs() {
-                return bad(&format!("token not valid before unix:{nbf}"));
+                return bad(&format!("token not valid before {}", rfc3339(nbf)));
             }
         }
         let audiences = claims.aud.clone().into_vec();
@@ -576,4 +590,16 @@ impl Method for SatMethod {
     fn enhanced_method(&self) -> Option<&str> {
         Some(K8S_SAT)
     }
+}
+
+/// A token's time claim as an operator reads it (`2026-12-04T22:15:00Z`).
+fn rfc3339(unix_secs: u64) -> String {
+    i64::try_from(unix_secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("unix:{unix_secs}"))
 }

@@ -49,6 +49,24 @@ impl BuiltInIssuer {
         }
     }
 
+    /// Loads `DATA/ca/ca.crt` and `DATA/ca/ca.key`; never creates anything. A data dir
+    /// without a CA is [`TlsError::NoBuiltInCa`] naming it: a CA made here would not be
+    /// the one the broker serves with, and clients trusting it would fail TLS.
+    pub fn load_existing(data_dir: &Path) -> Result<Self, TlsError> {
+        let dir = data_dir.join("ca");
+        let reason = if !data_dir.exists() {
+            "the directory does not exist"
+        } else if is_empty_or_missing(&dir)? {
+            "it has no ca/ca.crt and ca/ca.key"
+        } else {
+            return Self::load(dir);
+        };
+        Err(TlsError::NoBuiltInCa {
+            dir: data_dir.to_path_buf(),
+            reason,
+        })
+    }
+
     fn load(dir: PathBuf) -> Result<Self, TlsError> {
         let cert_path = dir.join("ca.crt");
         let key_path = dir.join("ca.key");
@@ -143,7 +161,11 @@ fn read_part(path: &Path, other: &Path) -> Result<String, TlsError> {
 /// a crash leaves either no CA or a complete one, and a concurrent creator cannot be
 /// overwritten (renaming onto a non-empty directory fails).
 fn publish(data_dir: &Path, dir: &Path, ca: &CertificateAuthority) -> Result<(), TlsError> {
-    fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+    fs::create_dir_all(data_dir).map_err(|cause| TlsError::CreateBuiltInCa {
+        dir: dir.to_path_buf(),
+        data_dir: data_dir.to_path_buf(),
+        cause,
+    })?;
     // Unique per process (pid) and per call within it (counter).
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -152,7 +174,7 @@ fn publish(data_dir: &Path, dir: &Path, ca: &CertificateAuthority) -> Result<(),
         create_private_dir(&tmp)?;
         write_file(&tmp.join("ca.key"), ca.key_pem(), 0o600)?;
         write_file(&tmp.join("ca.crt"), ca.cert_pem(), 0o644)?;
-        fs::rename(&tmp, dir).map_err(io_err(dir))?;
+        fs::rename(&tmp, dir)?;
         // Make the rename itself durable.
         if let Ok(d) = fs::File::open(data_dir) {
             let _ = d.sync_all();
@@ -162,25 +184,29 @@ fn publish(data_dir: &Path, dir: &Path, ca: &CertificateAuthority) -> Result<(),
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);
     }
-    result
+    // The temporary directory is an implementation detail: name the operator's paths.
+    result.map_err(|cause| TlsError::CreateBuiltInCa {
+        dir: dir.to_path_buf(),
+        data_dir: data_dir.to_path_buf(),
+        cause,
+    })
 }
 
-fn create_private_dir(path: &Path) -> Result<(), TlsError> {
+fn create_private_dir(path: &Path) -> io::Result<()> {
     let mut builder = fs::DirBuilder::new();
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(path).map_err(io_err(path))
+    builder.create(path)
 }
 
-fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), TlsError> {
+fn write_file(path: &Path, contents: &str, mode: u32) -> io::Result<()> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
     #[cfg(not(unix))]
     let _ = mode;
-    let mut file = options.open(path).map_err(io_err(path))?;
+    let mut file = options.open(path)?;
     file.write_all(contents.as_bytes())
         .and_then(|()| file.sync_all())
-        .map_err(io_err(path))
 }

@@ -39,6 +39,18 @@ pub enum TlsError {
     /// would silently invalidate every client's trust store.
     #[error("built-in CA file {}: {reason}", path.display())]
     BuiltInCa { path: PathBuf, reason: String },
+    /// `edgemq ca export` (which only reads) found no CA in the data dir.
+    #[error("no built-in CA in {}: {reason}; `edgemq ca export` only reads the CA that `edgemq serve` creates there, so pass the --data-dir the broker runs with (edgemq serve --data-dir DIR; default edgemq-data)", dir.display())]
+    NoBuiltInCa { dir: PathBuf, reason: &'static str },
+    /// The built-in CA could not be written into the data dir. Names the data dir, never the
+    /// temporary files the CA is written through.
+    /// `cause` is part of the message (not a `source`), so a `{:#}` chain says it once.
+    #[error("cannot create the built-in CA in {}: {cause}; make {} writable by the broker, or choose another with --data-dir", dir.display(), data_dir.display())]
+    CreateBuiltInCa {
+        dir: PathBuf,
+        data_dir: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

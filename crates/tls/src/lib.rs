@@ -15,6 +15,7 @@
 mod algorithm;
 mod authority;
 mod builtin;
+mod check;
 mod client_auth;
 mod error;
 mod inspect;
@@ -25,6 +26,7 @@ mod slot;
 pub use algorithm::KeyAlgorithm;
 pub use authority::CertificateAuthority;
 pub use builtin::BuiltInIssuer;
+pub use check::{check_server_chain, ChainProblem, Severity, EXPIRY_WARNING, NOT_A_CA_FIX};
 pub use client_auth::{deferred_client_verifier, DeferredClientVerifier};
 pub use error::TlsError;
 pub use inspect::{inspect, inspect_der, rfc3339, CertSummary};

@@ -42,7 +42,7 @@ use crate::listener::ListenerContext;
 use crate::mailbox::Mailbox;
 use crate::sessions::{redistribute_shared, Control, ControlSlot, SessionData};
 use backlog::RetainedBacklog;
-use edgemq_core::logtext::{Short, ShortOpt};
+use edgemq_core::logtext::{Attrs, Short, ShortOpt};
 use warnings::Warnings;
 
 /// Stop reading while this much output is waiting for the socket.
@@ -664,7 +664,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             tracing::warn!(
                 listener = %self.listener.name, port = self.listener.port,
                 username = %ShortOpt(self.principal.username.as_deref()),
-                attributes = ?self.principal.attributes, action = kind, topic = ?Short(topic),
+                attributes = %Attrs(&self.principal.attributes), action = kind, topic = ?Short(topic),
                 suppressed,
                 "not authorized: {}", self.authorizer.explain(&self.principal, action)
             );

@@ -13,7 +13,8 @@ pub(crate) struct RawAuthentication {
     pub name: Located<String>,
     /// Legacy only: the listeners this authentication serves.
     pub listener_refs: Option<Vec<Located<String>>>,
-    pub methods: Vec<RawMethod>,
+    /// Each with the location of its `authenticationMethods[i]` entry.
+    pub methods: Vec<Located<RawMethod>>,
 }
 
 pub(crate) enum RawSatVerification {
@@ -148,8 +149,10 @@ pub(crate) fn read(root: &Val<'_>, version: ApiVersion) -> Option<RawAuthenticat
     let obj = root.obj(ROOT)?;
     let name = metadata(&obj);
     let legacy = version == ApiVersion::Legacy;
+    // Fail closed: an ignored misspelling here could weaken every port that uses it.
     let spec = obj
         .req("spec")?
+        .strict()
         .obj(if legacy { LEGACY_SPEC } else { SPEC })?;
     let listener_refs = if legacy {
         spec.req("listenerRef").and_then(|v| v.name_list())
@@ -170,11 +173,12 @@ pub(crate) fn read(root: &Val<'_>, version: ApiVersion) -> Option<RawAuthenticat
     let methods = items
         .iter()
         .filter_map(|item| {
-            if legacy {
+            let method = if legacy {
                 legacy_method(item)
             } else {
                 v1_method(item, version == ApiVersion::Transitional)
-            }
+            };
+            method.map(|m| item.at(m))
         })
         .collect();
     Some(RawAuthentication {
@@ -279,6 +283,7 @@ fn sat(s: &Obj<'_>) -> Option<RawMethod> {
     }
     let kubeconfig = s.get("kubeconfig").and_then(|v| v.string());
     let jwks = s.get("jwksConfigMap").and_then(|v| v.name());
+    let issuer_given = s.get("issuer").is_some();
     let issuer = s.get("issuer").and_then(|v| {
         let url = v.string()?;
         if !url.starts_with("https://") {
@@ -287,6 +292,10 @@ fn sat(s: &Obj<'_>) -> Option<RawMethod> {
         }
         Some(url)
     });
+    if issuer_given && issuer.is_none() {
+        // Reported; not read as "verify in the cluster".
+        return None;
+    }
     let issuer_ca = s.get("issuerCaConfigMap").and_then(|v| v.name());
     let chosen = [kubeconfig.is_some(), jwks.is_some(), issuer.is_some()]
         .iter()

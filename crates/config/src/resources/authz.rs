@@ -52,8 +52,10 @@ pub(crate) fn read(root: &Val<'_>, version: ApiVersion) -> Option<RawAuthorizati
     let obj = root.obj(ROOT)?;
     let name = metadata(&obj);
     let legacy = version == ApiVersion::Legacy;
+    // Fail closed: an ignored misspelling here could weaken every port that uses it.
     let spec = obj
         .req("spec")?
+        .strict()
         .obj(if legacy { LEGACY_SPEC } else { SPEC })?;
     let listener_refs = if legacy {
         spec.req("listenerRef").and_then(|v| v.name_list())

@@ -14,6 +14,8 @@ pub(crate) struct RawListener {
     pub origin: Origin,
     pub name: Located<String>,
     pub broker_ref: Option<Located<String>>,
+    /// `serviceName`: a default SAN of automatic certificates.
+    pub service_name: Option<Located<String>>,
     pub service_type: ServiceType,
     pub ports: Vec<RawPort>,
     /// Legacy listeners say only whether authentication/authorization are on.
@@ -44,6 +46,8 @@ pub(crate) enum RawTls {
 }
 
 pub(crate) struct RawAutoCert {
+    /// The certificate spec block, for problems with the certificate as a whole.
+    pub at: Located<()>,
     pub issuer: Located<String>,
     /// `Some(true)` = ClusterIssuer, `Some(false)` = Issuer, `None` = any kind with that name.
     pub cluster: Option<bool>,
@@ -128,10 +132,15 @@ pub(crate) fn read(root: &Val<'_>, version: ApiVersion) -> Option<RawListener> {
     let obj = root.obj(ROOT)?;
     let name = metadata(&obj);
     let legacy = version == ApiVersion::Legacy;
-    let spec = obj
-        .req("spec")?
-        .obj(if legacy { LEGACY_SPEC } else { V1_SPEC })?;
+    let spec_val = obj.req("spec")?;
+    // A legacy listener's spec is its port: strict like a v1 port.
+    let spec = if legacy {
+        spec_val.strict_obj(LEGACY_SPEC)?
+    } else {
+        spec_val.obj(V1_SPEC)?
+    };
     let broker_ref = spec.get("brokerRef").and_then(|v| v.name());
+    let service_name = spec.get("serviceName").and_then(|v| v.name());
     let service_type = spec
         .get("serviceType")
         .and_then(|v| v.one_of(SERVICE_TYPES))
@@ -146,6 +155,7 @@ pub(crate) fn read(root: &Val<'_>, version: ApiVersion) -> Option<RawListener> {
         origin: obj.cx().origin.clone(),
         name: name?,
         broker_ref,
+        service_name,
         service_type,
         ports,
         legacy: links,
@@ -165,7 +175,11 @@ fn v1_ports(spec: &Obj<'_>, service_type: ServiceType, version: ApiVersion) -> V
     }
     let mut ports = Vec::with_capacity(items.len());
     for item in items {
-        let Some(p) = item.obj(PORT) else { continue };
+        // Fail closed: a misspelt authenticationRef, authorizationRef or tls would leave
+        // the port more open than written.
+        let Some(p) = item.strict_obj(PORT) else {
+            continue;
+        };
         let (port, node_port) = port_numbers(&p, service_type);
         ports.push(RawPort {
             line: p.line(),
@@ -365,6 +379,7 @@ fn auto_cert(v: &Val<'_>, legacy: bool) -> Option<RawAutoCert> {
     };
     check_renewal(&spec, &duration, &renew_before);
     Some(RawAutoCert {
+        at: v.at(()),
         issuer: issuer?,
         cluster,
         dns,

@@ -136,6 +136,7 @@ pub(crate) fn read_document(file: &Path, doc: &Node, diags: &Diags, out: &mut Re
     let cx = Cx {
         diags,
         origin: &origin,
+        strict: false,
     };
 
     if !matches!(doc.value, Value::Map(_)) {
@@ -152,14 +153,42 @@ pub(crate) fn read_document(file: &Path, doc: &Node, diags: &Diags, out: &mut Re
     };
     let Some((_, versions)) = KINDS.iter().find(|(k, _)| *k == kind) else {
         let names: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
-        cx.error(
-            kind_line,
-            "kind",
-            format!(
-                "unknown kind \"{kind}\"; expected one of: {}",
-                names.join(", ")
-            ),
-        );
+        let api_version = peek_str(doc, "apiVersion").map(|(v, _)| v);
+        let group = api_version
+            .as_deref()
+            .map(|v| v.rsplit_once('/').map_or("", |(g, _)| g))
+            .unwrap_or("");
+        let broker_group = [V1, LEGACY]
+            .iter()
+            .any(|v| v.split_once('/').is_some_and(|(g, _)| g == group));
+        let near = names.iter().find(|n| close_kind(&kind, n));
+        if broker_group || near.is_some() {
+            // A broker resource edgemq does not know, or a misspelt kind: dropping it
+            // silently could drop a listener's security.
+            let hint = near
+                .map(|n| format!(" (did you mean {n}?)"))
+                .unwrap_or_default();
+            cx.error(
+                kind_line,
+                "kind",
+                format!(
+                    "unknown kind \"{kind}\"{hint}; expected one of: {}",
+                    names.join(", ")
+                ),
+            );
+        } else {
+            // A cluster export holds Services, Deployments, Dataflow resources…: not the
+            // broker's, so skipped.
+            cx.warn(
+                kind_line,
+                "kind",
+                format!(
+                    "{} is not a resource edgemq reads; skipped (edgemq reads: {})",
+                    api_version.map_or_else(|| kind.clone(), |v| format!("{kind} ({v})")),
+                    names.join(", ")
+                ),
+            );
+        }
         return;
     };
     let Some((api_version, api_line)) = peek_str(doc, "apiVersion") else {
@@ -200,6 +229,13 @@ pub(crate) fn read_document(file: &Path, doc: &Node, diags: &Diags, out: &mut Re
     if !ok && !name.is_empty() {
         out.broken.insert((name_group(&kind), name));
     }
+}
+
+/// A kind written with different case or up to two typing mistakes (`Brokerlistener`,
+/// `BrokerListner`, `Secrets`).
+fn close_kind(kind: &str, known: &str) -> bool {
+    let (a, b) = (kind.to_ascii_lowercase(), known.to_ascii_lowercase());
+    a == b || (b.len() > 4 && crate::reader::edit_distance(&a, &b) <= 2)
 }
 
 /// Appends `item` when it was read; says whether it was.

@@ -7,11 +7,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use super::refs::{Refs, What};
 use super::security::Links;
 use crate::diag::Origin;
+use crate::model::IssuerKind;
 use crate::model::{
     Authentication, AuthnMethod, AutoCert, Issuer, Listener, Port, ServiceType, Tls,
 };
 use crate::reader::Located;
 use crate::resources::listener::{RawListener, RawPort, RawTls};
+use crate::san::{default_sans, host_name};
 
 const ISSUER: What = What {
     group: "Issuer",
@@ -129,10 +131,14 @@ fn port(
         }
     };
 
+    let ip = match l.service_type {
+        ServiceType::ClusterIp => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ServiceType::NodePort | ServiceType::LoadBalancer => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
     let tls = p
         .tls
         .as_ref()
-        .and_then(|t| tls(origin, t, known, refs, &ctx));
+        .and_then(|t| tls(l, ip, t, known, refs, &ctx));
     if tls.is_none() && p.tls.is_none() {
         let x509 = authentication
             .as_ref()
@@ -149,13 +155,9 @@ fn port(
     }
 
     let number = p.port.as_ref()?;
-    let (ip, bind_port) = match l.service_type {
-        ServiceType::ClusterIp => (IpAddr::V4(Ipv4Addr::LOCALHOST), number),
-        ServiceType::NodePort => (
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            p.node_port.as_ref().unwrap_or(number),
-        ),
-        ServiceType::LoadBalancer => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), number),
+    let bind_port = match l.service_type {
+        ServiceType::NodePort => p.node_port.as_ref().unwrap_or(number),
+        ServiceType::ClusterIp | ServiceType::LoadBalancer => number,
     };
     let bind = SocketAddr::new(ip, bind_port.value);
     check_clash(l, number.value, bind, bind_port, refs, bound);
@@ -209,7 +211,15 @@ fn check_clash(
     }
 }
 
-fn tls(origin: &Origin, t: &RawTls, known: &Known<'_>, refs: &Refs<'_>, ctx: &str) -> Option<Tls> {
+fn tls(
+    l: &RawListener,
+    bind: IpAddr,
+    t: &RawTls,
+    known: &Known<'_>,
+    refs: &Refs<'_>,
+    ctx: &str,
+) -> Option<Tls> {
+    let origin = &l.origin;
     match t {
         RawTls::Manual(secret) => {
             let (chain_pem, key_pem) = refs.tls_pair(origin, secret, ctx)?;
@@ -237,16 +247,66 @@ fn tls(origin: &Origin, t: &RawTls, known: &Known<'_>, refs: &Refs<'_>, ctx: &st
                     return None;
                 }
             }
-            Some(Tls::Automatic(AutoCert {
+            // `san` is optional, as in AIO: names a client can reach this port by.
+            let (dns, ip) = if a.dns.is_empty() && a.ip.is_empty() {
+                let service = l.service_name.as_ref().map(|s| s.value.as_str());
+                default_sans(service, host_name().as_deref(), bind)
+            } else {
+                (a.dns.clone(), a.ip.clone())
+            };
+            let auto = AutoCert {
                 issuer: issuer.name.clone(),
                 issuer_kind: issuer.kind.clone(),
-                dns: a.dns.clone(),
-                ip: a.ip.clone(),
+                dns,
+                ip,
                 duration: a.duration,
                 renew_before: a.renew_before,
                 algorithm: a.algorithm,
                 rotate_key: a.rotate_key,
-            }))
+            };
+            if let Err(e) = issue_dry_run(&l.name.value, &auto) {
+                refs.error(
+                    origin,
+                    &a.at,
+                    format!("{ctx}the server certificate cannot be issued: {e}"),
+                );
+                return None;
+            }
+            Some(Tls::Automatic(auto))
         }
+    }
+}
+
+/// Issues the certificate `serve` would issue, with the same names, issuer and validity (an
+/// EC P-256 key stands in for the configured algorithm: key generation is not what can fail,
+/// and RSA keys take seconds). Anything `serve` would refuse is refused here.
+fn issue_dry_run(listener: &str, auto: &AutoCert) -> Result<(), edgemq_tls::TlsError> {
+    let spec = edgemq_tls::ServerCertSpec {
+        // As the broker names it: the first DNS SAN, else the listener.
+        common_name: auto
+            .dns
+            .first()
+            .cloned()
+            .unwrap_or_else(|| listener.to_owned()),
+        dns: auto.dns.clone(),
+        ip: auto.ip.clone(),
+        algorithm: edgemq_tls::KeyAlgorithm::Ec256,
+        validity: auto.duration,
+        previous_key_pem: None,
+    };
+    match &auto.issuer_kind {
+        // The built-in CA lives in the data dir, which `check` does not know; the
+        // certificate itself is checked by signing it with its own key.
+        IssuerKind::BuiltIn | IssuerKind::SelfSigned => {
+            edgemq_tls::self_signed_server(&spec).map(|_| ())
+        }
+        IssuerKind::Ca {
+            cert_pem, key_pem, ..
+        } => edgemq_tls::CertificateAuthority::from_pem(
+            &String::from_utf8_lossy(cert_pem),
+            &String::from_utf8_lossy(key_pem),
+        )?
+        .issue_server(&spec)
+        .map(|_| ()),
     }
 }

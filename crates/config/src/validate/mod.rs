@@ -56,7 +56,22 @@ pub(crate) fn build(res: Resources, diags: &Diags) -> Config {
         broken: &broken,
     };
     let broker = broker(&res, diags);
-    let authentications = security::authentications(&res.authentications, &refs);
+    // Authentications a port uses: the broker builds only these, so only these can draw its
+    // start-up warnings.
+    let used_authn: BTreeSet<&str> = res
+        .listeners
+        .iter()
+        .flat_map(|l| &l.ports)
+        .filter_map(|p| p.authn.as_ref())
+        .map(|r| r.value.as_str())
+        .chain(
+            res.authentications
+                .iter()
+                .filter(|a| a.listener_refs.as_ref().is_some_and(|r| !r.is_empty()))
+                .map(|a| a.name.value.as_str()),
+        )
+        .collect();
+    let authentications = security::authentications(&res.authentications, &refs, &used_authn);
     let authorizations = security::authorizations(&res.authorizations);
     let links = security::legacy_links(
         &res.listeners,

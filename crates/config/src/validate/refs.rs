@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use edgemq_security::password::{PasswordDb, PasswordError, PasswordHash};
 use edgemq_tls::pem::{certified_key, parse_certificates, PemError};
 
 use crate::diag::{existing, Diags, Origin};
@@ -197,6 +198,7 @@ impl<'a> Refs<'a> {
         let Some(table) = self.toml(origin, r, bytes, &prefix) else {
             return;
         };
+        let errors_before = self.diags.error_count();
         for (user, entry) in &table {
             let Some(entry) = entry.as_table() else {
                 self.error(
@@ -206,15 +208,25 @@ impl<'a> Refs<'a> {
                 );
                 continue;
             };
-            match entry.get("password").and_then(toml::Value::as_str) {
-                Some(hash) if is_pbkdf2(hash) => {}
-                Some(_) => self.error(
+            // The broker's own parser: what it refuses at start, this refuses here.
+            match entry
+                .get("password")
+                .and_then(toml::Value::as_str)
+                .map(str::parse::<PasswordHash>)
+            {
+                Some(Ok(_)) => {}
+                Some(Err(PasswordError::Format)) => self.error(
                     origin,
                     r,
                     format!(
                         "{prefix}: [{user}] password must be a PBKDF2 hash \
                          ($pbkdf2-sha512$i=…,l=64$salt$hash, see edgemq password-hash)"
                     ),
+                ),
+                Some(Err(e)) => self.error(
+                    origin,
+                    r,
+                    format!("{prefix}: [{user}] password: {e} (see edgemq password-hash)"),
                 ),
                 None => self.error(origin, r, format!("{prefix}: [{user}] has no password")),
             }
@@ -226,6 +238,27 @@ impl<'a> Refs<'a> {
                         format!("{prefix}: [{user}.attributes] must hold string values"),
                     );
                 }
+            }
+            if let Some(extra) = entry
+                .keys()
+                .find(|k| !matches!(k.as_str(), "password" | "attributes"))
+            {
+                self.error(
+                    origin,
+                    r,
+                    format!(
+                        "{prefix}: [{user}] unknown key {extra} (expected password and attributes)"
+                    ),
+                );
+            }
+        }
+        // Whatever the checks above missed, the broker's parser has the last word.
+        if self.diags.error_count() == errors_before {
+            if let Err(e) = std::str::from_utf8(bytes)
+                .map_err(|_| PasswordError::Toml("not UTF-8".into()))
+                .and_then(PasswordDb::parse)
+            {
+                self.error(origin, r, format!("{ctx}secret \"{}\": {e}", r.value));
             }
         }
     }
@@ -305,18 +338,4 @@ fn string_table(v: &toml::Value) -> Option<BTreeMap<String, String>> {
         .iter()
         .map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
         .collect()
-}
-
-/// `$pbkdf2-sha512$i=N,l=N$salt$hash` (security.md §2).
-fn is_pbkdf2(hash: &str) -> bool {
-    let parts: Vec<&str> = hash.split('$').collect();
-    parts.len() == 5
-        && parts[0].is_empty()
-        && parts[1] == "pbkdf2-sha512"
-        && parts[2].split(',').all(|p| {
-            p.split_once('=')
-                .is_some_and(|(k, v)| matches!(k, "i" | "l") && v.parse::<u32>().is_ok())
-        })
-        && !parts[3].is_empty()
-        && !parts[4].is_empty()
 }

@@ -1,7 +1,7 @@
 //! Authentication and authorization: their references (secrets, config maps) and, for legacy
 //! v1beta1 listeners, the `listenerRef` links from the policy side.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::refs::{Refs, What};
 use crate::diag::{existing, Origin};
@@ -16,13 +16,23 @@ use crate::resources::listener::{LegacyLinks, RawListener};
 pub(crate) fn authentications(
     raw: &[RawAuthentication],
     refs: &Refs<'_>,
+    used: &BTreeSet<&str>,
 ) -> BTreeMap<String, Authentication> {
     raw.iter()
         .map(|a| {
             let methods = a
                 .methods
                 .iter()
-                .map(|m| method(&a.origin, m, refs))
+                .map(|m| {
+                    let errors_before = refs.diags.error_count();
+                    let built = method(&a.origin, &m.value, refs);
+                    // Only when the references resolved: otherwise they were reported.
+                    if refs.diags.error_count() == errors_before {
+                        let used = used.contains(a.name.value.as_str());
+                        construct(&a.origin, m, &built, refs, used);
+                    }
+                    built
+                })
                 .collect();
             let name = a.name.value.clone();
             (name.clone(), Authentication { name, methods })
@@ -98,6 +108,100 @@ fn method(origin: &Origin, m: &RawMethod, refs: &Refs<'_>) -> AuthnMethod {
                 secret: secret.value.clone(),
             }
         }
+    }
+}
+
+/// Builds the method as the broker does at start (the same constructors), so that what
+/// `serve` refuses, `check` refuses, and what `serve` warns about, `check` warns about.
+fn construct(
+    origin: &Origin,
+    at: &Located<RawMethod>,
+    m: &AuthnMethod,
+    refs: &Refs<'_>,
+    used: bool,
+) {
+    use edgemq_security::custom::{CustomMethod, CustomSettings, DEFAULT_TIMEOUT};
+    use edgemq_security::sat::{JwksSource, SatVerifier, TokenReviewClient};
+    use edgemq_security::x509::X509Method;
+
+    let cm_text = |name: &str, key: &str| {
+        refs.config_maps
+            .get(name)
+            .and_then(|cm| cm.get(key))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let cm_all = |name: &str| {
+        refs.config_maps
+            .get(name)
+            .map(|cm| cm.values().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    };
+    let secret_text = |name: &str, key: &str| {
+        refs.secrets
+            .get(name)
+            .and_then(|s| s.data.get(key))
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
+    };
+    let result: Result<(), String> = match m {
+        AuthnMethod::UsernamePassword { .. } => Ok(()), // checked with its secret
+        AuthnMethod::X509(x) => {
+            let attributes = x
+                .attributes
+                .iter()
+                .map(|(k, sa)| (k.clone(), (sa.subject.clone(), sa.attributes.clone())))
+                .collect();
+            X509Method::new(
+                cm_text(&x.trusted_client_ca_config_map, "client_ca.pem").as_bytes(),
+                &attributes,
+            )
+            .map(|_| ())
+            .map_err(|e| format!("config map \"{}\": {e}", x.trusted_client_ca_config_map))
+        }
+        AuthnMethod::ServiceAccountToken { verification, .. } => match verification {
+            SatVerification::InCluster => {
+                if let (true, SatVerifier::Unavailable(why)) = (used, SatVerifier::in_cluster()) {
+                    refs.warn(origin, at, why);
+                }
+                Ok(())
+            }
+            SatVerification::Kubeconfig(path) => {
+                TokenReviewClient::from_kubeconfig(std::path::Path::new(path))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            SatVerification::Jwks { config_map } => {
+                JwksSource::from_json(&cm_text(config_map, "jwks.json"))
+                    .map(|_| ())
+                    .map_err(|e| format!("config map \"{config_map}\": jwks.json: {e}"))
+            }
+            SatVerification::Issuer { url, ca_config_map } => {
+                let ca = ca_config_map.as_deref().map(cm_all);
+                JwksSource::issuer(url, ca.as_deref())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        },
+        AuthnMethod::Custom(c) => CustomMethod::new(CustomSettings {
+            endpoint: c.endpoint.clone(),
+            ca_pem: c.ca_config_map.as_deref().map(cm_all),
+            client_cert: c
+                .client_cert_secret
+                .as_deref()
+                .map(|s| (secret_text(s, "tls.crt"), secret_text(s, "tls.key"))),
+            headers: c
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            timeout: DEFAULT_TIMEOUT,
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string()),
+    };
+    if let Err(e) = result {
+        refs.error(origin, at, e);
     }
 }
 
