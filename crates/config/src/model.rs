@@ -38,6 +38,28 @@ pub struct BrokerSettings {
     pub max_topic_levels: Option<usize>,
     /// edgemq extension `maxFiltersPerPacket`: most filters in one (UN)SUBSCRIBE.
     pub max_filters_per_packet: Option<usize>,
+    /// edgemq extension `maxInflightMessages`: QoS 1/2 messages in flight to one client (caps its Receive Maximum).
+    pub max_inflight_messages: Option<u16>,
+    /// edgemq extension `maxInflightBytes`: message bytes in flight to one client.
+    pub max_inflight_bytes: Option<usize>,
+    /// edgemq extension `maxQueuedBytes`: message bytes queued per session before the overflow policy applies.
+    pub max_queued_bytes: Option<usize>,
+    /// edgemq extension `maxSubscriptionsPerSession`: subscriptions one session may hold.
+    pub max_subscriptions_per_session: Option<usize>,
+    /// edgemq extension `maxSessions`: sessions (online and offline).
+    pub max_sessions: Option<usize>,
+    /// edgemq extension `maxRetainedMessages`: retained messages.
+    pub max_retained_messages: Option<usize>,
+    /// edgemq extension `maxRetainedBytes`: bytes of retained messages.
+    pub max_retained_bytes: Option<usize>,
+    /// edgemq extension `maxConnections`: open connections.
+    pub max_connections: Option<usize>,
+    /// edgemq extension `maxConnectionsPerAddress`: open connections from one source address.
+    pub max_connections_per_address: Option<usize>,
+    /// edgemq extension `maxConnectRatePerAddress`: CONNECTs per second from one source address.
+    pub max_connect_rate_per_address: Option<u32>,
+    /// edgemq extension `v3SessionExpirySeconds`: session expiry of MQTT 3.1.1 persistent sessions, seconds.
+    pub v3_session_expiry: Option<u32>,
     pub self_check: SelfCheck,
     pub log_level: Option<String>,
 }

@@ -718,6 +718,7 @@ fn broker_settings_and_defaults() {
                       subscriberQueueLimit: {length: 1000, strategy: dropoldest}
                       maxTopicLevels: 64
                       maxFiltersPerPacket: 50
+                      maxSessions: 5000
                   diagnostics:
                     logs: {level: info}
                     selfCheck: {mode: Enabled, intervalSeconds: 60, timeoutSeconds: 20}
@@ -779,6 +780,8 @@ fn broker_settings_and_defaults() {
                 timeout: Duration::from_secs(20),
             },
             log_level: Some("info".into()),
+            max_sessions: Some(5000),
+            ..BrokerSettings::default()
         }
     );
     let Some(Tls::Automatic(auto)) = &loaded.config.listeners[0].ports[0].tls else {

@@ -44,6 +44,30 @@ pub struct Limits {
     pub max_topic_levels: usize,
     /// Most topic filters one SUBSCRIBE or UNSUBSCRIBE may carry; the rest are refused.
     pub max_filters_per_packet: usize,
+    /// QoS 1/2 messages in flight to one client at once: the client's Receive Maximum is
+    /// honoured up to this.
+    pub max_inflight_messages: u16,
+    /// Message bytes (payload and topic) in flight to one client at once; one message is
+    /// always allowed when nothing is in flight.
+    pub max_inflight_bytes: usize,
+    /// Message bytes queued for one session before its overflow policy applies.
+    pub max_queued_bytes: usize,
+    /// Subscriptions one session may hold (SUBACK 0x97 beyond).
+    pub max_subscriptions_per_session: usize,
+    /// Sessions (online and offline) in the broker (CONNACK 0x97 for a new one beyond).
+    pub max_sessions: usize,
+    /// Retained messages, and their bytes, in the broker (PUBACK 0x97 for a new one beyond).
+    pub max_retained_messages: usize,
+    pub max_retained_bytes: usize,
+    /// Open connections in total and from one source address (refused beyond), and
+    /// CONNECTs accepted per second from one source address.
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub max_connect_rate_per_address: u32,
+    /// Session expiry given to MQTT 3.1/3.1.1 persistent sessions (clean session 0), which
+    /// have no expiry of their own (Mosquitto's `persistent_client_expiration`); seconds,
+    /// `u32::MAX` = never.
+    pub v3_session_expiry: u32,
 }
 
 impl Default for Limits {
@@ -63,6 +87,17 @@ impl Default for Limits {
             connect_timeout_secs: 10,
             max_topic_levels: 200,
             max_filters_per_packet: 1000,
+            max_inflight_messages: 100,
+            max_inflight_bytes: 16 * 1024 * 1024,
+            max_queued_bytes: 64 * 1024 * 1024,
+            max_subscriptions_per_session: 10_000,
+            max_sessions: 100_000,
+            max_retained_messages: 1_000_000,
+            max_retained_bytes: 1024 * 1024 * 1024,
+            max_connections: 10_000,
+            max_connections_per_address: 1_000,
+            max_connect_rate_per_address: 100,
+            v3_session_expiry: 7 * 24 * 3600,
         }
     }
 }

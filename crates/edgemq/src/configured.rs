@@ -272,6 +272,39 @@ fn limits(config: &Config, mut limits: Limits) -> Limits {
     if let Some(v) = b.max_filters_per_packet {
         limits.max_filters_per_packet = v;
     }
+    if let Some(v) = b.max_inflight_messages {
+        limits.max_inflight_messages = v;
+    }
+    if let Some(v) = b.max_inflight_bytes {
+        limits.max_inflight_bytes = v;
+    }
+    if let Some(v) = b.max_queued_bytes {
+        limits.max_queued_bytes = v;
+    }
+    if let Some(v) = b.max_subscriptions_per_session {
+        limits.max_subscriptions_per_session = v;
+    }
+    if let Some(v) = b.max_sessions {
+        limits.max_sessions = v;
+    }
+    if let Some(v) = b.max_retained_messages {
+        limits.max_retained_messages = v;
+    }
+    if let Some(v) = b.max_retained_bytes {
+        limits.max_retained_bytes = v;
+    }
+    if let Some(v) = b.max_connections {
+        limits.max_connections = v;
+    }
+    if let Some(v) = b.max_connections_per_address {
+        limits.max_connections_per_address = v;
+    }
+    if let Some(v) = b.max_connect_rate_per_address {
+        limits.max_connect_rate_per_address = v;
+    }
+    if let Some(v) = b.v3_session_expiry {
+        limits.v3_session_expiry = v;
+    }
     if let Some(q) = &b.subscriber_queue {
         limits.max_queued_messages = q.length.max(1);
         limits.overflow_policy = match q.strategy {

@@ -156,6 +156,39 @@ struct ServeArgs {
     /// Most filters in one SUBSCRIBE or UNSUBSCRIBE; the rest are refused (SUBACK 0x97).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     max_filters_per_packet: u32,
+    /// Limit: QoS 1/2 messages in flight to one client (caps its Receive Maximum) (Broker: maxInflightMessages).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    max_inflight_messages: u16,
+    /// Limit: message bytes in flight to one client (Broker: maxInflightBytes).
+    #[arg(long, value_name = "N", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_inflight_bytes: u64,
+    /// Limit: message bytes queued per session before the overflow policy applies (Broker: maxQueuedBytes).
+    #[arg(long, value_name = "N", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_queued_bytes: u64,
+    /// Limit: subscriptions one session may hold (Broker: maxSubscriptionsPerSession).
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_subscriptions_per_session: u64,
+    /// Limit: sessions (online and offline) (Broker: maxSessions).
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_sessions: u64,
+    /// Limit: retained messages (Broker: maxRetainedMessages).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_retained_messages: u64,
+    /// Limit: bytes of retained messages (Broker: maxRetainedBytes).
+    #[arg(long, value_name = "N", default_value_t = 1024 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_retained_bytes: u64,
+    /// Limit: open connections (Broker: maxConnections).
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Limit: open connections from one source address (Broker: maxConnectionsPerAddress).
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections_per_address: u64,
+    /// Limit: CONNECTs per second from one source address (Broker: maxConnectRatePerAddress).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connect_rate_per_address: u32,
+    /// Limit: session expiry of MQTT 3.1.1 persistent sessions, seconds (Broker: v3SessionExpirySeconds).
+    #[arg(long, value_name = "N", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u32).range(1..))]
+    v3_session_expiry: u32,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -273,6 +306,19 @@ fn limits_from_args(args: &ServeArgs) -> Limits {
         connect_timeout_secs: args.connect_timeout,
         max_topic_levels: args.max_topic_levels as usize,
         max_filters_per_packet: args.max_filters_per_packet as usize,
+        max_inflight_messages: args.max_inflight_messages,
+        max_inflight_bytes: usize::try_from(args.max_inflight_bytes).unwrap_or(usize::MAX),
+        max_queued_bytes: usize::try_from(args.max_queued_bytes).unwrap_or(usize::MAX),
+        max_subscriptions_per_session: usize::try_from(args.max_subscriptions_per_session)
+            .unwrap_or(usize::MAX),
+        max_sessions: usize::try_from(args.max_sessions).unwrap_or(usize::MAX),
+        max_retained_messages: usize::try_from(args.max_retained_messages).unwrap_or(usize::MAX),
+        max_retained_bytes: usize::try_from(args.max_retained_bytes).unwrap_or(usize::MAX),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        max_connections_per_address: usize::try_from(args.max_connections_per_address)
+            .unwrap_or(usize::MAX),
+        max_connect_rate_per_address: args.max_connect_rate_per_address,
+        v3_session_expiry: args.v3_session_expiry,
         ..Limits::default()
     }
 }

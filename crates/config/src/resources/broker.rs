@@ -35,6 +35,17 @@ const CLIENTS: &[&str] = &[
     // edgemq extensions (docs/limits.md).
     "maxTopicLevels",
     "maxFiltersPerPacket",
+    "maxInflightMessages",
+    "maxInflightBytes",
+    "maxQueuedBytes",
+    "maxSubscriptionsPerSession",
+    "maxSessions",
+    "maxRetainedMessages",
+    "maxRetainedBytes",
+    "maxConnections",
+    "maxConnectionsPerAddress",
+    "maxConnectRatePerAddress",
+    "v3SessionExpirySeconds",
 ];
 const QUEUE_LIMIT: &[&str] = &["length", "strategy"];
 const DIAGNOSTICS: &[&str] = &["logs", "metrics", "selfCheck", "traces"];
@@ -147,6 +158,34 @@ fn read_clients(c: &Obj<'_>, s: &mut BrokerSettings) {
     s.max_filters_per_packet = c
         .get("maxFiltersPerPacket")
         .and_then(|v| v.int(1, 1_000_000));
+    s.max_inflight_messages = c.get("maxInflightMessages").and_then(|v| v.int(1, 65535));
+    s.max_inflight_bytes = c
+        .get("maxInflightBytes")
+        .and_then(|v| v.int(1, 1099511627776));
+    s.max_queued_bytes = c
+        .get("maxQueuedBytes")
+        .and_then(|v| v.int(1, 1099511627776));
+    s.max_subscriptions_per_session = c
+        .get("maxSubscriptionsPerSession")
+        .and_then(|v| v.int(1, 4294967296));
+    s.max_sessions = c.get("maxSessions").and_then(|v| v.int(1, 4294967296));
+    s.max_retained_messages = c
+        .get("maxRetainedMessages")
+        .and_then(|v| v.int(1, 1099511627776));
+    s.max_retained_bytes = c
+        .get("maxRetainedBytes")
+        .and_then(|v| v.int(1, 1099511627776));
+    s.max_connections = c.get("maxConnections").and_then(|v| v.int(1, 4294967296));
+    s.max_connections_per_address = c
+        .get("maxConnectionsPerAddress")
+        .and_then(|v| v.int(1, 4294967296));
+    s.max_connect_rate_per_address = c
+        .get("maxConnectRatePerAddress")
+        .and_then(|v| v.int(1, 2147483648));
+    s.v3_session_expiry = c
+        .get("v3SessionExpirySeconds")
+        .and_then(|v| v.int(1, 4294967295));
+
     s.subscriber_queue = c
         .get("subscriberQueueLimit")
         .and_then(|q| q.obj(QUEUE_LIMIT))
