@@ -371,17 +371,6 @@ struct Client {
     version: ProtocolVersion,
     decoder: Decoder,
     rbuf: BytesMut,
-    /// The client's Maximum Packet Size (v5), checked on every packet after CONNACK.
-    max_packet_size: u32,
-    connack_seen: bool,
-}
-
-/// The CONNACK is exempt from the Maximum Packet Size check unless this is set: the broker
-/// sends a ~24-byte CONNACK even to a client announcing a smaller maximum (see
-/// fuzz/regressions/session/ and docs/fuzzing.md), which would stop every other finding.
-fn strict_connack() -> bool {
-    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STRICT.get_or_init(|| std::env::var_os("EDGEMQ_FUZZ_STRICT_CONNACK").is_some())
 }
 
 struct Harness {
@@ -408,17 +397,16 @@ impl Harness {
         let version = connect.protocol_version;
         let mut decoder = Decoder::new(u32::MAX);
         decoder.version = Some(version);
-        let max_packet_size = match connect.properties.maximum_packet_size {
-            Some(max) if version.is_v5() => max,
-            _ => u32::MAX,
-        };
+        // Nothing the broker sends, CONNACK included, may exceed the client's Maximum Packet
+        // Size [MQTT-3.1.2-24] (fuzz/regressions/session/connack-exceeds-…).
+        if let Some(max) = connect.properties.maximum_packet_size.filter(|_| version.is_v5()) {
+            decoder.max_packet_size = max;
+        }
         self.clients[slot] = Some(Client {
             stream: Some(client),
             version,
             decoder,
             rbuf: BytesMut::new(),
-            max_packet_size,
-            connack_seen: false,
         });
         let mut buf = BytesMut::new();
         if Packet::Connect(Box::new(connect)).encode(version, &mut buf).is_ok() {
@@ -468,15 +456,9 @@ impl Harness {
         let mut replies = BytesMut::new();
         loop {
             let before = client.rbuf.clone();
-            client.decoder.max_packet_size = if client.connack_seen || strict_connack() {
-                client.max_packet_size
-            } else {
-                u32::MAX
-            };
             match client.decoder.decode(&mut client.rbuf) {
                 Ok(Some(packet)) => {
                     check_server_packet(&packet, client.version);
-                    client.connack_seen |= matches!(packet, Packet::ConnAck(_));
                     if ack {
                         let reply = match &packet {
                             Packet::Publish(p) => match (p.qos, p.packet_id) {

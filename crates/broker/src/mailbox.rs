@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use edgemq_codec::QoS;
-use edgemq_core::limits::OverflowPolicy;
+use edgemq_core::limits::{Limits, OverflowPolicy};
 use edgemq_core::logtext::Short;
 use edgemq_core::session::Delivery;
 use edgemq_core::subscriptions::{SessionKey, SubscriberHandle};
@@ -63,6 +63,14 @@ pub enum Entry {
 }
 
 impl Entry {
+    /// Bytes it holds in memory (an entry only on disk holds none).
+    fn bytes(&self) -> usize {
+        match self {
+            Entry::Ready(d) => d.message.size(),
+            Entry::Stored { .. } => 0,
+        }
+    }
+
     fn qos(&self) -> QoS {
         match self {
             Entry::Ready(d) => d.qos,
@@ -78,10 +86,32 @@ impl Entry {
     }
 }
 
+/// A session queue's bounds and what to do past them.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub messages: usize,
+    /// Bytes of the messages held in memory ([`edgemq_core::message::Message::size`]).
+    pub bytes: usize,
+    pub policy: OverflowPolicy,
+}
+
+impl QueueLimits {
+    pub fn of(limits: &Limits) -> Self {
+        QueueLimits {
+            messages: limits.max_queued_messages,
+            bytes: limits.max_queued_bytes,
+            policy: limits.overflow_policy,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Queue {
     items: VecDeque<Entry>,
     capacity: usize,
+    /// Bytes of the in-memory entries, and their bound.
+    bytes: usize,
+    max_bytes: usize,
     policy: OverflowPolicy,
     /// Depth at which pushers are told to wait: [`CONGESTED_AT`], or half a smaller capacity
     /// so back-pressure starts before the overflow policy does.
@@ -92,6 +122,29 @@ struct Queue {
     relief_wanted: bool,
     /// Congested for longer than a publisher would wait: no longer holds publishers back.
     stalled: bool,
+}
+
+impl Queue {
+    fn push_back(&mut self, entry: Entry) {
+        self.bytes += entry.bytes();
+        self.items.push_back(entry);
+    }
+
+    fn push_front(&mut self, entry: Entry) {
+        self.bytes += entry.bytes();
+        self.items.push_front(entry);
+    }
+
+    fn pop_front(&mut self) -> Option<Entry> {
+        let entry = self.items.pop_front()?;
+        self.bytes -= entry.bytes();
+        Some(entry)
+    }
+
+    /// Room for one more message of `size` bytes.
+    fn has_room(&self, size: usize) -> bool {
+        self.items.len() < self.capacity && self.bytes + size <= self.max_bytes
+    }
 }
 
 /// What happened to a pushed delivery.
@@ -109,17 +162,19 @@ impl Mailbox {
     pub fn new(
         key: SessionKey,
         client_id: ByteString,
-        capacity: usize,
-        policy: OverflowPolicy,
+        limits: QueueLimits,
         store: Option<Arc<Store>>,
     ) -> Self {
+        let capacity = limits.messages.max(1);
         Mailbox {
             key,
             client_id,
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
-                capacity: capacity.max(1),
-                policy,
+                capacity,
+                bytes: 0,
+                max_bytes: limits.bytes.max(1),
+                policy: limits.policy,
                 congested_at: CONGESTED_AT.min(capacity / 2).max(1),
                 relieved_at: CONGESTED_AT.min(capacity / 2) / 4,
                 relief_wanted: false,
@@ -163,28 +218,29 @@ impl Mailbox {
     /// A stored delivery recovered at start-up, oldest first (admitted before the restart:
     /// no overflow policy).
     pub fn restore_stored(&self, seq: u64, qos: QoS) {
-        self.queue
-            .lock()
-            .items
-            .push_back(Entry::Stored { seq, qos });
+        self.queue.lock().push_back(Entry::Stored { seq, qos });
     }
 
     /// The connection ended: deliveries already on disk leave memory.
     pub fn spill(&self) {
         let mut q = self.queue.lock();
+        let mut freed = 0;
         for entry in q.items.iter_mut() {
             if let Entry::Ready(Delivery {
                 stored: Some(seq),
                 qos,
+                message,
                 ..
             }) = entry
             {
+                freed += message.size();
                 *entry = Entry::Stored {
                     seq: *seq,
                     qos: *qos,
                 };
             }
         }
+        q.bytes -= freed;
     }
 
     /// Queue a delivery under the overflow policy, counting every drop in `stats`.
@@ -198,13 +254,14 @@ impl Mailbox {
             stats.dropped(DropReason::OfflineQos0);
             return PushOutcome::Dropped(DropReason::OfflineQos0);
         }
+        let size = delivery.message.size();
         let was_empty;
         let outcome = {
             let mut q = self.queue.lock();
             was_empty = q.items.is_empty();
-            if q.items.len() < q.capacity {
+            if q.has_room(size) {
                 let entry = self.admit(store, delivery, connected);
-                q.items.push_back(entry);
+                q.push_back(entry);
                 if connected && !q.stalled && q.items.len() >= q.congested_at {
                     PushOutcome::QueuedCongested
                 } else {
@@ -212,15 +269,20 @@ impl Mailbox {
                 }
             } else {
                 match q.policy {
-                    OverflowPolicy::DropOldest => {
-                        if let Some(oldest) = q.items.pop_front() {
+                    // One message larger than the whole byte budget can never be queued.
+                    OverflowPolicy::DropOldest if size <= q.max_bytes => {
+                        while !q.has_room(size) {
+                            let Some(oldest) = q.pop_front() else { break };
                             self.forget(oldest.seq());
+                            self.count_drop(DropReason::QueueFullDropOldest, stats);
                         }
                         let entry = self.admit(store, delivery, connected);
-                        q.items.push_back(entry);
+                        q.push_back(entry);
                         PushOutcome::QueuedDroppedOldest
                     }
-                    OverflowPolicy::DropNew => PushOutcome::Dropped(DropReason::QueueFullDropNew),
+                    OverflowPolicy::DropOldest | OverflowPolicy::DropNew => {
+                        PushOutcome::Dropped(DropReason::QueueFullDropNew)
+                    }
                     OverflowPolicy::Disconnect => {
                         if connected {
                             self.overflowed.store(true, Ordering::Release);
@@ -230,12 +292,8 @@ impl Mailbox {
                 }
             }
         };
-        match outcome {
-            PushOutcome::QueuedDroppedOldest => {
-                self.count_drop(DropReason::QueueFullDropOldest, stats)
-            }
-            PushOutcome::Dropped(reason) => self.count_drop(reason, stats),
-            PushOutcome::Queued | PushOutcome::QueuedCongested => {}
+        if let PushOutcome::Dropped(reason) = outcome {
+            self.count_drop(reason, stats);
         }
         // Only the first message into an empty queue wakes the owner: it drains the queue
         // until empty (or until its window or write buffer is full, each of which wakes it
@@ -282,7 +340,7 @@ impl Mailbox {
     pub fn requeue_front(&self, deliveries: impl DoubleEndedIterator<Item = Delivery>) {
         let mut q = self.queue.lock();
         for d in deliveries.rev() {
-            q.items.push_front(Entry::Ready(d));
+            q.push_front(Entry::Ready(d));
         }
     }
 
@@ -291,7 +349,7 @@ impl Mailbox {
     pub fn pop_stored(&self, max: usize, out: &mut Vec<Entry>) {
         let mut q = self.queue.lock();
         while out.len() < max && matches!(q.items.front(), Some(Entry::Stored { .. })) {
-            out.extend(q.items.pop_front());
+            out.extend(q.pop_front());
         }
         self.relieve_if_drained(q);
     }
@@ -301,7 +359,7 @@ impl Mailbox {
     pub fn unpop(&self, entries: Vec<Entry>) {
         let mut q = self.queue.lock();
         for entry in entries.into_iter().rev() {
-            q.items.push_front(entry);
+            q.push_front(entry);
         }
     }
 
@@ -309,7 +367,7 @@ impl Mailbox {
     pub fn pop(&self, allow_qos12: bool) -> Option<Entry> {
         let mut q = self.queue.lock();
         let popped = match q.items.front() {
-            Some(e) if allow_qos12 || e.qos() == QoS::AtMostOnce => q.items.pop_front(),
+            Some(e) if allow_qos12 || e.qos() == QoS::AtMostOnce => q.pop_front(),
             _ => None,
         };
         if popped.is_some() {
@@ -455,13 +513,12 @@ mod tests {
     }
 
     fn mailbox(capacity: usize) -> Mailbox {
-        let m = Mailbox::new(
-            1,
-            ByteString::from_static("c"),
-            capacity,
-            OverflowPolicy::DropOldest,
-            None,
-        );
+        let limits = QueueLimits {
+            messages: capacity,
+            bytes: usize::MAX,
+            policy: OverflowPolicy::DropOldest,
+        };
+        let m = Mailbox::new(1, ByteString::from_static("c"), limits, None);
         m.set_connected(true);
         m
     }

@@ -52,8 +52,11 @@ pub async fn run(
     let mailbox = Arc::new(Mailbox::new(
         bus.next_id(),
         ByteString::from_static("$edgemq-selfcheck"),
-        16,
-        OverflowPolicy::DropOldest,
+        crate::mailbox::QueueLimits {
+            messages: 16,
+            bytes: usize::MAX,
+            policy: OverflowPolicy::DropOldest,
+        },
         None,
     ));
     mailbox.set_connected(true);

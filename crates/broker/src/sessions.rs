@@ -374,8 +374,7 @@ impl Registry {
             let mailbox = Arc::new(Mailbox::new(
                 key,
                 client_id.clone(),
-                bus.limits.max_queued_messages,
-                bus.limits.overflow_policy,
+                crate::mailbox::QueueLimits::of(&bus.limits),
                 bus.store.clone(),
             ));
             mailbox.set_durable(true);

@@ -1,7 +1,6 @@
 //! The application message as the broker routes it: immutable, shared as `Arc<Message>`
 //! between every subscriber's queue, so fan-out copies a pointer, never the payload.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -21,18 +20,17 @@ pub struct Message {
     /// The RETAIN flag as published (forwarded only with Retain As Published).
     pub retain: bool,
     /// Properties forwarded unchanged to subscribers [MQTT-3.3.2-17..20]: payload format
-    /// indicator, content type, response topic, correlation data, user properties. Topic
-    /// alias, subscription identifiers and message expiry are per-delivery and not kept here.
-    /// Boxed, and `None` when there are none (most messages): `Properties` is 400 bytes, and
-    /// retained and queued messages live long.
-    pub properties: Option<Box<Properties>>,
+    /// indicator, content type, response topic, correlation data, user properties, as a v5
+    /// property body (no length prefix), encoded once when the message is made; empty when
+    /// there are none (most messages). Topic alias, subscription identifiers and message
+    /// expiry are per delivery and not kept here. Kept encoded, in its own allocation: decoded,
+    /// a PUBLISH padded with empty user properties would cost 16 times its size while queued.
+    pub properties: Bytes,
     /// Absolute expiry from the Message Expiry Interval; the remaining time is forwarded
     /// [MQTT-3.3.2-6].
     pub expires_at: Option<Instant>,
     /// The session that published it (for No Local); `None` for broker-generated messages.
     pub publisher: Option<SessionKey>,
-    /// `properties` encoded once, on first delivery, for every subscriber's PUBLISH.
-    pub forwarded: OnceLock<Bytes>,
 }
 
 impl Message {
@@ -44,10 +42,9 @@ impl Message {
             payload,
             qos,
             retain,
-            properties: None,
+            properties: Bytes::new(),
             expires_at: None,
             publisher: None,
-            forwarded: OnceLock::new(),
         }
     }
 
@@ -82,7 +79,14 @@ impl Message {
             user_properties: p.user_properties,
             ..Properties::default()
         };
-        let properties = (properties != Properties::default()).then(|| Box::new(properties));
+        let properties = encode_body(&properties);
+        // Topic and payload are slices of the packet. With properties in it, the packet is
+        // more than they are: copied out when that would pin more than it costs.
+        let (topic, payload) = if properties.len() > payload.len() {
+            (ByteString::from(&*topic), Bytes::copy_from_slice(&payload))
+        } else {
+            (topic, payload)
+        };
         Message {
             topic,
             payload,
@@ -91,23 +95,18 @@ impl Message {
             properties,
             expires_at: expiry.map(|s| now + Duration::from_secs(u64::from(s))),
             publisher,
-            forwarded: OnceLock::new(),
         }
     }
 
-    /// The forwarded properties as a v5 property body (no length prefix), encoded once.
+    /// The forwarded properties as a v5 property body (no length prefix).
     pub fn forwarded_properties(&self) -> &[u8] {
-        let Some(properties) = &self.properties else {
-            return &[];
-        };
-        self.forwarded.get_or_init(|| {
-            let mut body = BytesMut::new();
-            // Only a string over 65,535 bytes fails, and the decoder admits none.
-            match properties.encode_body(&mut body) {
-                Ok(()) => body.freeze(),
-                Err(_) => Bytes::new(),
-            }
-        })
+        &self.properties
+    }
+
+    /// Bytes this message holds (topic, payload, forwarded properties): what queue, in-flight
+    /// and retained budgets count.
+    pub fn size(&self) -> usize {
+        self.topic.len() + self.payload.len() + self.properties.len()
     }
 
     /// Seconds left before expiry (rounded up, so a message never reaches 0 before it
@@ -122,5 +121,18 @@ impl Message {
 
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// `properties` as a v5 property body in its own allocation (empty when there are none).
+pub fn encode_body(properties: &Properties) -> Bytes {
+    if *properties == Properties::default() {
+        return Bytes::new();
+    }
+    let mut body = BytesMut::new();
+    // Only a string over 65,535 bytes fails, and the decoder admits none.
+    match properties.encode_body(&mut body) {
+        Ok(()) => body.freeze(),
+        Err(_) => Bytes::new(),
     }
 }

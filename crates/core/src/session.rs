@@ -93,6 +93,8 @@ pub struct OutgoingWindow {
     /// Packet identifier → sequence number.
     index: FxHashMap<u16, u64>,
     next_id: u16,
+    /// Bytes of the messages in flight ([`Message::size`]), for the in-flight byte budget.
+    bytes: usize,
 }
 
 impl OutgoingWindow {
@@ -102,6 +104,11 @@ impl OutgoingWindow {
 
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
+    }
+
+    /// Bytes of the messages in flight.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Allocate an unused non-zero packet identifier [MQTT-2.2.1-3] and record the message as
@@ -121,6 +128,7 @@ impl OutgoingWindow {
             }
         };
         self.index.insert(id, self.base + self.order.len() as u64);
+        self.bytes += delivery.message.size();
         self.order.push_back(Some(Inflight {
             packet_id: id,
             state,
@@ -143,6 +151,7 @@ impl OutgoingWindow {
         }
         self.index
             .insert(packet_id, self.base + self.order.len() as u64);
+        self.bytes += delivery.message.size();
         self.order.push_back(Some(Inflight {
             packet_id,
             state,
@@ -212,6 +221,7 @@ impl OutgoingWindow {
             if slot.as_ref().is_some_and(&mut take) {
                 if let Some(inflight) = slot.take() {
                     self.index.remove(&inflight.packet_id);
+                    self.bytes -= inflight.delivery.message.size();
                     taken.push(inflight);
                 }
             }
@@ -236,6 +246,7 @@ impl OutgoingWindow {
             .get_mut((seq - self.base) as usize)
             .and_then(Option::take)
             .ok_or(AckError::NotFound)?;
+        self.bytes -= inflight.delivery.message.size();
         self.tidy();
         Ok(inflight)
     }
@@ -354,8 +365,11 @@ impl InboundAliases {
         if self.topics.len() <= idx {
             self.topics.resize(idx + 1, None);
         }
-        self.topics[idx] = Some(topic.clone());
-        Ok(topic.clone())
+        // Copied out of the packet: a slice would keep the whole PUBLISH (up to the maximum
+        // packet size) alive for as long as the alias is bound.
+        let owned = ByteString::from(&**topic);
+        self.topics[idx] = Some(owned.clone());
+        Ok(owned)
     }
 }
 

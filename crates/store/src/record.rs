@@ -4,7 +4,7 @@
 //!
 //! Times are stored as Unix milliseconds: an `Instant` means nothing after a restart.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -165,16 +165,18 @@ fn get_message(r: &mut Reader<'_>, clock: Clock) -> Result<Message, RecordError>
     let topic = r.string()?;
     let body = r.bytes()?;
     let payload = Bytes::copy_from_slice(r.bytes()?);
+    // Checked to decode (a damaged record is an error, not a broken PUBLISH later), kept
+    // encoded as the message keeps them.
     let properties = if body.is_empty() {
-        None
+        Bytes::new()
     } else {
         let mut block = BytesMut::new();
         edgemq_codec::primitives::write_varint(&mut block, body.len())
             .map_err(|_| RecordError("properties too long"))?;
         block.extend_from_slice(body);
-        let decoded = Properties::decode(&mut block.freeze(), PropertyContext::Publish)
+        Properties::decode(&mut block.freeze(), PropertyContext::Publish)
             .map_err(|_| RecordError("properties do not decode"))?;
-        Some(Box::new(decoded))
+        Bytes::copy_from_slice(body)
     };
     Ok(Message {
         topic,
@@ -185,7 +187,6 @@ fn get_message(r: &mut Reader<'_>, clock: Clock) -> Result<Message, RecordError>
         expires_at: (expires != 0).then(|| clock.from_unix_ms(expires)),
         // The publishing session's key is per process: No Local cannot apply after a restart.
         publisher: None,
-        forwarded: OnceLock::new(),
     })
 }
 
@@ -359,11 +360,11 @@ mod tests {
             QoS::ExactlyOnce,
             true,
         );
-        message.properties = Some(Box::new(Properties {
+        message.properties = edgemq_core::message::encode_body(&Properties {
             content_type: Some(ByteString::from_static("text/plain")),
             user_properties: vec![(ByteString::from_static("k"), ByteString::from_static("v"))],
             ..Properties::default()
-        }));
+        });
         message.expires_at = Some(clock.now + Duration::from_secs(60));
         let d = Delivery {
             message: Arc::new(message),

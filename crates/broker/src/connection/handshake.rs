@@ -19,8 +19,8 @@ use edgemq_core::topic::level_count;
 use super::{Accepted, Io, Peer, Will};
 use crate::bus::Bus;
 use crate::listener::ListenerContext;
-use crate::mailbox::Mailbox;
-use crate::sessions::{ControlSlot, SessionData, NEVER_EXPIRES};
+use crate::mailbox::{Mailbox, QueueLimits};
+use crate::sessions::{ControlSlot, SessionData};
 use crate::stats::Limit;
 
 /// Run the handshake. `None` means the connection is refused; any answer (CONNACK with an
@@ -55,7 +55,9 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     let limits = &bus.limits;
 
     // Client identifier [MQTT-3.1.3-5..8].
-    let mut client_id = connect.client_id.clone();
+    // Copied out of the CONNECT (a slice would keep the whole packet alive for the
+    // session's life), as everything else kept from it below.
+    let mut client_id = ByteString::from(&*connect.client_id);
     let mut assigned = false;
     if client_id.is_empty() {
         let may_assign = match version {
@@ -128,7 +130,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         client_id: client_id.clone(),
         username: match admission.username {
             Some(name) => Some(ByteString::from(name)),
-            None => connect.username.clone(),
+            None => connect.username.as_deref().map(ByteString::from),
         },
         attributes: admission.attributes,
     };
@@ -148,7 +150,9 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     let requested_expiry = match version {
         ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
         _ if connect.clean_start => 0,
-        _ => NEVER_EXPIRES,
+        // 3.1.1 has no expiry: a persistent session lasts `v3_session_expiry` after its
+        // client leaves (Mosquitto's persistent_client_expiration), not forever.
+        _ => limits.v3_session_expiry,
     };
     let expiry = requested_expiry.min(limits.max_session_expiry);
 
@@ -167,10 +171,10 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             dup: false,
             qos: w.qos,
             retain: w.retain,
-            topic: w.topic.clone(),
+            topic: ByteString::from(&*w.topic),
             packet_id: None,
             properties: w.properties.clone(),
-            payload: w.payload.clone(),
+            payload: bytes::Bytes::copy_from_slice(&w.payload),
         };
         let delay = w.properties.will_delay_interval.unwrap_or(0);
         // The will's own expiry counts from when it is published; approximated from now
@@ -186,48 +190,8 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         }
     });
 
-    let conn_id = bus.next_id();
-    let control = Arc::new(ControlSlot::default());
-    let new_session = || {
-        let key = bus.next_id();
-        SessionData {
-            key,
-            mailbox: Arc::new(Mailbox::new(
-                key,
-                client_id.clone(),
-                limits.max_queued_messages,
-                limits.overflow_policy,
-                bus.store.clone(),
-            )),
-            subscriptions: Default::default(),
-            outgoing: OutgoingWindow::default(),
-            incoming_qos2: IncomingQos2::default(),
-            expiry_interval: expiry,
-        }
-    };
-    let opened = bus
-        .sessions
-        .open(
-            bus,
-            &client_id,
-            connect.clean_start,
-            conn_id,
-            control.clone(),
-            new_session,
-        )
-        .await;
-    let mut session = opened.data;
-    session.expiry_interval = expiry;
-    // A persistent session goes to the store as it opens, with its will: a
-    // broker that stops while the client is connected sends it after the restart.
-    // (Once durable, a session stays so until it ends: its records are deleted then.)
-    if expiry != 0 {
-        session.mailbox.set_durable(true);
-    }
-    session.persist(None, will.as_ref().map(|w| (w.message.clone(), w.delay)));
-
     let mut ack = ConnAck {
-        session_present: opened.session_present,
+        session_present: false,
         reason: ReasonCode::Success,
         properties: Properties::default(),
     };
@@ -256,9 +220,56 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             .clone()
             .map(ByteString::from);
     }
+    // Decided before the session is touched: a client whose Maximum Packet Size no CONNACK
+    // fits is refused [MQTT-3.1.2-24].
     if let Some(max) = connect.properties.maximum_packet_size {
-        fit_connack(&mut ack, version, max);
+        if !fit_connack(&mut ack, version, max) {
+            tracing::warn!(listener = %listener.name, peer = %peer.addr, client_id = %Short(&client_id), max, "refused: the client's Maximum Packet Size is smaller than any CONNACK that could accept it [MQTT-3.1.2-24]");
+            connack_error(io, version, ReasonCode::PacketTooLarge);
+            return None;
+        }
     }
+
+    let conn_id = bus.next_id();
+    let control = Arc::new(ControlSlot::default());
+    let new_session = || {
+        let key = bus.next_id();
+        SessionData {
+            key,
+            mailbox: Arc::new(Mailbox::new(
+                key,
+                client_id.clone(),
+                QueueLimits::of(limits),
+                bus.store.clone(),
+            )),
+            subscriptions: Default::default(),
+            outgoing: OutgoingWindow::default(),
+            incoming_qos2: IncomingQos2::default(),
+            expiry_interval: expiry,
+        }
+    };
+    let Ok(opened) = bus
+        .sessions
+        .open(
+            bus,
+            &client_id,
+            connect.clean_start,
+            conn_id,
+            control.clone(),
+            new_session,
+        )
+        .await;
+    let mut session = opened.data;
+    session.expiry_interval = expiry;
+    // A persistent session goes to the store as it opens, with its will: a
+    // broker that stops while the client is connected sends it after the restart.
+    // (Once durable, a session stays so until it ends: its records are deleted then.)
+    if expiry != 0 {
+        session.mailbox.set_durable(true);
+    }
+    session.persist(None, will.as_ref().map(|w| (w.message.clone(), w.delay)));
+
+    ack.session_present = opened.session_present;
     let _ = Packet::ConnAck(ack).encode(version, &mut io.wbuf);
 
     tracing::info!(
@@ -267,10 +278,13 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         session_present = opened.session_present, keep_alive, "client connected"
     );
 
+    // The client's Receive Maximum (65,535 when absent), up to what the broker keeps in
+    // flight per client.
     let send_window = match version {
-        ProtocolVersion::V5 => usize::from(connect.properties.receive_maximum.unwrap_or(u16::MAX)),
-        _ => usize::from(limits.receive_maximum),
+        ProtocolVersion::V5 => connect.properties.receive_maximum.unwrap_or(u16::MAX),
+        _ => u16::MAX,
     };
+    let send_window = usize::from(send_window.min(limits.max_inflight_messages));
     Some(Accepted {
         client_id,
         version,
@@ -293,7 +307,9 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 /// session fuzz target: a client allowing 21 bytes got 24). Dropped first: the four
 /// "available" flags, whose absence means the same; then Topic Alias Maximum (absent: no
 /// aliases, the stricter reading) and Maximum Packet Size (the broker still enforces it).
-fn fit_connack(ack: &mut ConnAck, version: ProtocolVersion, max: u32) {
+/// False when it still does not fit (an Assigned Client Identifier, which must be sent
+/// [MQTT-3.2.2-16], or Receive Maximum, which the broker enforces, cannot go).
+fn fit_connack(ack: &mut ConnAck, version: ProtocolVersion, max: u32) -> bool {
     let fits = |ack: &ConnAck| {
         let mut buf = bytes::BytesMut::new();
         Packet::ConnAck(ack.clone())
@@ -313,10 +329,11 @@ fn fit_connack(ack: &mut ConnAck, version: ProtocolVersion, max: u32) {
     ];
     for step in steps {
         if fits(ack) {
-            return;
+            return true;
         }
         step(&mut ack.properties);
     }
+    fits(ack)
 }
 
 struct Refusal {

@@ -382,6 +382,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         refusals: &mut Refusals,
         retained_for: &mut Vec<(ByteString, StoredOptions)>,
     ) -> Result<ReasonCode, Exit> {
+        // Kept for the session's life: copied out of the SUBSCRIBE, which a slice would pin.
+        let raw = ByteString::from(&*raw);
         let limits = &self.bus.limits;
         // v3 has one failure code, 0x80.
         let is_v5 = self.version.is_v5();

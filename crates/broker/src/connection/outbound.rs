@@ -75,9 +75,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         Ok(())
     }
 
-    /// Room in the client's Receive Maximum for a new QoS 1/2 message (re-sends go first).
+    /// Room for a new QoS 1/2 message (re-sends go first): under the client's Receive
+    /// Maximum (capped by `max_inflight_messages`) and under `max_inflight_bytes` (one
+    /// message always goes when nothing is in flight, however large).
     fn window_open(&self) -> bool {
-        self.resend_backlog.is_empty() && self.session.outgoing.len() < self.send_window
+        let outgoing = &self.session.outgoing;
+        self.resend_backlog.is_empty()
+            && outgoing.len() < self.send_window
+            && (outgoing.is_empty() || outgoing.bytes() < self.bus.limits.max_inflight_bytes)
     }
 
     /// Encode the in-flight message `id` straight from the window (no clone), with DUP on a
