@@ -13,6 +13,9 @@
 # Needs: a release build of edgemq and edgemq-bench (built here), mosquitto (apt-get install
 # mosquitto), rumqttd (cargo install rumqttd; or RUMQTTD=/path/to/rumqttd).
 set -euo pipefail
+# Throughput runs measure the data path, not the per-client safety limits (docs/limits.md):
+# the in-flight window, queue bytes and connection rate are opened up as the peers' are.
+EDGEMQ_BENCH_LIMITS="--max-inflight-messages 65535 --max-queued-bytes 100000000000 --max-connect-rate-per-address 1000000 --max-connections 1000000 --max-connections-per-address 1000000"
 cd "$(dirname "$0")/.."
 
 # The table of earlier runs (their results.jsonl files), without running anything.
@@ -131,7 +134,7 @@ start_broker() { # name [tls] → sets PID, ADDR
     case "$1" in
       edgemq)
         "$EDGEMQ" serve --config "$OUT/edgemq-tls" --data-dir "$OUT/edgemq-data" --in-memory \
-          --log-level error >"$OUT/edgemq.log" 2>&1 &
+          $EDGEMQ_BENCH_LIMITS --log-level error >"$OUT/edgemq.log" 2>&1 &
         PID=$!; ADDR=127.0.0.1:18836 ;;
       mosquitto)
         "$MOSQUITTO" -c "$OUT/mosquitto-tls.conf" >"$OUT/mosquitto.log" 2>&1 &
@@ -151,7 +154,7 @@ start_plain() {
       # --in-memory: the others run without persistence too (scripts/bench-durable.sh
       # measures it).
       "$EDGEMQ" serve --listen 127.0.0.1:18833 --in-memory --max-queued-messages 1000000 \
-        --receive-maximum 65535 --log-level error >"$OUT/edgemq.log" 2>&1 &
+        --receive-maximum 65535 $EDGEMQ_BENCH_LIMITS --log-level error >"$OUT/edgemq.log" 2>&1 &
       PID=$!; ADDR=127.0.0.1:18833 ;;
     mosquitto)
       "$MOSQUITTO" -c "$OUT/mosquitto.conf" >"$OUT/mosquitto.log" 2>&1 &

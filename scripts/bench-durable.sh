@@ -8,6 +8,9 @@
 #
 # Results go to target/bench-durable/ (reports) and are summarised in docs/performance.md.
 set -euo pipefail
+# Throughput runs measure the data path, not the per-client safety limits (docs/limits.md):
+# the in-flight window, queue bytes and connection rate are opened up as the peers' are.
+EDGEMQ_BENCH_LIMITS="--max-inflight-messages 65535 --max-queued-bytes 100000000000 --max-connect-rate-per-address 1000000 --max-connections 1000000 --max-connections-per-address 1000000"
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 DURATION=${2:-5}
@@ -35,7 +38,7 @@ for scenario in "${SCENARIOS[@]}"; do
       DATA=$(mktemp -d)
       # shellcheck disable=SC2086
       "$EDGEMQ" serve --listen "$ADDR" --data-dir "$DATA" $margs --max-queued-messages 1000000 \
-        --receive-maximum 65535 --log-level error >"$OUT/edgemq.log" 2>&1 &
+        --receive-maximum 65535 $EDGEMQ_BENCH_LIMITS --log-level error >"$OUT/edgemq.log" 2>&1 &
       PID=$!
       for _ in $(seq 100); do (echo >"/dev/tcp/${ADDR%:*}/${ADDR#*:}") 2>/dev/null && break; sleep 0.05; done
       # shellcheck disable=SC2086

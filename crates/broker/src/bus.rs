@@ -6,18 +6,19 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use edgemq_core::limits::Limits;
 use edgemq_core::message::Message;
-use edgemq_core::retained::RetainedStore;
+use edgemq_core::retained::{RetainRefused, RetainedStore};
 use edgemq_core::session::Delivery;
 use edgemq_core::subscriptions::{Route, SubscriptionIndex};
 use edgemq_store::Store;
 
 use crate::mailbox::{Mailbox, MailboxHandle, PushOutcome};
 use crate::sessions::Registry;
-use crate::stats::Stats;
+use crate::stats::{Limit, Stats};
 
 /// Where a publish went.
 #[derive(Debug)]
@@ -30,6 +31,35 @@ pub struct Routed {
     /// Something was written to the store for it (a persistent subscriber's copy, or the
     /// retained message): its acknowledgement waits for the commit.
     pub durable: bool,
+    /// A retained message that was not kept: `max_retained_messages` or
+    /// `max_retained_bytes` refused it (it was still routed to subscribers). A v5 publisher
+    /// learns it from PUBACK/PUBREC 0x97 Quota exceeded.
+    pub retain_refused: bool,
+}
+
+/// A broker-wide warning about a limit: at most one line a second, each with the number of
+/// refusals since the previous line, so a flood of refused requests cannot become a flood
+/// of log lines.
+#[derive(Debug, Default)]
+pub struct LimitWarning {
+    state: parking_lot::Mutex<(Option<Instant>, u64)>,
+}
+
+impl LimitWarning {
+    /// Count one refusal; `Some(refusals since the last line, this one included)` if a line
+    /// may be written at `now`.
+    pub fn admit(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock();
+        let (last, count) = &mut *state;
+        *count += 1;
+        let due = last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+        if due {
+            *last = Some(now);
+            Some(std::mem::take(count))
+        } else {
+            None
+        }
+    }
 }
 
 /// Shared broker state. One per process; every connection holds an `Arc<Bus>`.
@@ -42,6 +72,7 @@ pub struct Bus {
     /// Durable state; `None` runs in memory only (`--in-memory`).
     pub store: Option<Arc<Store>>,
     next_id: AtomicU64,
+    retain_warning: LimitWarning,
 }
 
 impl std::fmt::Debug for Bus {
@@ -62,11 +93,15 @@ impl Bus {
         Arc::new(Bus {
             store,
             index: SubscriptionIndex::new(),
-            retained: RetainedStore::new(),
+            retained: RetainedStore::with_limits(
+                limits.max_retained_messages,
+                limits.max_retained_bytes,
+            ),
             sessions: Registry::default(),
             stats: Stats::default(),
             limits,
             next_id: AtomicU64::new(1),
+            retain_warning: LimitWarning::default(),
         })
     }
 
@@ -75,15 +110,44 @@ impl Bus {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Route a message to every matching subscription (and store it if retained).
+    /// Route a message to every matching subscription (and store it if retained, within
+    /// the retained budgets: a refused one is still routed, see [`Routed::retain_refused`]):
+    /// wills and the broker's own messages.
     pub fn publish(&self, message: Arc<Message>) -> Routed {
+        self.publish_with(message, true)
+    }
+
+    /// A client's PUBLISH: all or nothing. A retained message the retained budgets refuse
+    /// is not routed either, so the publisher's 0x97 means "not accepted" and a retry cannot
+    /// deliver it twice.
+    pub fn publish_from_client(&self, message: Arc<Message>) -> Routed {
+        self.publish_with(message, false)
+    }
+
+    fn publish_with(&self, message: Arc<Message>, route_when_refused: bool) -> Routed {
         self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
         let mut durable = false;
+        let mut retain_refused = false;
         if message.retain && self.limits.retain_available {
-            self.retained.set(message.clone());
-            if let Some(store) = &self.store {
-                store.retain(&message);
-                durable = true;
+            // The durable write under the retained store's lock: the store sees the changes
+            // to one topic in the order memory does.
+            let kept = self.retained.set_then(message.clone(), |message| {
+                if let Some(store) = &self.store {
+                    store.retain(message);
+                    durable = true;
+                }
+            });
+            if let Err(refused) = kept {
+                retain_refused = true;
+                self.retain_refused(&message, refused);
+                if !route_when_refused {
+                    return Routed {
+                        matched: 0,
+                        congested: None,
+                        durable: false,
+                        retain_refused,
+                    };
+                }
             }
         }
         ROUTES.with(|routes| {
@@ -99,6 +163,7 @@ impl Bus {
                 matched: routes.len(),
                 congested: None,
                 durable,
+                retain_refused,
             };
             for route in routes.drain(..) {
                 let delivery = Delivery {
@@ -121,6 +186,40 @@ impl Bus {
                 }
             }
             routed
+        })
+    }
+
+    fn retain_refused(&self, message: &Message, refused: RetainRefused) {
+        let (limit, max) = match refused {
+            RetainRefused::Messages => (Limit::RetainedMessages, self.limits.max_retained_messages),
+            RetainRefused::Bytes => (Limit::RetainedBytes, self.limits.max_retained_bytes),
+        };
+        self.stats.refused(limit, 1);
+        if let Some(refusals) = self.retain_warning.admit(self.now()) {
+            tracing::warn!(
+                topic = %edgemq_core::logtext::Short(&message.topic),
+                limit = limit.as_str(),
+                max,
+                retained = self.retained.len(),
+                retained_bytes = self.retained.bytes(),
+                refusals,
+                "retained message not kept: the retained store is full (delivered to current subscribers only)"
+            );
+        }
+    }
+
+    /// Remove expired retained messages, from memory and from the store (housekeeping).
+    /// Returns how many were removed.
+    pub fn purge_expired_retained(&self) -> usize {
+        self.retained.purge_expired(self.now(), |topic| {
+            if let Some(store) = &self.store {
+                store.retain(&Arc::new(Message::broker_generated(
+                    topic.clone(),
+                    Bytes::new(),
+                    edgemq_codec::QoS::AtMostOnce,
+                    true,
+                )));
+            }
         })
     }
 
@@ -156,10 +255,11 @@ impl Bus {
         use std::sync::atomic::Ordering::Relaxed;
         let s = &self.stats;
         format!(
-            "sessions={} subscriptions={} retained={} connections_accepted={} messages_received={} messages_sent={} drops=[{}] refusals=[{}] store={}",
+            "sessions={} subscriptions={} retained={} retained_bytes={} connections_accepted={} messages_received={} messages_sent={} drops=[{}] refusals=[{}] store={}",
             self.sessions.len(),
             self.index.len(),
             self.retained.len(),
+            self.retained.bytes(),
             s.connections.load(Relaxed),
             s.messages_received.load(Relaxed),
             s.messages_sent.load(Relaxed),

@@ -2,10 +2,11 @@
 //! own task. Every listener feeds the same [`Bus`]; each has its own transport,
 //! authenticator and authorizer.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use tokio::net::{TcpListener, TcpStream};
@@ -16,6 +17,7 @@ use edgemq_core::auth::{AllowAll, Authenticator, Authorizer};
 
 use crate::bus::Bus;
 use crate::connection::Peer;
+use crate::stats::Limit;
 use crate::transport::{self, Accepted, Stream, Transport};
 
 /// How one listener port is set up.
@@ -166,16 +168,32 @@ impl BoundListener {
             protocol = %self.transport.protocol, tls, "listening"
         );
         let handshake_timeout = Duration::from_secs(bus.limits.connect_timeout_secs.max(1));
+        let admission = Admission::of(&bus);
+        let mut refusals = RefusalLog::default();
         loop {
+            let log_due = refusals.due();
             tokio::select! {
                 _ = stop.changed() => break,
+                _ = tokio::time::sleep_until(log_due.unwrap_or_else(tokio::time::Instant::now)),
+                    if log_due.is_some() => refusals.flush(&self.context.name, &bus),
                 accepted = self.socket.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        let admitted = match admission.admit(peer.ip()) {
+                            Ok(admitted) => admitted,
+                            Err(limit) => {
+                                // Closed at once, nothing read: a refused client costs one
+                                // accept and one close, whatever its transport.
+                                drop(stream);
+                                bus.stats.refused(limit, 1);
+                                refusals.note(limit, peer, &self.context.name, &bus);
+                                continue;
+                            }
+                        };
                         let _ = stream.set_nodelay(true);
                         bus.stats.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let task = serve_stream(
                             stream, peer, self.transport.clone(), handshake_timeout,
-                            self.context.clone(), bus.clone(), stop.clone(),
+                            self.context.clone(), bus.clone(), stop.clone(), admitted,
                         );
                         let mut set = connections.lock();
                         // Reap finished tasks so the set does not grow with churn.
@@ -194,7 +212,10 @@ impl BoundListener {
     }
 }
 
-/// Transport handshakes, then the MQTT connection.
+/// Transport handshakes, then the MQTT connection. `_admitted` is held for the task's
+/// whole life: however it ends (handshake failure or timeout, disconnect, listener stop,
+/// abort), dropping it gives the connection's place back.
+#[allow(clippy::too_many_arguments)]
 async fn serve_stream(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -203,8 +224,12 @@ async fn serve_stream(
     listener: Arc<ListenerContext>,
     bus: Arc<Bus>,
     stop: watch::Receiver<bool>,
+    _admitted: Admitted,
 ) {
-    match transport::accept(tcp, &transport, handshake_timeout).await {
+    // A WebSocket frame or message may not be larger than the largest MQTT packet: the
+    // WebSocket layer refuses a bigger one from its header, before buffering it.
+    let max_ws_message = usize::try_from(bus.limits.max_packet_size).unwrap_or(usize::MAX);
+    match transport::accept(tcp, &transport, handshake_timeout, max_ws_message).await {
         Ok(Accepted {
             stream,
             client_certificates,
@@ -247,5 +272,195 @@ async fn serve_stream(
                 }
             }
         ),
+    }
+}
+
+/// Admission at accept, shared by every listener of one broker: open connections in total
+/// (`max_connections`) and per source address (`max_connections_per_address`), and new
+/// connections per second from one address (`max_connect_rate_per_address`, a token bucket
+/// of that many tokens refilled at that rate, so a burst of the whole rate is allowed once
+/// a second). A connection beyond a limit is closed at accept without reading from it.
+///
+/// Addresses are compared as IPv4 where an IPv6 address is IPv4-mapped.
+pub(crate) struct Admission {
+    max_total: usize,
+    max_per_address: usize,
+    rate: f64,
+    state: parking_lot::Mutex<AdmissionState>,
+}
+
+struct AdmissionState {
+    open: usize,
+    addresses: HashMap<IpAddr, AddressState>,
+    last_sweep: Instant,
+}
+
+struct AddressState {
+    open: usize,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Admission {
+    fn new(limits: &edgemq_core::limits::Limits) -> Admission {
+        Admission {
+            max_total: limits.max_connections,
+            max_per_address: limits.max_connections_per_address,
+            rate: f64::from(limits.max_connect_rate_per_address),
+            state: parking_lot::Mutex::new(AdmissionState {
+                open: 0,
+                addresses: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
+        }
+    }
+
+    /// The admission of `bus`'s broker: one per bus, so the limits hold across listeners
+    /// (kept beside the bus, keyed by it, and dropped with it).
+    pub(crate) fn of(bus: &Arc<Bus>) -> Arc<Admission> {
+        type Registry = Vec<(Weak<Bus>, Arc<Admission>)>;
+        static REGISTRY: std::sync::Mutex<Registry> = std::sync::Mutex::new(Vec::new());
+        let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        registry.retain(|(b, _)| b.strong_count() > 0);
+        if let Some((_, admission)) = registry
+            .iter()
+            .find(|(b, _)| std::ptr::eq(b.as_ptr(), Arc::as_ptr(bus)))
+        {
+            return admission.clone();
+        }
+        let admission = Arc::new(Admission::new(&bus.limits));
+        registry.push((Arc::downgrade(bus), admission.clone()));
+        admission
+    }
+
+    /// Take a place for a new connection from `ip`, or name the limit that refuses it.
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Limit> {
+        let ip = ip.to_canonical();
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        if state.open >= self.max_total {
+            return Err(Limit::Connections);
+        }
+        if state.addresses.len() > 1024
+            && now.duration_since(state.last_sweep) >= Duration::from_secs(1)
+        {
+            // Forget idle addresses whose bucket is full again (a second since their last
+            // connection), so the map stays bounded by open connections plus one second
+            // of new addresses.
+            state.last_sweep = now;
+            state
+                .addresses
+                .retain(|_, a| a.open > 0 || now.duration_since(a.refilled).as_secs_f64() < 1.0);
+        }
+        let rate = self.rate;
+        let address = state.addresses.entry(ip).or_insert(AddressState {
+            open: 0,
+            tokens: rate,
+            refilled: now,
+        });
+        if address.open >= self.max_per_address {
+            return Err(Limit::ConnectionsPerAddress);
+        }
+        let elapsed = now.duration_since(address.refilled).as_secs_f64();
+        address.tokens = (address.tokens + elapsed * rate).min(rate);
+        address.refilled = now;
+        if address.tokens < 1.0 {
+            return Err(Limit::ConnectRate);
+        }
+        address.tokens -= 1.0;
+        address.open += 1;
+        state.open += 1;
+        Ok(Admitted {
+            admission: self.clone(),
+            ip,
+        })
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut state = self.state.lock();
+        state.open = state.open.saturating_sub(1);
+        if let Some(address) = state.addresses.get_mut(&ip) {
+            address.open = address.open.saturating_sub(1);
+        }
+    }
+}
+
+/// A connection's place under the connection limits; given back on drop.
+pub(crate) struct Admitted {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.admission.release(self.ip);
+    }
+}
+
+/// One WARN line a second at most per listener for connections refused at accept, with the
+/// number refused (per limit) since the previous line; a pending count is written when its
+/// second is up even if no further connection comes.
+#[derive(Default)]
+struct RefusalLog {
+    last_line: Option<Instant>,
+    pending: [u64; 3],
+    last_peer: Option<SocketAddr>,
+}
+
+impl RefusalLog {
+    const LIMITS: [Limit; 3] = [
+        Limit::Connections,
+        Limit::ConnectionsPerAddress,
+        Limit::ConnectRate,
+    ];
+
+    fn note(&mut self, limit: Limit, peer: SocketAddr, listener: &str, bus: &Bus) {
+        if let Some(i) = Self::LIMITS.iter().position(|l| *l == limit) {
+            self.pending[i] += 1;
+        }
+        self.last_peer = Some(peer);
+        if self
+            .last_line
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.flush(listener, bus);
+        }
+    }
+
+    /// When the pending count is due to be written.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        let last = self.last_line?;
+        (self.pending.iter().sum::<u64>() > 0)
+            .then(|| tokio::time::Instant::from_std(last + Duration::from_secs(1)))
+    }
+
+    fn flush(&mut self, listener: &str, bus: &Bus) {
+        let refused: u64 = self.pending.iter().sum();
+        if refused == 0 {
+            return;
+        }
+        let limits = &bus.limits;
+        let by = Self::LIMITS
+            .iter()
+            .zip(self.pending)
+            .filter(|(_, n)| *n > 0)
+            .map(|(l, n)| {
+                let value = match l {
+                    Limit::Connections => limits.max_connections.to_string(),
+                    Limit::ConnectionsPerAddress => limits.max_connections_per_address.to_string(),
+                    _ => format!("{}/s", limits.max_connect_rate_per_address),
+                };
+                format!("{}({value})={n}", l.as_str())
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        tracing::warn!(
+            listener = %listener,
+            refused,
+            last_peer = %self.last_peer.map(|p| p.to_string()).unwrap_or_default(),
+            "connections refused at accept (closed without reading) since the last line: {by}"
+        );
+        self.pending = [0; 3];
+        self.last_line = Some(Instant::now());
     }
 }

@@ -46,6 +46,44 @@ pub struct Server {
     pub bus: Arc<Bus>,
     running: Mutex<BTreeMap<Key, Running>>,
     connections: Arc<parking_lot::Mutex<JoinSet<()>>>,
+    housekeeping: JoinHandle<()>,
+}
+
+/// How often expired retained messages are purged.
+pub const RETAINED_PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Overrides [`RETAINED_PURGE_INTERVAL`] (milliseconds): for tests, not an operator setting.
+pub const RETAINED_PURGE_INTERVAL_ENV: &str = "EDGEMQ_RETAINED_PURGE_INTERVAL_MS";
+
+fn retained_purge_interval() -> Duration {
+    std::env::var(RETAINED_PURGE_INTERVAL_ENV)
+        .ok()
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map_or(RETAINED_PURGE_INTERVAL, Duration::from_millis)
+}
+
+/// Purge expired retained messages every `every` (from memory and the store) until the bus
+/// is gone or the task is aborted ([`Server::shutdown`]).
+fn spawn_housekeeping(bus: &Arc<Bus>, every: Duration) -> JoinHandle<()> {
+    let bus = Arc::downgrade(bus);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(bus) = bus.upgrade() else { return };
+            let purged = bus.purge_expired_retained();
+            if purged > 0 {
+                tracing::debug!(
+                    purged,
+                    retained = bus.retained.len(),
+                    "expired retained messages purged"
+                );
+            }
+        }
+    })
 }
 
 /// The durable store and what it held at start-up.
@@ -59,8 +97,22 @@ fn restore(bus: &Arc<Bus>, mut recovered: Recovered) {
     quarantine_deep(bus, &mut recovered);
     let sessions = recovered.sessions.len();
     let retained = recovered.retained.len();
+    // Loaded whatever the retained budgets (accepted under the limits of their time); new
+    // retained messages are refused until the store is back under them.
     for message in recovered.retained {
-        bus.retained.set(Arc::new(message));
+        bus.retained.restore(Arc::new(message));
+    }
+    let limits = &bus.limits;
+    if bus.retained.len() > limits.max_retained_messages
+        || bus.retained.bytes() > limits.max_retained_bytes
+    {
+        tracing::warn!(
+            retained = bus.retained.len(),
+            retained_bytes = bus.retained.bytes(),
+            max_retained_messages = limits.max_retained_messages,
+            max_retained_bytes = limits.max_retained_bytes,
+            "store: the recovered retained messages exceed the retained limits: all loaded; new retained messages are refused until enough are deleted or expire"
+        );
     }
     bus.sessions.restore(bus, recovered.sessions);
     for will in &recovered.due_wills {
@@ -178,10 +230,12 @@ impl Server {
             None => Bus::new(limits, None),
         };
         log_state_on_signals(&bus);
+        let housekeeping = spawn_housekeeping(&bus, retained_purge_interval());
         Arc::new(Server {
             bus,
             running: Mutex::new(BTreeMap::new()),
             connections: Arc::new(parking_lot::Mutex::new(JoinSet::new())),
+            housekeeping,
         })
     }
 
@@ -275,6 +329,9 @@ impl Server {
         if drained.is_err() {
             tracing::warn!("some connections did not close within 5s");
         }
+        // Timers stop: nothing expires or is purged while the store closes.
+        self.housekeeping.abort();
+        self.bus.sessions.stop_timers();
         let drops = self.bus.stats.drop_summary();
         if !drops.is_empty() {
             tracing::info!(drops = %drops, "dropped messages since start");
@@ -287,6 +344,13 @@ impl Server {
         if let Some(store) = self.bus.store.clone() {
             let _ = tokio::task::spawn_blocking(move || store.close()).await;
         }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.housekeeping.abort();
+        self.bus.sessions.stop_timers();
     }
 }
 

@@ -7,14 +7,23 @@
 //! task under the registry lock; the old task answers with the session data. Because both the
 //! replacement and the send happen under the lock, an old task that is exiting at the same
 //! time always finds the request in its channel (see [`Registry::close`]).
+//!
+//! Offline sessions' deadlines (a delayed will, the session's expiry) are kept in one
+//! ordered map beside the slots, served by one timer task per registry: an entry leaves the
+//! map when the session reconnects or ends, and the task sleeps until the earliest one (a
+//! new earlier deadline wakes it).
+//!
+//! At most `max_sessions` sessions (online and offline) exist: a CONNECT that would create
+//! another is refused ([`OpenRefused`]); resuming or taking over an existing one is not.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
 
 use edgemq_codec::QoS;
 use edgemq_core::logtext::Short;
@@ -25,9 +34,9 @@ use edgemq_core::topic::{parse_subscription_filter, SubscriptionFilter};
 use edgemq_store::record::unix_ms;
 use edgemq_store::{RecoveredSession, SessionRecord};
 
-use crate::bus::Bus;
+use crate::bus::{Bus, LimitWarning};
 use crate::mailbox::{Mailbox, MailboxHandle};
-use crate::stats::DropReason;
+use crate::stats::{DropReason, Limit};
 
 /// Session Expiry Interval meaning "never expires" [MQTT-3.1.2-11].
 pub const NEVER_EXPIRES: u32 = u32::MAX;
@@ -151,8 +160,10 @@ enum Slot {
 #[derive(Debug)]
 struct Offline {
     data: SessionData,
-    /// Identifies this offline period, so a stale timer does nothing.
+    /// Identifies this offline period: with `deadline`, its key in [`State::deadlines`].
     generation: u64,
+    /// When its timer fires (the earlier of the pending will and the expiry), if it has one.
+    deadline: Option<Instant>,
     expires_at: Option<Instant>,
     will: Option<(Arc<Message>, Instant)>,
     /// When the connection ended (Unix ms), as stored.
@@ -167,9 +178,58 @@ pub struct Opened {
     pub session_present: bool,
 }
 
+/// A new session was refused at CONNECT (v5: CONNACK 0x97 Quota exceeded; v3: 3 Server
+/// unavailable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenRefused {
+    /// `max_sessions` sessions exist.
+    MaxSessions,
+}
+
 #[derive(Debug, Default)]
 pub struct Registry {
-    slots: Mutex<HashMap<ByteString, Slot>>,
+    state: Mutex<State>,
+    timers: Timers,
+    limit_warning: LimitWarning,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    slots: HashMap<ByteString, Slot>,
+    /// Offline sessions' deadlines, earliest first: (when, generation) → client id.
+    deadlines: Deadlines,
+}
+
+type Deadlines = BTreeMap<(Instant, u64), ByteString>;
+
+/// Arm `offline`'s timer for `at`; true if it is now the earliest deadline.
+fn schedule(
+    deadlines: &mut Deadlines,
+    client_id: &ByteString,
+    offline: &mut Offline,
+    at: Instant,
+) -> bool {
+    unschedule(deadlines, offline);
+    offline.deadline = Some(at);
+    let key = (at, offline.generation);
+    deadlines.insert(key, client_id.clone());
+    deadlines
+        .first_key_value()
+        .is_some_and(|(first, _)| *first == key)
+}
+
+fn unschedule(deadlines: &mut Deadlines, offline: &mut Offline) {
+    if let Some(at) = offline.deadline.take() {
+        deadlines.remove(&(at, offline.generation));
+    }
+}
+
+/// The registry's one timer task, started with the first deadline.
+#[derive(Debug, Default)]
+struct Timers {
+    wake: Arc<Notify>,
+    /// The task; `stopped` once [`Registry::stop_timers`] ran (none is started again).
+    task: Mutex<(Option<JoinHandle<()>>, bool)>,
 }
 
 enum Previous {
@@ -180,7 +240,8 @@ enum Previous {
 
 impl Registry {
     /// Attach a new connection to the session for `client_id`, creating, resuming or taking
-    /// it over. `new_session` builds a fresh session when one is needed.
+    /// it over. `new_session` builds a fresh session when one is needed. A client id with no
+    /// session when `max_sessions` exist is refused (counted and logged, rate-limited).
     pub async fn open(
         &self,
         bus: &Arc<Bus>,
@@ -189,13 +250,32 @@ impl Registry {
         conn_id: u64,
         control: Arc<ControlSlot>,
         new_session: impl FnOnce() -> SessionData,
-    ) -> Opened {
+    ) -> Result<Opened, OpenRefused> {
         let previous = {
-            let mut slots = self.slots.lock();
-            let old = slots.insert(client_id.clone(), Slot::Online { conn_id, control });
+            let mut guard = self.state.lock();
+            let state = &mut *guard;
+            let sessions = state.slots.len();
+            if sessions >= bus.limits.max_sessions && !state.slots.contains_key(client_id) {
+                drop(guard);
+                bus.stats.refused(Limit::Sessions, 1);
+                if let Some(refusals) = self.limit_warning.admit(bus.now()) {
+                    tracing::warn!(
+                        client_id = %Short(client_id),
+                        max_sessions = bus.limits.max_sessions,
+                        sessions,
+                        refusals,
+                        "new session refused: the broker holds max-sessions sessions"
+                    );
+                }
+                return Err(OpenRefused::MaxSessions);
+            }
+            let old = state
+                .slots
+                .insert(client_id.clone(), Slot::Online { conn_id, control });
             match old {
                 None => Previous::None,
-                Some(Slot::Offline(offline)) => {
+                Some(Slot::Offline(mut offline)) => {
+                    unschedule(&mut state.deadlines, &mut offline);
                     let Offline { data, will, .. } = *offline;
                     Previous::Offline(data, will.map(|(w, _)| w))
                 }
@@ -228,7 +308,7 @@ impl Registry {
                 .ok()
                 .and_then(Result::ok),
         };
-        match old {
+        Ok(match old {
             Some(data) if !clean_start && data.expiry_interval != 0 => Opened {
                 data,
                 session_present: true,
@@ -244,7 +324,7 @@ impl Registry {
                 data: new_session(),
                 session_present: false,
             },
-        }
+        })
     }
 
     /// The connection `conn_id` ended. Keeps the session offline (with its delayed will) or
@@ -259,15 +339,16 @@ impl Registry {
         will: Option<(Arc<Message>, u32)>,
     ) -> Result<(), Box<SessionData>> {
         let now = bus.now();
-        let mut slots = self.slots.lock();
-        match slots.get(client_id) {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        match state.slots.get(client_id) {
             Some(Slot::Online { conn_id: owner, .. }) if *owner == conn_id => {}
             _ => return Err(Box::new(data)),
         }
         let expiry = data.expiry_interval;
         if expiry == 0 {
-            slots.remove(client_id);
-            drop(slots);
+            state.slots.remove(client_id);
+            drop(guard);
             if let Some((will, _)) = will {
                 bus.publish(will);
             }
@@ -297,70 +378,109 @@ impl Registry {
         data.persist(Some(disconnected_at), stored_will);
         data.record_inflight_qos1();
         data.mailbox.spill();
-        let generation = bus.next_id();
         let next = next_deadline(expires_at, pending_will.as_ref().map(|(_, at)| *at));
-        slots.insert(
-            client_id.clone(),
-            Slot::Offline(Box::new(Offline {
-                data,
-                generation,
-                expires_at,
-                will: pending_will,
-                disconnected_at,
-            })),
-        );
-        drop(slots);
+        let mut offline = Box::new(Offline {
+            data,
+            generation: bus.next_id(),
+            deadline: None,
+            expires_at,
+            will: pending_will,
+            disconnected_at,
+        });
+        let earliest =
+            next.is_some_and(|at| schedule(&mut state.deadlines, client_id, &mut offline, at));
+        state
+            .slots
+            .insert(client_id.clone(), Slot::Offline(offline));
+        drop(guard);
+        if next.is_some() {
+            self.arm(bus, earliest);
+        }
         if let Some(will) = will_now {
             bus.publish(will);
-        }
-        if let Some(at) = next {
-            spawn_timer(bus, client_id.clone(), generation, at);
         }
         Ok(())
     }
 
-    /// A timer for an offline session fired: publish a due will, end an expired session.
-    fn on_timer(&self, bus: &Arc<Bus>, client_id: &ByteString, generation: u64) {
-        let now = bus.now();
-        let mut due_will = None;
-        let mut ended = None;
-        let mut reschedule = None;
-        {
-            let mut slots = self.slots.lock();
-            let Some(Slot::Offline(offline)) = slots.get_mut(client_id) else {
-                return;
-            };
-            if offline.generation != generation {
-                return;
-            }
-            if offline.will.as_ref().is_some_and(|(_, at)| *at <= now) {
-                due_will = offline.will.take().map(|(w, _)| w);
-                // Sent: a restart must not send it again.
-                offline.data.persist(Some(offline.disconnected_at), None);
-            }
-            if offline.expires_at.is_some_and(|at| at <= now) {
-                if let Some(Slot::Offline(offline)) = slots.remove(client_id) {
-                    let Offline { data, will, .. } = *offline;
-                    if let Some((w, _)) = will {
-                        due_will = Some(w);
-                    }
-                    ended = Some(data);
+    /// A deadline was added: make sure the timer task runs, and wake it if the deadline is
+    /// the earliest (it sleeps until the one it knew).
+    fn arm(&self, bus: &Arc<Bus>, earliest: bool) {
+        let mut task = self.timers.task.lock();
+        match &mut *task {
+            (_, true) => {}
+            (Some(_), false) => {
+                if earliest {
+                    self.timers.wake.notify_one();
                 }
-            } else {
-                reschedule =
-                    next_deadline(offline.expires_at, offline.will.as_ref().map(|(_, at)| *at));
+            }
+            (none, false) => {
+                *none = Some(tokio::spawn(run_timers(
+                    Arc::downgrade(bus),
+                    self.timers.wake.clone(),
+                )));
             }
         }
-        if let Some(will) = due_will {
+    }
+
+    /// Stop the timer task (server shutdown): no will is published and no session ends from
+    /// now on, so what the store holds at close is what a restart resumes from.
+    pub fn stop_timers(&self) {
+        let mut task = self.timers.task.lock();
+        task.1 = true;
+        if let Some(handle) = task.0.take() {
+            handle.abort();
+        }
+    }
+
+    /// Fire every deadline that is due: publish due wills, end expired sessions. Returns
+    /// the next deadline.
+    fn fire_due(&self, bus: &Arc<Bus>) -> Option<Instant> {
+        let now = bus.now();
+        let mut due_wills = Vec::new();
+        let mut ended = Vec::new();
+        let next = {
+            let mut guard = self.state.lock();
+            let state = &mut *guard;
+            while let Some(entry) = state.deadlines.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                let ((_, generation), client_id) = entry.remove_entry();
+                let Some(Slot::Offline(offline)) = state.slots.get_mut(&client_id) else {
+                    continue;
+                };
+                if offline.generation != generation {
+                    continue;
+                }
+                offline.deadline = None;
+                if offline.will.as_ref().is_some_and(|(_, at)| *at <= now) {
+                    due_wills.extend(offline.will.take().map(|(w, _)| w));
+                    // Sent: a restart must not send it again.
+                    offline.data.persist(Some(offline.disconnected_at), None);
+                }
+                if offline.expires_at.is_some_and(|at| at <= now) {
+                    if let Some(Slot::Offline(offline)) = state.slots.remove(&client_id) {
+                        let Offline { data, will, .. } = *offline;
+                        due_wills.extend(will.map(|(w, _)| w));
+                        ended.push((client_id, data));
+                    }
+                } else if let Some(at) =
+                    next_deadline(offline.expires_at, offline.will.as_ref().map(|(_, at)| *at))
+                {
+                    // Later than now: not met again by this loop.
+                    schedule(&mut state.deadlines, &client_id, offline, at);
+                }
+            }
+            state.deadlines.first_key_value().map(|((at, _), _)| *at)
+        };
+        for will in due_wills {
             bus.publish(will);
         }
-        if let Some(data) = ended {
-            tracing::debug!(client_id = %Short(client_id), "session expired");
+        for (client_id, data) in ended {
+            tracing::debug!(client_id = %Short(&client_id), "session expired");
             end_session(bus, data);
         }
-        if let Some(at) = reschedule {
-            spawn_timer(bus, client_id.clone(), generation, at);
-        }
+        next
     }
 
     /// Bring back the persistent sessions the store held at start-up, offline, with their
@@ -368,6 +488,7 @@ impl Registry {
     pub fn restore(&self, bus: &Arc<Bus>, sessions: Vec<RecoveredSession>) {
         let now = bus.now();
         let restarted_at = unix_ms(std::time::SystemTime::now());
+        let mut armed = false;
         for recovered in sessions {
             let key = bus.next_id();
             let client_id = recovered.client_id;
@@ -417,34 +538,59 @@ impl Registry {
             if recovered.record.disconnected_at.is_none() {
                 data.persist(Some(disconnected_at), recovered.record.will.clone());
             }
-            let generation = bus.next_id();
             let next = next_deadline(
                 recovered.expires_at,
                 recovered.will.as_ref().map(|(_, at)| *at),
             );
-            self.slots.lock().insert(
-                client_id.clone(),
-                Slot::Offline(Box::new(Offline {
-                    data,
-                    generation,
-                    expires_at: recovered.expires_at,
-                    will: recovered.will,
-                    disconnected_at,
-                })),
-            );
+            let mut offline = Box::new(Offline {
+                data,
+                generation: bus.next_id(),
+                deadline: None,
+                expires_at: recovered.expires_at,
+                will: recovered.will,
+                disconnected_at,
+            });
+            let mut guard = self.state.lock();
+            let state = &mut *guard;
             if let Some(at) = next {
-                spawn_timer(bus, client_id, generation, at.max(now));
+                schedule(&mut state.deadlines, &client_id, &mut offline, at.max(now));
+                armed = true;
             }
+            state.slots.insert(client_id, Slot::Offline(offline));
+        }
+        if armed {
+            self.arm(bus, true);
+        }
+        let sessions = self.len();
+        if sessions > bus.limits.max_sessions {
+            tracing::warn!(
+                sessions,
+                max_sessions = bus.limits.max_sessions,
+                "store: more sessions recovered than max-sessions: all kept; new sessions are refused until enough end"
+            );
         }
     }
 
     /// Number of sessions (online and offline).
     pub fn len(&self) -> usize {
-        self.slots.lock().len()
+        self.state.lock().slots.len()
+    }
+
+    /// Offline-session deadlines armed (a delayed will or an expiry each).
+    pub fn timers(&self) -> usize {
+        self.state.lock().deadlines.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A registry dropped without [`Registry::stop_timers`] (a bus used without a server) stops
+/// its timer task too.
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop_timers();
     }
 }
 
@@ -455,12 +601,25 @@ fn next_deadline(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-fn spawn_timer(bus: &Arc<Bus>, client_id: ByteString, generation: u64, at: Instant) {
-    let bus = bus.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep_until(at.into()).await;
-        bus.sessions.on_timer(&bus, &client_id, generation);
-    });
+/// The registry's timer task: fire what is due, sleep until the next deadline or until an
+/// earlier one is added. Ends with the bus (or when aborted by [`Registry::stop_timers`]).
+async fn run_timers(bus: Weak<Bus>, wake: Arc<Notify>) {
+    loop {
+        let next = {
+            let Some(bus) = bus.upgrade() else { return };
+            bus.sessions.fire_due(&bus)
+        };
+        // A wake-up sent meanwhile is kept as a permit: `notified` returns at once.
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at.into()) => {}
+                    () = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
 }
 
 /// A session is over: remove its subscriptions, hand unacknowledged shared-subscription

@@ -52,15 +52,49 @@ pub enum Limit {
     TopicLevels,
     /// A SUBSCRIBE or UNSUBSCRIBE filter beyond `max_filters_per_packet`.
     FiltersPerPacket,
+    /// A connection closed at accept: `max_connections` were open.
+    Connections,
+    /// A connection closed at accept: `max_connections_per_address` were open from its
+    /// source address.
+    ConnectionsPerAddress,
+    /// A connection closed at accept: its source address had used its
+    /// `max_connect_rate_per_address` connections for this second.
+    ConnectRate,
+    /// A retained message not kept: `max_retained_messages` were held.
+    RetainedMessages,
+    /// A retained message not kept: it would take the retained bytes over
+    /// `max_retained_bytes`.
+    RetainedBytes,
+    /// A new session refused at CONNECT: `max_sessions` existed.
+    Sessions,
+    /// A SUBSCRIBE filter refused: the session held `max_subscriptions_per_session`.
+    SubscriptionsPerSession,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 2] = [Limit::TopicLevels, Limit::FiltersPerPacket];
+    pub const ALL: [Limit; 9] = [
+        Limit::TopicLevels,
+        Limit::FiltersPerPacket,
+        Limit::Connections,
+        Limit::ConnectionsPerAddress,
+        Limit::ConnectRate,
+        Limit::RetainedMessages,
+        Limit::RetainedBytes,
+        Limit::Sessions,
+        Limit::SubscriptionsPerSession,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Limit::TopicLevels => "max_topic_levels",
             Limit::FiltersPerPacket => "max_filters_per_packet",
+            Limit::Connections => "max_connections",
+            Limit::ConnectionsPerAddress => "max_connections_per_address",
+            Limit::ConnectRate => "max_connect_rate_per_address",
+            Limit::RetainedMessages => "max_retained_messages",
+            Limit::RetainedBytes => "max_retained_bytes",
+            Limit::Sessions => "max_sessions",
+            Limit::SubscriptionsPerSession => "max_subscriptions_per_session",
         }
     }
 }
@@ -68,7 +102,7 @@ impl Limit {
 #[derive(Debug, Default)]
 pub struct Stats {
     drops: [AtomicU64; 7],
-    refusals: [AtomicU64; 2],
+    refusals: [AtomicU64; Limit::ALL.len()],
     pub messages_received: AtomicU64,
     pub messages_sent: AtomicU64,
     pub connections: AtomicU64,

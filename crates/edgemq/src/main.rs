@@ -226,7 +226,20 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let limits = limits_from_args(&args);
+    let mut limits = limits_from_args(&args);
+    // With --config the Broker resource may raise maxConnections later: take all we may.
+    if let Some(cap) = fit_descriptor_limit(limits.max_connections, args.config.is_some()) {
+        if limits.max_connections > cap {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                effective = cap,
+                "the open-file limit (RLIMIT_NOFILE, hard limit included) is too low for \
+                 --max-connections: connections are limited to {cap} (raise `ulimit -Hn` or \
+                 LimitNOFILE= in the service unit)"
+            );
+            limits.max_connections = cap;
+        }
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.worker_threads {
         builder.worker_threads(usize::from(n));
@@ -281,6 +294,61 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Descriptors kept for everything but client sockets: listeners, the store, the
+/// configuration watcher, logs, outgoing connections to authentication servers, and the
+/// socket of a connection being refused.
+const DESCRIPTOR_RESERVE: u64 = 64;
+
+/// So that the broker never runs out of file descriptors before `max_connections`: when the
+/// soft RLIMIT_NOFILE is below `max_connections` + [`DESCRIPTOR_RESERVE`], raise it towards
+/// the hard limit (up to what is needed, or to the hard limit when `to_hard`). Returns the
+/// most connections the limit then allows (`None`: no bound known).
+#[cfg(unix)]
+fn fit_descriptor_limit(max_connections: usize, to_hard: bool) -> Option<usize> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let wanted = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(DESCRIPTOR_RESERVE);
+    let limit = getrlimit(Resource::Nofile);
+    let soft = limit.current?;
+    let cap = |soft: u64| usize::try_from(soft.saturating_sub(DESCRIPTOR_RESERVE)).ok();
+    if soft >= wanted && !to_hard {
+        return cap(soft);
+    }
+    let target = match limit.maximum {
+        Some(hard) if to_hard => hard,
+        Some(hard) => hard.min(wanted),
+        None if to_hard => wanted.max(1 << 20),
+        None => wanted,
+    };
+    if target <= soft {
+        return cap(soft);
+    }
+    let raised = Rlimit {
+        current: Some(target),
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::info!(
+                from = soft,
+                to = target,
+                "raised the open-file limit (RLIMIT_NOFILE)"
+            );
+            cap(target)
+        }
+        Err(e) => {
+            tracing::warn!(soft, target, error = %e, "cannot raise the open-file limit (RLIMIT_NOFILE)");
+            cap(soft)
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn fit_descriptor_limit(_max_connections: usize, _to_hard: bool) -> Option<usize> {
+    None
 }
 
 /// Limits from the command line; with --config, the Broker resource overrides them.

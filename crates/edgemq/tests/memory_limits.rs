@@ -207,3 +207,39 @@ fn topic_aliases_do_not_pin_their_packets() {
     assert!(grew < 40, "RSS grew {grew} MiB for 64 aliases");
     let (_fresh, _) = RawClient::v5(b.addr, "fresh-after-aliases");
 }
+
+/// 100,000 subscriptions from one client cost 151 MB: a session holds at most
+/// --max-subscriptions-per-session; beyond, SUBACK 0x97 (v5) / 0x80 (v3). Re-subscribing to a
+/// filter it holds replaces it [MQTT-3.8.4-3] and is allowed at the limit.
+#[test]
+fn subscriptions_per_session_are_bounded() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let b = Broker::start_with(&["--in-memory", "--max-subscriptions-per-session", "100"]);
+    let names: Vec<String> = (0..150).map(|i| format!("s/{i}")).collect();
+    let filters: Vec<(&str, u8)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+    for (v5, id) in [(true, "many-subs-v5"), (false, "many-subs-v3")] {
+        let mut c = if v5 {
+            RawClient::v5(b.addr, id).0
+        } else {
+            RawClient::v311(b.addr, id)
+        };
+        let props = no_props();
+        c.send(&subscribe(1, v5.then_some(&props[..]), &filters));
+        let suback = c.read_packet();
+        let codes = &suback[suback.len() - 150..];
+        assert!(codes[..100].iter().all(|c| *c == 1), "{codes:?}");
+        let refused = if v5 { 0x97 } else { 0x80 };
+        assert!(codes[100..].iter().all(|c| *c == refused), "{codes:?}");
+        // At the limit, an existing filter can be subscribed again.
+        c.send(&subscribe(2, v5.then_some(&props[..]), &[("s/0", 0)]));
+        let again = c.read_packet();
+        assert_eq!(
+            *again.last().unwrap(),
+            0,
+            "re-subscribe at the limit: {again:?}"
+        );
+    }
+    let (_fresh, _) = RawClient::v5(b.addr, "fresh-after-subs");
+}

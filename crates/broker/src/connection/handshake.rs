@@ -225,7 +225,10 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     if let Some(max) = connect.properties.maximum_packet_size {
         if !fit_connack(&mut ack, version, max) {
             tracing::warn!(listener = %listener.name, peer = %peer.addr, client_id = %Short(&client_id), max, "refused: the client's Maximum Packet Size is smaller than any CONNACK that could accept it [MQTT-3.1.2-24]");
-            connack_error(io, version, ReasonCode::PacketTooLarge);
+            // The shortest CONNACK is 5 bytes; below that nothing may be sent at all.
+            if max >= 5 {
+                connack_error(io, version, ReasonCode::PacketTooLarge);
+            }
             return None;
         }
     }
@@ -258,7 +261,16 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             control.clone(),
             new_session,
         )
-        .await;
+        .await
+    else {
+        // max-sessions: v5 0x97 Quota exceeded, v3 3 Server unavailable.
+        let reason = match version {
+            ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
+            _ => ReasonCode::ServerUnavailable,
+        };
+        connack_error(io, version, reason);
+        return None;
+    };
     let mut session = opened.data;
     session.expiry_interval = expiry;
     // A persistent session goes to the store as it opens, with its will: a

@@ -28,6 +28,7 @@ struct Refusals {
     invalid: u64,
     too_deep: u64,
     beyond_count: u64,
+    beyond_subscriptions: u64,
     /// The first refused filter and why.
     first: Option<String>,
 }
@@ -40,7 +41,7 @@ impl Refusals {
     }
 
     fn total(&self) -> u64 {
-        self.invalid + self.too_deep + self.beyond_count
+        self.invalid + self.too_deep + self.beyond_count + self.beyond_subscriptions
     }
 }
 
@@ -247,7 +248,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let mut stored = qos == QoS::ExactlyOnce && self.session.mailbox.store().is_some();
         let topic = publish.topic.clone();
         let allowed = self.authorized(Action::Publish { topic: &topic });
-        let mut reason = ReasonCode::Success;
+        let reason;
         if allowed {
             let message = Message::from_publish(
                 publish,
@@ -255,13 +256,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.bus.now(),
                 self.bus.limits.max_message_expiry,
             );
-            let routed = self.bus.publish(Arc::new(message));
+            let routed = self.bus.publish_from_client(Arc::new(message));
             stored |= routed.durable;
-            if routed.matched == 0 {
-                reason = ReasonCode::NoMatchingSubscribers;
-            } else {
+            if routed.matched > 0 {
                 self.routed_in_batch += 1;
             }
+            // A retained message the retained budget refuses is neither kept nor routed
+            // (v5 0x97; v3 has no code).
+            reason = if routed.retain_refused {
+                ReasonCode::QuotaExceeded
+            } else if routed.matched == 0 {
+                ReasonCode::NoMatchingSubscribers
+            } else {
+                ReasonCode::Success
+            };
             if let Some(mailbox) = routed.congested {
                 self.hold_back_for(mailbox);
             }
@@ -415,6 +423,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if !self.authorized(Action::Subscribe { filter: &raw }) {
             return Ok(failure(ReasonCode::NotAuthorized));
         }
+        let max = self.bus.limits.max_subscriptions_per_session;
+        if self.session.subscriptions.len() >= max && !self.session.subscriptions.contains_key(&raw)
+        {
+            refusals.beyond_subscriptions += 1;
+            refusals.note(&raw, "beyond max-subscriptions-per-session");
+            return Ok(failure(ReasonCode::QuotaExceeded));
+        }
         stored.options.qos = stored.options.qos.min(self.bus.limits.maximum_qos);
         let handle = MailboxHandle(self.session.mailbox.clone());
         let existed = self.bus.index.subscribe(&filter, handle, stored);
@@ -486,8 +501,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let limits = &self.bus.limits;
         let (max_levels, max_filters) = (limits.max_topic_levels, limits.max_filters_per_packet);
         self.warn_input(format_args!(
-            "{packet}: {} filters refused ({} invalid, {} deeper than max-topic-levels {max_levels}, {} beyond max-filters-per-packet {max_filters}); first: {}",
-            r.total(), r.invalid, r.too_deep, r.beyond_count,
+            "{packet}: {} filters refused ({} invalid, {} deeper than max-topic-levels {max_levels}, {} beyond max-filters-per-packet {max_filters}, {} beyond max-subscriptions-per-session); first: {}",
+            r.total(), r.invalid, r.too_deep, r.beyond_count, r.beyond_subscriptions,
             r.first.as_deref().unwrap_or("-"),
         ));
     }

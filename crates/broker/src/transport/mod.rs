@@ -97,27 +97,36 @@ pub enum HandshakeError {
 }
 
 /// Run the TLS and/or WebSocket handshakes, bounded by `timeout` so a silent client cannot
-/// hold a task and a socket forever.
+/// hold a task and a socket forever. `max_ws_message` bounds a WebSocket frame and message
+/// (the broker passes its maximum MQTT packet size).
 pub async fn accept(
     tcp: TcpStream,
     transport: &Transport,
     timeout: Duration,
+    max_ws_message: usize,
 ) -> Result<Accepted, HandshakeError> {
     if transport.tls.is_none() && transport.protocol == Protocol::Mqtt {
         return Ok(Accepted::plain(Stream::Plain(tcp)));
     }
     // Boxed: a rustls handshake's state is ~11 KB, and an unboxed future would make every
     // connection's task that large for its whole life, plain TCP included.
-    Box::pin(tokio::time::timeout(timeout, handshakes(tcp, transport)))
-        .await
-        .map_err(|_| HandshakeError::Timeout(timeout))?
+    Box::pin(tokio::time::timeout(
+        timeout,
+        handshakes(tcp, transport, max_ws_message),
+    ))
+    .await
+    .map_err(|_| HandshakeError::Timeout(timeout))?
 }
 
-async fn handshakes(tcp: TcpStream, transport: &Transport) -> Result<Accepted, HandshakeError> {
+async fn handshakes(
+    tcp: TcpStream,
+    transport: &Transport,
+    max_ws_message: usize,
+) -> Result<Accepted, HandshakeError> {
     match (&transport.tls, transport.protocol) {
         (None, Protocol::Mqtt) => Ok(Accepted::plain(Stream::Plain(tcp))),
         (None, Protocol::WebSockets) => Ok(Accepted::plain(Stream::Wrapped(Box::new(
-            ws::accept(tcp).await?,
+            ws::accept(tcp, max_ws_message).await?,
         )))),
         (Some(tls), protocol) => {
             let stream = tokio_rustls::TlsAcceptor::from(tls.clone())
@@ -137,7 +146,9 @@ async fn handshakes(tcp: TcpStream, transport: &Transport) -> Result<Accepted, H
                 .unwrap_or_default();
             let stream = match protocol {
                 Protocol::Mqtt => Stream::Wrapped(Box::new(stream)),
-                Protocol::WebSockets => Stream::Wrapped(Box::new(ws::accept(stream).await?)),
+                Protocol::WebSockets => {
+                    Stream::Wrapped(Box::new(ws::accept(stream, max_ws_message).await?))
+                }
             };
             Ok(Accepted {
                 stream,

@@ -21,13 +21,22 @@ use super::HandshakeError;
 const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 
 /// Upgrade any path; reject a client that offers subprotocols but none of ours.
-pub(super) async fn accept<S>(stream: S) -> Result<WsStream<S>, HandshakeError>
+///
+/// A frame, or a fragmented message, larger than `max_message` bytes (the broker's maximum
+/// MQTT packet size) ends the connection: a frame is refused from its header, before its
+/// payload is buffered. One frame may still carry several MQTT packets, or part of one, as
+/// long as it is not larger than the largest packet.
+pub(super) async fn accept<S>(stream: S, max_message: usize) -> Result<WsStream<S>, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut config = WebSocketConfig::default();
     // Write each message through at once: the connection task decides batching.
     config.write_buffer_size = 0;
+    // tungstenite's defaults are 16 MiB frames and 64 MiB messages, far above what the MQTT
+    // layer accepts; the buffer it reserves for a frame is sized from the frame header.
+    config.max_frame_size = Some(max_message);
+    config.max_message_size = Some(max_message);
     let ws =
         tokio_tungstenite::accept_hdr_async_with_config(stream, select_subprotocol, Some(config))
             .await
@@ -110,7 +119,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                 // Pings are answered by tungstenite; nothing for MQTT.
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(())),
-                Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
+                Some(Err(e)) => {
+                    if let tokio_tungstenite::tungstenite::Error::Capacity(c) = &e {
+                        // One line per connection: the connection ends here.
+                        tracing::warn!("WebSocket input refused, connection closed: {c} (the maximum packet size bounds WebSocket frames and messages)");
+                    }
+                    return Poll::Ready(Err(to_io(e)));
+                }
             }
         }
     }
