@@ -267,8 +267,18 @@ impl Bus {
             s.refusal_summary(),
             match &self.store {
                 None => "in-memory".to_string(),
-                Some(store) if store.is_failed() => format!("FAILED ({})", store.path().display()),
-                Some(store) => store.path().display().to_string(),
+                Some(store) => match store.health() {
+                    edgemq_store::Health::Ok => store.path().display().to_string(),
+                    edgemq_store::Health::Degraded { error, .. } => format!(
+                        "DEGRADED ({}: {error}; failed_commits={} pending={})",
+                        store.path().display(),
+                        store.failed_commits(),
+                        store.pending()
+                    ),
+                    edgemq_store::Health::Failed { error, .. } => {
+                        format!("FAILED ({}: {error})", store.path().display())
+                    }
+                },
             },
         )
     }

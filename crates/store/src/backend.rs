@@ -23,22 +23,45 @@ pub(crate) struct SyncedFile {
     last_sync: Mutex<Instant>,
     /// Written since the last fsync.
     dirty: AtomicBool,
+    /// While set, every write and fsync fails with "no space left on device" (tests: an
+    /// injected I/O error, as a full disk gives it).
+    faults: Arc<AtomicBool>,
 }
 
 impl SyncedFile {
-    pub(crate) fn new(file: File, policy: SyncPolicy) -> Result<Arc<Self>, redb::DatabaseError> {
+    pub(crate) fn new(
+        file: File,
+        policy: SyncPolicy,
+        faults: Arc<AtomicBool>,
+    ) -> Result<Arc<Self>, redb::DatabaseError> {
         Ok(Arc::new(SyncedFile {
             file: FileBackend::new(file)?,
             policy,
             last_sync: Mutex::new(Instant::now()),
             dirty: AtomicBool::new(false),
+            faults,
         }))
+    }
+
+    pub(crate) fn policy(&self) -> SyncPolicy {
+        self.policy
+    }
+
+    fn injected(&self) -> std::io::Result<()> {
+        if self.faults.load(Ordering::Relaxed) {
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        Ok(())
     }
 
     /// fsync now, whatever the policy (idle flush under `interval-ms`, clean shutdown).
     pub(crate) fn sync_now(&self) -> std::io::Result<()> {
         if self.dirty.swap(false, Ordering::AcqRel) {
-            self.file.sync_data()?;
+            if let Err(e) = self.injected().and_then(|()| self.file.sync_data()) {
+                // Still unsynced: the next attempt must not think otherwise.
+                self.dirty.store(true, Ordering::Release);
+                return Err(e);
+            }
             if let Ok(mut last) = self.last_sync.lock() {
                 *last = Instant::now();
             }
@@ -74,6 +97,7 @@ impl StorageBackend for Backend {
 
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
         self.0.dirty.store(true, Ordering::Release);
+        self.0.injected()?;
         self.0.file.set_len(len)
     }
 
@@ -91,12 +115,16 @@ impl StorageBackend for Backend {
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
         self.0.dirty.store(true, Ordering::Release);
+        self.0.injected()?;
         self.0.file.write(offset, data)
     }
 
     fn close(&self) -> Result<(), std::io::Error> {
-        self.0.sync_now()?;
-        self.0.file.close()
+        // Closed (and unlocked) even when the fsync fails: the writer reopens the file after
+        // a failed commit, and a lock left behind would keep it out.
+        let synced = self.0.sync_now();
+        let closed = self.0.file.close();
+        synced.and(closed)
     }
 
     fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {

@@ -14,6 +14,14 @@
 //! order when threads race between numbering and sending; the reported frontier waits for
 //! the gap, which the racing thread fills at once.)
 //!
+//! **A failed write is retried, not fatal.** When a commit fails (disk full, I/O error) the
+//! writer keeps the batch, reports the store [`Health::Degraded`], reopens the file and
+//! retries the same batch with back-off (100 ms doubling to 5 s) until it commits; whatever
+//! is submitted meanwhile joins it. Nothing waiting on [`Store::committed`] is released
+//! before its commit, so an acknowledgement is held, never given for data that is not on
+//! disk. Only a backlog beyond [`BACKLOG_OPS`] operations or [`BACKLOG_BYTES`] bytes (or a
+//! shutdown while degraded) makes the store give up: [`Store::is_failed`], as before.
+//!
 //! **Sync policy.** Every batch is a complete redb commit written to the file, so a killed
 //! broker loses nothing it acknowledged under any policy. The policy decides when `fsync`
 //! runs, which is what a power loss tests ([`SyncPolicy`]).
@@ -27,6 +35,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::SystemTime;
 
 use bytestring::ByteString;
 use tokio::sync::{oneshot, watch};
@@ -114,6 +123,31 @@ pub enum Recovery {
     Strict,
 }
 
+/// While the store is degraded, at most this many operations wait behind the failed batch;
+/// beyond it the store gives up ([`Health::Failed`], restart needed). Nothing acknowledged is
+/// lost then either: what waits was never acknowledged.
+pub const BACKLOG_OPS: usize = 1_000_000;
+/// The same bound in (estimated) bytes of memory held by the waiting operations.
+pub const BACKLOG_BYTES: usize = 256 * 1024 * 1024;
+
+/// Whether the store is writing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    /// A commit failed (since then, with this error): acknowledgements that need the disk are
+    /// held while the writer retries; it recovers by itself once the disk takes writes again.
+    Degraded {
+        since: SystemTime,
+        error: String,
+    },
+    /// The store gave up (backlog over its bound, or shutdown while degraded): nothing more is
+    /// written until a restart. See [`Store::is_failed`].
+    Failed {
+        since: SystemTime,
+        error: String,
+    },
+}
+
 /// An operation for the writer thread.
 pub(crate) enum Op {
     Enqueue {
@@ -165,6 +199,21 @@ pub(crate) struct Shared {
     /// Every operation numbered up to this value is committed.
     pub(crate) committed: watch::Sender<u64>,
     pub(crate) failed: AtomicBool,
+    pub(crate) health: Mutex<Health>,
+    /// Commits that failed (each retry counts).
+    pub(crate) failed_commits: AtomicU64,
+    /// Injected I/O errors (tests).
+    pub(crate) faults: Arc<AtomicBool>,
+    /// The backlog bound while degraded: operations, bytes.
+    pub(crate) backlog: (usize, usize),
+}
+
+impl Shared {
+    pub(crate) fn set_health(&self, health: Health) {
+        if let Ok(mut h) = self.health.lock() {
+            *h = health;
+        }
+    }
 }
 
 /// The open store. Cheap to share (`Arc<Store>`); every method is non-blocking.
@@ -194,22 +243,48 @@ impl Store {
         policy: SyncPolicy,
         recovery: Recovery,
     ) -> Result<(Store, Recovered), StoreError> {
+        Self::open_with(dir, policy, recovery, (BACKLOG_OPS, BACKLOG_BYTES))
+    }
+
+    fn open_with(
+        dir: &Path,
+        policy: SyncPolicy,
+        recovery: Recovery,
+        backlog: (usize, usize),
+    ) -> Result<(Store, Recovered), StoreError> {
         let path = dir.join(FILE_NAME);
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
-        let (db, file, recovered) = recover::open(&path, policy, recovery)?;
+        let faults = Arc::new(AtomicBool::new(false));
+        let (db, file, recovered) = recover::open(&path, policy, recovery, &faults)?;
         let shared = Arc::new(Shared {
             submitted: AtomicU64::new(0),
             committed: watch::Sender::new(0),
             failed: AtomicBool::new(false),
+            health: Mutex::new(Health::Ok),
+            failed_commits: AtomicU64::new(0),
+            faults,
+            backlog,
         });
+        Self::start(db, file, path, policy, shared, recovered)
+    }
+
+    fn start(
+        db: redb::Database,
+        file: Arc<backend::SyncedFile>,
+        path: PathBuf,
+        policy: SyncPolicy,
+        shared: Arc<Shared>,
+        recovered: Recovered,
+    ) -> Result<(Store, Recovered), StoreError> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let thread_shared = shared.clone();
+        let thread_path = path.clone();
         let writer = std::thread::Builder::new()
             .name("edgemq-store".into())
-            .spawn(move || writer::run(db, file, rx, thread_shared))
+            .spawn(move || writer::run(db, file, thread_path, rx, thread_shared))
             .map_err(|source| StoreError::Io {
                 path: path.clone(),
                 source,
@@ -251,9 +326,33 @@ impl Store {
         self.shared.committed.subscribe()
     }
 
-    /// A write failed: nothing more is durable and nothing that waits should be acknowledged.
+    /// The store gave up: nothing more is durable and nothing that waits should be
+    /// acknowledged (until a restart). A store that is only [`Health::Degraded`] is not
+    /// failed: what waits is acknowledged once the retried commit succeeds.
     pub fn is_failed(&self) -> bool {
         self.shared.failed.load(Ordering::Acquire)
+    }
+
+    /// Whether the store is writing, retrying a failed commit, or gave up.
+    pub fn health(&self) -> Health {
+        self.shared.health.lock().map_or(Health::Ok, |h| h.clone())
+    }
+
+    /// Commits that failed since start (every failed retry counts).
+    pub fn failed_commits(&self) -> u64 {
+        self.shared.failed_commits.load(Ordering::Relaxed)
+    }
+
+    /// Tests: make every write and fsync fail (ENOSPC) while `on`.
+    #[cfg(test)]
+    pub(crate) fn inject_write_errors(&self, on: bool) {
+        self.shared.faults.store(on, Ordering::Relaxed);
+    }
+
+    /// Operations submitted and not committed yet.
+    pub fn pending(&self) -> u64 {
+        let committed = *self.shared.committed.borrow();
+        self.ticket().saturating_sub(committed)
     }
 
     /// Store a delivery for `client`; returns it with its store key set.

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -96,8 +97,9 @@ pub(crate) fn open(
     path: &Path,
     policy: SyncPolicy,
     recovery: Recovery,
+    faults: &Arc<AtomicBool>,
 ) -> Result<(Database, Arc<SyncedFile>, Recovered), StoreError> {
-    match open_and_read(path, policy, recovery) {
+    match open_and_read(path, policy, recovery, faults) {
         Ok(opened) => Ok(opened),
         Err(Failure::Fatal(e)) => Err(e),
         Err(Failure::Damaged(reason)) if recovery == Recovery::Strict => Err(StoreError::Damaged {
@@ -114,7 +116,7 @@ pub(crate) fn open(
                 store = %path.display(), moved_to = %aside.display(), reason = %reason,
                 "STORE DAMAGED: the store could not be read; it was moved aside and the broker starts EMPTY (sessions, queued and retained messages of the old store are not restored; use --strict-recovery to refuse to start instead)"
             );
-            match open_and_read(path, policy, recovery) {
+            match open_and_read(path, policy, recovery, faults) {
                 Ok((db, file, mut recovered)) => {
                     recovered.quarantined = Some(aside);
                     Ok((db, file, recovered))
@@ -151,6 +153,7 @@ fn open_and_read(
     path: &Path,
     policy: SyncPolicy,
     recovery: Recovery,
+    faults: &Arc<AtomicBool>,
 ) -> Result<(Database, Arc<SyncedFile>, Recovered), Failure> {
     let io = |source| {
         Failure::Fatal(StoreError::Io {
@@ -165,16 +168,38 @@ fn open_and_read(
         .truncate(false)
         .open(path)
         .map_err(io)?;
-    let synced = SyncedFile::new(file, policy).map_err(|e| classify_open(path, e))?;
+    let synced =
+        SyncedFile::new(file, policy, faults.clone()).map_err(|e| classify_open(path, e))?;
+    let db = database(&synced).map_err(|e| classify_open(path, e))?;
+    let recovered = read_back(&db, recovery)?;
+    Ok((db, synced, recovered))
+}
+
+fn database(synced: &Arc<SyncedFile>) -> Result<Database, DatabaseError> {
     // redb's default page cache (1 GiB) is sized for a server, not for an edge gateway:
     // the broker keeps what it serves in memory already, and reads the store back only at
     // start-up and for offline sessions' queues.
-    let db = redb::Builder::new()
+    redb::Builder::new()
         .set_cache_size(CACHE_BYTES)
         .create_with_backend(Backend(synced.clone()))
-        .map_err(|e| classify_open(path, e))?;
-    let recovered = read_back(&db, recovery)?;
-    Ok((db, synced, recovered))
+}
+
+/// Open the file again after a failed commit (redb refuses every operation after an I/O
+/// error until the database is reopened; reopening repairs what the failed commit left).
+/// Nothing is read back: the broker's memory is still the truth.
+pub(crate) fn reopen(
+    path: &Path,
+    policy: SyncPolicy,
+    faults: &Arc<AtomicBool>,
+) -> Result<(Database, Arc<SyncedFile>), String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let synced = SyncedFile::new(file, policy, faults.clone()).map_err(|e| e.to_string())?;
+    let db = database(&synced).map_err(|e| e.to_string())?;
+    Ok((db, synced))
 }
 
 fn classify_open(path: &Path, e: DatabaseError) -> Failure {

@@ -144,3 +144,149 @@ fn sync_policies_parse() {
     assert!("interval-ms=0".parse::<SyncPolicy>().is_err());
     assert!("sometimes".parse::<SyncPolicy>().is_err());
 }
+
+/// Poll `f` for up to `secs` seconds.
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    f()
+}
+
+/// Under each sync policy, a write error does not end the writer: the batch is kept (its
+/// ticket is not reached: nothing is acknowledged), the store says it is degraded and counts
+/// the failures, what is submitted meanwhile joins the batch, and once writes succeed again
+/// everything commits, with no reopen of the store, and is read back after one.
+#[test]
+fn a_failed_commit_is_held_and_retried_until_the_disk_takes_it() {
+    for policy in [
+        SyncPolicy::Always,
+        SyncPolicy::IntervalMs(5),
+        SyncPolicy::Never,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let client = ByteString::from_static("sub");
+        let (store, _) = Store::open(dir.path(), policy, Recovery::Quarantine).unwrap();
+        store.put_session(&client, session());
+        let before = store.enqueue(&client, delivery("before", QoS::AtLeastOnce));
+        let ticket = store.ticket();
+        assert!(eventually(10, || *store.committed().borrow() >= ticket));
+        assert_eq!(store.health(), crate::Health::Ok);
+
+        store.inject_write_errors(true);
+        let during = store.enqueue(&client, delivery("during", QoS::AtLeastOnce));
+        let held = store.ticket();
+        assert!(
+            eventually(10, || matches!(
+                store.health(),
+                crate::Health::Degraded { .. }
+            )),
+            "{policy}: degraded"
+        );
+        let error = match store.health() {
+            crate::Health::Degraded { error, .. } => error,
+            other => panic!("{other:?}"),
+        };
+        assert!(error.contains("No space left"), "{policy}: {error}");
+        assert!(!store.is_failed(), "degraded is not failed");
+        // Retries go on and fail; the ticket is never reached meanwhile.
+        assert!(eventually(10, || store.failed_commits() >= 3));
+        assert!(
+            *store.committed().borrow() < held,
+            "{policy}: released early"
+        );
+        let later = store.enqueue(&client, delivery("later", QoS::ExactlyOnce));
+        let load = store.load(&client, vec![during.stored.unwrap()]);
+        let last = store.ticket();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(
+            *store.committed().borrow() < held,
+            "{policy}: released early"
+        );
+        assert!(store.pending() >= 3);
+
+        store.inject_write_errors(false);
+        assert!(
+            eventually(10, || *store.committed().borrow() >= last),
+            "{policy}: recovered"
+        );
+        assert_eq!(store.health(), crate::Health::Ok);
+        assert!(!store.is_failed());
+        let loaded = load.blocking_recv().unwrap();
+        assert_eq!(&*loaded[0].message.topic, "during");
+        // And it goes on working.
+        let after = store.enqueue(&client, delivery("after", QoS::AtLeastOnce));
+        let t = store.ticket();
+        assert!(eventually(10, || *store.committed().borrow() >= t));
+        store.close();
+        drop(store);
+
+        let (store, recovered) = open(dir.path());
+        let queued: Vec<u64> = recovered.sessions[0].queued.iter().map(|q| q.0).collect();
+        let expect: Vec<u64> = [before, during, later, after]
+            .iter()
+            .map(|d| d.stored.unwrap())
+            .collect();
+        assert_eq!(queued, expect, "{policy}");
+        store.close();
+    }
+}
+
+/// While degraded, the waiting operations are bounded: beyond the bound the store gives up
+/// as it did before retries existed (failed, every waiter released to refuse), and nothing
+/// it had committed is lost.
+#[test]
+fn beyond_the_backlog_bound_a_degraded_store_gives_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = ByteString::from_static("sub");
+    let (store, _) = Store::open_with(
+        dir.path(),
+        SyncPolicy::Always,
+        Recovery::Quarantine,
+        (50, usize::MAX),
+    )
+    .unwrap();
+    store.put_session(&client, session());
+    let kept = store.enqueue(&client, delivery("kept", QoS::AtLeastOnce));
+    let ticket = store.ticket();
+    assert!(eventually(10, || *store.committed().borrow() >= ticket));
+    store.inject_write_errors(true);
+    store.enqueue(&client, delivery("first", QoS::AtLeastOnce));
+    assert!(eventually(10, || matches!(
+        store.health(),
+        crate::Health::Degraded { .. }
+    )));
+    for _ in 0..100 {
+        store.enqueue(&client, delivery("more", QoS::AtLeastOnce));
+    }
+    assert!(eventually(10, || store.is_failed()));
+    assert!(matches!(store.health(), crate::Health::Failed { .. }));
+    assert_eq!(*store.committed().borrow(), u64::MAX);
+    store.close();
+    drop(store);
+
+    let (store, recovered) = open(dir.path());
+    let queued: Vec<u64> = recovered.sessions[0].queued.iter().map(|q| q.0).collect();
+    assert_eq!(queued, vec![kept.stored.unwrap()]);
+    store.close();
+}
+
+/// A shutdown while degraded does not hang: the store gives up what it could not commit
+/// (never acknowledged) and `close` returns.
+#[test]
+fn close_while_degraded_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = ByteString::from_static("sub");
+    let (store, _) = open(dir.path());
+    store.inject_write_errors(true);
+    store.put_session(&client, session());
+    assert!(eventually(10, || store.failed_commits() >= 1));
+    let started = std::time::Instant::now();
+    store.close();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(store.is_failed());
+}

@@ -2,19 +2,20 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use redb::{Database, ReadableTable, TableDefinition};
-use tokio::sync::oneshot;
 
 use edgemq_core::session::{Delivery, OutgoingState};
 
 use crate::backend::SyncedFile;
 use crate::record::{self, Clock};
-use crate::{state_code, Op, Shared};
+use crate::{recover, state_code, Health, Op, Shared};
 
 pub(crate) const SESSIONS: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("sessions");
@@ -30,17 +31,24 @@ pub(crate) const INCOMING: TableDefinition<'static, (&'static str, u16), ()> =
 pub(crate) const RETAINED: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("retained");
 
-type Replies = Vec<(oneshot::Sender<Vec<Delivery>>, Vec<Delivery>)>;
+/// The first retry after a failed commit; doubled after each failure up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// While a commit keeps failing, one log line per this period.
+const LOG_EVERY: Duration = Duration::from_secs(30);
 
 pub(crate) fn run(
     db: Database,
     file: Arc<SyncedFile>,
+    path: PathBuf,
     ops: Receiver<(u64, Op)>,
     shared: Arc<Shared>,
 ) {
     let mut scratch = BytesMut::new();
     let mut closing = None;
     let mut frontier = Frontier::default();
+    let mut db = Some(db);
+    let mut file = file;
     while closing.is_none() {
         // Under `interval-ms`, an idle writer still owes the disk its fsync.
         let first = match file.sync_due_in() {
@@ -63,24 +71,104 @@ pub(crate) fn run(
         let mut batch = Vec::with_capacity(waiting + 1);
         batch.push(first);
         batch.extend(ops.try_iter().take(waiting));
-        let numbers: Vec<u64> = batch.iter().map(|(n, _)| *n).collect();
-        let mut replies = Replies::new();
-        match apply(&db, batch, &mut scratch, &mut replies, &mut closing) {
-            Ok(()) => {
-                if let Some(committed) = frontier.advance(numbers) {
-                    shared.committed.send_replace(committed);
+        let mut retry: Option<Retry> = None;
+        // Until this batch is committed: nothing after it is reported committed before it.
+        let loaded = loop {
+            let attempt = match &db {
+                Some(db) => apply(db, &batch, &mut scratch).map_err(|e| e.to_string()),
+                None => Err("the store file is not open".to_string()),
+            };
+            let error = match attempt {
+                Ok(loaded) => break loaded,
+                Err(e) => e,
+            };
+            shared.failed_commits.fetch_add(1, Ordering::Relaxed);
+            let r = match retry.take() {
+                Some(mut r) => {
+                    r.failed(&error, batch.len());
+                    r
                 }
-                for (reply, loaded) in replies {
-                    let _ = reply.send(loaded);
+                None => Retry::start(&shared, &error, batch.len()),
+            };
+            let r = retry.insert(r);
+            // redb refuses everything after an I/O error until the database is reopened.
+            // (Dropping it closes the file and releases its lock.)
+            drop(db.take());
+            if batch.iter().any(|(_, op)| matches!(op, Op::Close { .. })) {
+                give_up(
+                    &shared,
+                    &format!("shutting down while the disk refuses writes: {error}"),
+                    batch.len(),
+                );
+                return;
+            }
+            // Back off; meanwhile whatever is submitted joins the batch (within the bound).
+            let deadline = Instant::now() + r.wait;
+            let mut close_now = false;
+            while !close_now {
+                match ops.recv_deadline(deadline) {
+                    Ok(op) => {
+                        close_now = matches!(op.1, Op::Close { .. });
+                        r.bytes += weight(&op.1);
+                        batch.push(op);
+                        batch.extend(ops.try_iter().inspect(|op| {
+                            r.bytes += weight(&op.1);
+                            close_now |= matches!(op.1, Op::Close { .. });
+                        }));
+                        let (max_ops, max_bytes) = shared.backlog;
+                        if batch.len() > max_ops || r.bytes > max_bytes {
+                            give_up(
+                                &shared,
+                                &format!(
+                                    "{} operations ({} bytes) wait for the disk, over the bound of {max_ops} operations or {max_bytes} bytes; last error: {error}",
+                                    batch.len(),
+                                    r.bytes
+                                ),
+                                batch.len(),
+                            );
+                            return;
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => break,
+                    // The store was dropped without `close`: nobody waits for this any more.
+                    Err(RecvTimeoutError::Disconnected) => {
+                        give_up(
+                            &shared,
+                            &format!(
+                                "the store was dropped while the disk refuses writes: {error}"
+                            ),
+                            batch.len(),
+                        );
+                        return;
+                    }
                 }
             }
-            Err(e) => {
-                // Nothing after this is durable: say so loudly, and let every waiter know
-                // (they refuse to acknowledge rather than pretend).
-                tracing::error!(error = %e, "store: a write failed; acknowledgements that need the disk are refused from now on");
-                shared.failed.store(true, Ordering::Release);
-                shared.committed.send_replace(u64::MAX);
-                return;
+            r.wait = (r.wait * 2).min(RETRY_MAX);
+            match recover::reopen(&path, file.policy(), &shared.faults) {
+                Ok((reopened, synced)) => {
+                    db = Some(reopened);
+                    file = synced;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "store: reopening the file failed; retrying");
+                }
+            }
+        };
+        if let Some(r) = retry {
+            r.recovered(&shared, batch.len());
+        }
+        let numbers: Vec<u64> = batch.iter().map(|(n, _)| *n).collect();
+        if let Some(committed) = frontier.advance(numbers) {
+            shared.committed.send_replace(committed);
+        }
+        let mut loaded = loaded.into_iter();
+        for (_, op) in batch {
+            match op {
+                Op::Load { reply, .. } => {
+                    let _ = reply.send(loaded.next().unwrap_or_default());
+                }
+                Op::Close { reply } => closing = Some(reply),
+                _ => {}
             }
         }
     }
@@ -90,6 +178,105 @@ pub(crate) fn run(
     }
     if let Some(reply) = closing {
         let _ = reply.send(());
+    }
+}
+
+/// A failed commit being retried.
+struct Retry {
+    since: Instant,
+    attempts: u64,
+    wait: Duration,
+    last_log: Instant,
+    /// Estimated memory held by the operations that joined the batch.
+    bytes: usize,
+}
+
+impl Retry {
+    fn start(shared: &Shared, error: &str, ops: usize) -> Retry {
+        tracing::error!(
+            error = %error, operations = ops,
+            "store: DEGRADED: a commit failed; acknowledgements that need the disk are held and the commit is retried until the disk takes it"
+        );
+        shared.set_health(Health::Degraded {
+            since: SystemTime::now(),
+            error: error.to_string(),
+        });
+        let now = Instant::now();
+        Retry {
+            since: now,
+            attempts: 1,
+            wait: RETRY_FIRST,
+            last_log: now,
+            bytes: 0,
+        }
+    }
+
+    fn failed(&mut self, error: &str, ops: usize) {
+        self.attempts += 1;
+        if self.last_log.elapsed() >= LOG_EVERY {
+            self.last_log = Instant::now();
+            tracing::error!(
+                error = %error, attempts = self.attempts, operations = ops,
+                degraded_secs = self.since.elapsed().as_secs(),
+                "store: DEGRADED: commits still fail; acknowledgements that need the disk are still held"
+            );
+        }
+    }
+
+    fn recovered(self, shared: &Shared, ops: usize) {
+        shared.set_health(Health::Ok);
+        tracing::warn!(
+            attempts = self.attempts,
+            operations = ops,
+            degraded_ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "store: recovered: the held commit succeeded; held acknowledgements are released"
+        );
+    }
+}
+
+/// Stop writing for good: every waiter is told (they refuse to acknowledge rather than
+/// pretend). What was not committed was never acknowledged.
+fn give_up(shared: &Shared, reason: &str, ops: usize) {
+    tracing::error!(
+        reason = %reason, operations_not_committed = ops,
+        "store: FAILED: the writer gives up; acknowledgements that need the disk are refused until a restart (nothing acknowledged is lost)"
+    );
+    shared.set_health(Health::Failed {
+        since: SystemTime::now(),
+        error: reason.to_string(),
+    });
+    shared.failed.store(true, Ordering::Release);
+    shared.committed.send_replace(u64::MAX);
+}
+
+/// Memory an operation holds while it waits (an estimate, for the backlog bound).
+fn weight(op: &Op) -> usize {
+    const BASE: usize = 128;
+    BASE + match op {
+        Op::Enqueue { client, delivery } => {
+            client.len() + delivery.message.topic.len() + delivery.message.payload.len()
+        }
+        Op::PutRetained(m) => m.topic.len() + m.payload.len(),
+        Op::PutSession { client, record } => {
+            client.len()
+                + record
+                    .subscriptions
+                    .iter()
+                    .map(|(f, _)| f.len() + 16)
+                    .sum::<usize>()
+                + record
+                    .will
+                    .as_ref()
+                    .map_or(0, |(m, _)| m.topic.len() + m.payload.len())
+        }
+        Op::Load { client, seqs, .. } => client.len() + 8 * seqs.len(),
+        Op::DeleteRetained(topic) => topic.len(),
+        Op::Remove { client, .. }
+        | Op::Sent { client, .. }
+        | Op::IncomingAdd { client, .. }
+        | Op::IncomingRemove { client, .. }
+        | Op::DeleteSession { client } => client.len(),
+        Op::Close { .. } => 0,
     }
 }
 
@@ -140,15 +327,15 @@ impl Frontier {
     }
 }
 
+/// Apply `batch` in one transaction and commit it; what each `Load` read, in order.
 fn apply(
     db: &Database,
-    batch: Vec<(u64, Op)>,
+    batch: &[(u64, Op)],
     scratch: &mut BytesMut,
-    replies: &mut Replies,
-    closing: &mut Option<std::sync::mpsc::SyncSender<()>>,
-) -> Result<(), redb::Error> {
+) -> Result<Vec<Vec<Delivery>>, redb::Error> {
     let clock = Clock::now();
-    let skip = settled_within(&batch);
+    let skip = settled_within(batch);
+    let mut replies = Vec::new();
     let txn = db.begin_write()?;
     {
         let mut sessions = txn.open_table(SESSIONS)?;
@@ -160,15 +347,15 @@ fn apply(
             match op {
                 Op::Enqueue { delivery, .. }
                     if delivery.stored.is_some_and(|seq| skip.contains(&seq)) => {}
-                Op::Remove { seq, .. } | Op::Sent { seq, .. } if skip.contains(&seq) => {}
+                Op::Remove { seq, .. } | Op::Sent { seq, .. } if skip.contains(seq) => {}
                 Op::Enqueue { client, delivery } => {
                     let seq = delivery.stored.unwrap_or(0);
-                    record::encode_delivery(&delivery, clock, scratch);
-                    queue.insert((&*client, seq), &scratch[..])?;
+                    record::encode_delivery(delivery, clock, scratch);
+                    queue.insert((&**client, seq), &scratch[..])?;
                 }
                 Op::Remove { client, seq } => {
-                    queue.remove((&*client, seq))?;
-                    inflight.remove((&*client, seq))?;
+                    queue.remove((&**client, *seq))?;
+                    inflight.remove((&**client, *seq))?;
                 }
                 Op::Sent {
                     client,
@@ -176,45 +363,41 @@ fn apply(
                     packet_id,
                     state,
                 } => {
-                    let entry = record::encode_inflight(packet_id, state_code(state));
-                    inflight.insert((&*client, seq), &entry[..])?;
+                    let entry = record::encode_inflight(*packet_id, state_code(*state));
+                    inflight.insert((&**client, *seq), &entry[..])?;
                     // Awaiting PUBCOMP, only the packet identifier matters [MQTT-4.3.3].
-                    if state == OutgoingState::AwaitingPubComp {
-                        queue.remove((&*client, seq))?;
+                    if *state == OutgoingState::AwaitingPubComp {
+                        queue.remove((&**client, *seq))?;
                     }
                 }
                 Op::IncomingAdd { client, packet_id } => {
-                    incoming.insert((&*client, packet_id), ())?;
+                    incoming.insert((&**client, *packet_id), ())?;
                 }
                 Op::IncomingRemove { client, packet_id } => {
-                    incoming.remove((&*client, packet_id))?;
+                    incoming.remove((&**client, *packet_id))?;
                 }
                 Op::PutSession { client, record } => {
-                    let raw = record::encode_session(&record, clock);
-                    sessions.insert(&*client, &raw[..])?;
+                    let raw = record::encode_session(record, clock);
+                    sessions.insert(&**client, &raw[..])?;
                 }
                 Op::DeleteSession { client } => {
-                    sessions.remove(&*client)?;
-                    let c: &str = &client;
+                    sessions.remove(&**client)?;
+                    let c: &str = client;
                     queue.retain_in((c, 0)..=(c, u64::MAX), |_, _| false)?;
                     inflight.retain_in((c, 0)..=(c, u64::MAX), |_, _| false)?;
                     incoming.retain_in((c, 0)..=(c, u16::MAX), |_, ()| false)?;
                 }
                 Op::PutRetained(message) => {
-                    let raw = record::encode_retained(&message, clock);
+                    let raw = record::encode_retained(message, clock);
                     retained.insert(&*message.topic, &raw[..])?;
                 }
                 Op::DeleteRetained(topic) => {
-                    retained.remove(&*topic)?;
+                    retained.remove(&**topic)?;
                 }
-                Op::Load {
-                    client,
-                    seqs,
-                    reply,
-                } => {
+                Op::Load { client, seqs, .. } => {
                     let mut loaded = Vec::with_capacity(seqs.len());
-                    for seq in seqs {
-                        let Some(raw) = queue.get((&*client, seq))? else {
+                    for &seq in seqs {
+                        let Some(raw) = queue.get((&**client, seq))? else {
                             continue;
                         };
                         match record::decode_delivery(raw.value(), seq, clock) {
@@ -224,14 +407,14 @@ fn apply(
                             }
                         }
                     }
-                    replies.push((reply, loaded));
+                    replies.push(loaded);
                 }
-                Op::Close { reply } => *closing = Some(reply),
+                Op::Close { .. } => {}
             }
         }
     }
     txn.commit()?;
-    Ok(())
+    Ok(replies)
 }
 
 #[cfg(test)]

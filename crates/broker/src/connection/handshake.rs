@@ -292,9 +292,10 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 
     // The client's Receive Maximum (65,535 when absent), up to what the broker keeps in
     // flight per client.
+    // (3.1.1 clients have none: --receive-maximum is their window, as documented.)
     let send_window = match version {
         ProtocolVersion::V5 => connect.properties.receive_maximum.unwrap_or(u16::MAX),
-        _ => u16::MAX,
+        _ => limits.receive_maximum,
     };
     let send_window = usize::from(send_window.min(limits.max_inflight_messages));
     Some(Accepted {
