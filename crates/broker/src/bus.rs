@@ -73,6 +73,9 @@ pub struct Bus {
     pub store: Option<Arc<Store>>,
     next_id: AtomicU64,
     retain_warning: LimitWarning,
+    /// Where the broker stands against its memory budget, and what it accounts.
+    pub pressure: crate::memory::Pressure,
+    pub held: Arc<crate::memory::Held>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -90,6 +93,7 @@ thread_local! {
 
 impl Bus {
     pub fn new(limits: Limits, store: Option<Arc<Store>>) -> Arc<Bus> {
+        let limits_budget = limits.memory_budget;
         Arc::new(Bus {
             store,
             index: SubscriptionIndex::new(),
@@ -102,6 +106,8 @@ impl Bus {
             limits,
             next_id: AtomicU64::new(1),
             retain_warning: LimitWarning::default(),
+            pressure: crate::memory::Pressure::new(limits_budget),
+            held: Arc::default(),
         })
     }
 
@@ -131,15 +137,24 @@ impl Bus {
         if message.retain && self.limits.retain_available {
             // The durable write under the retained store's lock: the store sees the changes
             // to one topic in the order memory does.
-            let kept = self.retained.set_then(message.clone(), |message| {
-                if let Some(store) = &self.store {
-                    store.retain(message);
-                    durable = true;
-                }
-            });
+            // At the memory budget, nothing new is retained (deleting still is).
+            let kept = if self.pressure.sheds() && !message.payload.is_empty() {
+                self.stats.refused(crate::stats::Limit::MemoryBudget, 1);
+                Err(None)
+            } else {
+                let kept = self.retained.set_then(message.clone(), |message| {
+                    if let Some(store) = &self.store {
+                        store.retain(message);
+                        durable = true;
+                    }
+                });
+                kept.map_err(Some)
+            };
             if let Err(refused) = kept {
                 retain_refused = true;
-                self.retain_refused(&message, refused);
+                if let Some(refused) = refused {
+                    self.retain_refused(&message, refused);
+                }
                 if !route_when_refused {
                     return Routed {
                         matched: 0,
@@ -175,7 +190,9 @@ impl Bus {
                     stored: None,
                 };
                 routed.durable |= route.subscriber.0.stores(delivery.qos);
-                let outcome = route.subscriber.0.push(delivery, &self.stats);
+                // Near the memory budget, queues stop growing (overflow policy).
+                let shed = self.pressure.sheds();
+                let outcome = route.subscriber.0.push_with(delivery, &self.stats, shed);
                 // The publisher's own queue never holds it back: it drains only while the
                 // publisher's connection reads (its acknowledgements).
                 if outcome == PushOutcome::QueuedCongested
@@ -255,7 +272,7 @@ impl Bus {
         use std::sync::atomic::Ordering::Relaxed;
         let s = &self.stats;
         format!(
-            "sessions={} subscriptions={} retained={} retained_bytes={} connections_accepted={} messages_received={} messages_sent={} drops=[{}] refusals=[{}] store={}",
+            "sessions={} subscriptions={} retained={} retained_bytes={} connections_accepted={} messages_received={} messages_sent={} drops=[{}] refusals=[{}] memory=[accounted={} budget={} level={:?}] store={}",
             self.sessions.len(),
             self.index.len(),
             self.retained.len(),
@@ -265,6 +282,9 @@ impl Bus {
             s.messages_sent.load(Relaxed),
             s.drop_summary(),
             s.refusal_summary(),
+            crate::memory::accounted(self),
+            self.pressure.budget(),
+            self.pressure.level(),
             match &self.store {
                 None => "in-memory".to_string(),
                 Some(store) => match store.health() {

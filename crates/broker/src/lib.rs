@@ -15,6 +15,7 @@ pub mod bus;
 mod connection;
 pub mod listener;
 pub mod mailbox;
+pub mod memory;
 pub mod selfcheck;
 pub mod server;
 pub mod sessions;

@@ -25,6 +25,8 @@ use tokio::sync::Notify;
 
 use edgemq_codec::QoS;
 use edgemq_core::limits::{Limits, OverflowPolicy};
+
+use crate::memory::Held;
 use edgemq_core::logtext::Short;
 use edgemq_core::session::Delivery;
 use edgemq_core::subscriptions::{SessionKey, SubscriberHandle};
@@ -87,20 +89,23 @@ impl Entry {
 }
 
 /// A session queue's bounds and what to do past them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct QueueLimits {
     pub messages: usize,
     /// Bytes of the messages held in memory ([`edgemq_core::message::Message::size`]).
     pub bytes: usize,
     pub policy: OverflowPolicy,
+    /// The broker-wide account the queue's bytes are added to (the memory budget).
+    pub held: Option<Arc<Held>>,
 }
 
 impl QueueLimits {
-    pub fn of(limits: &Limits) -> Self {
+    pub fn of(limits: &Limits, held: &Arc<Held>) -> Self {
         QueueLimits {
             messages: limits.max_queued_messages,
             bytes: limits.max_queued_bytes,
             policy: limits.overflow_policy,
+            held: Some(held.clone()),
         }
     }
 }
@@ -112,6 +117,7 @@ struct Queue {
     /// Bytes of the in-memory entries, and their bound.
     bytes: usize,
     max_bytes: usize,
+    held: Option<Arc<Held>>,
     policy: OverflowPolicy,
     /// Depth at which pushers are told to wait: [`CONGESTED_AT`], or half a smaller capacity
     /// so back-pressure starts before the overflow policy does.
@@ -126,24 +132,51 @@ struct Queue {
 
 impl Queue {
     fn push_back(&mut self, entry: Entry) {
-        self.bytes += entry.bytes();
+        self.grow(entry.bytes());
         self.items.push_back(entry);
     }
 
     fn push_front(&mut self, entry: Entry) {
-        self.bytes += entry.bytes();
+        self.grow(entry.bytes());
         self.items.push_front(entry);
     }
 
     fn pop_front(&mut self) -> Option<Entry> {
         let entry = self.items.pop_front()?;
-        self.bytes -= entry.bytes();
+        self.shrink(entry.bytes());
         Some(entry)
     }
 
-    /// Room for one more message of `size` bytes.
-    fn has_room(&self, size: usize) -> bool {
+    fn grow(&mut self, n: usize) {
+        self.bytes += n;
+        if let Some(held) = &self.held {
+            Held::add(&held.queued, n);
+        }
+    }
+
+    fn shrink(&mut self, n: usize) {
+        self.bytes -= n;
+        if let Some(held) = &self.held {
+            Held::sub(&held.queued, n);
+        }
+    }
+
+    /// Room for one more message of `size` bytes (`shed`: the broker is at its memory
+    /// budget, and only an empty queue takes one).
+    fn has_room(&self, size: usize, shed: bool) -> bool {
+        if shed && !self.items.is_empty() {
+            return false;
+        }
         self.items.len() < self.capacity && self.bytes + size <= self.max_bytes
+    }
+}
+
+/// A queue dropped with messages in it takes their bytes off the broker's account.
+impl Drop for Queue {
+    fn drop(&mut self) {
+        if let Some(held) = &self.held {
+            Held::sub(&held.queued, self.bytes);
+        }
     }
 }
 
@@ -175,6 +208,7 @@ impl Mailbox {
                 bytes: 0,
                 max_bytes: limits.bytes.max(1),
                 policy: limits.policy,
+                held: limits.held,
                 congested_at: CONGESTED_AT.min(capacity / 2).max(1),
                 relieved_at: CONGESTED_AT.min(capacity / 2) / 4,
                 relief_wanted: false,
@@ -240,12 +274,18 @@ impl Mailbox {
                 };
             }
         }
-        q.bytes -= freed;
+        q.shrink(freed);
     }
 
     /// Queue a delivery under the overflow policy, counting every drop in `stats`.
     /// QoS 0 messages are not kept for an offline session (as Mosquitto's default).
-    pub fn push(&self, mut delivery: Delivery, stats: &Stats) -> PushOutcome {
+    pub fn push(&self, delivery: Delivery, stats: &Stats) -> PushOutcome {
+        self.push_with(delivery, stats, false)
+    }
+
+    /// [`push`](Self::push); with `shed`, a non-empty queue is treated as full (the broker
+    /// is at its memory budget, see `crate::memory`).
+    pub fn push_with(&self, mut delivery: Delivery, stats: &Stats, shed: bool) -> PushOutcome {
         let connected = self.is_connected();
         // A delivery moved from another session keeps no key of that session's.
         delivery.stored = None;
@@ -259,7 +299,7 @@ impl Mailbox {
         let outcome = {
             let mut q = self.queue.lock();
             was_empty = q.items.is_empty();
-            if q.has_room(size) {
+            if q.has_room(size, shed) {
                 let entry = self.admit(store, delivery, connected);
                 q.push_back(entry);
                 if connected && !q.stalled && q.items.len() >= q.congested_at {
@@ -271,10 +311,13 @@ impl Mailbox {
                 match q.policy {
                     // One message larger than the whole byte budget can never be queued.
                     OverflowPolicy::DropOldest if size <= q.max_bytes => {
-                        while !q.has_room(size) {
+                        // Under memory pressure the queue keeps its length: one in, one out.
+                        let mut dropped = false;
+                        while !(q.has_room(size, false) && (dropped || !shed)) {
                             let Some(oldest) = q.pop_front() else { break };
                             self.forget(oldest.seq());
                             self.count_drop(DropReason::QueueFullDropOldest, stats);
+                            dropped = true;
                         }
                         let entry = self.admit(store, delivery, connected);
                         q.push_back(entry);
@@ -517,6 +560,7 @@ mod tests {
             messages: capacity,
             bytes: usize::MAX,
             policy: OverflowPolicy::DropOldest,
+            held: None,
         };
         let m = Mailbox::new(1, ByteString::from_static("c"), limits, None);
         m.set_connected(true);

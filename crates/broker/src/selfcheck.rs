@@ -56,6 +56,7 @@ pub async fn run(
             messages: 16,
             bytes: usize::MAX,
             policy: OverflowPolicy::DropOldest,
+            held: None,
         },
         None,
     ));

@@ -47,6 +47,8 @@ pub struct Server {
     running: Mutex<BTreeMap<Key, Running>>,
     connections: Arc<parking_lot::Mutex<JoinSet<()>>>,
     housekeeping: JoinHandle<()>,
+    /// The memory-budget monitor, if there is a budget (it ends when the bus is dropped).
+    _memory: Option<std::thread::JoinHandle<()>>,
 }
 
 /// How often expired retained messages are purged.
@@ -231,11 +233,14 @@ impl Server {
         };
         log_state_on_signals(&bus);
         let housekeeping = spawn_housekeeping(&bus, retained_purge_interval());
+        let budget = bus.pressure.budget();
+        let memory = crate::memory::spawn_monitor(Arc::downgrade(&bus), budget);
         Arc::new(Server {
             bus,
             running: Mutex::new(BTreeMap::new()),
             connections: Arc::new(parking_lot::Mutex::new(JoinSet::new())),
             housekeeping,
+            _memory: memory,
         })
     }
 

@@ -495,7 +495,7 @@ impl Registry {
             let mailbox = Arc::new(Mailbox::new(
                 key,
                 client_id.clone(),
-                crate::mailbox::QueueLimits::of(&bus.limits),
+                crate::mailbox::QueueLimits::of(&bus.limits, &bus.held),
                 bus.store.clone(),
             ));
             mailbox.set_durable(true);
@@ -516,6 +516,7 @@ impl Registry {
                 }
             }
             let mut outgoing = OutgoingWindow::default();
+            outgoing.account(bus.held.inflight.clone());
             for (packet_id, state, delivery) in recovered.inflight {
                 if let Err(d) = outgoing.restore(packet_id, state, delivery) {
                     mailbox.forget(d.stored);

@@ -69,10 +69,12 @@ pub enum Limit {
     Sessions,
     /// A SUBSCRIBE filter refused: the session held `max_subscriptions_per_session`.
     SubscriptionsPerSession,
+    /// A connection refused at CONNECT: the broker was near its memory budget.
+    MemoryBudget,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 9] = [
+    pub const ALL: [Limit; 10] = [
         Limit::TopicLevels,
         Limit::FiltersPerPacket,
         Limit::Connections,
@@ -82,6 +84,7 @@ impl Limit {
         Limit::RetainedBytes,
         Limit::Sessions,
         Limit::SubscriptionsPerSession,
+        Limit::MemoryBudget,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +98,7 @@ impl Limit {
             Limit::RetainedBytes => "max_retained_bytes",
             Limit::Sessions => "max_sessions",
             Limit::SubscriptionsPerSession => "max_subscriptions_per_session",
+            Limit::MemoryBudget => "memory_budget",
         }
     }
 }

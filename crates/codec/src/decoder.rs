@@ -1,6 +1,9 @@
 //! Incremental framing over a read buffer.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+
+/// A body at least this large is copied out of a read buffer much larger than itself.
+const LARGE_BODY: usize = 64 * 1024;
 
 use crate::packet::{decode_body, FixedHeader};
 use crate::primitives::parse_varint;
@@ -44,7 +47,17 @@ impl Decoder {
             return Ok(None);
         }
         buf.advance(header_len);
-        let body = buf.split_to(header.remaining_length as usize).freeze();
+        let len = header.remaining_length as usize;
+        // A large body in a much larger buffer (a read buffer that grew while the packet
+        // arrived) is copied into an allocation of its own: what the broker keeps of it
+        // (a queued or retained message) must not pin twice its size.
+        let body = if len >= LARGE_BODY && buf.capacity() >= len + len / 4 {
+            let body = Bytes::copy_from_slice(&buf[..len]);
+            buf.advance(len);
+            body
+        } else {
+            buf.split_to(len).freeze()
+        };
         let packet = decode_body(header, body, self.version)?;
         if let Packet::Connect(connect) = &packet {
             self.version = Some(connect.protocol_version);

@@ -60,6 +60,8 @@ pub struct BrokerSettings {
     pub max_connect_rate_per_address: Option<u32>,
     /// edgemq extension `v3SessionExpirySeconds`: session expiry of MQTT 3.1.1 persistent sessions, seconds.
     pub v3_session_expiry: Option<u32>,
+    /// edgemq extension `memoryBudgetBytes`: resident memory the broker defends (0 = none).
+    pub memory_budget: Option<u64>,
     pub self_check: SelfCheck,
     pub log_level: Option<String>,
 }

@@ -68,6 +68,9 @@ pub struct Limits {
     /// have no expiry of their own (Mosquitto's `persistent_client_expiration`); seconds,
     /// `u32::MAX` = never.
     pub v3_session_expiry: u32,
+    /// Resident memory the broker defends, in bytes (0 = none): it sheds load before
+    /// reaching it (refuse connections, hold publishers back, apply overflow policies).
+    pub memory_budget: u64,
 }
 
 impl Default for Limits {
@@ -98,6 +101,7 @@ impl Default for Limits {
             max_connections_per_address: 1_000,
             max_connect_rate_per_address: 100,
             v3_session_expiry: 7 * 24 * 3600,
+            memory_budget: 0,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! knows about sockets or clocks.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytestring::ByteString;
@@ -95,6 +96,17 @@ pub struct OutgoingWindow {
     next_id: u16,
     /// Bytes of the messages in flight ([`Message::size`]), for the in-flight byte budget.
     bytes: usize,
+    /// A broker-wide count the same bytes are added to (its memory budget), if any.
+    account: Option<Arc<AtomicUsize>>,
+}
+
+/// A window dropped with messages in flight takes their bytes off the broker's account.
+impl Drop for OutgoingWindow {
+    fn drop(&mut self) {
+        if let Some(account) = &self.account {
+            account.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
+    }
 }
 
 impl OutgoingWindow {
@@ -109,6 +121,28 @@ impl OutgoingWindow {
     /// Bytes of the messages in flight.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Add the bytes in flight to `account` too, from now on.
+    pub fn account(&mut self, account: Arc<AtomicUsize>) {
+        account.fetch_add(self.bytes, Ordering::Relaxed);
+        if let Some(old) = self.account.replace(account) {
+            old.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
+    }
+
+    fn add_bytes(&mut self, n: usize) {
+        self.bytes += n;
+        if let Some(account) = &self.account {
+            account.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn sub_bytes(&mut self, n: usize) {
+        self.bytes -= n;
+        if let Some(account) = &self.account {
+            account.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
     /// Allocate an unused non-zero packet identifier [MQTT-2.2.1-3] and record the message as
@@ -128,7 +162,7 @@ impl OutgoingWindow {
             }
         };
         self.index.insert(id, self.base + self.order.len() as u64);
-        self.bytes += delivery.message.size();
+        self.add_bytes(delivery.message.size());
         self.order.push_back(Some(Inflight {
             packet_id: id,
             state,
@@ -151,7 +185,7 @@ impl OutgoingWindow {
         }
         self.index
             .insert(packet_id, self.base + self.order.len() as u64);
-        self.bytes += delivery.message.size();
+        self.add_bytes(delivery.message.size());
         self.order.push_back(Some(Inflight {
             packet_id,
             state,
@@ -217,15 +251,17 @@ impl OutgoingWindow {
     /// messages the client never acknowledged to another member of the group).
     pub fn take_where(&mut self, mut take: impl FnMut(&Inflight) -> bool) -> Vec<Inflight> {
         let mut taken = Vec::new();
+        let mut freed = 0;
         for slot in &mut self.order {
             if slot.as_ref().is_some_and(&mut take) {
                 if let Some(inflight) = slot.take() {
                     self.index.remove(&inflight.packet_id);
-                    self.bytes -= inflight.delivery.message.size();
+                    freed += inflight.delivery.message.size();
                     taken.push(inflight);
                 }
             }
         }
+        self.sub_bytes(freed);
         self.tidy();
         taken
     }
@@ -246,7 +282,7 @@ impl OutgoingWindow {
             .get_mut((seq - self.base) as usize)
             .and_then(Option::take)
             .ok_or(AckError::NotFound)?;
-        self.bytes -= inflight.delivery.message.size();
+        self.sub_bytes(inflight.delivery.message.size());
         self.tidy();
         Ok(inflight)
     }

@@ -53,6 +53,13 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let version = connect.protocol_version;
     let limits = &bus.limits;
+    // Near the memory budget, new connections are refused first (the monitor logs the
+    // level; each refusal is counted): v5 0x89 Server busy, v3 3 Server unavailable.
+    if bus.pressure.refuses_connections() {
+        crate::memory::refused_connection(bus);
+        connack_error(io, version, ReasonCode::ServerBusy);
+        return None;
+    }
 
     // Client identifier [MQTT-3.1.3-5..8].
     // Copied out of the CONNECT (a slice would keep the whole packet alive for the
@@ -242,11 +249,15 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             mailbox: Arc::new(Mailbox::new(
                 key,
                 client_id.clone(),
-                QueueLimits::of(limits),
+                QueueLimits::of(limits, &bus.held),
                 bus.store.clone(),
             )),
             subscriptions: Default::default(),
-            outgoing: OutgoingWindow::default(),
+            outgoing: {
+                let mut window = OutgoingWindow::default();
+                window.account(bus.held.inflight.clone());
+                window
+            },
             incoming_qos2: IncomingQos2::default(),
             expiry_interval: expiry,
         }

@@ -272,6 +272,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             };
             if let Some(mailbox) = routed.congested {
                 self.hold_back_for(mailbox);
+            } else if self.bus.pressure.holds_publishers() {
+                self.hold_back_for_memory();
             }
         } else {
             // v5: PUBACK/PUBREC 0x87; v3 has no reason codes: acknowledged, not delivered.

@@ -92,6 +92,8 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    // Counted against the memory budget while it lasts (handshake included).
+    let _counted = ConnectionCount::new(&bus.held);
     let (reader, writer) = tokio::io::split(stream);
     let mut io = Io {
         reader,
@@ -120,6 +122,22 @@ pub async fn serve<S>(
 async fn run_to_end<S: AsyncRead + AsyncWrite + Unpin + Send>(mut conn: Box<Connection<S>>) {
     let exit = conn.run().await;
     Box::pin(conn.finish(exit)).await;
+}
+
+/// One open connection on the broker's memory account, for as long as it lives.
+struct ConnectionCount(Arc<crate::memory::Held>);
+
+impl ConnectionCount {
+    fn new(held: &Arc<crate::memory::Held>) -> Self {
+        crate::memory::Held::add(&held.connections, 1);
+        ConnectionCount(held.clone())
+    }
+}
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        crate::memory::Held::sub(&self.0.connections, 1);
+    }
 }
 
 /// The socket halves and their buffers.
@@ -558,6 +576,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if relieved.is_err() {
                 mailbox.mark_stalled();
             }
+        }));
+    }
+
+    /// Near the memory budget: stop reading this publisher until the pressure eases, for
+    /// at most [`BACKPRESSURE_PATIENCE`] (slowed, never stopped).
+    pub(super) fn hold_back_for_memory(&mut self) {
+        if self.held_back.is_some() {
+            return;
+        }
+        let bus = self.bus.clone();
+        let deadline = self.bus.now() + BACKPRESSURE_PATIENCE;
+        self.held_back = Some(Box::pin(async move {
+            let _ = tokio::time::timeout_at(deadline.into(), bus.pressure.relieved()).await;
         }));
     }
 

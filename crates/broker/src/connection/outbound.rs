@@ -76,11 +76,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     /// Room for a new QoS 1/2 message (re-sends go first): under the client's Receive
-    /// Maximum (capped by `max_inflight_messages`) and under `max_inflight_bytes` (one
-    /// message always goes when nothing is in flight, however large).
+    /// Maximum (capped by `max_inflight_messages`), under `max_inflight_bytes`, and not at
+    /// the memory budget (one message always goes when nothing is in flight).
     fn window_open(&self) -> bool {
         let outgoing = &self.session.outgoing;
+        // At the memory budget nothing new goes in flight (one still may when none is).
+        let budget = outgoing.is_empty() || !self.bus.pressure.sheds();
         self.resend_backlog.is_empty()
+            && budget
             && outgoing.len() < self.send_window
             && (outgoing.is_empty() || outgoing.bytes() < self.bus.limits.max_inflight_bytes)
     }

@@ -46,6 +46,7 @@ const CLIENTS: &[&str] = &[
     "maxConnectionsPerAddress",
     "maxConnectRatePerAddress",
     "v3SessionExpirySeconds",
+    "memoryBudgetBytes",
 ];
 const QUEUE_LIMIT: &[&str] = &["length", "strategy"];
 const DIAGNOSTICS: &[&str] = &["logs", "metrics", "selfCheck", "traces"];
@@ -182,6 +183,7 @@ fn read_clients(c: &Obj<'_>, s: &mut BrokerSettings) {
     s.max_connect_rate_per_address = c
         .get("maxConnectRatePerAddress")
         .and_then(|v| v.int(1, 2147483648));
+    s.memory_budget = c.get("memoryBudgetBytes").and_then(|v| v.int(0, 1 << 50));
     s.v3_session_expiry = c
         .get("v3SessionExpirySeconds")
         .and_then(|v| v.int(1, 4294967295));
