@@ -438,10 +438,8 @@ mod tests {
 
     #[test]
     fn packet_ids_wrap_and_skip_in_use() {
-        let mut w = OutgoingWindow {
-            next_id: u16::MAX - 1,
-            ..Default::default()
-        };
+        let mut w = OutgoingWindow::default();
+        w.next_id = u16::MAX - 1;
         let a = w.insert(delivery(QoS::AtLeastOnce)).unwrap();
         assert_eq!(a, u16::MAX);
         let b = w.insert(delivery(QoS::AtLeastOnce)).unwrap();
