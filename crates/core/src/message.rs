@@ -71,15 +71,24 @@ impl Message {
         };
         // Only these travel with the message; everything else (topic alias, subscription
         // ids, a will's delay) is per hop or per delivery.
-        let properties = Properties {
-            payload_format_indicator: p.payload_format_indicator,
-            content_type: p.content_type,
-            response_topic: p.response_topic,
-            correlation_data: p.correlation_data,
-            user_properties: p.user_properties,
-            ..Properties::default()
+        let forwarded = p.payload_format_indicator.is_some()
+            || p.content_type.is_some()
+            || p.response_topic.is_some()
+            || p.correlation_data.is_some()
+            || !p.user_properties.is_empty();
+        // Most messages carry none: no 400-byte struct built or compared for them.
+        let properties = if forwarded {
+            encode_body(&Properties {
+                payload_format_indicator: p.payload_format_indicator,
+                content_type: p.content_type,
+                response_topic: p.response_topic,
+                correlation_data: p.correlation_data,
+                user_properties: p.user_properties,
+                ..Properties::default()
+            })
+        } else {
+            Bytes::new()
         };
-        let properties = encode_body(&properties);
         // Topic and payload are slices of the packet. With properties in it, the packet is
         // more than they are: copied out when that would pin more than it costs.
         let (topic, payload) = if properties.len() > payload.len() {
