@@ -324,6 +324,17 @@ fn a_full_disk_holds_acknowledgements_and_the_broker_recovers_when_space_returns
         broker.log()
     );
 
+    // A client whose SUBACK waits for the store still gets its PINGRESP at once: keep-alive
+    // answers are not held behind acknowledgements [MQTT-3.12.4-1].
+    let (mut pinger, _) = persistent(broker.addr, "pings-while-held", true);
+    pinger.send(&subscribe(1, Some(&no_props()), &[("held/#", 1)]));
+    pinger.send(&[0xC0, 0x00]);
+    assert_eq!(
+        pinger.read_packet(),
+        [0xD0, 0x00],
+        "PINGRESP first, while the SUBACK waits for the disk"
+    );
+
     // Space returns: no restart, the held commit goes through, the held PUBACKs arrive and
     // the publisher carries on being acknowledged.
     std::fs::remove_file(&filler).unwrap();
@@ -332,6 +343,8 @@ fn a_full_disk_holds_acknowledgements_and_the_broker_recovers_when_space_returns
         "{}",
         broker.log()
     );
+    // The held SUBACK follows once the commit is through.
+    assert_eq!(pinger.read_packet()[0], 0x90, "SUBACK after the recovery");
     let deadline = Instant::now() + Duration::from_secs(30);
     while publisher.acked() < sent + 50 {
         assert!(

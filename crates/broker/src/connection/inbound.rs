@@ -128,7 +128,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Ok(())
             }
             Packet::PingReq => {
-                self.send(Packet::PingResp);
+                // Not behind acknowledgements waiting for the store [MQTT-3.12.4-1].
+                self.io.send_unheld(Packet::PingResp, self.version);
                 Ok(())
             }
             Packet::Disconnect(disconnect) => {

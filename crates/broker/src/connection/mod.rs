@@ -169,6 +169,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         }
     }
 
+    /// Encode `packet` ahead of any output held for a commit: it promises nothing about
+    /// stored state (a PINGRESP), and a client must not time out while the store catches up.
+    fn send_unheld(&mut self, packet: Packet, version: ProtocolVersion) {
+        let Some(hold) = self.hold.as_mut() else {
+            let _ = packet.encode(version, &mut self.wbuf);
+            return;
+        };
+        let held = self.wbuf.split_off(hold.from);
+        let _ = packet.encode(version, &mut self.wbuf);
+        hold.from = self.wbuf.len();
+        self.wbuf.unsplit(held);
+    }
+
     /// `n` bytes were written from the front of the buffer.
     fn advance(&mut self, n: usize) {
         let _ = self.wbuf.split_to(n);
