@@ -316,6 +316,15 @@ fn limits(config: &Config, mut limits: Limits) -> Limits {
             edgemq_config::QueueStrategy::DropOldest => OverflowPolicy::DropOldest,
         };
     }
+    if let Some(cap) = crate::descriptor_cap().filter(|cap| limits.max_connections > *cap) {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            effective = cap,
+            "Broker maxConnections is above what the open-file limit allows: connections are \
+             limited to {cap} (raise `ulimit -Hn` or LimitNOFILE= in the service unit)"
+        );
+        limits.max_connections = cap;
+    }
     limits
 }
 

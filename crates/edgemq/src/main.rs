@@ -356,6 +356,19 @@ fn fit_descriptor_limit(_max_connections: usize, _to_hard: bool) -> Option<usize
     None
 }
 
+/// Connections the open-file limit allows now (after `fit_descriptor_limit`): a Broker
+/// resource's maxConnections is held to it.
+#[cfg(unix)]
+pub(crate) fn descriptor_cap() -> Option<usize> {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current?;
+    usize::try_from(soft.saturating_sub(DESCRIPTOR_RESERVE)).ok()
+}
+
+#[cfg(not(unix))]
+pub(crate) fn descriptor_cap() -> Option<usize> {
+    None
+}
+
 /// Limits from the command line; with --config, the Broker resource overrides them.
 fn limits_from_args(args: &ServeArgs) -> Limits {
     Limits {

@@ -364,7 +364,14 @@ impl Limited {
         let mut child = Command::new("prlimit")
             .arg(format!("--nofile={nofile}"))
             .arg(env!("CARGO_BIN_EXE_edgemq"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--in-memory"])
+            .arg("serve")
+            // With --config the listeners come from the folder.
+            .args(if extra.contains(&"--config") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
+            .arg("--in-memory")
             .args(["--data-dir", data.data.to_str().unwrap()])
             .args(extra)
             .stdin(Stdio::null())
@@ -478,4 +485,38 @@ fn a_descriptor_limit_below_max_connections_lowers_it_and_new_clients_are_not_lo
     assert!(!b.log().contains("accept failed"), "{}", b.log());
     idle.pop();
     served_eventually(b.addr, "fresh").ping();
+}
+
+/// A Broker resource's maxConnections is held to the open-file limit too (the flag is, above).
+#[test]
+fn a_broker_resource_max_connections_is_held_to_the_descriptor_limit() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let d = Dirs::new();
+    let port = common::free_port();
+    d.write(
+        "listeners.yaml",
+        &listener("l", "ClusterIp", &common::fixtures::plain_port(port)),
+    );
+    d.write(
+        "broker.yaml",
+        &format!(
+            "apiVersion: {}\nkind: Broker\nmetadata:\n  name: default\nspec:\n  advanced:\n    clients:\n      maxConnections: 1000\n",
+            common::fixtures::V1
+        ),
+    );
+    let b = Limited::start("128:128", &["--config", d.config.to_str().unwrap()]);
+    assert!(
+        b.log()
+            .contains("Broker maxConnections is above what the open-file limit allows")
+            && b.log().contains("limited to 64"),
+        "{}",
+        b.log()
+    );
+    let mut idle: Vec<RawClient> = (0..64).map(|_| RawClient::open(b.addr)).collect();
+    let (ok, _) = try_connect(b.addr, "65th-configured");
+    assert!(!ok, "the 65th connection was served on 128 descriptors");
+    idle.pop();
+    served_eventually(b.addr, "fresh-configured").ping();
 }
