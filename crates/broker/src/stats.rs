@@ -71,10 +71,12 @@ pub enum Limit {
     SubscriptionsPerSession,
     /// A connection refused at CONNECT: the broker was near its memory budget.
     MemoryBudget,
+    /// A SUBSCRIBE filter refused: the broker held `max_subscriptions`.
+    Subscriptions,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 11] = [
         Limit::TopicLevels,
         Limit::FiltersPerPacket,
         Limit::Connections,
@@ -85,6 +87,7 @@ impl Limit {
         Limit::Sessions,
         Limit::SubscriptionsPerSession,
         Limit::MemoryBudget,
+        Limit::Subscriptions,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +102,7 @@ impl Limit {
             Limit::Sessions => "max_sessions",
             Limit::SubscriptionsPerSession => "max_subscriptions_per_session",
             Limit::MemoryBudget => "memory_budget",
+            Limit::Subscriptions => "max_subscriptions",
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct BrokerSettings {
     pub v3_session_expiry: Option<u32>,
     /// edgemq extension `memoryBudgetBytes`: resident memory the broker defends (0 = none).
     pub memory_budget: Option<u64>,
+    /// edgemq extension `maxSubscriptions`: subscriptions in the broker.
+    pub max_subscriptions: Option<usize>,
     pub self_check: SelfCheck,
     pub log_level: Option<String>,
 }

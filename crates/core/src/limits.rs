@@ -54,6 +54,8 @@ pub struct Limits {
     pub max_queued_bytes: usize,
     /// Subscriptions one session may hold (SUBACK 0x97 beyond).
     pub max_subscriptions_per_session: usize,
+    /// Subscriptions in the broker (SUBACK 0x97 beyond).
+    pub max_subscriptions: usize,
     /// Sessions (online and offline) in the broker (CONNACK 0x97 for a new one beyond).
     pub max_sessions: usize,
     /// Retained messages, and their bytes, in the broker (PUBACK 0x97 for a new one beyond).
@@ -94,6 +96,7 @@ impl Default for Limits {
             max_inflight_bytes: 16 * 1024 * 1024,
             max_queued_bytes: 64 * 1024 * 1024,
             max_subscriptions_per_session: 10_000,
+            max_subscriptions: 1_000_000,
             max_sessions: 100_000,
             max_retained_messages: 1_000_000,
             max_retained_bytes: 1024 * 1024 * 1024,

@@ -302,6 +302,9 @@ fn limits(config: &Config, mut limits: Limits) -> Limits {
     if let Some(v) = b.max_connect_rate_per_address {
         limits.max_connect_rate_per_address = v;
     }
+    if let Some(v) = b.max_subscriptions {
+        limits.max_subscriptions = v;
+    }
     if let Some(v) = b.memory_budget {
         limits.memory_budget = v;
     }

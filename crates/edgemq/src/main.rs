@@ -189,6 +189,9 @@ struct ServeArgs {
     /// Limit: session expiry of MQTT 3.1.1 persistent sessions, seconds (Broker: v3SessionExpirySeconds).
     #[arg(long, value_name = "N", default_value_t = 7 * 24 * 3600, value_parser = clap::value_parser!(u32).range(1..))]
     v3_session_expiry: u32,
+    /// Limit: subscriptions in the broker (Broker: maxSubscriptions).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_subscriptions: u64,
     /// Resident memory the broker defends, in bytes: it sheds load from 80 % of it
     /// (docs/limits.md). Default: 80 % of the memory this process may use (cgroup or
     /// machine); 0 = no budget (Broker: memoryBudgetBytes).
@@ -405,6 +408,7 @@ fn limits_from_args(args: &ServeArgs) -> Limits {
             .unwrap_or(usize::MAX),
         max_connect_rate_per_address: args.max_connect_rate_per_address,
         v3_session_expiry: args.v3_session_expiry,
+        max_subscriptions: usize::try_from(args.max_subscriptions).unwrap_or(usize::MAX),
         memory_budget: args
             .memory_budget
             .unwrap_or_else(edgemq_broker::memory::default_budget),

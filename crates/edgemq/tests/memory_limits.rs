@@ -11,6 +11,7 @@ mod raw;
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::Broker;
 use raw::*;
@@ -242,4 +243,47 @@ fn subscriptions_per_session_are_bounded() {
         );
     }
     let (_fresh, _) = RawClient::v5(b.addr, "fresh-after-subs");
+}
+
+/// Subscriptions in the whole broker are bounded too (--max-subscriptions): a second client
+/// gets 0x97 for what is beyond; both refusals are counted (SIGUSR1 state line).
+#[test]
+fn subscriptions_in_the_broker_are_bounded_and_counted() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let b = Broker::start_with(&[
+        "--in-memory",
+        "--max-subscriptions",
+        "150",
+        "--max-subscriptions-per-session",
+        "100",
+    ]);
+    let props = no_props();
+    let mut granted = Vec::new();
+    // Kept connected: their subscriptions stay while the second client subscribes.
+    let mut clients = Vec::new();
+    for id in ["total-a", "total-b"] {
+        let (mut c, _) = RawClient::v5(b.addr, id);
+        let names: Vec<String> = (0..120).map(|i| format!("{id}/{i}")).collect();
+        let filters: Vec<(&str, u8)> = names.iter().map(|n| (n.as_str(), 0)).collect();
+        c.send(&subscribe(1, Some(&props[..]), &filters));
+        let suback = c.read_packet();
+        let codes = suback[suback.len() - 120..].to_vec();
+        granted.push(codes.iter().filter(|c| **c == 0).count());
+        assert!(codes.iter().all(|c| *c == 0 || *c == 0x97), "{codes:?}");
+        clients.push(c);
+    }
+    // a: 100 (its own limit), b: the 50 left in the broker.
+    assert_eq!(granted, [100, 50]);
+    std::process::Command::new("kill")
+        .args(["-USR1", &b.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        b.wait_for_log("max_subscriptions_per_session=20", Duration::from_secs(20))
+            && b.wait_for_log("max_subscriptions=70", Duration::from_secs(20)),
+        "{}",
+        b.log()
+    );
 }

@@ -29,6 +29,7 @@ struct Refusals {
     too_deep: u64,
     beyond_count: u64,
     beyond_subscriptions: u64,
+    beyond_broker: u64,
     /// The first refused filter and why.
     first: Option<String>,
 }
@@ -41,7 +42,11 @@ impl Refusals {
     }
 
     fn total(&self) -> u64 {
-        self.invalid + self.too_deep + self.beyond_count + self.beyond_subscriptions
+        self.invalid
+            + self.too_deep
+            + self.beyond_count
+            + self.beyond_subscriptions
+            + self.beyond_broker
     }
 }
 
@@ -426,12 +431,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if !self.authorized(Action::Subscribe { filter: &raw }) {
             return Ok(failure(ReasonCode::NotAuthorized));
         }
-        let max = self.bus.limits.max_subscriptions_per_session;
-        if self.session.subscriptions.len() >= max && !self.session.subscriptions.contains_key(&raw)
-        {
-            refusals.beyond_subscriptions += 1;
-            refusals.note(&raw, "beyond max-subscriptions-per-session");
-            return Ok(failure(ReasonCode::QuotaExceeded));
+        // A new subscription (not a replacement) within the session's and the broker's
+        // budgets.
+        if !self.session.subscriptions.contains_key(&raw) {
+            let limits = &self.bus.limits;
+            if self.session.subscriptions.len() >= limits.max_subscriptions_per_session {
+                refusals.beyond_subscriptions += 1;
+                refusals.note(&raw, "beyond max-subscriptions-per-session");
+                return Ok(failure(ReasonCode::QuotaExceeded));
+            }
+            if self.bus.index.len() >= limits.max_subscriptions {
+                refusals.beyond_broker += 1;
+                refusals.note(&raw, "beyond max-subscriptions");
+                return Ok(failure(ReasonCode::QuotaExceeded));
+            }
         }
         stored.options.qos = stored.options.qos.min(self.bus.limits.maximum_qos);
         let handle = MailboxHandle(self.session.mailbox.clone());
@@ -498,14 +511,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             return;
         }
         self.bus.stats.refused(Limit::TopicLevels, r.too_deep);
-        self.bus
-            .stats
-            .refused(Limit::FiltersPerPacket, r.beyond_count);
+        let stats = &self.bus.stats;
+        stats.refused(Limit::FiltersPerPacket, r.beyond_count);
+        stats.refused(Limit::SubscriptionsPerSession, r.beyond_subscriptions);
+        stats.refused(Limit::Subscriptions, r.beyond_broker);
         let limits = &self.bus.limits;
         let (max_levels, max_filters) = (limits.max_topic_levels, limits.max_filters_per_packet);
         self.warn_input(format_args!(
-            "{packet}: {} filters refused ({} invalid, {} deeper than max-topic-levels {max_levels}, {} beyond max-filters-per-packet {max_filters}, {} beyond max-subscriptions-per-session); first: {}",
-            r.total(), r.invalid, r.too_deep, r.beyond_count, r.beyond_subscriptions,
+            "{packet}: {} filters refused ({} invalid, {} deeper than max-topic-levels {max_levels}, {} beyond max-filters-per-packet {max_filters}, {} beyond max-subscriptions-per-session, {} beyond max-subscriptions); first: {}",
+            r.total(), r.invalid, r.too_deep, r.beyond_count, r.beyond_subscriptions, r.beyond_broker,
             r.first.as_deref().unwrap_or("-"),
         ));
     }

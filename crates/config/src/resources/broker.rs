@@ -47,6 +47,7 @@ const CLIENTS: &[&str] = &[
     "maxConnectRatePerAddress",
     "v3SessionExpirySeconds",
     "memoryBudgetBytes",
+    "maxSubscriptions",
 ];
 const QUEUE_LIMIT: &[&str] = &["length", "strategy"];
 const DIAGNOSTICS: &[&str] = &["logs", "metrics", "selfCheck", "traces"];
@@ -184,6 +185,7 @@ fn read_clients(c: &Obj<'_>, s: &mut BrokerSettings) {
         .get("maxConnectRatePerAddress")
         .and_then(|v| v.int(1, 2147483648));
     s.memory_budget = c.get("memoryBudgetBytes").and_then(|v| v.int(0, 1 << 50));
+    s.max_subscriptions = c.get("maxSubscriptions").and_then(|v| v.int(1, 1 << 40));
     s.v3_session_expiry = c
         .get("v3SessionExpirySeconds")
         .and_then(|v| v.int(1, 4294967295));
