@@ -180,6 +180,8 @@ impl Bus {
                 durable,
                 retain_refused,
             };
+            // Near the memory budget, queues stop growing (overflow policy): read once.
+            let shed = self.pressure.sheds();
             for route in routes.drain(..) {
                 let delivery = Delivery {
                     qos: message.qos.min(route.qos),
@@ -190,8 +192,6 @@ impl Bus {
                     stored: None,
                 };
                 routed.durable |= route.subscriber.0.stores(delivery.qos);
-                // Near the memory budget, queues stop growing (overflow policy).
-                let shed = self.pressure.sheds();
                 let outcome = route.subscriber.0.push_with(delivery, &self.stats, shed);
                 // The publisher's own queue never holds it back: it drains only while the
                 // publisher's connection reads (its acknowledgements).
