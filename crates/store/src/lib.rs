@@ -27,6 +27,8 @@
 //! runs, which is what a power loss tests ([`SyncPolicy`]).
 
 mod backend;
+mod index;
+mod migrate;
 pub mod record;
 mod recover;
 mod writer;
@@ -206,6 +208,8 @@ pub(crate) struct Shared {
     pub(crate) faults: Arc<AtomicBool>,
     /// The backlog bound while degraded: operations, bytes.
     pub(crate) backlog: (usize, usize),
+    /// Record bytes (keys and values) as of the last commit: see [`Store::usage`].
+    pub(crate) usage: AtomicU64,
 }
 
 impl Shared {
@@ -267,6 +271,7 @@ impl Store {
             failed_commits: AtomicU64::new(0),
             faults,
             backlog,
+            usage: AtomicU64::new(0),
         });
         Self::start(db, file, path, policy, shared, recovered)
     }
@@ -277,14 +282,16 @@ impl Store {
         path: PathBuf,
         policy: SyncPolicy,
         shared: Arc<Shared>,
-        recovered: Recovered,
+        mut recovered: Recovered,
     ) -> Result<(Store, Recovered), StoreError> {
         let (tx, rx) = crossbeam_channel::unbounded();
+        let index = std::mem::take(&mut recovered.index);
+        shared.usage.store(index.usage, Ordering::Relaxed);
         let thread_shared = shared.clone();
         let thread_path = path.clone();
         let writer = std::thread::Builder::new()
             .name("edgemq-store".into())
-            .spawn(move || writer::run(db, file, thread_path, rx, thread_shared))
+            .spawn(move || writer::run(db, file, thread_path, rx, thread_shared, index))
             .map_err(|source| StoreError::Io {
                 path: path.clone(),
                 source,
@@ -336,6 +343,13 @@ impl Store {
     /// Whether the store is writing, retrying a failed commit, or gave up.
     pub fn health(&self) -> Health {
         self.shared.health.lock().map_or(Health::Ok, |h| h.clone())
+    }
+
+    /// The bytes the store's records take (keys and values of every session, queued
+    /// delivery, stored message and retained message), as of the last commit. The file is
+    /// larger by redb's pages and tree; space freed inside it is reused.
+    pub fn usage(&self) -> u64 {
+        self.shared.usage.load(Ordering::Relaxed)
     }
 
     /// Commits that failed since start (every failed retry counts).

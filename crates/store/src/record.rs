@@ -17,7 +17,10 @@ use edgemq_core::message::Message;
 use edgemq_core::session::Delivery;
 use edgemq_core::subscriptions::StoredOptions;
 
+/// Messages, retained messages and (format 1) sessions and queued deliveries.
 const FORMAT: u8 = 1;
+/// Sessions with their number, and queued deliveries that name a stored message.
+const FORMAT_2: u8 = 2;
 
 /// A record could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -190,8 +193,8 @@ fn get_message(r: &mut Reader<'_>, clock: Clock) -> Result<Message, RecordError>
     })
 }
 
-/// A retained message.
-pub fn encode_retained(m: &Message, clock: Clock) -> Bytes {
+/// A message as stored once, for every session it is queued for, or as a retained message.
+pub fn encode_message(m: &Message, clock: Clock) -> Bytes {
     let mut w = Writer(BytesMut::with_capacity(
         m.payload.len() + m.topic.len() + 32,
     ));
@@ -200,17 +203,56 @@ pub fn encode_retained(m: &Message, clock: Clock) -> Bytes {
     w.0.freeze()
 }
 
-pub fn decode_retained(raw: &[u8], clock: Clock) -> Result<Message, RecordError> {
+pub fn decode_message(raw: &[u8], clock: Clock) -> Result<Message, RecordError> {
     let mut r = Reader(raw);
     r.format()?;
     get_message(&mut r, clock)
 }
 
-/// A queued or in-flight delivery to one session.
-pub fn encode_delivery(d: &Delivery, clock: Clock, out: &mut BytesMut) {
+/// A stored message's expiry (Unix ms), read without decoding the rest.
+pub fn message_expiry(raw: &[u8]) -> Result<Option<u64>, RecordError> {
+    let mut r = Reader(raw);
+    r.format()?;
+    qos(r.u8()?)?;
+    r.u8()?;
+    let expires = r.u64()?;
+    Ok((expires != 0).then_some(expires))
+}
+
+/// What a queued delivery holds besides its message, which is stored once under `message`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queued {
+    pub message: u64,
+    pub qos: QoS,
+    pub retain: bool,
+    pub subscription_ids: SmallVec<[u32; 2]>,
+    pub share_group: Option<ByteString>,
+}
+
+impl Queued {
+    pub fn into_delivery(self, message: Arc<Message>, seq: u64) -> Delivery {
+        Delivery {
+            message,
+            qos: self.qos,
+            retain: self.retain,
+            subscription_ids: self.subscription_ids,
+            share_group: self.share_group,
+            stored: Some(seq),
+        }
+    }
+}
+
+/// A queued delivery naming its stored message.
+pub fn encode_queued(d: &Delivery, message: u64, out: &mut BytesMut) {
     out.clear();
     let mut w = Writer(std::mem::take(out));
-    w.u8(FORMAT);
+    w.u8(FORMAT_2);
+    w.u64(message);
+    put_delivery_fields(&mut w, d);
+    *out = w.0;
+}
+
+fn put_delivery_fields(w: &mut Writer, d: &Delivery) {
     w.u8(d.qos as u8);
     w.u8(u8::from(d.retain));
     w.u8(u8::try_from(d.subscription_ids.len()).unwrap_or(u8::MAX));
@@ -218,53 +260,80 @@ pub fn encode_delivery(d: &Delivery, clock: Clock, out: &mut BytesMut) {
         w.u32(*id);
     }
     w.bytes(d.share_group.as_deref().unwrap_or("").as_bytes());
-    put_message(&mut w, &d.message, clock);
-    *out = w.0;
 }
 
-pub fn decode_delivery(raw: &[u8], seq: u64, clock: Clock) -> Result<Delivery, RecordError> {
+/// The stored message a queued delivery names, read without decoding the rest.
+pub fn queued_message(raw: &[u8]) -> Result<u64, RecordError> {
     let mut r = Reader(raw);
-    r.format()?;
+    if r.u8()? != FORMAT_2 {
+        return Err(RecordError("unknown record format"));
+    }
+    r.u64()
+}
+
+pub fn decode_queued(raw: &[u8]) -> Result<Queued, RecordError> {
+    let mut r = Reader(raw);
+    if r.u8()? != FORMAT_2 {
+        return Err(RecordError("unknown record format"));
+    }
+    let message = r.u64()?;
+    let (qos, retain, subscription_ids, share_group) = get_delivery_fields(&mut r)?;
+    Ok(Queued {
+        message,
+        qos,
+        retain,
+        subscription_ids,
+        share_group,
+    })
+}
+
+type DeliveryFields = (QoS, bool, SmallVec<[u32; 2]>, Option<ByteString>);
+
+fn get_delivery_fields(r: &mut Reader<'_>) -> Result<DeliveryFields, RecordError> {
     let qos = qos(r.u8()?)?;
     let retain = r.u8()? != 0;
     let count = r.u8()?;
-    let mut subscription_ids = SmallVec::new();
+    let mut ids = SmallVec::new();
     for _ in 0..count {
-        subscription_ids.push(r.u32()?);
+        ids.push(r.u32()?);
     }
     let group = r.string()?;
+    Ok((qos, retain, ids, (!group.is_empty()).then_some(group)))
+}
+
+/// A queued delivery as format 1 wrote it, with its own copy of the message (tests of the
+/// migration write the old layout with it).
+#[cfg(test)]
+pub fn encode_delivery_v1(d: &Delivery, clock: Clock) -> Bytes {
+    let mut w = Writer(BytesMut::new());
+    w.u8(FORMAT);
+    put_delivery_fields(&mut w, d);
+    put_message(&mut w, &d.message, clock);
+    w.0.freeze()
+}
+
+/// A format 1 queued delivery (read once, when an older store is migrated).
+pub fn decode_delivery_v1(raw: &[u8], seq: u64, clock: Clock) -> Result<Delivery, RecordError> {
+    let mut r = Reader(raw);
+    r.format()?;
+    let (qos, retain, subscription_ids, share_group) = get_delivery_fields(&mut r)?;
     let message = get_message(&mut r, clock)?;
     Ok(Delivery {
         message: Arc::new(message),
         qos,
         retain,
         subscription_ids,
-        share_group: (!group.is_empty()).then_some(group),
+        share_group,
         stored: Some(seq),
     })
 }
 
-/// QoS and expiry of a stored delivery, read without decoding the rest (start-up scans every
-/// queued message but keeps none of them in memory).
-pub fn delivery_summary(raw: &[u8]) -> Result<(QoS, Option<u64>), RecordError> {
-    let mut r = Reader(raw);
-    r.format()?;
-    let qos = qos(r.u8()?)?;
-    r.u8()?;
-    let count = r.u8()?;
-    for _ in 0..count {
-        r.u32()?;
-    }
-    r.bytes()?;
-    r.u8()?;
-    r.u8()?;
-    let expires = r.u64()?;
-    Ok((qos, (expires != 0).then_some(expires)))
-}
-
-pub fn encode_session(s: &SessionRecord, clock: Clock) -> Bytes {
+/// A session and its number, which keys its queued and in-flight records (so the client id
+/// is stored once, here).
+pub fn encode_session(s: &SessionRecord, number: u64, clock: Clock) -> Bytes {
     let mut w = Writer(BytesMut::with_capacity(64));
-    w.u8(FORMAT);
+    w.u8(FORMAT_2);
+    w.u64(number);
     w.u32(s.expiry_interval);
     w.u64(s.disconnected_at.unwrap_or(0));
     w.u32(u32::try_from(s.subscriptions.len()).unwrap_or(u32::MAX));
@@ -288,9 +357,17 @@ pub fn encode_session(s: &SessionRecord, clock: Clock) -> Bytes {
     w.0.freeze()
 }
 
-pub fn decode_session(raw: &[u8], clock: Clock) -> Result<SessionRecord, RecordError> {
+/// A session and its number (`None` for a format 1 record, which has none).
+pub fn decode_session(
+    raw: &[u8],
+    clock: Clock,
+) -> Result<(SessionRecord, Option<u64>), RecordError> {
     let mut r = Reader(raw);
-    r.format()?;
+    let number = match r.u8()? {
+        FORMAT => None,
+        FORMAT_2 => Some(r.u64()?),
+        _ => return Err(RecordError("unknown record format")),
+    };
     let expiry_interval = r.u32()?;
     let disconnected_at = Some(r.u64()?).filter(|&t| t != 0);
     let count = r.u32()?;
@@ -326,12 +403,13 @@ pub fn decode_session(raw: &[u8], clock: Clock) -> Result<SessionRecord, RecordE
             Some((Arc::new(get_message(&mut r, clock)?), delay))
         }
     };
-    Ok(SessionRecord {
+    let record = SessionRecord {
         expiry_interval,
         disconnected_at,
         subscriptions,
         will,
-    })
+    };
+    Ok((record, number))
 }
 
 /// An in-flight entry: the packet identifier the client saw and where the exchange stands.
@@ -374,9 +452,8 @@ mod tests {
             share_group: Some(ByteString::from_static("g")),
             stored: None,
         };
-        let mut raw = BytesMut::new();
-        encode_delivery(&d, clock, &mut raw);
-        let back = decode_delivery(&raw, 42, clock).unwrap();
+        let raw = encode_delivery_v1(&d, clock);
+        let back = decode_delivery_v1(&raw, 42, clock).unwrap();
         assert_eq!(back.qos, QoS::AtLeastOnce);
         assert!(back.retain);
         assert_eq!(back.subscription_ids.as_slice(), &[7, 9]);
@@ -385,18 +462,54 @@ mod tests {
         assert_eq!(back.message.properties, d.message.properties);
         assert_eq!(back.message.payload, d.message.payload);
         assert_eq!(back.message.remaining_expiry(clock.now), Some(60));
-        let (q, expires) = delivery_summary(&raw).unwrap();
-        assert_eq!(q, QoS::AtLeastOnce);
-        assert!(expires.is_some());
+
+        let mut raw = BytesMut::new();
+        encode_queued(&d, 9, &mut raw);
+        assert_eq!(queued_message(&raw).unwrap(), 9);
+        let queued = decode_queued(&raw).unwrap();
+        assert_eq!(queued.message, 9);
+        let back = queued.into_delivery(d.message.clone(), 42);
+        assert_eq!(
+            (back.qos, back.retain, back.stored),
+            (QoS::AtLeastOnce, true, Some(42))
+        );
+        assert_eq!(back.subscription_ids.as_slice(), &[7, 9]);
+        assert_eq!(back.share_group.as_deref(), Some("g"));
+        let stored = encode_message(&d.message, clock);
+        assert!(message_expiry(&stored).unwrap().is_some());
+        let message = decode_message(&stored, clock).unwrap();
+        assert_eq!(message.payload, d.message.payload);
+        assert_eq!(message.properties, d.message.properties);
+    }
+
+    #[test]
+    fn a_session_keeps_its_number_and_format_1_has_none() {
+        let clock = Clock::now();
+        let s = SessionRecord {
+            expiry_interval: 60,
+            disconnected_at: Some(5),
+            subscriptions: Vec::new(),
+            will: None,
+        };
+        let raw = encode_session(&s, 77, clock);
+        let (back, number) = decode_session(&raw, clock).unwrap();
+        assert_eq!((back.expiry_interval, number), (60, Some(77)));
+        let mut v1 = vec![FORMAT];
+        v1.extend_from_slice(&raw[9..]);
+        let (back, number) = decode_session(&v1, clock).unwrap();
+        assert_eq!((back.disconnected_at, number), (Some(5), None));
     }
 
     #[test]
     fn damaged_records_are_errors() {
         let clock = Clock::now();
-        assert!(decode_delivery(&[], 1, clock).is_err());
-        assert!(decode_delivery(&[FORMAT, 1, 0, 3], 1, clock).is_err());
+        assert!(decode_delivery_v1(&[], 1, clock).is_err());
+        assert!(decode_delivery_v1(&[FORMAT, 1, 0, 3], 1, clock).is_err());
+        assert!(decode_queued(&[FORMAT_2, 0, 0]).is_err());
+        assert!(decode_queued(&[FORMAT, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0]).is_err());
         assert!(decode_session(&[9, 9, 9], clock).is_err());
-        assert!(decode_retained(&[FORMAT, 7], clock).is_err());
+        assert!(decode_message(&[FORMAT, 7], clock).is_err());
+        assert!(message_expiry(&[FORMAT, 7]).is_err());
         assert!(decode_inflight(&[0, 1, 9]).is_err());
     }
 }

@@ -9,15 +9,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytestring::ByteString;
-use redb::{Database, DatabaseError, ReadableTable, StorageError, WriteTransaction};
+use redb::{
+    Database, DatabaseError, ReadableTable, ReadableTableMetadata, StorageError, WriteTransaction,
+};
 
 use edgemq_codec::QoS;
 use edgemq_core::message::Message;
 use edgemq_core::session::{Delivery, OutgoingState};
 
 use crate::backend::{Backend, SyncedFile};
+use crate::index::Index;
 use crate::record::{self, Clock, SessionRecord};
-use crate::writer::{INCOMING, INFLIGHT, QUEUE, RETAINED, SESSIONS};
+use crate::writer::{
+    INCOMING, INCOMING_RECORD, INFLIGHT, INFLIGHT_RECORD, MESSAGES, MESSAGE_KEY, MESSAGE_REFS,
+    QUEUE, QUEUE_KEY, REFS_RECORD, RETAINED, SESSIONS,
+};
 use crate::{state_from_code, Recovery, StoreError, SyncPolicy};
 
 /// redb's page cache.
@@ -58,10 +64,12 @@ pub struct Recovered {
     pub damaged_records: usize,
     /// Where a damaged store file was moved, if it was.
     pub quarantined: Option<PathBuf>,
+    /// Handed to the writer.
+    pub(crate) index: Index,
 }
 
 /// Why opening failed.
-enum Failure {
+pub(crate) enum Failure {
     Fatal(StoreError),
     Damaged(String),
 }
@@ -225,7 +233,7 @@ fn classify_open(path: &Path, e: DatabaseError) -> Failure {
 }
 
 /// A damaged record: logged and removed, or (strict) the whole store is refused.
-fn damaged_record(
+pub(crate) fn damaged_record(
     recovery: Recovery,
     recovered: &mut Recovered,
     what: &str,
@@ -245,11 +253,30 @@ fn read_back(db: &Database, recovery: Recovery) -> Result<Recovered, Failure> {
     let now_ms = record::unix_ms(clock.wall);
     let mut recovered = Recovered::default();
     let txn = db.begin_write()?;
+    crate::migrate::to_v2(&txn, clock, recovery, &mut recovered)?;
     let mut sessions = read_sessions(&txn, clock, recovery, &mut recovered)?;
-    read_queue(&txn, clock, now_ms, recovery, &mut sessions, &mut recovered)?;
-    read_incoming(&txn, &mut sessions)?;
+    let mut messages = read_messages(&txn, recovery, &mut recovered)?;
+    read_queue(
+        &txn,
+        clock,
+        now_ms,
+        recovery,
+        &mut sessions,
+        &mut messages,
+        &mut recovered,
+    )?;
+    let next_message = messages.next_key;
+    messages.settle(&txn, &mut recovered)?;
+    read_incoming(&txn, &mut sessions, &mut recovered)?;
     read_retained(&txn, clock, recovery, &mut recovered)?;
     txn.commit()?;
+    let numbers = sessions
+        .iter()
+        .map(|(n, s)| (s.client_id.clone(), *n))
+        .collect();
+    let usage = recovered.index.usage;
+    recovered.index = Index::recovered(numbers, next_message);
+    recovered.index.usage = usage;
     recovered.sessions = sessions.into_values().collect();
     if recovered.damaged_records > 0 || recovered.expired_sessions > 0 {
         tracing::warn!(
@@ -262,20 +289,29 @@ fn read_back(db: &Database, recovery: Recovery) -> Result<Recovered, Failure> {
     Ok(recovered)
 }
 
+/// Sessions by number.
+type Sessions = BTreeMap<u64, RecoveredSession>;
+
 fn read_sessions(
     txn: &WriteTransaction,
     clock: Clock,
     recovery: Recovery,
     recovered: &mut Recovered,
-) -> Result<BTreeMap<ByteString, RecoveredSession>, Failure> {
+) -> Result<Sessions, Failure> {
     let mut table = txn.open_table(SESSIONS)?;
     let mut sessions = BTreeMap::new();
     let mut gone: Vec<String> = Vec::new();
     for entry in table.iter()? {
         let (key, value) = entry?;
         let client_id = key.value().to_owned();
-        let record = match record::decode_session(value.value(), clock) {
-            Ok(r) => r,
+        let (record, number) = match record::decode_session(value.value(), clock) {
+            Ok((r, Some(n))) => (r, n),
+            Ok((_, None)) => {
+                let e = record::RecordError("a session without a number after migration");
+                damaged_record(recovery, recovered, "session", &client_id, &e)?;
+                gone.push(client_id);
+                continue;
+            }
             Err(e) => {
                 damaged_record(recovery, recovered, "session", &client_id, &e)?;
                 gone.push(client_id);
@@ -304,9 +340,10 @@ fn read_sessions(
             gone.push(client_id);
             continue;
         }
+        recovered.index.usage += (client_id.len() + value.value().len()) as u64;
         let client_id = ByteString::from(client_id);
         sessions.insert(
-            client_id.clone(),
+            number,
             RecoveredSession {
                 client_id,
                 record,
@@ -324,97 +361,214 @@ fn read_sessions(
     Ok(sessions)
 }
 
+/// The stored messages: what start-up needs of each, and how many deliveries name it.
+struct Messages {
+    /// Key → expiry (Unix ms) and the record's size.
+    found: HashMap<u64, (Option<u64>, usize)>,
+    /// Key → queued deliveries that name it (counted while the queue is read).
+    refs: HashMap<u64, u64>,
+    /// Messages decoded for in-flight deliveries, shared between sessions.
+    decoded: HashMap<u64, Arc<Message>>,
+    next_key: u64,
+}
+
+fn read_messages(
+    txn: &WriteTransaction,
+    recovery: Recovery,
+    recovered: &mut Recovered,
+) -> Result<Messages, Failure> {
+    let table = txn.open_table(MESSAGES)?;
+    let mut found = HashMap::new();
+    let mut next_key = 1;
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        let key = key.value();
+        next_key = next_key.max(key + 1);
+        match record::message_expiry(value.value()) {
+            Ok(expires) => {
+                found.insert(key, (expires, value.value().len()));
+            }
+            // Not counted as found: settling removes it.
+            Err(e) => damaged_record(recovery, recovered, "message", &key.to_string(), &e)?,
+        }
+    }
+    Ok(Messages {
+        found,
+        refs: HashMap::new(),
+        decoded: HashMap::new(),
+        next_key,
+    })
+}
+
+impl Messages {
+    /// The message of an in-flight delivery, decoded once however many sessions hold it.
+    fn decode(
+        &mut self,
+        txn: &WriteTransaction,
+        key: u64,
+        clock: Clock,
+    ) -> Result<Result<Arc<Message>, record::RecordError>, Failure> {
+        if let Some(m) = self.decoded.get(&key) {
+            return Ok(Ok(m.clone()));
+        }
+        let table = txn.open_table(MESSAGES)?;
+        let Some(raw) = table.get(key)? else {
+            return Ok(Err(record::RecordError("its message is missing")));
+        };
+        Ok(record::decode_message(raw.value(), clock).map(|m| {
+            let m = Arc::new(m);
+            self.decoded.insert(key, m.clone());
+            m
+        }))
+    }
+
+    /// Rewrite the reference counts from what the queue names; delete the messages nothing
+    /// names (left by a damaged record, or by an older version).
+    fn settle(self, txn: &WriteTransaction, recovered: &mut Recovered) -> Result<(), Failure> {
+        let mut messages = txn.open_table(MESSAGES)?;
+        let mut refs = txn.open_table(MESSAGE_REFS)?;
+        refs.retain(|_, _| false)?;
+        messages.retain(|key, _| self.refs.contains_key(&key))?;
+        for (key, count) in &self.refs {
+            refs.insert(*key, *count)?;
+            let size = self.found.get(key).map_or(0, |(_, size)| *size);
+            recovered.index.usage += (size as u64) + MESSAGE_KEY + REFS_RECORD;
+        }
+        Ok(())
+    }
+}
+
 fn read_queue(
     txn: &WriteTransaction,
     clock: Clock,
     now_ms: u64,
     recovery: Recovery,
-    sessions: &mut BTreeMap<ByteString, RecoveredSession>,
+    sessions: &mut Sessions,
+    messages: &mut Messages,
     recovered: &mut Recovered,
 ) -> Result<(), Failure> {
+    let mut sent = read_inflight(txn, recovery, sessions, recovered)?;
     let mut queue = txn.open_table(QUEUE)?;
-    let mut inflight_table = txn.open_table(INFLIGHT)?;
-    // In-flight entries first: a queued delivery with one is in the window, not the queue.
-    let mut sent: HashMap<(String, u64), (u16, OutgoingState)> = HashMap::new();
-    let mut drop_inflight: Vec<(String, u64)> = Vec::new();
-    for entry in inflight_table.iter()? {
-        let (key, value) = entry?;
-        let (client, seq) = key.value();
-        match record::decode_inflight(value.value()) {
-            Ok((packet_id, code)) if sessions.contains_key(client) => {
-                sent.insert((client.to_owned(), seq), (packet_id, state_from_code(code)));
-            }
-            Ok(_) => drop_inflight.push((client.to_owned(), seq)),
-            Err(e) => {
-                damaged_record(recovery, recovered, "in-flight", client, &e)?;
-                drop_inflight.push((client.to_owned(), seq));
-            }
-        }
-    }
-    let mut drop_queued: Vec<(String, u64)> = Vec::new();
+    let mut drop_queued: Vec<(u64, u64)> = Vec::new();
     let mut next_seq = 1;
     for entry in queue.iter()? {
         let (key, value) = entry?;
-        let (client, seq) = key.value();
+        let (number, seq) = key.value();
         next_seq = next_seq.max(seq + 1);
-        let Some(session) = sessions.get_mut(client) else {
-            drop_queued.push((client.to_owned(), seq));
+        let Some(session) = sessions.get_mut(&number) else {
+            drop_queued.push((number, seq));
             continue;
         };
-        let summary = match record::delivery_summary(value.value()) {
-            Ok(s) => s,
+        let queued = record::decode_queued(value.value()).and_then(|q| {
+            match messages.found.get(&q.message) {
+                Some((expires, _)) => Ok((q, *expires)),
+                None => Err(record::RecordError("its message is missing")),
+            }
+        });
+        let (queued, expires) = match queued {
+            Ok(found) => found,
             Err(e) => {
-                damaged_record(recovery, recovered, "queued message", client, &e)?;
-                drop_queued.push((client.to_owned(), seq));
+                damaged_record(
+                    recovery,
+                    recovered,
+                    "queued message",
+                    &session.client_id,
+                    &e,
+                )?;
+                drop_queued.push((number, seq));
                 continue;
             }
         };
-        match sent.remove(&(client.to_owned(), seq)) {
-            Some((packet_id, state)) => match record::decode_delivery(value.value(), seq, clock) {
+        let message_key = queued.message;
+        match sent.remove(&(number, seq)) {
+            Some((packet_id, state)) => match messages.decode(txn, message_key, clock)? {
                 // Once sent, a message is delivered even if it expires meanwhile.
-                Ok(d) => session.inflight.push((packet_id, state, d)),
+                Ok(m) => session
+                    .inflight
+                    .push((packet_id, state, queued.into_delivery(m, seq))),
                 Err(e) => {
-                    damaged_record(recovery, recovered, "in-flight message", client, &e)?;
-                    drop_queued.push((client.to_owned(), seq));
-                    drop_inflight.push((client.to_owned(), seq));
+                    damaged_record(
+                        recovery,
+                        recovered,
+                        "in-flight message",
+                        &session.client_id,
+                        &e,
+                    )?;
+                    drop_queued.push((number, seq));
+                    continue;
                 }
             },
-            None => {
-                let (qos, expires) = summary;
-                if expires.is_some_and(|at| at <= now_ms) {
-                    recovered.expired_messages += 1;
-                    drop_queued.push((client.to_owned(), seq));
-                } else {
-                    session.queued.push((seq, qos));
-                }
+            None if expires.is_some_and(|at| at <= now_ms) => {
+                recovered.expired_messages += 1;
+                drop_queued.push((number, seq));
+                continue;
+            }
+            None => session.queued.push((seq, queued.qos)),
+        }
+        *messages.refs.entry(message_key).or_default() += 1;
+        recovered.index.usage += value.value().len() as u64 + QUEUE_KEY;
+    }
+    let mut inflight_table = txn.open_table(INFLIGHT)?;
+    // What is left in `sent` awaits PUBCOMP: its message is gone, its identifier is not.
+    for ((number, seq), (packet_id, state)) in sent {
+        next_seq = next_seq.max(seq + 1);
+        let session = sessions.get_mut(&number);
+        match session {
+            Some(session) if state == OutgoingState::AwaitingPubComp => {
+                session
+                    .inflight
+                    .push((packet_id, state, placeholder_delivery(seq)));
+            }
+            _ => {
+                inflight_table.remove((number, seq))?;
             }
         }
     }
-    // What is left in `sent` awaits PUBCOMP: its message is gone, its identifier is not.
-    for ((client, seq), (packet_id, state)) in sent {
-        next_seq = next_seq.max(seq + 1);
-        let Some(session) = sessions.get_mut(client.as_str()) else {
-            continue;
-        };
-        if state == OutgoingState::AwaitingPubComp {
-            session
-                .inflight
-                .push((packet_id, state, placeholder_delivery(seq)));
-        } else {
-            drop_inflight.push((client, seq));
-        }
+    for (number, seq) in &drop_queued {
+        queue.remove((*number, *seq))?;
+        inflight_table.remove((*number, *seq))?;
     }
-    for (client, seq) in &drop_queued {
-        queue.remove((client.as_str(), *seq))?;
-    }
-    for (client, seq) in &drop_inflight {
-        inflight_table.remove((client.as_str(), *seq))?;
-    }
+    let inflight_left = inflight_table.len()?;
+    recovered.index.usage += inflight_left * INFLIGHT_RECORD;
     for session in sessions.values_mut() {
         session.inflight.sort_by_key(|(_, _, d)| d.stored);
     }
     recovered.next_seq = next_seq;
     Ok(())
+}
+
+/// In-flight entries: (session number, store key) → packet identifier and state.
+type Sent = HashMap<(u64, u64), (u16, OutgoingState)>;
+
+/// The in-flight entries of live sessions (a queued delivery with one is in the window, not
+/// the queue); the others are removed.
+fn read_inflight(
+    txn: &WriteTransaction,
+    recovery: Recovery,
+    sessions: &Sessions,
+    recovered: &mut Recovered,
+) -> Result<Sent, Failure> {
+    let mut table = txn.open_table(INFLIGHT)?;
+    let mut sent = HashMap::new();
+    let mut gone = Vec::new();
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        let (number, seq) = key.value();
+        match record::decode_inflight(value.value()) {
+            Ok((packet_id, code)) if sessions.contains_key(&number) => {
+                sent.insert((number, seq), (packet_id, state_from_code(code)));
+            }
+            Ok(_) => gone.push((number, seq)),
+            Err(e) => {
+                damaged_record(recovery, recovered, "in-flight", &number.to_string(), &e)?;
+                gone.push((number, seq));
+            }
+        }
+    }
+    for key in gone {
+        table.remove(key)?;
+    }
+    Ok(sent)
 }
 
 /// A QoS 2 delivery awaiting PUBCOMP needs only its identifier [MQTT-4.3.3]; this stands in
@@ -434,20 +588,24 @@ fn placeholder_delivery(seq: u64) -> Delivery {
 
 fn read_incoming(
     txn: &WriteTransaction,
-    sessions: &mut BTreeMap<ByteString, RecoveredSession>,
+    sessions: &mut Sessions,
+    recovered: &mut Recovered,
 ) -> Result<(), Failure> {
     let mut table = txn.open_table(INCOMING)?;
     let mut orphans = Vec::new();
     for entry in table.iter()? {
         let (key, _) = entry?;
-        let (client, packet_id) = key.value();
-        match sessions.get_mut(client) {
-            Some(session) => session.incoming_qos2.push(packet_id),
-            None => orphans.push((client.to_owned(), packet_id)),
+        let (number, packet_id) = key.value();
+        match sessions.get_mut(&number) {
+            Some(session) => {
+                session.incoming_qos2.push(packet_id);
+                recovered.index.usage += INCOMING_RECORD;
+            }
+            None => orphans.push((number, packet_id)),
         }
     }
-    for (client, packet_id) in orphans {
-        table.remove((client.as_str(), packet_id))?;
+    for key in orphans {
+        table.remove(key)?;
     }
     Ok(())
 }
@@ -463,12 +621,15 @@ fn read_retained(
     for entry in table.iter()? {
         let (key, value) = entry?;
         let topic = key.value();
-        match record::decode_retained(value.value(), clock) {
+        match record::decode_message(value.value(), clock) {
             Ok(m) if m.is_expired(clock.now) => {
                 recovered.expired_messages += 1;
                 gone.push(topic.to_owned());
             }
-            Ok(m) => recovered.retained.push(m),
+            Ok(m) => {
+                recovered.index.usage += (topic.len() + value.value().len()) as u64;
+                recovered.retained.push(m);
+            }
             Err(e) => {
                 damaged_record(recovery, recovered, "retained message", topic, &e)?;
                 gone.push(topic.to_owned());

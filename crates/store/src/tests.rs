@@ -290,3 +290,215 @@ fn close_while_degraded_returns() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert!(store.is_failed());
 }
+
+fn committed(store: &Store) {
+    let t = store.ticket();
+    assert!(eventually(10, || *store.committed().borrow() >= t));
+}
+
+fn big(topic: &'static str, size: usize) -> Arc<Message> {
+    Arc::new(Message::broker_generated(
+        ByteString::from_static(topic),
+        Bytes::from(vec![7u8; size]),
+        QoS::AtLeastOnce,
+        false,
+    ))
+}
+
+/// A message queued for many sessions is stored once; a client id is stored once per
+/// session, however many messages are queued for it (issue: 2,000 persistent sessions made
+/// the store 3,241 × the bytes published).
+#[test]
+fn a_message_for_many_sessions_is_stored_once_and_client_ids_once_per_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    let empty = store.usage();
+    let clients: Vec<ByteString> = (0..200)
+        .map(|i| ByteString::from(format!("{}-{i}", "c".repeat(10_000))))
+        .collect();
+    for c in &clients {
+        store.put_session(c, session());
+    }
+    committed(&store);
+    let sessions = store.usage() - empty;
+    assert!(sessions < 200 * 10_100, "{sessions}");
+    let message = big("fan/out", 100_000);
+    for _ in 0..20 {
+        for c in &clients {
+            store.enqueue(c, Delivery::plain(message.clone(), QoS::AtLeastOnce));
+        }
+    }
+    committed(&store);
+    let queued = store.usage() - empty - sessions;
+    // 4,000 deliveries of one 100 kB message: the message once, ~50 bytes a delivery.
+    assert!(queued < 100_000 + 4000 * 80, "{queued}");
+    let file = std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len();
+    assert!(file < 20_000_000, "file {file}");
+    let usage = store.usage();
+    store.close();
+    drop(store);
+
+    let (store, recovered) = open(dir.path());
+    assert_eq!(
+        store.usage(),
+        usage,
+        "the count is the same after a restart"
+    );
+    assert_eq!(recovered.sessions.len(), 200);
+    assert!(recovered.sessions.iter().all(|s| s.queued.len() == 20));
+    // Loads share one copy of the message.
+    let keys: Vec<u64> = recovered.sessions[0].queued.iter().map(|q| q.0).collect();
+    let a = store
+        .load(&recovered.sessions[0].client_id, keys)
+        .blocking_recv()
+        .unwrap();
+    let keys: Vec<u64> = recovered.sessions[1].queued.iter().map(|q| q.0).collect();
+    let b = store
+        .load(&recovered.sessions[1].client_id, keys)
+        .blocking_recv()
+        .unwrap();
+    assert_eq!((a.len(), b.len()), (20, 20));
+    assert!(Arc::ptr_eq(&a[0].message, &b[19].message));
+    assert_eq!(a[0].message.payload.len(), 100_000);
+
+    // Ending the sessions frees the message with the last of them.
+    for s in &recovered.sessions {
+        store.delete_session(&s.client_id);
+    }
+    committed(&store);
+    assert_eq!(store.usage(), empty, "nothing is left");
+    store.close();
+    drop(store);
+    let (store, recovered) = open(dir.path());
+    assert!(recovered.sessions.is_empty());
+    assert_eq!(store.usage(), empty);
+    store.close();
+}
+
+/// Acknowledged (removed) deliveries release their message; one delivered to every session
+/// is deleted, one still queued for a session is kept.
+#[test]
+fn a_message_lives_as_long_as_a_delivery_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    let (a, b) = (ByteString::from_static("a"), ByteString::from_static("b"));
+    store.put_session(&a, session());
+    store.put_session(&b, session());
+    committed(&store);
+    let base = store.usage();
+    let m = big("t", 50_000);
+    let da = store.enqueue(&a, Delivery::plain(m.clone(), QoS::AtLeastOnce));
+    let db = store.enqueue(&b, Delivery::plain(m.clone(), QoS::ExactlyOnce));
+    committed(&store);
+    assert!(store.usage() - base > 50_000);
+    store.remove(&a, da.stored.unwrap());
+    committed(&store);
+    assert!(store.usage() - base > 50_000, "b still holds it");
+    store.sent(&b, db.stored.unwrap(), 3, OutgoingState::AwaitingPubComp);
+    committed(&store);
+    // Awaiting PUBCOMP, only the identifier is kept.
+    assert!(store.usage() - base < 100, "{}", store.usage() - base);
+    store.close();
+    drop(store);
+    let (_store, recovered) = open(dir.path());
+    let b = recovered
+        .sessions
+        .iter()
+        .find(|s| &*s.client_id == "b")
+        .unwrap();
+    assert_eq!(b.inflight.len(), 1);
+    assert_eq!(b.inflight[0].0, 3);
+}
+
+/// A store written by format 1 (every record keyed by client id, every delivery with its own
+/// message) is migrated at start-up: nothing is lost, and it is in format 2 afterwards.
+#[test]
+fn a_format_1_store_is_migrated() {
+    use crate::record::{self, Clock};
+    use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition, TableHandle};
+    const QUEUE_V1: TableDefinition<'static, (&'static str, u64), &'static [u8]> =
+        TableDefinition::new("queue");
+    const INFLIGHT_V1: TableDefinition<'static, (&'static str, u64), &'static [u8]> =
+        TableDefinition::new("inflight");
+    const INCOMING_V1: TableDefinition<'static, (&'static str, u16), ()> =
+        TableDefinition::new("incoming_qos2");
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::now();
+    {
+        let db = redb::Database::create(dir.path().join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut sessions = txn.open_table(crate::writer::SESSIONS).unwrap();
+            let mut v1 = vec![1u8];
+            v1.extend_from_slice(&record::encode_session(&session(), 0, clock)[9..]);
+            sessions.insert("old-client", &v1[..]).unwrap();
+            let mut queue = txn.open_table(QUEUE_V1).unwrap();
+            let d1 = delivery("q/1", QoS::AtLeastOnce);
+            let d2 = delivery("q/2", QoS::ExactlyOnce);
+            queue
+                .insert(
+                    ("old-client", 5),
+                    &record::encode_delivery_v1(&d1, clock)[..],
+                )
+                .unwrap();
+            queue
+                .insert(
+                    ("old-client", 6),
+                    &record::encode_delivery_v1(&d2, clock)[..],
+                )
+                .unwrap();
+            queue
+                .insert(
+                    ("gone-client", 7),
+                    &record::encode_delivery_v1(&d1, clock)[..],
+                )
+                .unwrap();
+            let mut inflight = txn.open_table(INFLIGHT_V1).unwrap();
+            inflight
+                .insert(("old-client", 6), &record::encode_inflight(9, 1)[..])
+                .unwrap();
+            let mut incoming = txn.open_table(INCOMING_V1).unwrap();
+            incoming.insert(("old-client", 11), ()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let (store, recovered) = open(dir.path());
+    assert_eq!(recovered.damaged_records, 0);
+    assert_eq!(recovered.sessions.len(), 1);
+    let s = &recovered.sessions[0];
+    assert_eq!(&*s.client_id, "old-client");
+    assert_eq!(s.queued, vec![(5, QoS::AtLeastOnce)]);
+    assert_eq!(s.inflight.len(), 1);
+    assert_eq!(
+        (s.inflight[0].0, &*s.inflight[0].2.message.topic),
+        (9, "q/2")
+    );
+    assert_eq!(s.incoming_qos2, vec![11]);
+    assert!(recovered.next_seq > 6);
+    let loaded = store.load(&s.client_id, vec![5]).blocking_recv().unwrap();
+    assert_eq!(&*loaded[0].message.topic, "q/1");
+    let usage = store.usage();
+    store.close();
+    drop(store);
+    {
+        let db = redb::Database::create(dir.path().join(FILE_NAME)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let names: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_string())
+            .collect();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n == "queue" || n == "inflight" || n == "incoming_qos2"),
+            "{names:?}"
+        );
+        let messages = txn.open_table(crate::writer::MESSAGES).unwrap();
+        assert_eq!(messages.len().unwrap(), 2, "the orphan's message is gone");
+    }
+    let (store, recovered) = open(dir.path());
+    assert_eq!(recovered.sessions[0].queued.len(), 1);
+    assert_eq!(store.usage(), usage);
+    store.close();
+}

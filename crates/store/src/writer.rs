@@ -1,7 +1,7 @@
 //! The writer thread: everything submitted meanwhile goes into one transaction and one commit.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,25 +11,45 @@ use bytes::BytesMut;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use redb::{Database, ReadableTable, TableDefinition};
 
+use bytestring::ByteString;
+use edgemq_core::message::Message;
 use edgemq_core::session::{Delivery, OutgoingState};
 
 use crate::backend::SyncedFile;
-use crate::record::{self, Clock};
+use crate::index::Index;
+use crate::record::{self, Clock, SessionRecord};
 use crate::{recover, state_code, Health, Op, Shared};
 
+/// Client id → session record, with the session's number.
 pub(crate) const SESSIONS: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("sessions");
-/// (client id, store key) → delivery: queued, or in flight and not yet acknowledged.
-pub(crate) const QUEUE: TableDefinition<'static, (&'static str, u64), &'static [u8]> =
-    TableDefinition::new("queue");
-/// (client id, store key) → packet identifier and state, for deliveries sent to the client.
-pub(crate) const INFLIGHT: TableDefinition<'static, (&'static str, u64), &'static [u8]> =
-    TableDefinition::new("inflight");
-/// (client id, packet identifier): QoS 2 PUBLISHes received, PUBREC sent, PUBREL awaited.
-pub(crate) const INCOMING: TableDefinition<'static, (&'static str, u16), ()> =
-    TableDefinition::new("incoming_qos2");
+/// (session number, store key) → delivery, naming its message: queued, or in flight and not
+/// yet acknowledged.
+pub(crate) const QUEUE: TableDefinition<'static, (u64, u64), &'static [u8]> =
+    TableDefinition::new("queue_v2");
+/// (session number, store key) → packet identifier and state, for deliveries sent to the
+/// client.
+pub(crate) const INFLIGHT: TableDefinition<'static, (u64, u64), &'static [u8]> =
+    TableDefinition::new("inflight_v2");
+/// (session number, packet identifier): QoS 2 PUBLISHes received, PUBREC sent, PUBREL
+/// awaited.
+pub(crate) const INCOMING: TableDefinition<'static, (u64, u16), ()> =
+    TableDefinition::new("incoming_qos2_v2");
+/// Message key → the message, stored once for every session it is queued for.
+pub(crate) const MESSAGES: TableDefinition<'static, u64, &'static [u8]> =
+    TableDefinition::new("messages");
+/// Message key → how many queued deliveries name it; at 0 the message is deleted.
+pub(crate) const MESSAGE_REFS: TableDefinition<'static, u64, u64> =
+    TableDefinition::new("message_refs");
 pub(crate) const RETAINED: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("retained");
+
+/// Bytes a record of each fixed-size table takes (key and value), for the usage count.
+pub(crate) const QUEUE_KEY: u64 = 16;
+pub(crate) const INFLIGHT_RECORD: u64 = 16 + 3;
+pub(crate) const INCOMING_RECORD: u64 = 10;
+pub(crate) const REFS_RECORD: u64 = 16;
+pub(crate) const MESSAGE_KEY: u64 = 8;
 
 /// The first retry after a failed commit; doubled after each failure up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -43,6 +63,7 @@ pub(crate) fn run(
     path: PathBuf,
     ops: Receiver<(u64, Op)>,
     shared: Arc<Shared>,
+    mut index: Index,
 ) {
     let mut scratch = BytesMut::new();
     let mut closing = None;
@@ -75,11 +96,15 @@ pub(crate) fn run(
         // Until this batch is committed: nothing after it is reported committed before it.
         let loaded = loop {
             let attempt = match &db {
-                Some(db) => apply(db, &batch, &mut scratch).map_err(|e| e.to_string()),
+                Some(db) => apply(db, &batch, &mut scratch, &mut index).map_err(|e| e.to_string()),
                 None => Err("the store file is not open".to_string()),
             };
             let error = match attempt {
-                Ok(loaded) => break loaded,
+                Ok((loaded, usage)) => {
+                    index.usage = index.usage.saturating_add_signed(usage);
+                    shared.usage.store(index.usage, Ordering::Relaxed);
+                    break loaded;
+                }
                 Err(e) => e,
             };
             shared.failed_commits.fetch_add(1, Ordering::Relaxed);
@@ -327,93 +352,311 @@ impl Frontier {
     }
 }
 
-/// Apply `batch` in one transaction and commit it; what each `Load` read, in order.
+/// The tables of one write transaction, and what the batch changes besides them.
+struct Tables<'t> {
+    sessions: redb::Table<'t, &'static str, &'static [u8]>,
+    queue: redb::Table<'t, (u64, u64), &'static [u8]>,
+    inflight: redb::Table<'t, (u64, u64), &'static [u8]>,
+    incoming: redb::Table<'t, (u64, u16), ()>,
+    messages: redb::Table<'t, u64, &'static [u8]>,
+    refs: redb::Table<'t, u64, u64>,
+    retained: redb::Table<'t, &'static str, &'static [u8]>,
+    /// Change in record bytes.
+    usage: i64,
+    /// Change in each message's reference count, and the message if this batch queued it.
+    counts: HashMap<u64, (i64, Option<Arc<Message>>)>,
+    /// Sessions whose number was forgotten (restored if the commit fails).
+    ended: Vec<(ByteString, u64)>,
+}
+
+fn len(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn fixed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Self, redb::Error> {
+        Ok(Tables {
+            sessions: txn.open_table(SESSIONS)?,
+            queue: txn.open_table(QUEUE)?,
+            inflight: txn.open_table(INFLIGHT)?,
+            incoming: txn.open_table(INCOMING)?,
+            messages: txn.open_table(MESSAGES)?,
+            refs: txn.open_table(MESSAGE_REFS)?,
+            retained: txn.open_table(RETAINED)?,
+            usage: 0,
+            counts: HashMap::new(),
+            ended: Vec::new(),
+        })
+    }
+
+    fn enqueue(
+        &mut self,
+        index: &mut Index,
+        client: &ByteString,
+        delivery: &Delivery,
+        scratch: &mut BytesMut,
+    ) -> Result<(), redb::Error> {
+        let session = index.session(client);
+        let key = index.message_key(&delivery.message);
+        record::encode_queued(delivery, key, scratch);
+        let old = self
+            .queue
+            .insert((session, delivery.stored.unwrap_or(0)), &scratch[..])?;
+        self.usage += len(scratch.len()) + fixed(QUEUE_KEY);
+        if let Some(old) = old {
+            self.usage -= len(old.value().len()) + fixed(QUEUE_KEY);
+        }
+        let entry = self.counts.entry(key).or_insert((0, None));
+        entry.0 += 1;
+        entry.1 = Some(delivery.message.clone());
+        Ok(())
+    }
+
+    /// Remove a queued delivery; its message loses a reference.
+    fn unqueue(&mut self, session: u64, seq: u64) -> Result<(), redb::Error> {
+        let Some(old) = self.queue.remove((session, seq))? else {
+            return Ok(());
+        };
+        self.usage -= len(old.value().len()) + fixed(QUEUE_KEY);
+        if let Ok(key) = record::queued_message(old.value()) {
+            self.counts.entry(key).or_insert((0, None)).0 -= 1;
+        }
+        Ok(())
+    }
+
+    fn remove_inflight(&mut self, session: u64, seq: u64) -> Result<(), redb::Error> {
+        if self.inflight.remove((session, seq))?.is_some() {
+            self.usage -= fixed(INFLIGHT_RECORD);
+        }
+        Ok(())
+    }
+
+    fn delete_session(
+        &mut self,
+        index: &mut Index,
+        client: &ByteString,
+    ) -> Result<(), redb::Error> {
+        if let Some(old) = self.sessions.remove(&**client)? {
+            self.usage -= len(client.len() + old.value().len());
+        }
+        let Some(ended) = index.end_session(client) else {
+            return Ok(());
+        };
+        let n = ended.1;
+        self.ended.push(ended);
+        let (mut freed, mut released) = (0i64, Vec::new());
+        self.queue.retain_in((n, 0)..=(n, u64::MAX), |_, value| {
+            freed += len(value.len()) + fixed(QUEUE_KEY);
+            released.extend(record::queued_message(value).ok());
+            false
+        })?;
+        self.inflight.retain_in((n, 0)..=(n, u64::MAX), |_, _| {
+            freed += fixed(INFLIGHT_RECORD);
+            false
+        })?;
+        self.incoming.retain_in((n, 0)..=(n, u16::MAX), |_, ()| {
+            freed += fixed(INCOMING_RECORD);
+            false
+        })?;
+        self.usage -= freed;
+        for key in released {
+            self.counts.entry(key).or_insert((0, None)).0 -= 1;
+        }
+        Ok(())
+    }
+
+    fn put_session(
+        &mut self,
+        index: &mut Index,
+        client: &ByteString,
+        session: &SessionRecord,
+        clock: Clock,
+    ) -> Result<(), redb::Error> {
+        let raw = record::encode_session(session, index.session(client), clock);
+        self.usage += len(client.len() + raw.len());
+        if let Some(old) = self.sessions.insert(&**client, &raw[..])? {
+            self.usage -= len(client.len() + old.value().len());
+        }
+        Ok(())
+    }
+
+    fn put_retained(&mut self, message: &Message, clock: Clock) -> Result<(), redb::Error> {
+        let raw = record::encode_message(message, clock);
+        self.usage += len(message.topic.len() + raw.len());
+        if let Some(old) = self.retained.insert(&*message.topic, &raw[..])? {
+            self.usage -= len(message.topic.len() + old.value().len());
+        }
+        Ok(())
+    }
+
+    fn delete_retained(&mut self, topic: &str) -> Result<(), redb::Error> {
+        if let Some(old) = self.retained.remove(topic)? {
+            self.usage -= len(topic.len() + old.value().len());
+        }
+        Ok(())
+    }
+
+    fn load(
+        &mut self,
+        index: &mut Index,
+        client: &ByteString,
+        seqs: &[u64],
+        clock: Clock,
+    ) -> Result<Vec<Delivery>, redb::Error> {
+        let session = index.session(client);
+        let mut loaded = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            let Some(raw) = self.queue.get((session, seq))? else {
+                continue;
+            };
+            let read = record::decode_queued(raw.value())
+                .map_err(|e| e.0)
+                .and_then(|q| {
+                    let message = match index.loaded(q.message) {
+                        Some(m) => m,
+                        None => {
+                            let raw = self.messages.get(q.message).ok().flatten();
+                            let raw = raw.ok_or("its message is missing")?;
+                            let m = Arc::new(
+                                record::decode_message(raw.value(), clock).map_err(|e| e.0)?,
+                            );
+                            index.remember(q.message, &m);
+                            m
+                        }
+                    };
+                    Ok(q.into_delivery(message, seq))
+                });
+            match read {
+                Ok(d) => loaded.push(d),
+                Err(e) => {
+                    tracing::error!(client_id = %client, key = seq, error = %e, "store: a queued message is damaged and is skipped");
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Apply the batch's reference counts: a message is written when it gains its first
+    /// reference and deleted when it loses its last.
+    fn settle_messages(&mut self, clock: Clock) -> Result<(), redb::Error> {
+        for (key, (delta, message)) in std::mem::take(&mut self.counts) {
+            if delta == 0 {
+                continue;
+            }
+            let before = self.refs.get(key)?.map_or(0, |v| v.value());
+            let after =
+                u64::try_from(i64::try_from(before).unwrap_or(i64::MAX) + delta).unwrap_or(0);
+            if after == 0 {
+                self.refs.remove(key)?;
+                if let Some(old) = self.messages.remove(key)? {
+                    self.usage -= len(old.value().len()) + fixed(MESSAGE_KEY + REFS_RECORD);
+                }
+                continue;
+            }
+            self.refs.insert(key, after)?;
+            if before == 0 {
+                if let Some(message) = message {
+                    let raw = record::encode_message(&message, clock);
+                    self.messages.insert(key, &raw[..])?;
+                    self.usage += len(raw.len()) + fixed(MESSAGE_KEY + REFS_RECORD);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Apply `batch` in one transaction and commit it; what each `Load` read, in order, and the
+/// change in record bytes.
 fn apply(
     db: &Database,
     batch: &[(u64, Op)],
     scratch: &mut BytesMut,
-) -> Result<Vec<Vec<Delivery>>, redb::Error> {
+    index: &mut Index,
+) -> Result<(Vec<Vec<Delivery>>, i64), redb::Error> {
     let clock = Clock::now();
-    let skip = settled_within(batch);
-    let mut replies = Vec::new();
     let txn = db.begin_write()?;
-    {
-        let mut sessions = txn.open_table(SESSIONS)?;
-        let mut queue = txn.open_table(QUEUE)?;
-        let mut inflight = txn.open_table(INFLIGHT)?;
-        let mut incoming = txn.open_table(INCOMING)?;
-        let mut retained = txn.open_table(RETAINED)?;
-        for (_, op) in batch {
-            match op {
-                Op::Enqueue { delivery, .. }
-                    if delivery.stored.is_some_and(|seq| skip.contains(&seq)) => {}
-                Op::Remove { seq, .. } | Op::Sent { seq, .. } if skip.contains(seq) => {}
-                Op::Enqueue { client, delivery } => {
-                    let seq = delivery.stored.unwrap_or(0);
-                    record::encode_delivery(delivery, clock, scratch);
-                    queue.insert((&**client, seq), &scratch[..])?;
-                }
-                Op::Remove { client, seq } => {
-                    queue.remove((&**client, *seq))?;
-                    inflight.remove((&**client, *seq))?;
-                }
-                Op::Sent {
-                    client,
-                    seq,
-                    packet_id,
-                    state,
-                } => {
-                    let entry = record::encode_inflight(*packet_id, state_code(*state));
-                    inflight.insert((&**client, *seq), &entry[..])?;
-                    // Awaiting PUBCOMP, only the packet identifier matters [MQTT-4.3.3].
-                    if *state == OutgoingState::AwaitingPubComp {
-                        queue.remove((&**client, *seq))?;
-                    }
-                }
-                Op::IncomingAdd { client, packet_id } => {
-                    incoming.insert((&**client, *packet_id), ())?;
-                }
-                Op::IncomingRemove { client, packet_id } => {
-                    incoming.remove((&**client, *packet_id))?;
-                }
-                Op::PutSession { client, record } => {
-                    let raw = record::encode_session(record, clock);
-                    sessions.insert(&**client, &raw[..])?;
-                }
-                Op::DeleteSession { client } => {
-                    sessions.remove(&**client)?;
-                    let c: &str = client;
-                    queue.retain_in((c, 0)..=(c, u64::MAX), |_, _| false)?;
-                    inflight.retain_in((c, 0)..=(c, u64::MAX), |_, _| false)?;
-                    incoming.retain_in((c, 0)..=(c, u16::MAX), |_, ()| false)?;
-                }
-                Op::PutRetained(message) => {
-                    let raw = record::encode_retained(message, clock);
-                    retained.insert(&*message.topic, &raw[..])?;
-                }
-                Op::DeleteRetained(topic) => {
-                    retained.remove(&**topic)?;
-                }
-                Op::Load { client, seqs, .. } => {
-                    let mut loaded = Vec::with_capacity(seqs.len());
-                    for &seq in seqs {
-                        let Some(raw) = queue.get((&**client, seq))? else {
-                            continue;
-                        };
-                        match record::decode_delivery(raw.value(), seq, clock) {
-                            Ok(d) => loaded.push(d),
-                            Err(e) => {
-                                tracing::error!(client_id = %client, key = seq, error = %e, "store: a queued message is damaged and is skipped");
-                            }
-                        }
-                    }
-                    replies.push(loaded);
-                }
-                Op::Close { .. } => {}
+    let mut t = Tables::open(&txn)?;
+    let applied = apply_ops(&mut t, batch, scratch, index, clock)
+        .and_then(|replies| t.settle_messages(clock).map(|()| replies));
+    let (usage, ended) = (t.usage, std::mem::take(&mut t.ended));
+    drop(t);
+    let committed = applied.and_then(|replies| {
+        txn.commit()?;
+        Ok(replies)
+    });
+    match committed {
+        Ok(replies) => Ok((replies, usage)),
+        Err(e) => {
+            // The numbers forgotten by this attempt still key records on disk.
+            for session in ended {
+                index.restore_session(session);
             }
+            Err(e)
         }
     }
-    txn.commit()?;
+}
+
+fn apply_ops(
+    t: &mut Tables<'_>,
+    batch: &[(u64, Op)],
+    scratch: &mut BytesMut,
+    index: &mut Index,
+    clock: Clock,
+) -> Result<Vec<Vec<Delivery>>, redb::Error> {
+    let skip = settled_within(batch);
+    let mut replies = Vec::new();
+    for (_, op) in batch {
+        match op {
+            Op::Enqueue { delivery, .. }
+                if delivery.stored.is_some_and(|seq| skip.contains(&seq)) => {}
+            Op::Remove { seq, .. } | Op::Sent { seq, .. } if skip.contains(seq) => {}
+            Op::Enqueue { client, delivery } => t.enqueue(index, client, delivery, scratch)?,
+            Op::Remove { client, seq } => {
+                let session = index.session(client);
+                t.unqueue(session, *seq)?;
+                t.remove_inflight(session, *seq)?;
+            }
+            Op::Sent {
+                client,
+                seq,
+                packet_id,
+                state,
+            } => {
+                let session = index.session(client);
+                let entry = record::encode_inflight(*packet_id, state_code(*state));
+                if t.inflight.insert((session, *seq), &entry[..])?.is_none() {
+                    t.usage += fixed(INFLIGHT_RECORD);
+                }
+                // Awaiting PUBCOMP, only the packet identifier matters [MQTT-4.3.3].
+                if *state == OutgoingState::AwaitingPubComp {
+                    t.unqueue(session, *seq)?;
+                }
+            }
+            Op::IncomingAdd { client, packet_id } => {
+                let session = index.session(client);
+                if t.incoming.insert((session, *packet_id), ())?.is_none() {
+                    t.usage += fixed(INCOMING_RECORD);
+                }
+            }
+            Op::IncomingRemove { client, packet_id } => {
+                let session = index.session(client);
+                if t.incoming.remove((session, *packet_id))?.is_some() {
+                    t.usage -= fixed(INCOMING_RECORD);
+                }
+            }
+            Op::PutSession { client, record } => t.put_session(index, client, record, clock)?,
+            Op::DeleteSession { client } => t.delete_session(index, client)?,
+            Op::PutRetained(message) => t.put_retained(message, clock)?,
+            Op::DeleteRetained(topic) => t.delete_retained(topic)?,
+            Op::Load { client, seqs, .. } => replies.push(t.load(index, client, seqs, clock)?),
+            Op::Close { .. } => {}
+        }
+    }
     Ok(replies)
 }
 
