@@ -35,6 +35,22 @@ pub struct Routed {
     /// `max_retained_bytes` refused it (it was still routed to subscribers). A v5 publisher
     /// learns it from PUBACK/PUBREC 0x97 Quota exceeded.
     pub retain_refused: bool,
+    /// A client's QoS 1/2 message refused whole because a persistent subscriber would store
+    /// it and the store is full (`max_store_bytes`): v5 0x97; v3 is disconnected unacknowledged.
+    pub store_refused: bool,
+}
+
+impl Routed {
+    /// A client's PUBLISH refused whole by a budget: not routed, not kept.
+    fn refused(retain_refused: bool, store_refused: bool) -> Routed {
+        Routed {
+            matched: 0,
+            congested: None,
+            durable: false,
+            retain_refused,
+            store_refused,
+        }
+    }
 }
 
 /// A broker-wide warning about a limit: at most one line a second, each with the number of
@@ -73,6 +89,7 @@ pub struct Bus {
     pub store: Option<Arc<Store>>,
     next_id: AtomicU64,
     retain_warning: LimitWarning,
+    store_warning: LimitWarning,
     /// Where the broker stands against its memory budget, and what it accounts.
     pub pressure: crate::memory::Pressure,
     pub held: Arc<crate::memory::Held>,
@@ -106,6 +123,7 @@ impl Bus {
             limits,
             next_id: AtomicU64::new(1),
             retain_warning: LimitWarning::default(),
+            store_warning: LimitWarning::default(),
             pressure: crate::memory::Pressure::new(limits_budget),
             held: Arc::default(),
         })
@@ -130,16 +148,27 @@ impl Bus {
         self.publish_with(message, false)
     }
 
+    /// Whether the store is at its budget (`max_store_bytes`): nothing new is stored.
+    fn store_full(&self) -> bool {
+        self.store
+            .as_ref()
+            .is_some_and(|s| s.level() == edgemq_store::Level::Full)
+    }
+
     fn publish_with(&self, message: Arc<Message>, route_when_refused: bool) -> Routed {
         self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
         let mut durable = false;
         let mut retain_refused = false;
+        let store_full = self.store_full();
         if message.retain && self.limits.retain_available {
             // The durable write under the retained store's lock: the store sees the changes
             // to one topic in the order memory does.
-            // At the memory budget, nothing new is retained (deleting still is).
+            // At the memory or store budget, nothing new is retained (deleting still is).
             let kept = if self.pressure.sheds() && !message.payload.is_empty() {
                 self.stats.refused(crate::stats::Limit::MemoryBudget, 1);
+                Err(None)
+            } else if store_full && !message.payload.is_empty() {
+                self.store_refused(&message, "retained message");
                 Err(None)
             } else {
                 let kept = self.retained.set_then(message.clone(), |message| {
@@ -156,12 +185,7 @@ impl Bus {
                     self.retain_refused(&message, refused);
                 }
                 if !route_when_refused {
-                    return Routed {
-                        matched: 0,
-                        congested: None,
-                        durable: false,
-                        retain_refused,
-                    };
+                    return Routed::refused(true, false);
                 }
             }
         }
@@ -174,11 +198,19 @@ impl Bus {
                 Err(_) => &mut fresh,
             };
             self.index.route(&message.topic, message.publisher, routes);
+            let stores = |r: &Route<MailboxHandle>| r.subscriber.0.stores(message.qos.min(r.qos));
+            if store_full && !route_when_refused && routes.iter().any(stores) {
+                // All or nothing, as for the retained budgets: the publisher may retry.
+                routes.clear();
+                self.store_refused(&message, "QoS 1/2 message for a persistent session");
+                return Routed::refused(retain_refused, true);
+            }
             let mut routed = Routed {
                 matched: routes.len(),
                 congested: None,
                 durable,
                 retain_refused,
+                store_refused: false,
             };
             // Near the memory budget, queues stop growing (overflow policy): read once.
             let shed = self.pressure.sheds();
@@ -191,7 +223,13 @@ impl Bus {
                     message: message.clone(),
                     stored: None,
                 };
-                routed.durable |= route.subscriber.0.stores(delivery.qos);
+                let stored = route.subscriber.0.stores(delivery.qos);
+                if stored && store_full {
+                    // A will or the broker's own message: the others still get it.
+                    self.stats.dropped(crate::stats::DropReason::StoreFull);
+                    continue;
+                }
+                routed.durable |= stored;
                 let outcome = route.subscriber.0.push_with(delivery, &self.stats, shed);
                 // The publisher's own queue never holds it back: it drains only while the
                 // publisher's connection reads (its acknowledgements).
@@ -204,6 +242,27 @@ impl Bus {
             }
             routed
         })
+    }
+
+    fn store_refused(&self, message: &Message, what: &str) {
+        self.stats.refused(Limit::StoreBudget, 1);
+        self.warn_store_budget(&message.topic, what);
+    }
+
+    /// One line a second at most, broker-wide, for everything the store budget refuses
+    /// (`name`: the topic or client id it refused).
+    pub fn warn_store_budget(&self, name: &str, what: &str) {
+        if let Some(refusals) = self.store_warning.admit(self.now()) {
+            let store = self.store.as_ref();
+            tracing::warn!(
+                name = %edgemq_core::logtext::Short(name),
+                what,
+                usage = store.map_or(0, |s| s.usage()),
+                max_store_bytes = store.map_or(0, |s| s.budget()),
+                refusals,
+                "refused: the store is at its budget (max-store-bytes)"
+            );
+        }
     }
 
     fn retain_refused(&self, message: &Message, refused: RetainRefused) {
@@ -288,7 +347,13 @@ impl Bus {
             match &self.store {
                 None => "in-memory".to_string(),
                 Some(store) => match store.health() {
-                    edgemq_store::Health::Ok => store.path().display().to_string(),
+                    edgemq_store::Health::Ok => format!(
+                        "{} usage={} max_store_bytes={} level={:?}",
+                        store.path().display(),
+                        store.usage(),
+                        store.budget(),
+                        store.level()
+                    ),
                     edgemq_store::Health::Degraded { error, .. } => format!(
                         "DEGRADED ({}: {error}; failed_commits={} pending={})",
                         store.path().display(),

@@ -577,6 +577,11 @@ impl Registry {
         self.state.lock().slots.len()
     }
 
+    /// Whether `client_id` has a session (online or offline).
+    pub fn contains(&self, client_id: &str) -> bool {
+        self.state.lock().slots.contains_key(client_id)
+    }
+
     /// Offline-session deadlines armed (a delayed will or an expiry each).
     pub fn timers(&self) -> usize {
         self.state.lock().deadlines.len()

@@ -19,10 +19,13 @@ pub enum DropReason {
     PacketTooLarge,
     /// The session ended with messages still queued.
     SessionEnded,
+    /// A will or broker message for a persistent session while the store is full
+    /// (`max_store_bytes`).
+    StoreFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::OfflineQos0,
         DropReason::QueueFullDropOldest,
         DropReason::QueueFullDropNew,
@@ -30,6 +33,7 @@ impl DropReason {
         DropReason::Expired,
         DropReason::PacketTooLarge,
         DropReason::SessionEnded,
+        DropReason::StoreFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +45,7 @@ impl DropReason {
             DropReason::Expired => "expired",
             DropReason::PacketTooLarge => "packet_too_large",
             DropReason::SessionEnded => "session_ended",
+            DropReason::StoreFull => "store_full",
         }
     }
 }
@@ -73,10 +78,13 @@ pub enum Limit {
     MemoryBudget,
     /// A SUBSCRIBE filter refused: the broker held `max_subscriptions`.
     Subscriptions,
+    /// The store is at `max_store_bytes`: a QoS 1/2 PUBLISH for a persistent session or a
+    /// retained PUBLISH refused; or at 90 % of it, a new persistent session refused.
+    StoreBudget,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 11] = [
+    pub const ALL: [Limit; 12] = [
         Limit::TopicLevels,
         Limit::FiltersPerPacket,
         Limit::Connections,
@@ -88,6 +96,7 @@ impl Limit {
         Limit::SubscriptionsPerSession,
         Limit::MemoryBudget,
         Limit::Subscriptions,
+        Limit::StoreBudget,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,13 +112,14 @@ impl Limit {
             Limit::SubscriptionsPerSession => "max_subscriptions_per_session",
             Limit::MemoryBudget => "memory_budget",
             Limit::Subscriptions => "max_subscriptions",
+            Limit::StoreBudget => "max_store_bytes",
         }
     }
 }
 
 #[derive(Debug, Default)]
 pub struct Stats {
-    drops: [AtomicU64; 7],
+    drops: [AtomicU64; DropReason::ALL.len()],
     refusals: [AtomicU64; Limit::ALL.len()],
     pub messages_received: AtomicU64,
     pub messages_sent: AtomicU64,

@@ -64,6 +64,8 @@ pub struct BrokerSettings {
     pub memory_budget: Option<u64>,
     /// edgemq extension `maxSubscriptions`: subscriptions in the broker.
     pub max_subscriptions: Option<usize>,
+    /// AIO `persistence.maxSize`: bytes of records the store may hold.
+    pub max_store_bytes: Option<u64>,
     pub self_check: SelfCheck,
     pub log_level: Option<String>,
 }

@@ -330,6 +330,30 @@ impl<'a> Val<'a> {
         }
     }
 
+    /// A size as Kubernetes and AIO write it (`10GiB`, `1G`, `500Mi`, `1048576`): binary
+    /// suffixes `Ki Mi Gi Ti Pi Ei` (optionally with `B`), decimal `k K M G T P E` (optionally
+    /// with `B`). An error for anything else.
+    pub(crate) fn quantity(&self) -> Option<u64> {
+        let text = match &self.node.value {
+            Value::Int(n) => {
+                return u64::try_from(*n).ok().or_else(|| {
+                    self.error("expected a size such as 10GiB, not a negative number");
+                    None
+                })
+            }
+            _ => self.string()?,
+        };
+        match parse_quantity(&text) {
+            Some(n) => Some(n),
+            None => {
+                self.error(format!(
+                    "expected a size such as 10GiB, 500Mi or 1G, not {text:?}"
+                ));
+                None
+            }
+        }
+    }
+
     pub(crate) fn bool(&self) -> Option<bool> {
         match self.node.value {
             Value::Null => None,
@@ -493,5 +517,50 @@ mod tests {
         );
         assert_eq!(suggest("prots", &["serviceType", "ports"]), Some("ports"));
         assert_eq!(suggest("zzz", &["serviceType", "ports"]), None);
+    }
+}
+
+/// `10GiB` → 10 × 2³⁰; `1G` → 10⁹; `1048576` → 1,048,576 (see [`Val::quantity`]).
+pub(crate) fn parse_quantity(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let suffix = suffix.strip_suffix('B').unwrap_or(suffix);
+    let multiplier: u64 = match suffix {
+        "" => 1,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "P" => 1_000_000_000_000_000,
+        "E" => 1_000_000_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        "Ei" => 1 << 60,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
+#[cfg(test)]
+mod quantity_tests {
+    use super::parse_quantity;
+
+    #[test]
+    fn kubernetes_and_aio_sizes() {
+        assert_eq!(parse_quantity("10GiB"), Some(10 << 30));
+        assert_eq!(parse_quantity("500Mi"), Some(500 << 20));
+        assert_eq!(parse_quantity("1G"), Some(1_000_000_000));
+        assert_eq!(parse_quantity("1048576"), Some(1_048_576));
+        assert_eq!(parse_quantity("2K"), Some(2000));
+        for bad in ["", "G", "1.5Gi", "-1", "10 GiB", "10GiBs", "99999999999Ei"] {
+            assert_eq!(parse_quantity(bad), None, "{bad}");
+        }
     }
 }

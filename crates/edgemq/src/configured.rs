@@ -77,7 +77,11 @@ pub async fn serve(
     };
     crate::logging::apply_config_level(config.broker.log_level.as_deref());
     let limits = limits(&config, base.clone());
-    let durable = match durable::open(store) {
+    let store = StoreOptions {
+        max_bytes: config.broker.max_store_bytes.or(store.max_bytes),
+        ..store.clone()
+    };
+    let durable = match durable::open(&store) {
         Ok(d) => d,
         Err(code) => return code,
     };

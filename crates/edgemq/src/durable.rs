@@ -14,6 +14,8 @@ pub struct StoreOptions {
     pub in_memory: bool,
     pub sync: SyncPolicy,
     pub strict_recovery: bool,
+    /// `--max-store-bytes` (or the Broker's `persistence.maxSize`); `None`: the default.
+    pub max_bytes: Option<u64>,
 }
 
 /// Open the store and read back what it holds; `None` when running in memory. A store that
@@ -33,7 +35,15 @@ pub fn open(options: &StoreOptions) -> Result<Option<Durable>, ExitCode> {
     };
     match Store::open(&options.data_dir, options.sync, recovery) {
         Ok((store, recovered)) => {
-            tracing::info!(path = %store.path().display(), sync = %store.policy(), "store opened");
+            let budget = options
+                .max_bytes
+                .unwrap_or_else(|| default_budget(&options.data_dir, store.usage()));
+            store.set_budget(budget);
+            tracing::info!(
+                path = %store.path().display(), sync = %store.policy(),
+                usage = store.usage(), max_store_bytes = budget,
+                "store opened"
+            );
             Ok(Some(Durable {
                 store: Arc::new(store),
                 recovered,
@@ -47,4 +57,17 @@ pub fn open(options: &StoreOptions) -> Result<Option<Durable>, ExitCode> {
             Err(ExitCode::from(2))
         }
     }
+}
+
+/// Half of what the data dir's file system has free, plus what the store already holds: room
+/// for the broker's state that leaves the rest of the disk to the system. (No budget if the
+/// file system cannot be asked.)
+fn default_budget(dir: &std::path::Path, usage: u64) -> u64 {
+    #[cfg(unix)]
+    if let Ok(fs) = rustix::fs::statvfs(dir) {
+        let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+        return (free / 2).saturating_add(usage).max(1);
+    }
+    let _ = (dir, usage);
+    0
 }

@@ -112,6 +112,12 @@ struct ServeArgs {
     /// Refuse to start with a damaged store (default: move it aside and start empty).
     #[arg(long)]
     strict_recovery: bool,
+    /// Bytes of records the store may hold (sessions, queued and retained messages); it
+    /// sheds load from 90 % of it (docs/limits.md). Default: half of what the data dir's
+    /// file system has free at start, plus what the store holds; 0 = no budget (Broker:
+    /// persistence.maxSize).
+    #[arg(long, value_name = "BYTES")]
+    max_store_bytes: Option<u64>,
     /// Address to listen on (repeatable). Port 0 picks a free port; the log line
     /// `listening ... addr=...` shows which.
     #[arg(long = "listen", value_name = "ADDR", default_value = "127.0.0.1:1883")]
@@ -264,6 +270,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         in_memory: args.in_memory,
         sync: args.sync,
         strict_recovery: args.strict_recovery,
+        max_bytes: args.max_store_bytes,
     };
     if let Some(dir) = &args.config {
         return runtime.block_on(configured::serve(

@@ -210,6 +210,42 @@ pub(crate) struct Shared {
     pub(crate) backlog: (usize, usize),
     /// Record bytes (keys and values) as of the last commit: see [`Store::usage`].
     pub(crate) usage: AtomicU64,
+    /// See [`Store::set_budget`]; 0 = none.
+    pub(crate) budget: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn level(&self) -> Level {
+        Level::of(
+            self.usage.load(Ordering::Relaxed),
+            self.budget.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Where the store stands against its budget (`--max-store-bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Ok,
+    /// At 90 % of the budget: no new persistent session is accepted.
+    NearlyFull,
+    /// At the budget: nothing new is stored (QoS 1/2 messages for persistent sessions and
+    /// retained messages are refused); what is stored drains as clients acknowledge.
+    Full,
+}
+
+impl Level {
+    fn of(usage: u64, budget: u64) -> Level {
+        if budget == 0 {
+            Level::Ok
+        } else if usage >= budget {
+            Level::Full
+        } else if usage >= budget / 10 * 9 {
+            Level::NearlyFull
+        } else {
+            Level::Ok
+        }
+    }
 }
 
 impl Shared {
@@ -272,6 +308,7 @@ impl Store {
             faults,
             backlog,
             usage: AtomicU64::new(0),
+            budget: AtomicU64::new(0),
         });
         Self::start(db, file, path, policy, shared, recovered)
     }
@@ -350,6 +387,20 @@ impl Store {
     /// larger by redb's pages and tree; space freed inside it is reused.
     pub fn usage(&self) -> u64 {
         self.shared.usage.load(Ordering::Relaxed)
+    }
+
+    /// Defend a budget of `bytes` of records (0 = none): see [`Level`].
+    pub fn set_budget(&self, bytes: u64) {
+        self.shared.budget.store(bytes, Ordering::Relaxed);
+    }
+
+    pub fn budget(&self) -> u64 {
+        self.shared.budget.load(Ordering::Relaxed)
+    }
+
+    /// Where the store stands against its budget, as of the last commit.
+    pub fn level(&self) -> Level {
+        self.shared.level()
     }
 
     /// Commits that failed since start (every failed retry counts).

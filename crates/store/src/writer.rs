@@ -18,7 +18,7 @@ use edgemq_core::session::{Delivery, OutgoingState};
 use crate::backend::SyncedFile;
 use crate::index::Index;
 use crate::record::{self, Clock, SessionRecord};
-use crate::{recover, state_code, Health, Op, Shared};
+use crate::{recover, state_code, Health, Level, Op, Shared};
 
 /// Client id → session record, with the session's number.
 pub(crate) const SESSIONS: TableDefinition<'static, &'static str, &'static [u8]> =
@@ -101,8 +101,10 @@ pub(crate) fn run(
             };
             let error = match attempt {
                 Ok((loaded, usage)) => {
+                    let before = shared.level();
                     index.usage = index.usage.saturating_add_signed(usage);
                     shared.usage.store(index.usage, Ordering::Relaxed);
+                    log_level_change(&shared, before);
                     break loaded;
                 }
                 Err(e) => e,
@@ -203,6 +205,27 @@ pub(crate) fn run(
     }
     if let Some(reply) = closing {
         let _ = reply.send(());
+    }
+}
+
+/// One line when the store crosses a level of its budget (never more than one per commit).
+fn log_level_change(shared: &Shared, before: Level) {
+    let now = shared.level();
+    if now == before {
+        return;
+    }
+    let usage = shared.usage.load(Ordering::Relaxed);
+    let budget = shared.budget.load(Ordering::Relaxed);
+    match now {
+        Level::Full => tracing::warn!(
+            usage, budget,
+            "store: FULL (max-store-bytes): QoS 1/2 messages for persistent sessions and retained messages are refused (0x97) until clients drain their queues"
+        ),
+        Level::NearlyFull => tracing::warn!(
+            usage, budget,
+            "store: at 90% of max-store-bytes: new persistent sessions are refused (CONNACK 0x97)"
+        ),
+        Level::Ok => tracing::warn!(usage, budget, "store: below 90% of max-store-bytes again: everything is accepted"),
     }
 }
 

@@ -240,6 +240,10 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
 
+    if expiry != 0 && refuse_persistent_session(bus, &client_id) {
+        connack_error(io, version, quota_exceeded(version));
+        return None;
+    }
     let conn_id = bus.next_id();
     let control = Arc::new(ControlSlot::default());
     let new_session = || {
@@ -275,11 +279,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         .await
     else {
         // max-sessions: v5 0x97 Quota exceeded, v3 3 Server unavailable.
-        let reason = match version {
-            ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
-            _ => ReasonCode::ServerUnavailable,
-        };
-        connack_error(io, version, reason);
+        connack_error(io, version, quota_exceeded(version));
         return None;
     };
     let mut session = opened.data;
@@ -436,6 +436,28 @@ fn sniff_version(buf: &[u8]) -> Option<ProtocolVersion> {
 
 /// Queue a refusing CONNACK. v3 has return codes only for some reasons; others just close
 /// (the spec's "close the network connection").
+/// A new session refused by a budget: v5 0x97 Quota exceeded, v3 3 Server unavailable.
+fn quota_exceeded(version: ProtocolVersion) -> ReasonCode {
+    match version {
+        ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
+        _ => ReasonCode::ServerUnavailable,
+    }
+}
+
+/// From 90 % of `max_store_bytes`, no new persistent session: it would store what the store
+/// has no room for. Resuming one (or a session that is not persistent) is always allowed.
+fn refuse_persistent_session(bus: &Bus, client_id: &ByteString) -> bool {
+    let Some(store) = &bus.store else {
+        return false;
+    };
+    if store.level() < edgemq_store::Level::NearlyFull || bus.sessions.contains(client_id) {
+        return false;
+    }
+    bus.stats.refused(Limit::StoreBudget, 1);
+    bus.warn_store_budget(client_id, "new persistent session");
+    true
+}
+
 fn connack_error<S>(io: &mut Io<S>, version: ProtocolVersion, reason: ReasonCode) {
     if !version.is_v5()
         && !matches!(

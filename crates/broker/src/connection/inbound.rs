@@ -263,13 +263,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.bus.limits.max_message_expiry,
             );
             let routed = self.bus.publish_from_client(Arc::new(message));
+            if routed.store_refused && !self.version.is_v5() {
+                // v3 has no code to refuse with, and acknowledging would lose the message:
+                // closed unacknowledged, the client sends it again when it reconnects.
+                return Err(self.violation(ReasonCode::QuotaExceeded, "store full"));
+            }
             stored |= routed.durable;
             if routed.matched > 0 {
                 self.routed_in_batch += 1;
             }
             // A retained message the retained budget refuses is neither kept nor routed
-            // (v5 0x97; v3 has no code).
-            reason = if routed.retain_refused {
+            // (v5 0x97; v3 has no code); nor is one the store budget refuses.
+            reason = if routed.retain_refused || routed.store_refused {
                 ReasonCode::QuotaExceeded
             } else if routed.matched == 0 {
                 ReasonCode::NoMatchingSubscribers

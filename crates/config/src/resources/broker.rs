@@ -24,6 +24,14 @@ const SPEC: &[&str] = &[
     "diskBackedMessageBuffer",
     "persistence",
 ];
+const PERSISTENCE: &[&str] = &[
+    "maxSize",
+    "persistentVolumeClaimSpec",
+    "encryption",
+    "retain",
+    "subscriberQueue",
+    "stateStore",
+];
 const ADVANCED: &[&str] = &["clients", "encryptInternalTraffic", "internalCerts"];
 const CLIENTS: &[&str] = &[
     "maxSessionExpirySeconds",
@@ -111,10 +119,21 @@ fn read_v1(spec: &Val<'_>, settings: &mut BrokerSettings) {
         "diskBackedMessageBuffer",
         "queues live in memory and the data dir",
     );
-    spec.no_effect(
-        "persistence",
-        "durable state lives in the --data-dir folder",
-    );
+    if let Some(p) = spec.get("persistence").and_then(|p| p.obj(PERSISTENCE)) {
+        settings.max_store_bytes = p.req("maxSize").and_then(|v| v.quantity());
+        for key in [
+            "persistentVolumeClaimSpec",
+            "encryption",
+            "retain",
+            "subscriberQueue",
+            "stateStore",
+        ] {
+            p.no_effect(
+                key,
+                "durable state lives in the --data-dir folder; maxSize bounds it",
+            );
+        }
+    }
     if let Some(adv) = spec.get("advanced").and_then(|a| a.obj(ADVANCED)) {
         adv.no_effect("encryptInternalTraffic", "there is no internal traffic");
         adv.no_effect("internalCerts", "there is no internal traffic");
