@@ -21,6 +21,9 @@ pub struct Decoder {
     pub version: Option<ProtocolVersion>,
     /// Largest whole packet (fixed header included) accepted.
     pub max_packet_size: u32,
+    /// Decoding what a client sends: a packet only a server sends is refused from its
+    /// fixed header.
+    server: bool,
 }
 
 impl Decoder {
@@ -28,6 +31,16 @@ impl Decoder {
         Self {
             version: None,
             max_packet_size,
+            server: false,
+        }
+    }
+
+    /// A decoder for the server side of a connection: CONNACK, SUBACK, UNSUBACK and PINGRESP
+    /// from the client are a Protocol Error (0x82, MQTT 5 §4.13.1), whatever their body.
+    pub fn for_server(max_packet_size: u32) -> Self {
+        Self {
+            server: true,
+            ..Self::new(max_packet_size)
         }
     }
 
@@ -39,6 +52,13 @@ impl Decoder {
         let Some((header, header_len)) = self.parse_header(buf)? else {
             return Ok(None);
         };
+        if self.server && matches!(header.packet_type, 2 | 9 | 11 | 13) {
+            return Err(DecodeError::with_reason(
+                ReasonCode::ProtocolError,
+                "[MQTT-4.13.1]",
+                "a packet only a server sends (CONNACK, SUBACK, UNSUBACK, PINGRESP), from a client",
+            ));
+        }
         let total = header_len + header.remaining_length as usize;
         if buf.len() < total {
             // Make room for more of it, but never reserve what a peer merely claims: a

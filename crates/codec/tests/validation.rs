@@ -381,3 +381,23 @@ fn small_packet_rules() {
         "PUBACK id 0"
     );
 }
+
+#[test]
+fn a_server_refuses_server_only_packets_from_their_header_whatever_their_body() {
+    // MQTT 5 §4.13.1: a packet the client may not send is a Protocol Error (0x82), even when
+    // its body would not decode (which a client decoder would call Malformed, 0x81).
+    for bytes in [
+        &[0x20, 0x00][..],
+        &[0x20, 0x02, 0x00, 0x00],
+        &[0x90, 0x03, 0x00, 0x01, 0x00],
+        &[0xB0, 0x00],
+        &[0xD0, 0x00],
+    ] {
+        let mut d = Decoder::for_server(1 << 20);
+        d.version = V5;
+        let e = d.decode(&mut BytesMut::from(bytes)).unwrap_err();
+        assert_rule(e, "[MQTT-4.13.1]", ReasonCode::ProtocolError);
+    }
+    // A client-side decoder reads them.
+    assert!(decode(V5, &[0xD0, 0x00]).unwrap().is_some());
+}

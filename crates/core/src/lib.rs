@@ -10,6 +10,7 @@
 //!   filters.
 //! - [`retained`]: retained messages and their matching against a new subscription's filter.
 //! - [`message`]: [`message::Message`], the immutable application message shared as `Arc`.
+//! - [`protocol`]: the rules of a connection after CONNECT, as inputs → effects (no I/O).
 //! - [`session`]: per-session protocol state (packet ids, in-flight windows, QoS 2 state,
 //!   topic aliases) driven by the runtime.
 //! - [`auth`]: the authentication and authorization seams ([`auth::Principal`], traits, [`auth::AllowAll`]).
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod limits;
 pub mod logtext;
 pub mod message;
+pub mod protocol;
 pub mod retained;
 pub mod session;
 pub mod subscriptions;

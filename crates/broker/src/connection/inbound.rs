@@ -6,13 +6,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use bytestring::ByteString;
 use edgemq_codec::{
-    Packet, ProtocolVersion, PubResponse, Publish, QoS, ReasonCode, RetainHandling, SubAck,
-    Subscribe, UnsubAck, Unsubscribe,
+    Packet, ProtocolVersion, Publish, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck,
+    Unsubscribe,
 };
 use edgemq_core::auth::Action;
 use edgemq_core::logtext::Short;
 use edgemq_core::message::Message;
-use edgemq_core::session::{AckError, OutgoingState};
+use edgemq_core::protocol::{Control, Effect, Outcome, PublishStep, Violation};
+use edgemq_core::session::OutgoingState;
 use edgemq_core::subscriptions::StoredOptions;
 use edgemq_core::topic::{level_count, parse_subscription_filter};
 
@@ -50,298 +51,163 @@ impl Refusals {
     }
 }
 
+/// How handling a packet ended early.
+enum Step {
+    /// The rules refused it: the connection ends with this violation.
+    Close(Violation),
+    /// The connection ends for another reason (a DISCONNECT, a refused SUBSCRIBE).
+    Exit(Exit),
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    /// One packet from the client: the rules in `edgemq_core::protocol` decide, this carries
+    /// out what they decide (SUBSCRIBE and UNSUBSCRIBE are still decided here).
     pub(super) fn handle_packet(&mut self, packet: Packet) -> Result<(), Exit> {
-        match packet {
-            Packet::Publish(publish) => self.on_publish(publish),
-            Packet::PubAck(ack) => {
-                match self.session.outgoing.puback(ack.packet_id) {
-                    Ok(delivery) => self.session.mailbox.forget(delivery.stored),
-                    Err(AckError::NotFound) => {} // a stray PUBACK is harmless
-                    Err(AckError::OutOfSequence) => {
-                        return Err(self.protocol_error("[MQTT-4.3.2] PUBACK for a QoS 2 message"))
-                    }
-                }
-                Ok(())
+        let mut effects = std::mem::take(&mut self.effects);
+        let result = match packet {
+            Packet::Publish(publish) => self.on_publish(publish, &mut effects),
+            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
+                let s = &mut self.session;
+                self.protocol
+                    .acknowledgement(packet, &mut s.outgoing, &mut s.incoming_qos2, &mut effects)
+                    .map_err(Step::Close)
             }
-            Packet::PubRec(rec) => {
-                let seq = self.stored_key(rec.packet_id);
-                match self
-                    .session
-                    .outgoing
-                    .pubrec(rec.packet_id, rec.reason.is_error())
-                {
-                    Ok(()) if !rec.reason.is_error() => {
-                        // Only the identifier is kept from here; stored before the PUBREL, so
-                        // the message itself is never sent again [MQTT-4.3.3].
-                        if let (Some(seq), Some(store)) = (seq, self.session.mailbox.store()) {
-                            store.sent(
-                                &self.client_id,
-                                seq,
-                                rec.packet_id,
-                                OutgoingState::AwaitingPubComp,
-                            );
-                            self.after_store_ops();
-                        }
-                        self.send(Packet::PubRel(PubResponse::new(rec.packet_id)));
-                    }
-                    Ok(()) => self.session.mailbox.forget(seq),
-                    Err(AckError::NotFound) if self.version.is_v5() => {
-                        // [MQTT-4.3.3] answer an unknown PUBREC with PUBREL 0x92.
-                        let mut rel = PubResponse::new(rec.packet_id);
-                        rel.reason = ReasonCode::PacketIdentifierNotFound;
-                        self.send(Packet::PubRel(rel));
-                    }
-                    Err(AckError::NotFound) => {
-                        self.send(Packet::PubRel(PubResponse::new(rec.packet_id)))
-                    }
-                    Err(AckError::OutOfSequence) => {
-                        return Err(self.protocol_error("[MQTT-4.3.3] PUBREC for a QoS 1 message"))
-                    }
-                }
-                Ok(())
-            }
-            Packet::PubRel(rel) => {
-                let mut comp = PubResponse::new(rel.packet_id);
-                if self.session.incoming_qos2.release(rel.packet_id) {
-                    // A stale identifier left on disk would swallow the next message that
-                    // reuses it: forgotten before the PUBCOMP.
-                    if let Some(store) = self.session.mailbox.store() {
-                        store.incoming_qos2(&self.client_id, rel.packet_id, false);
-                        self.after_store_ops();
-                    }
-                } else if self.version.is_v5() {
-                    comp.reason = ReasonCode::PacketIdentifierNotFound;
-                }
-                self.send(Packet::PubComp(comp));
-                Ok(())
-            }
-            Packet::PubComp(comp) => {
-                let seq = self.stored_key(comp.packet_id);
-                match self.session.outgoing.pubcomp(comp.packet_id) {
-                    Ok(()) => self.session.mailbox.forget(seq),
-                    Err(AckError::NotFound) => {}
-                    Err(AckError::OutOfSequence) => {
-                        return Err(self.protocol_error("[MQTT-4.3.3] PUBCOMP before PUBREC"))
-                    }
-                }
-                Ok(())
-            }
-            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe),
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe).map_err(Step::Exit),
             Packet::Unsubscribe(unsubscribe) => {
                 self.on_unsubscribe(unsubscribe);
                 Ok(())
             }
-            Packet::PingReq => {
-                // Not behind acknowledgements waiting for the store [MQTT-3.12.4-1].
-                self.io.send_unheld(Packet::PingResp, self.version);
+            other => match self.protocol.control(other, &mut effects) {
+                Ok(control) => self.on_control(control).map_err(Step::Exit),
+                Err(v) => Err(Step::Close(v)),
+            },
+        };
+        self.carry_out(&mut effects);
+        self.effects = effects;
+        result.map_err(|step| match step {
+            Step::Close(v) => self.close(v),
+            Step::Exit(exit) => exit,
+        })
+    }
+
+    fn on_control(&mut self, control: Control) -> Result<(), Exit> {
+        match control {
+            Control::Continue => Ok(()),
+            Control::Disconnect {
+                with_will,
+                session_expiry,
+            } => {
+                if let Some(expiry) = session_expiry {
+                    self.session.expiry_interval = expiry;
+                }
+                Err(Exit::ClientDisconnect { with_will })
+            }
+            Control::Reauthenticate(auth) => {
+                self.pending_reauth = Some(auth);
                 Ok(())
             }
-            Packet::Disconnect(disconnect) => {
-                if let Some(expiry) = disconnect.properties.session_expiry_interval {
-                    if self.connect_expiry_zero && expiry != 0 {
-                        return Err(self.protocol_error(
-                            "[MQTT-3.14.2-2] DISCONNECT sets a session expiry after CONNECT had 0",
-                        ));
-                    }
-                    self.session.expiry_interval = expiry.min(self.bus.limits.max_session_expiry);
-                }
-                Err(Exit::ClientDisconnect {
-                    with_will: disconnect.reason == ReasonCode::DisconnectWithWillMessage,
-                })
-            }
-            Packet::Auth(auth) => {
-                // Only a connection that used enhanced authentication may re-authenticate, with
-                // the same method [MQTT-4.12.1-1]; the handshake is single-step, so 0x18 Continue
-                // from a client is out of sequence.
-                let Some(method) = self.authentication_method.as_deref() else {
-                    return Err(self
-                        .protocol_error("[MQTT-4.12.0-1] AUTH without an authentication method"));
-                };
-                if auth.reason != ReasonCode::ReAuthenticate {
-                    return Err(self.protocol_error(
-                        "[MQTT-4.12.1-1] AUTH from the client must be 0x19 Re-authenticate here",
-                    ));
-                }
-                if auth.properties.authentication_method.as_deref() != Some(method) {
-                    return Err(self.protocol_error(
-                        "[MQTT-4.12.1-1] re-authentication must use the CONNECT's method",
-                    ));
-                }
-                self.pending_reauth = Some(Box::new(auth));
-                Ok(())
-            }
-            Packet::Connect(_) => Err(self.protocol_error("[MQTT-3.1.0-2] second CONNECT")),
-            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
-                Err(self.protocol_error("server-to-client packet sent by a client"))
-            }
         }
     }
 
-    fn protocol_error(&mut self, rule: &'static str) -> Exit {
-        tracing::warn!(rule, "protocol error; closing");
-        self.violation(ReasonCode::ProtocolError, rule)
-    }
-
-    fn refuse(&mut self, reason: ReasonCode, rule: &'static str) -> Exit {
-        tracing::warn!(rule, reason = reason.0, "refused; closing");
-        self.violation(reason, rule)
-    }
-
-    fn on_publish(&mut self, mut publish: Publish) -> Result<(), Exit> {
-        if self.version.is_v5() {
-            if !publish.properties.subscription_identifiers.is_empty() {
-                return Err(self
-                    .protocol_error("[MQTT-3.3.4-6] subscription identifier in a client PUBLISH"));
-            }
-            if let Some(alias) = publish.properties.topic_alias {
-                let max = self.bus.limits.topic_alias_maximum;
-                match self.aliases.resolve(alias, &publish.topic, max) {
-                    Ok(topic) => publish.topic = topic,
-                    Err(e) => {
-                        return Err(self.refuse(ReasonCode::TopicAliasInvalid, topic_alias_rule(e)));
-                    }
-                }
-            }
-        }
-        if publish.topic.is_empty() {
-            return Err(
-                self.protocol_error("[MQTT-3.3.2-1] empty topic name without a topic alias")
-            );
-        }
-        if let Err(e) = edgemq_core::topic::validate_topic_name(&publish.topic) {
-            tracing::warn!(error = %e, "invalid topic name; closing");
-            return Err(self.violation(ReasonCode::TopicNameInvalid, "invalid topic name"));
-        }
-        if level_count(&publish.topic) > self.bus.limits.max_topic_levels {
-            return self.refuse_deep_publish(&publish);
-        }
-        if publish.qos > self.bus.limits.maximum_qos {
-            return Err(self.refuse(
-                ReasonCode::QoSNotSupported,
-                "[MQTT-3.2.2-11] QoS above Maximum QoS",
-            ));
-        }
-        if publish.retain && !self.bus.limits.retain_available {
-            return Err(self.refuse(
-                ReasonCode::RetainNotSupported,
-                "[MQTT-3.2.2-14] retain not available",
-            ));
-        }
-        let packet_id = publish.packet_id.unwrap_or(0);
-        let qos = publish.qos;
-        if qos == QoS::ExactlyOnce {
-            let window = usize::from(self.bus.limits.receive_maximum);
-            let is_new = !self.session.incoming_qos2.contains(packet_id);
-            if is_new && self.session.incoming_qos2.len() >= window {
-                return Err(self.refuse(
-                    ReasonCode::ReceiveMaximumExceeded,
-                    "[MQTT-3.3.4-9] receive maximum exceeded",
-                ));
-            }
-            if !self.session.incoming_qos2.receive(packet_id) {
-                // A repeat of a message already received: acknowledge again, deliver once
-                // [MQTT-4.3.3-9].
-                self.send(Packet::PubRec(PubResponse::new(packet_id)));
-                return Ok(());
-            }
-            // Kept on disk with the routed copies (one commit), so a repeat after a restart
-            // is still recognised.
-            if let Some(store) = self.session.mailbox.store() {
-                store.incoming_qos2(&self.client_id, packet_id, true);
-            }
-        }
-        let mut stored = qos == QoS::ExactlyOnce && self.session.mailbox.store().is_some();
-        let topic = publish.topic.clone();
-        let allowed = self.authorized(Action::Publish { topic: &topic });
-        let reason;
-        if allowed {
-            let message = Message::from_publish(
-                publish,
-                Some(self.session.key),
-                self.bus.now(),
-                self.bus.limits.max_message_expiry,
-            );
-            let routed = self.bus.publish_from_client(Arc::new(message));
-            if routed.store_refused && !self.version.is_v5() {
-                // v3 has no code to refuse with, and acknowledging would lose the message:
-                // closed unacknowledged, the client sends it again when it reconnects.
-                return Err(self.violation(ReasonCode::QuotaExceeded, "store full"));
-            }
-            stored |= routed.durable;
-            if routed.matched > 0 {
-                self.routed_in_batch += 1;
-            }
-            // A retained message the retained budget refuses is neither kept nor routed
-            // (v5 0x97; v3 has no code); nor is one the store budget refuses.
-            reason = if routed.retain_refused || routed.store_refused {
-                ReasonCode::QuotaExceeded
-            } else if routed.matched == 0 {
-                ReasonCode::NoMatchingSubscribers
-            } else {
-                ReasonCode::Success
-            };
-            if let Some(mailbox) = routed.congested {
-                self.hold_back_for(mailbox);
-            } else if self.bus.pressure.holds_publishers() {
-                self.hold_back_for_memory();
-            }
-        } else {
-            // v5: PUBACK/PUBREC 0x87; v3 has no reason codes: acknowledged, not delivered.
-            reason = ReasonCode::NotAuthorized;
-        }
-        match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => {
-                if stored {
-                    self.after_store_ops();
-                }
-                self.send(Packet::PubAck(self.response(packet_id, reason)));
-            }
-            QoS::ExactlyOnce => {
-                if reason.is_error() {
-                    // A refused QoS 2 message ends its exchange here [MQTT-4.3.3].
-                    self.session.incoming_qos2.release(packet_id);
+    /// Carry out what the rules decided, in order.
+    fn carry_out(&mut self, effects: &mut Vec<Effect>) {
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Send(packet) => self.send(packet),
+                Effect::SendUnheld(packet) => self.io.send_unheld(packet, self.version),
+                Effect::Forget(seq) => self.session.mailbox.forget(seq),
+                Effect::AwaitPubComp { seq, packet_id } => {
                     if let Some(store) = self.session.mailbox.store() {
-                        store.incoming_qos2(&self.client_id, packet_id, false);
+                        store.sent(
+                            &self.client_id,
+                            seq,
+                            packet_id,
+                            OutgoingState::AwaitingPubComp,
+                        );
                     }
                 }
-                if stored {
-                    self.after_store_ops();
+                Effect::IncomingQos2 { packet_id, pending } => {
+                    if let Some(store) = self.session.mailbox.store() {
+                        store.incoming_qos2(&self.client_id, packet_id, pending);
+                    }
                 }
-                self.send(Packet::PubRec(self.response(packet_id, reason)));
+                Effect::HoldForCommit => self.after_store_ops(),
             }
         }
-        Ok(())
     }
 
-    /// A PUBACK/PUBREC carrying `reason` in v5 (v3 has no reason codes).
-    fn response(&self, packet_id: u16, reason: ReasonCode) -> PubResponse {
-        let mut r = PubResponse::new(packet_id);
-        if self.version.is_v5() {
-            r.reason = reason;
-        }
-        r
+    /// A violation ends the connection: logged once, with its rule, and (v5) a DISCONNECT.
+    pub(super) fn close(&mut self, v: Violation) -> Exit {
+        tracing::warn!(
+            rule = v.rule,
+            reason = v.reason.0,
+            "protocol violation; closing"
+        );
+        self.violation(v)
     }
 
-    /// A topic deeper than `max_topic_levels`: v5 QoS 1/2 are answered PUBACK/PUBREC 0x90
-    /// and the session goes on; v5 QoS 0 can only be answered with DISCONNECT 0x90; v3 has
-    /// no reason codes: closed. Nothing is routed or retained.
-    fn refuse_deep_publish(&mut self, publish: &Publish) -> Result<(), Exit> {
-        let max = self.bus.limits.max_topic_levels;
-        self.bus.stats.refused(Limit::TopicLevels, 1);
-        self.warn_input(format_args!(
-            "PUBLISH refused: topic {} has more than {max} levels (max-topic-levels)",
-            Short(&publish.topic)
-        ));
-        let id = publish.packet_id.unwrap_or(0);
-        let reason = ReasonCode::TopicNameInvalid;
-        match (self.version.is_v5(), publish.qos) {
-            (true, QoS::AtLeastOnce) => self.send(Packet::PubAck(self.response(id, reason))),
-            (true, QoS::ExactlyOnce) => self.send(Packet::PubRec(self.response(id, reason))),
-            _ => return Err(self.violation(reason, "topic deeper than max-topic-levels")),
+    fn on_publish(&mut self, mut publish: Publish, effects: &mut Vec<Effect>) -> Result<(), Step> {
+        let step = self
+            .protocol
+            .publish(&mut publish, &mut self.session.incoming_qos2, effects);
+        match step.map_err(Step::Close)? {
+            PublishStep::Route => {}
+            PublishStep::Answered => return Ok(()),
+            PublishStep::TooDeep { close } => {
+                self.bus.stats.refused(Limit::TopicLevels, 1);
+                let max = self.bus.limits.max_topic_levels;
+                self.warn_input(format_args!(
+                    "PUBLISH refused: topic {} has more than {max} levels (max-topic-levels)",
+                    Short(&publish.topic)
+                ));
+                return close.map_or(Ok(()), |v| Err(Step::Exit(self.violation(v))));
+            }
         }
-        Ok(())
+        let (packet_id, qos) = (publish.packet_id.unwrap_or(0), publish.qos);
+        let (outcome, stored) = self.route(publish);
+        self.protocol
+            .answer(
+                packet_id,
+                qos,
+                outcome,
+                stored,
+                &mut self.session.incoming_qos2,
+                effects,
+            )
+            .map_err(Step::Close)
+    }
+
+    /// Authorize and route a client's message; its outcome, and whether routing wrote to
+    /// the store for it.
+    fn route(&mut self, publish: Publish) -> (Outcome, bool) {
+        let topic = publish.topic.clone();
+        if !self.authorized(Action::Publish { topic: &topic }) {
+            return (Outcome::NotAuthorized, false);
+        }
+        let message = Message::from_publish(
+            publish,
+            Some(self.session.key),
+            self.bus.now(),
+            self.bus.limits.max_message_expiry,
+        );
+        let routed = self.bus.publish_from_client(Arc::new(message));
+        if routed.matched > 0 {
+            self.routed_in_batch += 1;
+        }
+        if let Some(mailbox) = routed.congested {
+            self.hold_back_for(mailbox);
+        } else if self.bus.pressure.holds_publishers() {
+            self.hold_back_for_memory();
+        }
+        // Refused whole by the retained or the store budget: neither kept nor routed.
+        let outcome = if routed.retain_refused || routed.store_refused {
+            Outcome::QuotaExceeded
+        } else if routed.matched == 0 {
+            Outcome::NoSubscribers
+        } else {
+            Outcome::Delivered
+        };
+        (outcome, routed.durable)
     }
 
     fn on_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Exit> {
@@ -431,7 +297,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             return Ok(failure(ReasonCode::TopicFilterInvalid));
         }
         if filter.share_group.is_some() && stored.options.no_local {
-            return Err(self.protocol_error("[MQTT-3.8.3-4] No Local on a shared subscription"));
+            return Err(self.close(Violation::protocol(
+                "[MQTT-3.8.3-4] No Local on a shared subscription",
+            )));
         }
         if !self.authorized(Action::Subscribe { filter: &raw }) {
             return Ok(failure(ReasonCode::NotAuthorized));
@@ -529,14 +397,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         ));
     }
 
-    /// The store key of the delivery in flight under `packet_id`, if it is stored.
-    fn stored_key(&self, packet_id: u16) -> Option<u64> {
-        self.session
-            .outgoing
-            .find(packet_id)
-            .and_then(|i| i.delivery.stored)
-    }
-
     /// Write the (persistent) session to the store; true if it was.
     pub(super) fn persist_session(&self) -> bool {
         let will = self.will.as_ref().map(|w| (w.message.clone(), w.delay));
@@ -548,14 +408,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if let Err(e) = packet.encode(self.version, &mut self.io.wbuf) {
             tracing::error!(error = %e, "could not encode a packet");
         }
-    }
-}
-
-fn topic_alias_rule(e: edgemq_core::session::TopicAliasError) -> &'static str {
-    match e {
-        edgemq_core::session::TopicAliasError::OutOfRange => {
-            "[MQTT-3.3.2-8] topic alias out of range"
-        }
-        edgemq_core::session::TopicAliasError::Unknown => "[MQTT-3.3.2-7] unknown topic alias",
     }
 }

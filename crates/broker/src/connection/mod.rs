@@ -35,7 +35,8 @@ use edgemq_core::auth::{
     Action, AuthDecision, Authorizer, ConnectRequest, Prepared, Principal, RequestKind,
 };
 use edgemq_core::message::Message;
-use edgemq_core::session::{Delivery, InboundAliases};
+use edgemq_core::protocol::{Effect, Inbound, Rules, Violation};
+use edgemq_core::session::Delivery;
 
 use crate::bus::Bus;
 use crate::listener::ListenerContext;
@@ -102,7 +103,7 @@ pub async fn serve<S>(
         wbuf: BytesMut::new(),
         hold: None,
     };
-    let decoder = Decoder::new(bus.limits.max_packet_size);
+    let decoder = Decoder::for_server(bus.limits.max_packet_size);
     let accepted = match handshake::accept(&mut io, decoder, &peer, &listener, &bus).await {
         Some(accepted) => accepted,
         None => {
@@ -300,8 +301,8 @@ enum Exit {
     },
     /// The peer closed or the socket failed.
     Closed,
-    /// We refused something and (v5) sent a DISCONNECT with this reason.
-    Violation(ReasonCode),
+    /// We refused something and (v5) sent a DISCONNECT with its reason.
+    Violation(Violation),
     /// Another connection took the session.
     TakenOver {
         new_clean_start: bool,
@@ -329,8 +330,10 @@ pub(crate) struct Connection<S> {
     /// the client's Receive Maximum was full [MQTT-3.3.4-9]; they go before anything new.
     resend_backlog: VecDeque<u16>,
     client_max_packet: Option<u32>,
-    connect_expiry_zero: bool,
-    aliases: InboundAliases,
+    /// The protocol rules after CONNECT (`edgemq_core::protocol`), and a reused buffer for
+    /// what they decide.
+    protocol: Inbound,
+    effects: Vec<Effect>,
     last_read: Instant,
     peer: Peer,
     credentials_expire: Option<SystemTime>,
@@ -374,6 +377,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let authz_changes = listener.authz_changes();
         let authz_prepared = authorizer.prepare(&a.principal);
         let committed = bus.store.as_ref().map(|s| s.committed());
+        let protocol = Inbound::new(
+            a.version,
+            Rules::from(&bus.limits),
+            a.connect_expiry_zero,
+            a.authentication_method.clone(),
+            a.session.mailbox.store().is_some(),
+        );
         Connection {
             io,
             last_read: bus.now(),
@@ -392,8 +402,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             send_window: a.send_window,
             resend_backlog: VecDeque::new(),
             client_max_packet: a.client_max_packet,
-            connect_expiry_zero: a.connect_expiry_zero,
-            aliases: InboundAliases::default(),
+            protocol,
+            effects: Vec::new(),
             peer,
             credentials_expire: a.credentials_expire,
             authentication_method: a.authentication_method,
@@ -465,7 +475,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             if self.session.mailbox.take_overflowed() {
                 tracing::warn!("subscriber queue full (policy disconnect): disconnecting");
-                return self.violation(ReasonCode::QuotaExceeded, "queue overflow");
+                return self.violation(Violation::new(
+                    ReasonCode::QuotaExceeded,
+                    "subscriber queue full (overflow policy disconnect)",
+                ));
             }
             if self.io.wbuf.is_empty() {
                 self.io.shrink_if_idle();
@@ -536,7 +549,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         credentials = self.credentials_timer();
                     } else {
                         tracing::warn!(method = ?self.authentication_method, "credentials expired without re-authentication; disconnecting");
-                        return self.violation(ReasonCode::NotAuthorized, "credentials expired");
+                        return self.violation(Violation::new(
+                            ReasonCode::NotAuthorized,
+                            "credentials expired without re-authentication",
+                        ));
                     }
                 }
                 _ = &mut keep_alive, if self.keep_alive > 0 => {
@@ -546,7 +562,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         keep_alive.as_mut().reset(deadline.max(self.bus.now() + Duration::from_secs(1)).into());
                     } else {
                         tracing::info!(keep_alive = self.keep_alive, "keep-alive timeout [MQTT-3.1.2-22]");
-                        return self.violation(ReasonCode::KeepAliveTimeout, "keep-alive timeout");
+                        return self.violation(Violation::new(
+                            ReasonCode::KeepAliveTimeout,
+                            "[MQTT-3.1.2-22] keep-alive timeout",
+                        ));
                     }
                 }
             }
@@ -569,7 +588,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.io.wbuf.truncate(h.from);
             }
             tracing::error!("store failed: disconnecting instead of acknowledging");
-            return Err(self.violation(ReasonCode::UnspecifiedError, "store failed"));
+            return Err(self.violation(Violation::new(
+                ReasonCode::UnspecifiedError,
+                "the store failed: nothing more can be acknowledged",
+            )));
         }
         if self.io.hold.is_some_and(|h| committed >= h.ticket) {
             self.io.hold = None;
@@ -658,7 +680,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.send(self.auth_packet(ReasonCode::ContinueAuthentication));
                 Ok(())
             }
-            AuthDecision::Deny(reason) => Err(self.violation(reason, "re-authentication failed")),
+            AuthDecision::Deny(reason) => Err(self.violation(Violation::new(
+                reason,
+                "[MQTT-4.12.1-2] re-authentication failed",
+            ))),
         }
     }
 
@@ -755,22 +780,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(rule = e.rule, reason = e.reason.0, "{}; closing", e.message);
-                    return Err(self.violation(e.reason, e.message));
+                    return Err(self.violation(e.into()));
                 }
             }
         }
     }
 
-    /// Queue a v5 DISCONNECT with `reason` (v3 has none) and end the loop.
-    fn violation(&mut self, reason: ReasonCode, _why: &'static str) -> Exit {
+    /// Queue a v5 DISCONNECT with the violation's reason (v3 has none) and end the loop.
+    fn violation(&mut self, v: Violation) -> Exit {
         if self.version.is_v5() {
-            let packet = Packet::Disconnect(Disconnect {
-                reason,
+            self.send(Packet::Disconnect(Disconnect {
+                reason: v.reason,
                 properties: Default::default(),
-            });
-            let _ = packet.encode(self.version, &mut self.io.wbuf);
+            }));
         }
-        Exit::Violation(reason)
+        Exit::Violation(v)
     }
 
     /// Tear down after the loop: flush, hand the session back, publish the will if due.
@@ -899,7 +923,9 @@ impl std::fmt::Debug for ExitLog<'_> {
         match self.0 {
             Exit::ClientDisconnect { with_will } => write!(f, "disconnect(with_will={with_will})"),
             Exit::Closed => write!(f, "connection closed"),
-            Exit::Violation(r) => write!(f, "refused(reason=0x{:02X})", r.0),
+            Exit::Violation(v) => {
+                write!(f, "refused(reason=0x{:02X}, rule={:?})", v.reason.0, v.rule)
+            }
             Exit::TakenOver { .. } => write!(f, "session taken over"),
             Exit::Shutdown => write!(f, "server shutting down"),
         }
