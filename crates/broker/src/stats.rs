@@ -73,10 +73,18 @@ pub enum Limit {
     MemoryBudget,
     /// A SUBSCRIBE filter refused: the broker held `max_subscriptions`.
     Subscriptions,
+    /// A connection closed at accept: its listener (port) had its
+    /// `max_connections_per_listener` (or the port's `maxConnections`) open.
+    ConnectionsPerListener,
+    /// A new session refused at CONNECT: its source address had created
+    /// `max_sessions_per_address` sessions that still exist.
+    SessionsPerAddress,
+    /// A CONNECT refused: its client identifier was longer than `max_client_id_len` bytes.
+    ClientIdLength,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 11] = [
+    pub const ALL: [Limit; 14] = [
         Limit::TopicLevels,
         Limit::FiltersPerPacket,
         Limit::Connections,
@@ -88,6 +96,9 @@ impl Limit {
         Limit::SubscriptionsPerSession,
         Limit::MemoryBudget,
         Limit::Subscriptions,
+        Limit::ConnectionsPerListener,
+        Limit::SessionsPerAddress,
+        Limit::ClientIdLength,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +114,9 @@ impl Limit {
             Limit::SubscriptionsPerSession => "max_subscriptions_per_session",
             Limit::MemoryBudget => "memory_budget",
             Limit::Subscriptions => "max_subscriptions",
+            Limit::ConnectionsPerListener => "max_connections_per_listener",
+            Limit::SessionsPerAddress => "max_sessions_per_address",
+            Limit::ClientIdLength => "max_client_id_length",
         }
     }
 }

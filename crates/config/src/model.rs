@@ -64,6 +64,10 @@ pub struct BrokerSettings {
     pub memory_budget: Option<u64>,
     /// edgemq extension `maxSubscriptions`: subscriptions in the broker.
     pub max_subscriptions: Option<usize>,
+    /// edgemq extension `maxSessionsPerAddress`: sessions created from one source address.
+    pub max_sessions_per_address: Option<usize>,
+    /// edgemq extension `maxClientIdLength`: longest client identifier accepted, bytes.
+    pub max_client_id_length: Option<usize>,
     pub self_check: SelfCheck,
     pub log_level: Option<String>,
 }
@@ -131,6 +135,9 @@ pub struct Port {
     pub authentication: Option<String>,
     /// A key of `Config::authorizations`; `None` = allow all.
     pub authorization: Option<String>,
+    /// edgemq extension `maxConnections`: open connections on this port; `None` = the
+    /// broker's `--max-connections-per-listener`.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
