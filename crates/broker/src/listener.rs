@@ -120,11 +120,6 @@ impl ListenerContext {
         }
     }
 
-    /// Connections open on this listener.
-    pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
     /// Fires when the policy changes.
     pub fn authz_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.authz_changed.subscribe()

@@ -217,6 +217,18 @@ fn idle_sockets(addr: SocketAddr, n: usize) -> Vec<RawClient> {
     (0..n).map(|_| RawClient::open(addr)).collect()
 }
 
+/// A free port below the ephemeral range (32768 up on Linux), distinct from those already
+/// `taken`: the many client sockets the tests of this file open in parallel take ephemeral
+/// ports, one of which could be a port `common::free_port` returned before the broker binds.
+fn free_low_port(taken: &mut Vec<u16>) -> u16 {
+    let start = 20_000 + (std::process::id() % 10_000) as u16;
+    (0..10_000u16)
+        .map(|i| 20_000 + (start - 20_000 + i) % 10_000)
+        .find(|p| !taken.contains(p) && std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .inspect(|p| taken.push(*p))
+        .expect("a free port below the ephemeral range")
+}
+
 #[test]
 fn a_listener_beyond_its_connection_limit_refuses_at_accept_and_other_listeners_are_served() {
     if !Broker::edgemq_only() {
@@ -225,7 +237,8 @@ fn a_listener_beyond_its_connection_limit_refuses_at_accept_and_other_listeners_
     // Two listeners: `capped` with its own limit (the BrokerListener port's edgemq
     // extension maxConnections: 3), `flagged` under --max-connections-per-listener 5.
     let d = Dirs::new();
-    let (capped_port, flagged_port) = (common::free_port(), common::free_port());
+    let mut taken = Vec::new();
+    let (capped_port, flagged_port) = (free_low_port(&mut taken), free_low_port(&mut taken));
     let capped_yaml = |max: usize| {
         listener(
             "capped",

@@ -486,8 +486,15 @@ fn new_sessions_beyond_max_sessions_per_address_are_refused_resumption_and_other
     other.send(&connect_v5("other-address", flags::CLEAN, 0, &no_props()));
     assert_eq!(other.expect_connack(true).code, 0);
     other.ping();
+    // A clean start from another address replaces a session with one created there: the
+    // first address gets that place back and may create a new session.
+    let mut mover = raw_from("127.0.0.2", b.addr);
+    mover.send(&connect_v5("throwaway-0", flags::CLEAN, 0, &persistent));
+    let ack = mover.expect_connack(true);
+    assert_eq!((ack.code, ack.session_present), (0, false));
+    let (mut moved, _) = RawClient::v5(b.addr, "in-the-freed-place");
     // Counted, and one WARN line (rate-limited) naming the address.
-    let line = wait_state(&b, "sessions=4 ", LONG);
+    let line = wait_state(&b, "sessions=5 ", LONG);
     assert!(line.contains("max_sessions_per_address=2"), "{line}");
     let warning = b
         .log()
@@ -512,10 +519,12 @@ fn new_sessions_beyond_max_sessions_per_address_are_refused_resumption_and_other
     assert_eq!(ender.expect_connack(true).code, 0);
     ender.send(&DISCONNECT);
     ender.expect_closed();
-    wait_state(&b, "sessions=3 ", LONG);
+    wait_state(&b, "sessions=4 ", LONG);
     // A fresh client from 127.0.0.1 is served (a new session, within the limit again).
     assert_serving(&b);
     c.ping();
+    moved.ping();
+    mover.ping();
 }
 
 #[test]
