@@ -10,7 +10,7 @@
 set -euo pipefail
 # Throughput runs measure the data path, not the per-client safety limits (docs/limits.md):
 # the in-flight window, queue bytes and connection rate are opened up as the peers' are.
-EDGEMQ_BENCH_LIMITS="--max-inflight-messages 65535 --max-queued-bytes 100000000000 --max-connect-rate-per-address 1000000 --max-connections 1000000 --max-connections-per-address 1000000"
+EDGEMQ_BENCH_LIMITS="--max-inflight-messages 65535 --max-queued-bytes 100000000000 --max-connect-rate-per-address 1000000 --max-connections 1000000 --max-connections-per-address 1000000 --max-sessions-per-address 1000000"
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 DURATION=${2:-5}

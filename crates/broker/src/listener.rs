@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,9 @@ pub struct ListenerConfig {
     /// changed is restarted; one whose fingerprint is equal keeps its connections
     /// (certificates are swapped inside the TLS config, not by restarting).
     pub fingerprint: String,
+    /// Open connections on this listener (the `BrokerListener` port's `maxConnections`);
+    /// `None` = the broker's `max_connections_per_listener`. Changed in place on reload.
+    pub max_connections: Option<usize>,
 }
 
 impl ListenerConfig {
@@ -46,6 +49,7 @@ impl ListenerConfig {
             authenticator: Arc::new(AllowAll),
             authorizer: Arc::new(AllowAll),
             fingerprint: "mqtt anonymous".into(),
+            max_connections: None,
         }
     }
 }
@@ -57,6 +61,7 @@ impl std::fmt::Debug for ListenerConfig {
             .field("addr", &self.addr)
             .field("transport", &self.transport)
             .field("fingerprint", &self.fingerprint)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -74,6 +79,10 @@ pub struct ListenerContext {
     authz_generation: AtomicU64,
     /// Wakes idle connections when the policy changes, so revocations apply at once.
     authz_changed: tokio::sync::watch::Sender<u64>,
+    /// The port's own connection limit (0 = the broker's `max_connections_per_listener`),
+    /// and its open connections (both changed under the admission lock).
+    max_connections: AtomicUsize,
+    open: AtomicUsize,
 }
 
 impl ListenerContext {
@@ -90,6 +99,24 @@ impl ListenerContext {
             authorizer: RwLock::new(authorizer),
             authz_generation: AtomicU64::new(0),
             authz_changed: tokio::sync::watch::channel(0).0,
+            max_connections: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+        }
+    }
+
+    /// The port's own connection limit (`None`: the broker's `max_connections_per_listener`).
+    /// A lower one applies to new connections; open ones stay.
+    pub fn set_max_connections(&self, max: Option<usize>) {
+        self.max_connections
+            .store(max.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The connection limit that applies to this listener (0 = none but the broker's),
+    /// given the broker's `max_connections_per_listener`.
+    pub fn connection_limit(&self, broker_default: usize) -> usize {
+        match self.max_connections.load(Ordering::Relaxed) {
+            0 => broker_default,
+            own => own,
         }
     }
 
@@ -137,13 +164,15 @@ impl BoundListener {
     pub async fn bind(config: &ListenerConfig) -> std::io::Result<BoundListener> {
         let socket = TcpListener::bind(config.addr).await?;
         let local_addr = socket.local_addr()?;
+        let context = ListenerContext::new(
+            config.name.clone(),
+            local_addr.port(),
+            config.authenticator.clone(),
+            config.authorizer.clone(),
+        );
+        context.set_max_connections(config.max_connections);
         Ok(BoundListener {
-            context: Arc::new(ListenerContext::new(
-                config.name.clone(),
-                local_addr.port(),
-                config.authenticator.clone(),
-                config.authorizer.clone(),
-            )),
+            context: Arc::new(context),
             local_addr,
             transport: config.transport.clone(),
             socket,
@@ -175,17 +204,17 @@ impl BoundListener {
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = tokio::time::sleep_until(log_due.unwrap_or_else(tokio::time::Instant::now)),
-                    if log_due.is_some() => refusals.flush(&self.context.name, &bus),
+                    if log_due.is_some() => refusals.flush(&self.context, &bus),
                 accepted = self.socket.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let admitted = match admission.admit(peer.ip()) {
+                        let admitted = match admission.admit(peer.ip(), &self.context) {
                             Ok(admitted) => admitted,
                             Err(limit) => {
                                 // Closed at once, nothing read: a refused client costs one
                                 // accept and one close, whatever its transport.
                                 drop(stream);
                                 bus.stats.refused(limit, 1);
-                                refusals.note(limit, peer, &self.context.name, &bus);
+                                refusals.note(limit, peer, &self.context, &bus);
                                 continue;
                             }
                         };
@@ -276,7 +305,8 @@ async fn serve_stream(
 }
 
 /// Admission at accept, shared by every listener of one broker: open connections in total
-/// (`max_connections`) and per source address (`max_connections_per_address`), and new
+/// (`max_connections`), per listener (`max_connections_per_listener` or the port's own
+/// limit) and per source address (`max_connections_per_address`), and new
 /// connections per second from one address (`max_connect_rate_per_address`, a token bucket
 /// of that many tokens refilled at that rate, so a burst of the whole rate is allowed once
 /// a second). A connection beyond a limit is closed at accept without reading from it.
@@ -284,6 +314,7 @@ async fn serve_stream(
 /// Addresses are compared as IPv4 where an IPv6 address is IPv4-mapped.
 pub(crate) struct Admission {
     max_total: usize,
+    max_per_listener: usize,
     max_per_address: usize,
     rate: f64,
     state: parking_lot::Mutex<AdmissionState>,
@@ -305,6 +336,7 @@ impl Admission {
     fn new(limits: &edgemq_core::limits::Limits) -> Admission {
         Admission {
             max_total: limits.max_connections,
+            max_per_listener: limits.max_connections_per_listener,
             max_per_address: limits.max_connections_per_address,
             rate: f64::from(limits.max_connect_rate_per_address),
             state: parking_lot::Mutex::new(AdmissionState {
@@ -333,13 +365,22 @@ impl Admission {
         admission
     }
 
-    /// Take a place for a new connection from `ip`, or name the limit that refuses it.
-    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Limit> {
+    /// Take a place for a new connection from `ip` on `listener`, or name the limit that
+    /// refuses it.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        listener: &Arc<ListenerContext>,
+    ) -> Result<Admitted, Limit> {
         let ip = ip.to_canonical();
         let now = Instant::now();
         let mut state = self.state.lock();
         if state.open >= self.max_total {
             return Err(Limit::Connections);
+        }
+        let per_listener = listener.connection_limit(self.max_per_listener);
+        if per_listener > 0 && listener.open.load(Ordering::Relaxed) >= per_listener {
+            return Err(Limit::ConnectionsPerListener);
         }
         if state.addresses.len() > 1024
             && now.duration_since(state.last_sweep) >= Duration::from_secs(1)
@@ -370,15 +411,20 @@ impl Admission {
         address.tokens -= 1.0;
         address.open += 1;
         state.open += 1;
+        listener.open.fetch_add(1, Ordering::Relaxed);
         Ok(Admitted {
             admission: self.clone(),
             ip,
+            listener: listener.clone(),
         })
     }
 
-    fn release(&self, ip: IpAddr) {
+    fn release(&self, ip: IpAddr, listener: &ListenerContext) {
         let mut state = self.state.lock();
         state.open = state.open.saturating_sub(1);
+        let _ = listener
+            .open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         if let Some(address) = state.addresses.get_mut(&ip) {
             address.open = address.open.saturating_sub(1);
         }
@@ -389,11 +435,12 @@ impl Admission {
 pub(crate) struct Admitted {
     admission: Arc<Admission>,
     ip: IpAddr,
+    listener: Arc<ListenerContext>,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.admission.release(self.ip);
+        self.admission.release(self.ip, &self.listener);
     }
 }
 
@@ -403,18 +450,19 @@ impl Drop for Admitted {
 #[derive(Default)]
 struct RefusalLog {
     last_line: Option<Instant>,
-    pending: [u64; 3],
+    pending: [u64; 4],
     last_peer: Option<SocketAddr>,
 }
 
 impl RefusalLog {
-    const LIMITS: [Limit; 3] = [
+    const LIMITS: [Limit; 4] = [
         Limit::Connections,
+        Limit::ConnectionsPerListener,
         Limit::ConnectionsPerAddress,
         Limit::ConnectRate,
     ];
 
-    fn note(&mut self, limit: Limit, peer: SocketAddr, listener: &str, bus: &Bus) {
+    fn note(&mut self, limit: Limit, peer: SocketAddr, listener: &ListenerContext, bus: &Bus) {
         if let Some(i) = Self::LIMITS.iter().position(|l| *l == limit) {
             self.pending[i] += 1;
         }
@@ -434,7 +482,7 @@ impl RefusalLog {
             .then(|| tokio::time::Instant::from_std(last + Duration::from_secs(1)))
     }
 
-    fn flush(&mut self, listener: &str, bus: &Bus) {
+    fn flush(&mut self, listener: &ListenerContext, bus: &Bus) {
         let refused: u64 = self.pending.iter().sum();
         if refused == 0 {
             return;
@@ -447,6 +495,9 @@ impl RefusalLog {
             .map(|(l, n)| {
                 let value = match l {
                     Limit::Connections => limits.max_connections.to_string(),
+                    Limit::ConnectionsPerListener => listener
+                        .connection_limit(limits.max_connections_per_listener)
+                        .to_string(),
                     Limit::ConnectionsPerAddress => limits.max_connections_per_address.to_string(),
                     _ => format!("{}/s", limits.max_connect_rate_per_address),
                 };
@@ -455,12 +506,13 @@ impl RefusalLog {
             .collect::<Vec<_>>()
             .join(" ");
         tracing::warn!(
-            listener = %listener,
+            listener = %listener.name,
+            port = listener.port,
             refused,
             last_peer = %self.last_peer.map(|p| p.to_string()).unwrap_or_default(),
             "connections refused at accept (closed without reading) since the last line: {by}"
         );
-        self.pending = [0; 3];
+        self.pending = [0; 4];
         self.last_line = Some(Instant::now());
     }
 }

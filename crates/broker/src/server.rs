@@ -270,6 +270,7 @@ impl Server {
                     let context = &running[&key].context;
                     context.replace_authenticator(config.authenticator.clone());
                     context.replace_authorizer(config.authorizer.clone());
+                    context.set_max_connections(config.max_connections);
                     report.unchanged.push(label(&key));
                 }
                 Some(_) => {

@@ -13,10 +13,15 @@
 //! map when the session reconnects or ends, and the task sleeps until the earliest one (a
 //! new earlier deadline wakes it).
 //!
-//! At most `max_sessions` sessions (online and offline) exist: a CONNECT that would create
+//! At most `max_sessions` sessions (online and offline) exist, and at most
+//! `max_sessions_per_address` created from one source address: a CONNECT that would create
 //! another is refused ([`OpenRefused`]); resuming or taking over an existing one is not.
+//! A session counts against the address of the connection that created it (a clean start
+//! replacing a session creates a new one, counted against the new connection's address)
+//! until it ends; sessions restored from the store at start-up count against none.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{hash_map, BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -184,6 +189,9 @@ pub struct Opened {
 pub enum OpenRefused {
     /// `max_sessions` sessions exist.
     MaxSessions,
+    /// The connection's source address created `max_sessions_per_address` sessions that
+    /// still exist.
+    MaxSessionsPerAddress,
 }
 
 #[derive(Debug, Default)]
@@ -191,6 +199,7 @@ pub struct Registry {
     state: Mutex<State>,
     timers: Timers,
     limit_warning: LimitWarning,
+    address_warning: LimitWarning,
 }
 
 #[derive(Debug, Default)]
@@ -198,6 +207,37 @@ struct State {
     slots: HashMap<ByteString, Slot>,
     /// Offline sessions' deadlines, earliest first: (when, generation) → client id.
     deadlines: Deadlines,
+    /// The source address that created each session, where known (not for sessions
+    /// restored from the store), and the sessions each such address created.
+    origins: HashMap<ByteString, IpAddr>,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+impl State {
+    /// Sessions created from `ip` that still exist.
+    fn created_from(&self, ip: IpAddr) -> usize {
+        self.per_address.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// `client_id`'s session was created from `ip` (replacing what it counted against).
+    fn attach(&mut self, client_id: &ByteString, ip: IpAddr) {
+        self.detach(client_id);
+        *self.per_address.entry(ip).or_default() += 1;
+        self.origins.insert(client_id.clone(), ip);
+    }
+
+    /// `client_id`'s session ended: it no longer counts against its address.
+    fn detach(&mut self, client_id: &ByteString) {
+        let Some(ip) = self.origins.remove(client_id) else {
+            return;
+        };
+        if let hash_map::Entry::Occupied(mut count) = self.per_address.entry(ip) {
+            *count.get_mut() -= 1;
+            if *count.get() == 0 {
+                count.remove();
+            }
+        }
+    }
 }
 
 type Deadlines = BTreeMap<(Instant, u64), ByteString>;
@@ -239,13 +279,17 @@ enum Previous {
 }
 
 impl Registry {
-    /// Attach a new connection to the session for `client_id`, creating, resuming or taking
-    /// it over. `new_session` builds a fresh session when one is needed. A client id with no
-    /// session when `max_sessions` exist is refused (counted and logged, rate-limited).
+    /// Attach a new connection from `origin` (its source address) to the session for
+    /// `client_id`, creating, resuming or taking it over. `new_session` builds a fresh
+    /// session when one is needed. A client id with no session when `max_sessions` exist, or
+    /// when `origin` created `max_sessions_per_address` that still exist, is refused
+    /// (counted and logged, rate-limited).
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         &self,
         bus: &Arc<Bus>,
         client_id: &ByteString,
+        origin: IpAddr,
         clean_start: bool,
         conn_id: u64,
         control: Arc<ControlSlot>,
@@ -254,8 +298,10 @@ impl Registry {
         let previous = {
             let mut guard = self.state.lock();
             let state = &mut *guard;
+            let origin = origin.to_canonical();
             let sessions = state.slots.len();
-            if sessions >= bus.limits.max_sessions && !state.slots.contains_key(client_id) {
+            let exists = state.slots.contains_key(client_id);
+            if sessions >= bus.limits.max_sessions && !exists {
                 drop(guard);
                 bus.stats.refused(Limit::Sessions, 1);
                 if let Some(refusals) = self.limit_warning.admit(bus.now()) {
@@ -268,6 +314,27 @@ impl Registry {
                     );
                 }
                 return Err(OpenRefused::MaxSessions);
+            }
+            let created = state.created_from(origin);
+            if created >= bus.limits.max_sessions_per_address && !exists {
+                drop(guard);
+                bus.stats.refused(Limit::SessionsPerAddress, 1);
+                if let Some(refusals) = self.address_warning.admit(bus.now()) {
+                    tracing::warn!(
+                        client_id = %Short(client_id),
+                        address = %origin,
+                        max_sessions_per_address = bus.limits.max_sessions_per_address,
+                        sessions = created,
+                        refusals,
+                        "new session refused: its source address created max-sessions-per-address sessions"
+                    );
+                }
+                return Err(OpenRefused::MaxSessionsPerAddress);
+            }
+            // A new session, or a clean start that replaces one: created from `origin`.
+            // (Resuming or taking over keeps the address that created the session.)
+            if !exists || clean_start {
+                state.attach(client_id, origin);
             }
             let old = state
                 .slots
@@ -348,6 +415,7 @@ impl Registry {
         let expiry = data.expiry_interval;
         if expiry == 0 {
             state.slots.remove(client_id);
+            state.detach(client_id);
             drop(guard);
             if let Some((will, _)) = will {
                 bus.publish(will);
@@ -460,6 +528,7 @@ impl Registry {
                 }
                 if offline.expires_at.is_some_and(|at| at <= now) {
                     if let Some(Slot::Offline(offline)) = state.slots.remove(&client_id) {
+                        state.detach(&client_id);
                         let Offline { data, will, .. } = *offline;
                         due_wills.extend(will.map(|(w, _)| w));
                         ended.push((client_id, data));
@@ -570,6 +639,11 @@ impl Registry {
                 "store: more sessions recovered than max-sessions: all kept; new sessions are refused until enough end"
             );
         }
+    }
+
+    /// Sessions (online and offline) created from `ip` that still exist.
+    pub fn created_from(&self, ip: IpAddr) -> usize {
+        self.state.lock().created_from(ip.to_canonical())
     }
 
     /// Number of sessions (online and offline).

@@ -81,10 +81,18 @@ pub enum Limit {
     /// The store is at `max_store_bytes`: a QoS 1/2 PUBLISH for a persistent session or a
     /// retained PUBLISH refused; or at 90 % of it, a new persistent session refused.
     StoreBudget,
+    /// A connection closed at accept: its listener (port) had its
+    /// `max_connections_per_listener` (or the port's `maxConnections`) open.
+    ConnectionsPerListener,
+    /// A new session refused at CONNECT: its source address had created
+    /// `max_sessions_per_address` sessions that still exist.
+    SessionsPerAddress,
+    /// A CONNECT refused: its client identifier was longer than `max_client_id_len` bytes.
+    ClientIdLength,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 12] = [
+    pub const ALL: [Limit; 15] = [
         Limit::TopicLevels,
         Limit::FiltersPerPacket,
         Limit::Connections,
@@ -97,6 +105,9 @@ impl Limit {
         Limit::MemoryBudget,
         Limit::Subscriptions,
         Limit::StoreBudget,
+        Limit::ConnectionsPerListener,
+        Limit::SessionsPerAddress,
+        Limit::ClientIdLength,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +124,9 @@ impl Limit {
             Limit::MemoryBudget => "memory_budget",
             Limit::Subscriptions => "max_subscriptions",
             Limit::StoreBudget => "max_store_bytes",
+            Limit::ConnectionsPerListener => "max_connections_per_listener",
+            Limit::SessionsPerAddress => "max_sessions_per_address",
+            Limit::ClientIdLength => "max_client_id_length",
         }
     }
 }

@@ -66,6 +66,10 @@ pub struct BrokerSettings {
     pub max_subscriptions: Option<usize>,
     /// AIO `persistence.maxSize`: bytes of records the store may hold.
     pub max_store_bytes: Option<u64>,
+    /// edgemq extension `maxSessionsPerAddress`: sessions created from one source address.
+    pub max_sessions_per_address: Option<usize>,
+    /// edgemq extension `maxClientIdLength`: longest client identifier accepted, bytes.
+    pub max_client_id_length: Option<usize>,
     pub self_check: SelfCheck,
     pub log_level: Option<String>,
 }
@@ -133,6 +137,9 @@ pub struct Port {
     pub authentication: Option<String>,
     /// A key of `Config::authorizations`; `None` = allow all.
     pub authorization: Option<String>,
+    /// edgemq extension `maxConnections`: open connections on this port; `None` = the
+    /// broker's `--max-connections-per-listener`.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -273,6 +273,20 @@ fn cases() -> Vec<Case> {
             &["$DIR/l.yaml:8: BrokerListener/p: spec.ports[1].port: must be between 1 and 65535, got 70000"],
         ),
         case(
+            "port maxConnections 0",
+            vec![("l.yaml", y(r#"
+                apiVersion: mqttbroker.iotoperations.azure.com/v1
+                kind: BrokerListener
+                metadata:
+                  name: p
+                spec:
+                  ports:
+                    - port: 1883
+                      maxConnections: 0
+                "#))],
+            &["$DIR/l.yaml:8: BrokerListener/p: spec.ports[0].maxConnections: must be between 1 and 4294967296, got 0"],
+        ),
+        case(
             "port is not a number",
             vec![("l.yaml", plain_listener("p", "LoadBalancer", 1).replace("port: 1", "port: \"abc\""))],
             &["$DIR/l.yaml:8: BrokerListener/p: spec.ports[0].port: expected an integer, found a string"],
@@ -567,6 +581,8 @@ fn cases() -> Vec<Case> {
                           maxReceiveMaximum: 0
                           maxPacketSizeBytes: 300000000
                           subscriberQueueLimit: {length: 10, strategy: DropNewest}
+                          maxClientIdLength: 22
+                          maxSessionsPerAddress: 0
                       diagnostics:
                         selfCheck: {mode: Enabled, intervalSeconds: 10}
                     "#)),
@@ -576,7 +592,9 @@ fn cases() -> Vec<Case> {
                 "$DIR/broker.yaml:8: Broker/default: spec.advanced.clients.maxReceiveMaximum: must be between 1 and 65535, got 0",
                 "$DIR/broker.yaml:9: Broker/default: spec.advanced.clients.maxPacketSizeBytes: must be between 1 and 268435456, got 300000000",
                 "$DIR/broker.yaml:10: Broker/default: spec.advanced.clients.subscriberQueueLimit.strategy: unknown value \"DropNewest\"; expected one of: None, DropOldest",
-                "$DIR/broker.yaml:12: Broker/default: spec.diagnostics.selfCheck.intervalSeconds: must be between 30 and 300, got 10",
+                "$DIR/broker.yaml:11: Broker/default: spec.advanced.clients.maxClientIdLength: must be between 23 and 65535, got 22",
+                "$DIR/broker.yaml:12: Broker/default: spec.advanced.clients.maxSessionsPerAddress: must be between 1 and 4294967296, got 0",
+                "$DIR/broker.yaml:14: Broker/default: spec.diagnostics.selfCheck.intervalSeconds: must be between 30 and 300, got 10",
             ],
         ),
         case(

@@ -167,6 +167,7 @@ fn seed_three_listeners() {
                 tls: Some(Tls::Automatic(builtin)),
                 authentication: Some("default".into()),
                 authorization: None,
+                max_connections: None,
             }],
             file: file.clone(),
             line: 1,
@@ -182,6 +183,7 @@ fn seed_three_listeners() {
                 tls: None,
                 authentication: None,
                 authorization: None,
+                max_connections: None,
             }],
             file: file.clone(),
             line: 22,
@@ -201,6 +203,7 @@ fn seed_three_listeners() {
                 }),
                 authentication: Some("x509-policy".into()),
                 authorization: None,
+                max_connections: None,
             }],
             file,
             line: 33,
@@ -719,6 +722,8 @@ fn broker_settings_and_defaults() {
                       maxTopicLevels: 64
                       maxFiltersPerPacket: 50
                       maxSessions: 5000
+                      maxSessionsPerAddress: 20
+                      maxClientIdLength: 256
                   diagnostics:
                     logs: {level: info}
                     selfCheck: {mode: Enabled, intervalSeconds: 60, timeoutSeconds: 20}
@@ -737,6 +742,7 @@ fn broker_settings_and_defaults() {
                       brokerRef: default
                       ports:
                         - port: 18883
+                          maxConnections: 50
                           tls:
                             mode: automatic
                             certManagerCertificateSpec:
@@ -781,8 +787,15 @@ fn broker_settings_and_defaults() {
             },
             log_level: Some("info".into()),
             max_sessions: Some(5000),
+            max_sessions_per_address: Some(20),
+            max_client_id_length: Some(256),
             ..BrokerSettings::default()
         }
+    );
+    // edgemq extension on a port: its own connection limit.
+    assert_eq!(
+        loaded.config.listeners[0].ports[0].max_connections,
+        Some(50)
     );
     let Some(Tls::Automatic(auto)) = &loaded.config.listeners[0].ports[0].tls else {
         panic!("automatic TLS")

@@ -33,7 +33,10 @@ pub struct Limits {
     /// Messages kept per session (queued plus in flight to the client).
     pub max_queued_messages: usize,
     pub overflow_policy: OverflowPolicy,
-    /// Largest client identifier accepted (bytes).
+    /// Largest client identifier accepted (bytes; CONNACK 0x85 / return code 2 beyond).
+    /// MQTT requires a server to accept 1 to 23 bytes [MQTT-3.1.3-5] and allows more; 1,024
+    /// fits every naming scheme in use (UUIDs, device paths, certificate names) while a
+    /// client cannot make each of its sessions hold (and log, and store) 64 KiB of name.
     pub max_client_id_len: usize,
     /// Whether retained messages are supported (Retain Available).
     pub retain_available: bool,
@@ -58,6 +61,9 @@ pub struct Limits {
     pub max_subscriptions: usize,
     /// Sessions (online and offline) in the broker (CONNACK 0x97 for a new one beyond).
     pub max_sessions: usize,
+    /// Sessions (online and offline) created from one source address (CONNACK 0x97 for a
+    /// new one beyond). Sessions restored from the store count against no address.
+    pub max_sessions_per_address: usize,
     /// Retained messages, and their bytes, in the broker (PUBACK 0x97 for a new one beyond).
     pub max_retained_messages: usize,
     pub max_retained_bytes: usize,
@@ -66,6 +72,9 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_connections_per_address: usize,
     pub max_connect_rate_per_address: u32,
+    /// Open connections on one listener (port), closed at accept beyond; 0 = no limit but
+    /// `max_connections`. A `BrokerListener` port's `maxConnections` overrides it.
+    pub max_connections_per_listener: usize,
     /// Session expiry given to MQTT 3.1/3.1.1 persistent sessions (clean session 0), which
     /// have no expiry of their own (Mosquitto's `persistent_client_expiration`); seconds,
     /// `u32::MAX` = never.
@@ -87,7 +96,7 @@ impl Default for Limits {
             topic_alias_maximum: 64,
             max_queued_messages: 1000,
             overflow_policy: OverflowPolicy::DropOldest,
-            max_client_id_len: 65535,
+            max_client_id_len: 1024,
             retain_available: true,
             connect_timeout_secs: 10,
             max_topic_levels: 200,
@@ -98,11 +107,13 @@ impl Default for Limits {
             max_subscriptions_per_session: 10_000,
             max_subscriptions: 1_000_000,
             max_sessions: 100_000,
+            max_sessions_per_address: 1_000,
             max_retained_messages: 1_000_000,
             max_retained_bytes: 1024 * 1024 * 1024,
             max_connections: 10_000,
             max_connections_per_address: 1_000,
             max_connect_rate_per_address: 100,
+            max_connections_per_listener: 0,
             v3_session_expiry: 7 * 24 * 3600,
             memory_budget: 0,
         }

@@ -309,6 +309,12 @@ fn limits(config: &Config, mut limits: Limits) -> Limits {
     if let Some(v) = b.max_subscriptions {
         limits.max_subscriptions = v;
     }
+    if let Some(v) = b.max_sessions_per_address {
+        limits.max_sessions_per_address = v;
+    }
+    if let Some(v) = b.max_client_id_length {
+        limits.max_client_id_len = v;
+    }
     if let Some(v) = b.memory_budget {
         limits.memory_budget = v;
     }
@@ -424,6 +430,8 @@ fn listeners(config: &Config, tls: &mut TlsManager) -> anyhow::Result<Vec<Listen
                 protocol,
                 tls: server_tls,
             };
+            // Not in the fingerprint: a changed limit applies in place, clients stay.
+            l.max_connections = port.max_connections;
             l.fingerprint = format!(
                 "{protocol} tls={mode} client_certs={} authn={:?} authz={:?}",
                 client_ca_hint.is_some(),

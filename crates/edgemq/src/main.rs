@@ -189,6 +189,17 @@ struct ServeArgs {
     /// Limit: open connections from one source address (Broker: maxConnectionsPerAddress).
     #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_connections_per_address: u64,
+    /// Limit: open connections on one listener port; 0 = none but --max-connections
+    /// (BrokerListener: ports[].maxConnections, per port).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_connections_per_listener: u64,
+    /// Limit: sessions (online and offline) created from one source address (Broker: maxSessionsPerAddress).
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_sessions_per_address: u64,
+    /// Limit: longest client identifier accepted, bytes; at least the 23 every server must
+    /// allow (Broker: maxClientIdLength).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u16).range(23..))]
+    max_client_id_length: u16,
     /// Limit: CONNECTs per second from one source address (Broker: maxConnectRatePerAddress).
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     max_connect_rate_per_address: u32,
@@ -414,6 +425,11 @@ fn limits_from_args(args: &ServeArgs) -> Limits {
         max_connections_per_address: usize::try_from(args.max_connections_per_address)
             .unwrap_or(usize::MAX),
         max_connect_rate_per_address: args.max_connect_rate_per_address,
+        max_connections_per_listener: usize::try_from(args.max_connections_per_listener)
+            .unwrap_or(usize::MAX),
+        max_sessions_per_address: usize::try_from(args.max_sessions_per_address)
+            .unwrap_or(usize::MAX),
+        max_client_id_len: usize::from(args.max_client_id_length),
         v3_session_expiry: args.v3_session_expiry,
         max_subscriptions: usize::try_from(args.max_subscriptions).unwrap_or(usize::MAX),
         memory_budget: args

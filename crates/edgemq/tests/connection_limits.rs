@@ -211,6 +211,131 @@ fn connect_rate_per_address_refuses_a_burst_and_recovers_after_a_second() {
     c.ping();
 }
 
+/// `n` idle sockets (nothing sent) on `addr`, each accepted: the broker takes them in
+/// arrival order, so they hold their places before a later connection is looked at.
+fn idle_sockets(addr: SocketAddr, n: usize) -> Vec<RawClient> {
+    (0..n).map(|_| RawClient::open(addr)).collect()
+}
+
+/// A free port below the ephemeral range (32768 up on Linux), distinct from those already
+/// `taken`: the many client sockets the tests of this file open in parallel take ephemeral
+/// ports, one of which could be a port `common::free_port` returned before the broker binds.
+fn free_low_port(taken: &mut Vec<u16>) -> u16 {
+    let start = 20_000 + (std::process::id() % 10_000) as u16;
+    (0..10_000u16)
+        .map(|i| 20_000 + (start - 20_000 + i) % 10_000)
+        .find(|p| !taken.contains(p) && std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .inspect(|p| taken.push(*p))
+        .expect("a free port below the ephemeral range")
+}
+
+#[test]
+fn a_listener_beyond_its_connection_limit_refuses_at_accept_and_other_listeners_are_served() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    // Two listeners: `capped` with its own limit (the BrokerListener port's edgemq
+    // extension maxConnections: 3), `flagged` under --max-connections-per-listener 5.
+    let d = Dirs::new();
+    let mut taken = Vec::new();
+    let (capped_port, flagged_port) = (free_low_port(&mut taken), free_low_port(&mut taken));
+    let capped_yaml = |max: usize| {
+        listener(
+            "capped",
+            "ClusterIp",
+            &format!("    - port: {capped_port}\n      maxConnections: {max}\n"),
+        )
+    };
+    d.write("capped.yaml", &capped_yaml(3));
+    d.write(
+        "flagged.yaml",
+        &listener(
+            "flagged",
+            "ClusterIp",
+            &format!("    - port: {flagged_port}\n"),
+        ),
+    );
+    let mut args = vec!["--max-connections-per-listener", "5"];
+    args.extend(NO_CONNECT_TIMEOUT);
+    let b = Broker::start_config(&d.config, &d.data, 2, &args);
+    let capped = b.listener_addr("capped");
+    let flagged = b.listener_addr("flagged");
+
+    // The port's own limit: the 4th connection is closed at accept, nothing sent (like
+    // Mosquitto's per-listener max_connections; no CONNACK: nothing is read).
+    let mut on_capped = idle_sockets(capped, 3);
+    let (ok, mut refused) = try_connect(capped, "capped-4th");
+    assert!(
+        !ok,
+        "a 4th connection was served on a port with maxConnections 3"
+    );
+    refused.expect_closed_silently();
+    assert!(
+        b.wait_for_log("max_connections_per_listener(3)=1", WAIT),
+        "no refusal line for the capped port:\n{}",
+        b.log()
+    );
+    // The other listener is not affected by it, and has the command line's limit.
+    let mut on_flagged = idle_sockets(flagged, 4);
+    let (ok, mut c) = try_connect(flagged, "flagged-5th");
+    assert!(ok, "the 5th connection on the other listener was refused");
+    c.ping();
+    on_flagged.push(c);
+    let (ok, mut refused) = try_connect(flagged, "flagged-6th");
+    assert!(
+        !ok,
+        "a 6th connection was served under --max-connections-per-listener 5"
+    );
+    refused.expect_closed_silently();
+    assert!(
+        b.wait_for_log("max_connections_per_listener(5)=1", WAIT),
+        "no refusal line for the flagged port:\n{}",
+        b.log()
+    );
+    let line = b
+        .log()
+        .lines()
+        .find(|l| l.contains("max_connections_per_listener(5)="))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains("listener=flagged") && line.contains(&format!("port={flagged_port}")),
+        "{line}"
+    );
+    assert!(
+        counter_logged(&b, "max_connections_per_listener=2"),
+        "{}",
+        b.log()
+    );
+
+    // Closing connections gives their places back: a fresh client is served on each.
+    on_capped.pop();
+    let mut capped_fresh = served_eventually(capped, "capped-fresh");
+    capped_fresh.ping();
+    on_flagged.truncate(3);
+    served_eventually(flagged, "flagged-fresh").ping();
+
+    // A raised maxConnections applies on reload, in place: the port is not restarted
+    // (its connections stay) and a 4th connection is now served.
+    let log_before = b.log().len();
+    d.write("capped.yaml", &capped_yaml(4));
+    let deadline = Instant::now() + WAIT;
+    while !b.log()[log_before..].contains("configuration applied") {
+        assert!(Instant::now() < deadline, "no reload:\n{}", b.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reload = b.log()[log_before..].to_string();
+    assert!(
+        reload.contains("restarted=[]"),
+        "the port was restarted for a new maxConnections:\n{reload}"
+    );
+    capped_fresh.ping();
+    let (ok, mut c) = try_connect(capped, "capped-4th-after-reload");
+    assert!(ok, "refused under the reloaded maxConnections 4");
+    c.ping();
+    drop(on_capped);
+}
+
 // ---------------------------------------------------------------------------------------
 // WebSocket
 // ---------------------------------------------------------------------------------------

@@ -42,6 +42,9 @@ fn start(budget: &str) -> Broker {
         "1000000",
         "--max-connections-per-address",
         "100000",
+        // Session churn from one address must meet the budget, not this limit.
+        "--max-sessions-per-address",
+        "1000000",
     ])
 }
 

@@ -419,3 +419,202 @@ fn a_reconnected_session_is_not_ended_by_its_old_timer() {
     watcher.expect_nothing(Duration::from_millis(100));
     assert_serving(&b);
 }
+
+/// A connection to `to` from another loopback address (Linux routes all of 127/8 to lo).
+fn raw_from(src: &str, to: std::net::SocketAddr) -> RawClient {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{src}:0").parse().unwrap()).unwrap();
+        socket
+            .connect(to)
+            .await
+            .expect("connect from a second address")
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    RawClient::from_stream(stream)
+}
+
+/// A persistent v5 session (expiry 600 s) for `client_id`, left offline.
+fn leave_offline_session(c: &mut RawClient, client_id: &str) {
+    let persistent = props(&[p_u32(prop::SESSION_EXPIRY_INTERVAL, 600)]);
+    c.send(&connect_v5(client_id, flags::CLEAN, 0, &persistent));
+    assert_eq!(c.expect_connack(true).code, 0, "{client_id} refused");
+    c.send(&DISCONNECT);
+    c.expect_closed();
+}
+
+#[test]
+fn new_sessions_beyond_max_sessions_per_address_are_refused_resumption_and_other_addresses_are_not()
+{
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let b = start(&["--max-sessions-per-address", "3"]);
+    // One address leaves three throw-away persistent sessions behind.
+    for i in 0..3 {
+        leave_offline_session(&mut RawClient::open(b.addr), &format!("throwaway-{i}"));
+    }
+    wait_state(&b, "sessions=3 ", LONG);
+    // A fourth new client id from the same address: v5 CONNACK 0x97 Quota exceeded, v3
+    // return code 3 Server unavailable, then close; a refusal has Session Present 0
+    // [MQTT-3.2.2-6] (5.0) / [MQTT-3.2.2-4] (3.1.1). Nothing was created.
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v5("throwaway-3", flags::CLEAN, 0, &no_props()));
+    c.expect_connack_refused(true, 0x97);
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v311("throwaway-3-v3", 0, 0));
+    c.expect_connack_refused(false, 3);
+    // Resuming one of its sessions is always allowed: Session Present 1 [MQTT-3.2.2-3].
+    let mut c = RawClient::open(b.addr);
+    let persistent = props(&[p_u32(prop::SESSION_EXPIRY_INTERVAL, 600)]);
+    c.send(&connect_v5("throwaway-1", 0, 0, &persistent));
+    let ack = c.expect_connack(true);
+    assert_eq!((ack.code, ack.session_present), (0, true));
+    // ...and so is a clean start for a client id that has a session: it is discarded for a
+    // new one [MQTT-3.1.2-4], Session Present 0 [MQTT-3.2.2-2].
+    let mut c2 = RawClient::open(b.addr);
+    c2.send(&connect_v5("throwaway-2", flags::CLEAN, 0, &persistent));
+    let ack = c2.expect_connack(true);
+    assert_eq!((ack.code, ack.session_present), (0, false));
+    // Another source address creates sessions of its own.
+    let mut other = raw_from("127.0.0.2", b.addr);
+    other.send(&connect_v5("other-address", flags::CLEAN, 0, &no_props()));
+    assert_eq!(other.expect_connack(true).code, 0);
+    other.ping();
+    // A clean start from another address replaces a session with one created there: the
+    // first address gets that place back and may create a new session.
+    let mut mover = raw_from("127.0.0.2", b.addr);
+    mover.send(&connect_v5("throwaway-0", flags::CLEAN, 0, &persistent));
+    let ack = mover.expect_connack(true);
+    assert_eq!((ack.code, ack.session_present), (0, false));
+    let (mut moved, _) = RawClient::v5(b.addr, "in-the-freed-place");
+    // Counted, and one WARN line (rate-limited) naming the address.
+    let line = wait_state(&b, "sessions=5 ", LONG);
+    assert!(line.contains("max_sessions_per_address=2"), "{line}");
+    let warning = b
+        .log()
+        .lines()
+        .find(|l| l.contains("new session refused: its source address"))
+        .map(str::to_string);
+    assert!(
+        warning
+            .as_deref()
+            .is_some_and(|l| l.contains("address=127.0.0.1")
+                && l.contains("max_sessions_per_address=3")
+                && l.contains("refusals=1")),
+        "{warning:?}\n{}",
+        b.log()
+    );
+    // A session that ends gives its address a place back: a clean start discards
+    // `throwaway-2` [MQTT-3.1.2-4], and the new session, with no Session Expiry Interval
+    // (0), ends when its connection closes (5.0 §3.1.2.11.2).
+    drop(c2);
+    let mut ender = RawClient::open(b.addr);
+    ender.send(&connect_v5("throwaway-2", flags::CLEAN, 0, &no_props()));
+    assert_eq!(ender.expect_connack(true).code, 0);
+    ender.send(&DISCONNECT);
+    ender.expect_closed();
+    wait_state(&b, "sessions=4 ", LONG);
+    // A fresh client from 127.0.0.1 is served (a new session, within the limit again).
+    assert_serving(&b);
+    c.ping();
+    moved.ping();
+    mover.ping();
+}
+
+#[test]
+fn sessions_restored_from_the_store_count_against_no_address() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let data = common::fresh_data_dir();
+    let dir = data.to_str().unwrap().to_string();
+    {
+        let mut b = start(&["--data-dir", &dir, "--max-sessions-per-address", "2"]);
+        for i in 0..2 {
+            leave_offline_session(&mut RawClient::open(b.addr), &format!("stored-{i}"));
+        }
+        let mut c = RawClient::open(b.addr);
+        c.send(&connect_v5("stored-2", flags::CLEAN, 0, &no_props()));
+        c.expect_connack_refused(true, 0x97);
+        b.terminate();
+    }
+    // After a restart the two stored sessions are back, but their address is not known:
+    // the same address may create two new ones (and the stored ones still resume).
+    let b = start(&["--data-dir", &dir, "--max-sessions-per-address", "2"]);
+    wait_state(&b, "sessions=2 ", LONG);
+    for i in 0..2 {
+        leave_offline_session(&mut RawClient::open(b.addr), &format!("new-{i}"));
+    }
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v5("new-2", flags::CLEAN, 0, &no_props()));
+    c.expect_connack_refused(true, 0x97);
+    let mut c = RawClient::open(b.addr);
+    let persistent = props(&[p_u32(prop::SESSION_EXPIRY_INTERVAL, 600)]);
+    c.send(&connect_v5("stored-0", 0, 0, &persistent));
+    let ack = c.expect_connack(true);
+    assert_eq!((ack.code, ack.session_present), (0, true));
+    wait_state(&b, "sessions=4 ", LONG);
+    drop(b);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn a_client_id_longer_than_max_client_id_length_is_refused_with_0x85_or_identifier_rejected() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    // The default, 1,024 bytes: 1,024 accepted, 1,025 refused.
+    let b = start(&[]);
+    let mut accepted = RawClient::open(b.addr);
+    accepted.send(&connect_v5(&"a".repeat(1024), flags::CLEAN, 0, &no_props()));
+    assert_eq!(
+        accepted.expect_connack(true).code,
+        0,
+        "a 1,024-byte client id"
+    );
+    let long = "b".repeat(1025);
+    // v5: CONNACK 0x85 Client Identifier not valid, then close [MQTT-3.1.3-8].
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v5(&long, flags::CLEAN, 0, &no_props()));
+    c.expect_connack_refused(true, 0x85);
+    // 3.1.1: return code 2 Identifier rejected, then close [MQTT-3.1.3-9].
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v311(&long, flags::CLEAN, 0));
+    c.expect_connack_refused(false, 2);
+    // Nothing was created for them: only the accepted client's session exists.
+    let line = wait_state(&b, "sessions=1 ", LONG);
+    assert!(line.contains("max_client_id_length=2"), "{line}");
+    accepted.ping();
+    // One WARN line (rate-limited), with the client id cut as all client-chosen text is.
+    let log = b.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("refused: client identifier longer than max-client-id-length"))
+        .map(str::to_string);
+    assert!(
+        warning.as_deref().is_some_and(|l| l.contains("length=1025")
+            && l.contains("max_client_id_length=1024")
+            && l.contains("refusals=1")),
+        "{warning:?}\n{log}"
+    );
+    assert!(!log.contains(&long), "the refused client id appears whole");
+    assert_serving(&b);
+    drop(b);
+
+    // Set lower: the 23 bytes every server must allow [MQTT-3.1.3-5] still are.
+    let b = start(&["--max-client-id-length", "23"]);
+    let mut c = RawClient::open(b.addr);
+    c.send(&connect_v311(&"c".repeat(23), flags::CLEAN, 0));
+    c.expect_packet(&CONNACK_OK);
+    let mut c2 = RawClient::open(b.addr);
+    c2.send(&connect_v5(&"d".repeat(24), flags::CLEAN, 0, &no_props()));
+    c2.expect_connack_refused(true, 0x85);
+    c.ping();
+    assert_serving(&b);
+}

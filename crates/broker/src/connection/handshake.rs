@@ -80,6 +80,18 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         client_id = ByteString::from(format!("edgemq-{:016x}", rand::random::<u64>()));
         assigned = true;
     } else if client_id.len() > limits.max_client_id_len {
+        // Longer than max-client-id-length (at least the 23 bytes every server must allow
+        // [MQTT-3.1.3-5]): v5 CONNACK 0x85 Client Identifier not valid [MQTT-3.1.3-8], v3
+        // return code 2 Identifier rejected (3.1.1 [MQTT-3.1.3-9]), then close.
+        bus.stats.refused(Limit::ClientIdLength, 1);
+        if let Some(refusals) = bus.client_id_warning.admit(bus.now()) {
+            tracing::warn!(
+                listener = %listener.name, peer = %peer.addr, client_id = %Short(&client_id),
+                length = client_id.len(), max_client_id_length = limits.max_client_id_len,
+                refusals,
+                "refused: client identifier longer than max-client-id-length bytes"
+            );
+        }
         connack_error(io, version, ReasonCode::ClientIdentifierNotValid);
         return None;
     }
@@ -271,6 +283,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         .open(
             bus,
             &client_id,
+            peer.addr.ip(),
             connect.clean_start,
             conn_id,
             control.clone(),
@@ -278,7 +291,8 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         )
         .await
     else {
-        // max-sessions: v5 0x97 Quota exceeded, v3 3 Server unavailable.
+        // max-sessions, max-sessions-per-address: v5 0x97 Quota exceeded, v3 3 Server
+        // unavailable.
         connack_error(io, version, quota_exceeded(version));
         return None;
     };

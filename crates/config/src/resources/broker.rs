@@ -56,6 +56,8 @@ const CLIENTS: &[&str] = &[
     "v3SessionExpirySeconds",
     "memoryBudgetBytes",
     "maxSubscriptions",
+    "maxSessionsPerAddress",
+    "maxClientIdLength",
 ];
 const QUEUE_LIMIT: &[&str] = &["length", "strategy"];
 const DIAGNOSTICS: &[&str] = &["logs", "metrics", "selfCheck", "traces"];
@@ -205,6 +207,12 @@ fn read_clients(c: &Obj<'_>, s: &mut BrokerSettings) {
         .and_then(|v| v.int(1, 2147483648));
     s.memory_budget = c.get("memoryBudgetBytes").and_then(|v| v.int(0, 1 << 50));
     s.max_subscriptions = c.get("maxSubscriptions").and_then(|v| v.int(1, 1 << 40));
+    s.max_sessions_per_address = c
+        .get("maxSessionsPerAddress")
+        .and_then(|v| v.int(1, 4294967296));
+    // At least the 23 bytes every server must allow [MQTT-3.1.3-5]; at most what an MQTT
+    // string can hold.
+    s.max_client_id_length = c.get("maxClientIdLength").and_then(|v| v.int(23, 65535));
     s.v3_session_expiry = c
         .get("v3SessionExpirySeconds")
         .and_then(|v| v.int(1, 4294967295));

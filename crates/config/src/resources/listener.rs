@@ -38,6 +38,8 @@ pub(crate) struct RawPort {
     pub tls: Option<RawTls>,
     pub authn: Option<Located<String>>,
     pub authz: Option<Located<String>>,
+    /// edgemq extension `maxConnections`: open connections on this port.
+    pub max_connections: Option<usize>,
 }
 
 pub(crate) enum RawTls {
@@ -71,6 +73,8 @@ const PORT: &[&str] = &[
     "authenticationRef",
     "authorizationRef",
     "tls",
+    // edgemq extension (docs/limits.md).
+    "maxConnections",
 ];
 const V1_TLS: &[&str] = &["mode", "manual", "certManagerCertificateSpec"];
 const TRANSITIONAL_TLS: &[&str] = &["mode", "manual", "certManagerCertificateSpec", "automatic"];
@@ -190,6 +194,7 @@ fn v1_ports(spec: &Obj<'_>, service_type: ServiceType, version: ApiVersion) -> V
             tls: p.get("tls").and_then(|t| v1_tls(&t, version)),
             authn: p.get("authenticationRef").and_then(|v| v.name()),
             authz: p.get("authorizationRef").and_then(|v| v.name()),
+            max_connections: p.get("maxConnections").and_then(|v| v.int(1, 4294967296)),
         });
     }
     ports
@@ -218,6 +223,7 @@ fn legacy_port(spec: &Obj<'_>, service_type: ServiceType) -> (RawPort, LegacyLin
         tls: spec.get("tls").and_then(|t| legacy_tls(&t)),
         authn: None,
         authz: None,
+        max_connections: None,
     };
     (port, links)
 }

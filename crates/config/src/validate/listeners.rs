@@ -169,6 +169,7 @@ fn port(
         tls,
         authentication,
         authorization,
+        max_connections: p.max_connections,
     })
 }
 

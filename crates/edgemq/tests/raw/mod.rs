@@ -578,6 +578,18 @@ impl RawClient {
         }
     }
 
+    /// A TCP connection opened elsewhere (e.g. from a chosen source address).
+    pub fn from_stream(stream: TcpStream) -> RawClient {
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(60)))
+            .expect("write timeout");
+        RawClient {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Connect as MQTT 3.1.1 with a clean session and expect exactly `20 02 00 00`.
     pub fn v311(addr: SocketAddr, client_id: &str) -> RawClient {
         let mut c = RawClient::open(addr);
