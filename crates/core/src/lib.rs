@@ -10,6 +10,7 @@
 //!   filters.
 //! - [`retained`]: retained messages and their matching against a new subscription's filter.
 //! - [`message`]: [`message::Message`], the immutable application message shared as `Arc`.
+//! - [`connect`]: what a CONNECT settles (client id, will, expiry, keep-alive, CONNACK).
 //! - [`protocol`]: the rules of a connection after CONNECT, as inputs → effects (no I/O).
 //! - [`session`]: per-session protocol state (packet ids, in-flight windows, QoS 2 state,
 //!   topic aliases) driven by the runtime.
@@ -18,6 +19,7 @@
 //! - [`logtext`]: client-chosen text shortened for log lines.
 
 pub mod auth;
+pub mod connect;
 pub mod limits;
 pub mod logtext;
 pub mod message;

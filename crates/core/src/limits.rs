@@ -119,3 +119,84 @@ impl Default for Limits {
         }
     }
 }
+
+/// A limit that refused something a client sent. Every refusal is counted under one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// A topic name or filter deeper than `max_topic_levels`.
+    TopicLevels,
+    /// A SUBSCRIBE or UNSUBSCRIBE filter beyond `max_filters_per_packet`.
+    FiltersPerPacket,
+    /// A connection closed at accept: `max_connections` were open.
+    Connections,
+    /// A connection closed at accept: `max_connections_per_address` were open from its
+    /// source address.
+    ConnectionsPerAddress,
+    /// A connection closed at accept: its source address had used its
+    /// `max_connect_rate_per_address` connections for this second.
+    ConnectRate,
+    /// A retained message not kept: `max_retained_messages` were held.
+    RetainedMessages,
+    /// A retained message not kept: it would take the retained bytes over
+    /// `max_retained_bytes`.
+    RetainedBytes,
+    /// A new session refused at CONNECT: `max_sessions` existed.
+    Sessions,
+    /// A SUBSCRIBE filter refused: the session held `max_subscriptions_per_session`.
+    SubscriptionsPerSession,
+    /// A connection refused at CONNECT: the broker was near its memory budget.
+    MemoryBudget,
+    /// A SUBSCRIBE filter refused: the broker held `max_subscriptions`.
+    Subscriptions,
+    /// The store is at `max_store_bytes`: a QoS 1/2 PUBLISH for a persistent session or a
+    /// retained PUBLISH refused; or at 90 % of it, a new persistent session refused.
+    StoreBudget,
+    /// A connection closed at accept: its listener (port) had its
+    /// `max_connections_per_listener` (or the port's `maxConnections`) open.
+    ConnectionsPerListener,
+    /// A new session refused at CONNECT: its source address had created
+    /// `max_sessions_per_address` sessions that still exist.
+    SessionsPerAddress,
+    /// A CONNECT refused: its client identifier was longer than `max_client_id_len` bytes.
+    ClientIdLength,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 15] = [
+        Limit::TopicLevels,
+        Limit::FiltersPerPacket,
+        Limit::Connections,
+        Limit::ConnectionsPerAddress,
+        Limit::ConnectRate,
+        Limit::RetainedMessages,
+        Limit::RetainedBytes,
+        Limit::Sessions,
+        Limit::SubscriptionsPerSession,
+        Limit::MemoryBudget,
+        Limit::Subscriptions,
+        Limit::StoreBudget,
+        Limit::ConnectionsPerListener,
+        Limit::SessionsPerAddress,
+        Limit::ClientIdLength,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::TopicLevels => "max_topic_levels",
+            Limit::FiltersPerPacket => "max_filters_per_packet",
+            Limit::Connections => "max_connections",
+            Limit::ConnectionsPerAddress => "max_connections_per_address",
+            Limit::ConnectRate => "max_connect_rate_per_address",
+            Limit::RetainedMessages => "max_retained_messages",
+            Limit::RetainedBytes => "max_retained_bytes",
+            Limit::Sessions => "max_sessions",
+            Limit::SubscriptionsPerSession => "max_subscriptions_per_session",
+            Limit::MemoryBudget => "memory_budget",
+            Limit::Subscriptions => "max_subscriptions",
+            Limit::StoreBudget => "max_store_bytes",
+            Limit::ConnectionsPerListener => "max_connections_per_listener",
+            Limit::SessionsPerAddress => "max_sessions_per_address",
+            Limit::ClientIdLength => "max_client_id_length",
+        }
+    }
+}

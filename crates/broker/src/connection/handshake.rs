@@ -7,14 +7,12 @@ use std::time::Duration;
 use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use edgemq_codec::{
-    ConnAck, Connect, Decoder, Packet, Properties, ProtocolVersion, QoS, ReasonCode,
-};
+use edgemq_codec::{Connect, Decoder, Packet, ProtocolVersion, ReasonCode};
 use edgemq_core::auth::{Action, AuthDecision, ConnectRequest, Principal, RequestKind};
+use edgemq_core::connect as rules;
 use edgemq_core::logtext::{Attrs, Short, ShortOpt};
 use edgemq_core::message::Message;
 use edgemq_core::session::{IncomingQos2, OutgoingWindow};
-use edgemq_core::topic::level_count;
 
 use super::{Accepted, Io, Peer, Will};
 use crate::bus::Bus;
@@ -61,59 +59,19 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         return None;
     }
 
-    // Client identifier [MQTT-3.1.3-5..8].
-    // Copied out of the CONNECT (a slice would keep the whole packet alive for the
-    // session's life), as everything else kept from it below.
-    let mut client_id = ByteString::from(&*connect.client_id);
-    let mut assigned = false;
-    if client_id.is_empty() {
-        let may_assign = match version {
-            ProtocolVersion::V5 => true,
-            ProtocolVersion::V3_1_1 => connect.clean_start, // [MQTT-3.1.3-7], [MQTT-3.1.3-8]
-            ProtocolVersion::V3_1 => false,
-        };
-        if !may_assign {
-            tracing::warn!(listener = %listener.name, peer = %peer.addr, "refused: empty client identifier without clean session [MQTT-3.1.3-8]");
-            connack_error(io, version, ReasonCode::ClientIdentifierNotValid);
+    // Client identifier and will, before authentication: decided in
+    // `edgemq_core::connect`.
+    let checked = rules::check(&connect, limits, || {
+        ByteString::from(format!("edgemq-{:016x}", rand::random::<u64>()))
+    });
+    let checked = match checked {
+        Ok(id) => id,
+        Err(refused) => {
+            refuse(io, bus, listener, peer, &connect, refused);
             return None;
         }
-        client_id = ByteString::from(format!("edgemq-{:016x}", rand::random::<u64>()));
-        assigned = true;
-    } else if client_id.len() > limits.max_client_id_len {
-        // Longer than max-client-id-length (at least the 23 bytes every server must allow
-        // [MQTT-3.1.3-5]): v5 CONNACK 0x85 Client Identifier not valid [MQTT-3.1.3-8], v3
-        // return code 2 Identifier rejected (3.1.1 [MQTT-3.1.3-9]), then close.
-        bus.stats.refused(Limit::ClientIdLength, 1);
-        if let Some(refusals) = bus.client_id_warning.admit(bus.now()) {
-            tracing::warn!(
-                listener = %listener.name, peer = %peer.addr, client_id = %Short(&client_id),
-                length = client_id.len(), max_client_id_length = limits.max_client_id_len,
-                refusals,
-                "refused: client identifier longer than max-client-id-length bytes"
-            );
-        }
-        connack_error(io, version, ReasonCode::ClientIdentifierNotValid);
-        return None;
-    }
-
-    // Will: QoS and retain must be supported [MQTT-3.2.2-12], [MQTT-3.2.2-13].
-    if let Some(will) = &connect.last_will {
-        if will.qos > limits.maximum_qos {
-            connack_error(io, version, ReasonCode::QoSNotSupported);
-            return None;
-        }
-        if will.retain && !limits.retain_available {
-            connack_error(io, version, ReasonCode::RetainNotSupported);
-            return None;
-        }
-        // A will is a PUBLISH to come: the same depth limit (v5 0x90; v3 has no code: closed).
-        if level_count(&will.topic) > limits.max_topic_levels {
-            bus.stats.refused(Limit::TopicLevels, 1);
-            tracing::warn!(listener = %listener.name, peer = %peer.addr, client_id = %Short(&client_id), will_topic = %Short(&will.topic), "refused: will topic has more than {} levels (max-topic-levels)", limits.max_topic_levels);
-            connack_error(io, version, ReasonCode::TopicNameInvalid);
-            return None;
-        }
-    }
+    };
+    let client_id = checked.id.clone();
     // Enhanced authentication: only methods this listener's chain handles (single step:
     // the CONNECT carries everything, as K8S-SAT does) [MQTT-4.12.0-1].
     if let Some(method) = connect.properties.authentication_method.as_deref() {
@@ -165,25 +123,18 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         return None;
     }
 
-    // Session expiry: v5 from the property (capped), v3 from clean session [MQTT-3.1.2-4..6].
-    let requested_expiry = match version {
-        ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
-        _ if connect.clean_start => 0,
-        // 3.1.1 has no expiry: a persistent session lasts `v3_session_expiry` after its
-        // client leaves (Mosquitto's persistent_client_expiration), not forever.
-        _ => limits.v3_session_expiry,
-    };
-    let expiry = requested_expiry.min(limits.max_session_expiry);
-
-    // Keep-alive: v5 clients may be told a different value (Server Keep Alive).
-    let mut keep_alive = connect.keep_alive;
-    let mut server_keep_alive = None;
-    if let (ProtocolVersion::V5, Some(max)) = (version, limits.max_keep_alive) {
-        if keep_alive == 0 || keep_alive > max {
-            keep_alive = max;
-            server_keep_alive = Some(max);
+    // Expiry, keep-alive, the receive window and the CONNACK stating them, decided before
+    // the session is touched (a client whose Maximum Packet Size no CONNACK fits is
+    // refused [MQTT-3.1.2-24]).
+    let method = admission.authentication_method.as_deref();
+    let terms = match rules::terms(&connect, limits, &checked, method) {
+        Ok(terms) => terms,
+        Err(refused) => {
+            refuse(io, bus, listener, peer, &connect, refused);
+            return None;
         }
-    }
+    };
+    let (expiry, keep_alive) = (terms.expiry, terms.keep_alive);
 
     let will = connect.last_will.as_ref().map(|w| {
         let publish = edgemq_codec::Publish {
@@ -209,51 +160,9 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         }
     });
 
-    let mut ack = ConnAck {
-        session_present: false,
-        reason: ReasonCode::Success,
-        properties: Properties::default(),
-    };
-    if version.is_v5() {
-        let p = &mut ack.properties;
-        p.receive_maximum = Some(limits.receive_maximum);
-        p.maximum_packet_size = Some(limits.max_packet_size);
-        p.topic_alias_maximum = Some(limits.topic_alias_maximum);
-        p.retain_available = Some(u8::from(limits.retain_available));
-        p.wildcard_subscription_available = Some(1);
-        p.subscription_identifier_available = Some(1);
-        p.shared_subscription_available = Some(1);
-        if limits.maximum_qos < QoS::ExactlyOnce {
-            p.maximum_qos = Some(limits.maximum_qos as u8);
-        }
-        if assigned {
-            p.assigned_client_identifier = Some(client_id.clone());
-        }
-        if expiry != requested_expiry {
-            p.session_expiry_interval = Some(expiry);
-        }
-        p.server_keep_alive = server_keep_alive;
-        // Echo the enhanced authentication method that admitted the client [MQTT-4.12.0-1].
-        p.authentication_method = admission
-            .authentication_method
-            .clone()
-            .map(ByteString::from);
-    }
-    // Decided before the session is touched: a client whose Maximum Packet Size no CONNACK
-    // fits is refused [MQTT-3.1.2-24].
-    if let Some(max) = connect.properties.maximum_packet_size {
-        if !fit_connack(&mut ack, version, max) {
-            tracing::warn!(listener = %listener.name, peer = %peer.addr, client_id = %Short(&client_id), max, "refused: the client's Maximum Packet Size is smaller than any CONNACK that could accept it [MQTT-3.1.2-24]");
-            // The shortest CONNACK is 5 bytes; below that nothing may be sent at all.
-            if max >= 5 {
-                connack_error(io, version, ReasonCode::PacketTooLarge);
-            }
-            return None;
-        }
-    }
-
+    let mut ack = terms.ack;
     if expiry != 0 && refuse_persistent_session(bus, &client_id) {
-        connack_error(io, version, quota_exceeded(version));
+        connack_error(io, version, rules::quota_exceeded(version));
         return None;
     }
     let conn_id = bus.next_id();
@@ -293,7 +202,7 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     else {
         // max-sessions, max-sessions-per-address: v5 0x97 Quota exceeded, v3 3 Server
         // unavailable.
-        connack_error(io, version, quota_exceeded(version));
+        connack_error(io, version, rules::quota_exceeded(version));
         return None;
     };
     let mut session = opened.data;
@@ -315,14 +224,6 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         session_present = opened.session_present, keep_alive, "client connected"
     );
 
-    // The client's Receive Maximum (65,535 when absent), up to what the broker keeps in
-    // flight per client.
-    // (3.1.1 clients have none: --receive-maximum is their window, as documented.)
-    let send_window = match version {
-        ProtocolVersion::V5 => connect.properties.receive_maximum.unwrap_or(u16::MAX),
-        _ => limits.receive_maximum,
-    };
-    let send_window = usize::from(send_window.min(limits.max_inflight_messages));
     Some(Accepted {
         client_id,
         version,
@@ -333,45 +234,12 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         control,
         keep_alive,
         will,
-        send_window,
+        send_window: terms.send_window,
         client_max_packet: connect.properties.maximum_packet_size,
-        connect_expiry_zero: requested_expiry == 0,
+        connect_expiry_zero: terms.connect_expiry_zero,
         credentials_expire: admission.expires_at,
         authentication_method: admission.authentication_method,
     })
-}
-
-/// Keep the CONNACK within the client's Maximum Packet Size [MQTT-3.1.2-24] (found by the
-/// session fuzz target: a client allowing 21 bytes got 24). Dropped first: the four
-/// "available" flags, whose absence means the same; then Topic Alias Maximum (absent: no
-/// aliases, the stricter reading) and Maximum Packet Size (the broker still enforces it).
-/// False when it still does not fit (an Assigned Client Identifier, which must be sent
-/// [MQTT-3.2.2-16], or Receive Maximum, which the broker enforces, cannot go).
-fn fit_connack(ack: &mut ConnAck, version: ProtocolVersion, max: u32) -> bool {
-    let fits = |ack: &ConnAck| {
-        let mut buf = bytes::BytesMut::new();
-        Packet::ConnAck(ack.clone())
-            .encode(version, &mut buf)
-            .is_ok()
-            && buf.len() <= max as usize
-    };
-    let steps: [fn(&mut Properties); 3] = [
-        |p| {
-            p.retain_available = p.retain_available.filter(|v| *v != 1);
-            p.wildcard_subscription_available = None;
-            p.subscription_identifier_available = None;
-            p.shared_subscription_available = None;
-        },
-        |p| p.topic_alias_maximum = None,
-        |p| p.maximum_packet_size = None,
-    ];
-    for step in steps {
-        if fits(ack) {
-            return true;
-        }
-        step(&mut ack.properties);
-    }
-    fits(ack)
 }
 
 struct Refusal {
@@ -448,16 +316,6 @@ fn sniff_version(buf: &[u8]) -> Option<ProtocolVersion> {
     }
 }
 
-/// Queue a refusing CONNACK. v3 has return codes only for some reasons; others just close
-/// (the spec's "close the network connection").
-/// A new session refused by a budget: v5 0x97 Quota exceeded, v3 3 Server unavailable.
-fn quota_exceeded(version: ProtocolVersion) -> ReasonCode {
-    match version {
-        ProtocolVersion::V5 => ReasonCode::QuotaExceeded,
-        _ => ReasonCode::ServerUnavailable,
-    }
-}
-
 /// From 90 % of `max_store_bytes`, no new persistent session: it would store what the store
 /// has no room for. Resuming one (or a session that is not persistent) is always allowed.
 fn refuse_persistent_session(bus: &Bus, client_id: &ByteString) -> bool {
@@ -472,26 +330,43 @@ fn refuse_persistent_session(bus: &Bus, client_id: &ByteString) -> bool {
     true
 }
 
-fn connack_error<S>(io: &mut Io<S>, version: ProtocolVersion, reason: ReasonCode) {
-    if !version.is_v5()
-        && !matches!(
-            reason,
-            ReasonCode::UnsupportedProtocolVersion
-                | ReasonCode::ClientIdentifierNotValid
-                | ReasonCode::ServerUnavailable
-                | ReasonCode::ServerBusy
-                | ReasonCode::BadUserNameOrPassword
-                | ReasonCode::BadAuthenticationMethod
-                | ReasonCode::NotAuthorized
-                | ReasonCode::Banned
-        )
-    {
-        return;
+/// A CONNECT the rules refused: counted under its limit, logged (rate-limited for the
+/// limits a flood could hit), answered if the version has a code for it.
+fn refuse<S>(
+    io: &mut Io<S>,
+    bus: &Bus,
+    listener: &ListenerContext,
+    peer: &Peer,
+    connect: &Connect,
+    refused: rules::Refused,
+) {
+    let client_id = &connect.client_id;
+    match refused.limit {
+        Some(limit) => {
+            bus.stats.refused(limit, 1);
+            let max = match limit {
+                Limit::TopicLevels => bus.limits.max_topic_levels,
+                _ => bus.limits.max_client_id_len,
+            };
+            if let Some(refusals) = bus.client_id_warning.admit(bus.now()) {
+                tracing::warn!(
+                    listener = %listener.name, peer = %peer.addr, client_id = %Short(client_id),
+                    length = client_id.len(), refusals,
+                    "connection refused: {} ({}={max})", refused.rule, limit.as_str()
+                );
+            }
+        }
+        None => tracing::warn!(
+            listener = %listener.name, peer = %peer.addr, client_id = %Short(client_id),
+            reason = refused.reason.0, "connection refused: {}", refused.rule
+        ),
     }
-    let ack = ConnAck {
-        session_present: false,
-        reason,
-        properties: Properties::default(),
-    };
-    let _ = Packet::ConnAck(ack).encode(version, &mut io.wbuf);
+    connack_error(io, connect.protocol_version, refused.reason);
+}
+
+/// Queue a refusing CONNACK if one may be sent ([`rules::refusal`]).
+fn connack_error<S>(io: &mut Io<S>, version: ProtocolVersion, reason: ReasonCode) {
+    if let Some(ack) = rules::refusal(version, reason, None) {
+        let _ = Packet::ConnAck(ack).encode(version, &mut io.wbuf);
+    }
 }
