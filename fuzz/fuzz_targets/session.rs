@@ -41,12 +41,10 @@ use tokio::task::JoinHandle;
 const MAX_OPS: usize = 48;
 const SLOTS: usize = 3;
 const CLIENT_IDS: &[&str] = &["a", "b", "c", ""];
-/// Off: keep-alive 0, session expiry 0 or "never", no will delay. The broker's clock
-/// (`Bus::now`) is `std::time::Instant`, which the paused tokio clock does not move, so its
-/// timers (keep-alive, session expiry, will delay) fire on virtual time, find the *real*
-/// deadline not reached and re-arm in a busy loop until real time gets there (up to seconds
-/// of CPU per timer). Turn on once `Bus::now` reads `tokio::time::Instant::now().into_std()`.
-const TIMERS: bool = false;
+/// On: keep-alive, session expiry and will delay take the values the input gives. The
+/// broker's clock (`edgemq_broker::bus::now`) is tokio's, so on this paused runtime its
+/// timers fire on virtual time, instantly. (Off, they would be 0 or "never".)
+const TIMERS: bool = true;
 
 /// An interval in seconds for a timer the broker arms: any value with `TIMERS`, else 0
 /// (`zero`) or `u32::MAX` ("never").

@@ -371,8 +371,15 @@ impl Bus {
         )
     }
 
-    /// Current time. One place, so a future clock abstraction has one seam.
+    /// Current time, from [`now`].
     pub fn now(&self) -> Instant {
-        Instant::now()
+        now()
     }
+}
+
+/// The broker's clock: tokio's, so that a test on a paused runtime controls every deadline
+/// the broker sets (keep-alive, session expiry, will delay, back-pressure); in production
+/// it is the monotonic clock.
+pub fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }

@@ -342,7 +342,7 @@ impl Admission {
             state: parking_lot::Mutex::new(AdmissionState {
                 open: 0,
                 addresses: HashMap::new(),
-                last_sweep: Instant::now(),
+                last_sweep: crate::bus::now(),
             }),
         }
     }
@@ -373,7 +373,7 @@ impl Admission {
         listener: &Arc<ListenerContext>,
     ) -> Result<Admitted, Limit> {
         let ip = ip.to_canonical();
-        let now = Instant::now();
+        let now = crate::bus::now();
         let mut state = self.state.lock();
         if state.open >= self.max_total {
             return Err(Limit::Connections);
@@ -513,6 +513,6 @@ impl RefusalLog {
             "connections refused at accept (closed without reading) since the last line: {by}"
         );
         self.pending = [0; 4];
-        self.last_line = Some(Instant::now());
+        self.last_line = Some(crate::bus::now());
     }
 }
