@@ -12,6 +12,7 @@
 //! - [`message`]: [`message::Message`], the immutable application message shared as `Arc`.
 //! - [`connect`]: what a CONNECT settles (client id, will, expiry, keep-alive, CONNACK).
 //! - [`protocol`]: the rules of a connection after CONNECT, as inputs → effects (no I/O).
+//! - [`subscribe`]: the rules of SUBSCRIBE and UNSUBSCRIBE (refusals, grants, retained).
 //! - [`session`]: per-session protocol state (packet ids, in-flight windows, QoS 2 state,
 //!   topic aliases) driven by the runtime.
 //! - [`auth`]: the authentication and authorization seams ([`auth::Principal`], traits, [`auth::AllowAll`]).
@@ -26,5 +27,6 @@ pub mod message;
 pub mod protocol;
 pub mod retained;
 pub mod session;
+pub mod subscribe;
 pub mod subscriptions;
 pub mod topic;

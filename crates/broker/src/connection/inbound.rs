@@ -6,50 +6,20 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use bytestring::ByteString;
 use edgemq_codec::{
-    Packet, ProtocolVersion, Publish, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck,
-    Unsubscribe,
+    Packet, ProtocolVersion, Publish, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use edgemq_core::auth::Action;
 use edgemq_core::logtext::Short;
 use edgemq_core::message::Message;
 use edgemq_core::protocol::{Control, Effect, Outcome, PublishStep, Violation};
 use edgemq_core::session::OutgoingState;
+use edgemq_core::subscribe::{self, Refusal, Tally};
 use edgemq_core::subscriptions::StoredOptions;
-use edgemq_core::topic::{level_count, parse_subscription_filter};
 
 use super::backlog::RetainedItem;
 use super::{Connection, Exit};
 use crate::mailbox::MailboxHandle;
 use crate::stats::Limit;
-
-/// The filters of one SUBSCRIBE or UNSUBSCRIBE that were refused before reaching the index,
-/// counted and summarised in one (rate-limited) log line per packet.
-#[derive(Default)]
-struct Refusals {
-    invalid: u64,
-    too_deep: u64,
-    beyond_count: u64,
-    beyond_subscriptions: u64,
-    beyond_broker: u64,
-    /// The first refused filter and why.
-    first: Option<String>,
-}
-
-impl Refusals {
-    fn note(&mut self, raw: &str, why: impl std::fmt::Display) {
-        if self.first.is_none() {
-            self.first = Some(format!("{}: {why}", Short(raw)));
-        }
-    }
-
-    fn total(&self) -> u64 {
-        self.invalid
-            + self.too_deep
-            + self.beyond_count
-            + self.beyond_subscriptions
-            + self.beyond_broker
-    }
-}
 
 /// How handling a packet ended early.
 enum Step {
@@ -219,16 +189,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             .copied();
         let mut reasons = Vec::with_capacity(subscribe.filters.len());
         let mut retained_for: Vec<(ByteString, StoredOptions)> = Vec::new();
-        let mut refusals = Refusals::default();
+        let mut tally = Tally::default();
         for (i, (raw, options)) in subscribe.filters.into_iter().enumerate() {
             let stored = StoredOptions {
                 options,
                 subscription_id,
             };
-            let reason = self.subscribe_one(i, raw, stored, &mut refusals, &mut retained_for)?;
+            let reason = match self.subscribe_one(i, raw, stored, &mut retained_for)? {
+                Ok(granted) => granted,
+                Err((raw, refusal)) => {
+                    tally.note(&raw, refusal);
+                    refusal.suback(self.version)
+                }
+            };
             reasons.push(reason);
         }
-        self.report_refusals("SUBSCRIBE", &refusals);
+        self.report_refusals("SUBSCRIBE", &tally);
         // The subscriptions are on disk before the SUBACK says they exist.
         if self.persist_session() {
             self.after_store_ops();
@@ -238,133 +214,89 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             properties: Default::default(),
             reasons,
         }));
-        // Retained messages follow the SUBACK [MQTT-3.8.4-4], with RETAIN set [MQTT-3.3.1-8],
-        // each once however many filters match it, streamed by `pump` as the client takes
-        // them.
-        // Matched one filter at a time: a packet's duplicates never exist all at once.
-        if !retained_for.is_empty() {
-            let now = self.bus.now();
-            let retained = &self.bus.retained;
-            self.retained_backlog
-                .add(retained_for.into_iter().flat_map(|(filter, stored)| {
-                    let mut found = Vec::new();
-                    retained.matching(&filter, now, &mut found);
-                    found.into_iter().map(move |message| RetainedItem {
-                        message,
-                        qos: stored.options.qos,
-                        subscription_id: stored.subscription_id,
-                    })
-                }));
-        }
+        self.owe_retained(retained_for);
         Ok(())
     }
 
-    /// The `index`th filter of a SUBSCRIBE: checked against the limits and the policy, then
-    /// added. Returns its SUBACK reason; a filter owed retained messages joins `retained_for`.
+    /// Retained messages follow the SUBACK [MQTT-3.8.4-4], with RETAIN set [MQTT-3.3.1-8],
+    /// each once however many filters match it, streamed by `pump` as the client takes them.
+    /// Matched one filter at a time: a packet's duplicates never exist all at once.
+    fn owe_retained(&mut self, retained_for: Vec<(ByteString, StoredOptions)>) {
+        if retained_for.is_empty() {
+            return;
+        }
+        let now = self.bus.now();
+        let retained = &self.bus.retained;
+        self.retained_backlog
+            .add(retained_for.into_iter().flat_map(|(filter, stored)| {
+                let mut found = Vec::new();
+                retained.matching(&filter, now, &mut found);
+                found.into_iter().map(move |message| RetainedItem {
+                    message,
+                    qos: stored.options.qos,
+                    subscription_id: stored.subscription_id,
+                })
+            }));
+    }
+
+    /// The `index`th filter of a SUBSCRIBE: the rules (`edgemq_core::subscribe`), the policy
+    /// and the budgets, then the index. Its granted QoS, or the filter and why it was
+    /// refused; a filter owed retained messages joins `retained_for`.
     fn subscribe_one(
         &mut self,
         index: usize,
         raw: ByteString,
         mut stored: StoredOptions,
-        refusals: &mut Refusals,
         retained_for: &mut Vec<(ByteString, StoredOptions)>,
-    ) -> Result<ReasonCode, Exit> {
+    ) -> Result<Result<ReasonCode, (ByteString, Refusal)>, Exit> {
         // Kept for the session's life: copied out of the SUBSCRIBE, which a slice would pin.
         let raw = ByteString::from(&*raw);
-        let limits = &self.bus.limits;
-        // v3 has one failure code, 0x80.
-        let is_v5 = self.version.is_v5();
-        let failure = |v5: ReasonCode| match is_v5 {
-            true => v5,
-            false => ReasonCode::UnspecifiedError,
+        let checked = subscribe::check(index, &raw, &stored.options, &self.bus.limits);
+        let filter = match checked.map_err(|v| self.close(v))? {
+            Ok(filter) => filter,
+            Err(refusal) => return Ok(Err((raw, refusal))),
         };
-        if index >= limits.max_filters_per_packet {
-            refusals.beyond_count += 1;
-            refusals.note(&raw, "beyond max-filters-per-packet");
-            return Ok(failure(ReasonCode::QuotaExceeded));
-        }
-        let filter = match parse_subscription_filter(&raw) {
-            Ok(f) => f,
-            Err(e) => {
-                refusals.invalid += 1;
-                refusals.note(&raw, e);
-                return Ok(failure(ReasonCode::TopicFilterInvalid));
-            }
-        };
-        if level_count(&filter.filter) > limits.max_topic_levels {
-            refusals.too_deep += 1;
-            refusals.note(&raw, "deeper than max-topic-levels");
-            return Ok(failure(ReasonCode::TopicFilterInvalid));
-        }
-        if filter.share_group.is_some() && stored.options.no_local {
-            return Err(self.close(Violation::protocol(
-                "[MQTT-3.8.3-4] No Local on a shared subscription",
-            )));
-        }
         if !self.authorized(Action::Subscribe { filter: &raw }) {
-            return Ok(failure(ReasonCode::NotAuthorized));
+            return Ok(Err((raw, Refusal::NotAuthorized)));
         }
-        // A new subscription (not a replacement) within the session's and the broker's
-        // budgets.
-        if !self.session.subscriptions.contains_key(&raw) {
-            let limits = &self.bus.limits;
-            if self.session.subscriptions.len() >= limits.max_subscriptions_per_session {
-                refusals.beyond_subscriptions += 1;
-                refusals.note(&raw, "beyond max-subscriptions-per-session");
-                return Ok(failure(ReasonCode::QuotaExceeded));
-            }
-            if self.bus.index.len() >= limits.max_subscriptions {
-                refusals.beyond_broker += 1;
-                refusals.note(&raw, "beyond max-subscriptions");
-                return Ok(failure(ReasonCode::QuotaExceeded));
-            }
+        let replaces = self.session.subscriptions.contains_key(&raw);
+        let (session_holds, broker_holds) =
+            (self.session.subscriptions.len(), self.bus.index.len());
+        if let Err(refusal) =
+            subscribe::within_budgets(replaces, session_holds, broker_holds, &self.bus.limits)
+        {
+            return Ok(Err((raw, refusal)));
         }
-        stored.options.qos = stored.options.qos.min(self.bus.limits.maximum_qos);
+        stored.options.qos = subscribe::granted(stored.options.qos, &self.bus.limits);
         let handle = MailboxHandle(self.session.mailbox.clone());
         let existed = self.bus.index.subscribe(&filter, handle, stored);
-        let send_retained = filter.share_group.is_none()
-            && match stored.options.retain_handling {
-                RetainHandling::SendOnSubscribe => true,
-                RetainHandling::SendIfNew => !existed,
-                RetainHandling::DoNotSend => false,
-            };
-        if send_retained {
+        if subscribe::sends_retained(&filter, stored.options.retain_handling, existed) {
             retained_for.push((filter.filter.clone(), stored));
         }
-        let granted = ReasonCode(stored.options.qos as u8);
         self.session.subscriptions.insert(raw, (filter, stored));
-        Ok(granted)
+        Ok(Ok(ReasonCode(stored.options.qos as u8)))
     }
 
     fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
-        let limits = &self.bus.limits;
-        let (max_filters, max_levels) = (limits.max_filters_per_packet, limits.max_topic_levels);
         let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
-        let mut refusals = Refusals::default();
+        let mut tally = Tally::default();
         for (i, raw) in unsubscribe.filters.into_iter().enumerate() {
-            let depth = match parse_subscription_filter(&raw) {
-                Ok(f) => level_count(&f.filter),
-                Err(_) => level_count(&raw),
-            };
-            let reason = if i >= max_filters {
-                refusals.beyond_count += 1;
-                refusals.note(&raw, "beyond max-filters-per-packet");
-                ReasonCode::UnspecifiedError
-            } else if depth > max_levels {
-                refusals.too_deep += 1;
-                refusals.note(&raw, "deeper than max-topic-levels");
-                ReasonCode::TopicFilterInvalid
-            } else {
-                match self.session.subscriptions.remove(&raw) {
+            let reason = match subscribe::check_unsubscribe(i, &raw, &self.bus.limits) {
+                Err(refusal) => {
+                    tally.note(&raw, refusal);
+                    refusal.unsuback()
+                }
+                Ok(()) => match self.session.subscriptions.remove(&raw) {
                     Some((filter, _)) if self.bus.index.unsubscribe(&filter, self.session.key) => {
                         ReasonCode::Success
                     }
                     _ => ReasonCode::NoSubscriptionExisted,
-                }
+                },
             };
             reasons.push(reason);
         }
-        self.report_refusals("UNSUBSCRIBE", &refusals);
+        self.report_refusals("UNSUBSCRIBE", &tally);
+        // [MQTT-3.11.2] a v3 UNSUBACK has no reason codes.
         if self.version != ProtocolVersion::V5 {
             reasons.clear();
         }
@@ -379,21 +311,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     /// Count a packet's refused filters and log them in one rate-limited line.
-    fn report_refusals(&mut self, packet: &str, r: &Refusals) {
-        if r.total() == 0 {
+    fn report_refusals(&mut self, packet: &str, t: &Tally) {
+        if t.total() == 0 {
             return;
         }
-        self.bus.stats.refused(Limit::TopicLevels, r.too_deep);
-        let stats = &self.bus.stats;
-        stats.refused(Limit::FiltersPerPacket, r.beyond_count);
-        stats.refused(Limit::SubscriptionsPerSession, r.beyond_subscriptions);
-        stats.refused(Limit::Subscriptions, r.beyond_broker);
+        for (limit, n) in t.by_limit() {
+            self.bus.stats.refused(limit, n);
+        }
         let limits = &self.bus.limits;
         let (max_levels, max_filters) = (limits.max_topic_levels, limits.max_filters_per_packet);
+        let first = t
+            .first
+            .as_ref()
+            .map(|(raw, why)| format!("{}: {why}", Short(raw)));
         self.warn_input(format_args!(
             "{packet}: {} filters refused ({} invalid, {} deeper than max-topic-levels {max_levels}, {} beyond max-filters-per-packet {max_filters}, {} beyond max-subscriptions-per-session, {} beyond max-subscriptions); first: {}",
-            r.total(), r.invalid, r.too_deep, r.beyond_count, r.beyond_subscriptions, r.beyond_broker,
-            r.first.as_deref().unwrap_or("-"),
+            t.total(), t.invalid, t.too_deep, t.beyond_count, t.beyond_session, t.beyond_broker,
+            first.as_deref().unwrap_or("-"),
         ));
     }
 
