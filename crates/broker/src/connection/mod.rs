@@ -422,14 +422,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     async fn run(&mut self) -> Exit {
-        self.session.mailbox.set_connected(true);
-        // A resumed session's subscriptions face the current policy.
-        self.revoke_disallowed_subscriptions();
-        // Resume: re-send what was in flight, before anything new [MQTT-4.4.0-1].
-        self.resend_inflight();
-        // Packets that arrived with the CONNECT (a sensor that writes CONNECT, PUBLISH and
-        // DISCONNECT at once and closes): handled now, not after another read.
-        if let Err(exit) = self.handle_input() {
+        if let Err(exit) = self.start() {
             return exit;
         }
         // One timer for the connection's life, re-armed only when it fires early: resetting
@@ -443,50 +436,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         // takeover, shutdown or keep-alive handling.
         let mut needs_flush = false;
         loop {
-            if self.listener.authz_generation() != self.authz_generation {
-                let (authorizer, generation) = self.listener.authorizer();
-                self.authz_prepared = authorizer.prepare(&self.principal);
-                self.authorizer = authorizer;
-                self.authz_generation = generation;
-                self.revoke_disallowed_subscriptions();
-            }
-            if let Some(auth) = self.pending_reauth.take() {
-                // Boxed: the authenticator's future is large and rarely alive.
-                if let Err(exit) = Box::pin(self.reauthenticate(*auth)).await {
-                    return exit;
-                }
-                credentials = self.credentials_timer();
-                // Packets that arrived behind the AUTH.
-                if let Err(exit) = self.handle_input() {
-                    return exit;
-                }
-                continue;
-            }
-            if let Err(exit) = self.pump() {
-                return exit;
-            }
-            // Already committed (or nothing was submitted after all, e.g. a dropped message),
-            // or failed: no change of the commit watch is coming for it.
-            if self.io.hold.is_some() {
-                let committed = self.committed.as_ref().map_or(u64::MAX, |c| *c.borrow());
-                if let Err(exit) = self.on_commit(committed) {
-                    return exit;
-                }
-            }
-            if self.session.mailbox.take_overflowed() {
-                tracing::warn!("subscriber queue full (policy disconnect): disconnecting");
-                return self.violation(Violation::new(
-                    ReasonCode::QuotaExceeded,
-                    "subscriber queue full (overflow policy disconnect)",
-                ));
-            }
-            if self.io.wbuf.is_empty() {
-                self.io.shrink_if_idle();
+            match self.prepare(&mut credentials).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(exit) => return exit,
             }
             let below_high_water = self.io.wbuf.len() < WRITE_HIGH_WATER;
             let reading = below_high_water && self.held_back.is_none();
             let writable = self.io.writable();
             let holding = self.io.hold.is_some();
+            let keep_alive_on = self.keep_alive > 0;
             let Io {
                 reader,
                 writer,
@@ -494,80 +453,168 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 wbuf,
                 ..
             } = &mut self.io;
-            tokio::select! {
+            let result = tokio::select! {
                 biased;
-                control = self.control.recv() => match control {
-                    Control::TakeOver { new_clean_start, reply } => {
-                        return Exit::TakenOver { new_clean_start, reply };
-                    }
-                },
-                _ = self.shutdown.changed() => return Exit::Shutdown,
-                // A new policy: the loop's top re-checks the subscriptions.
-                _ = self.authz_changes.changed() => {}
+                signal = signal(&self.control, &mut self.shutdown, &mut self.authz_changes) => self.on_signal(signal),
                 written = write_or_flush(writer, &wbuf[..writable]), if writable > 0 || needs_flush => match written {
-                    Ok(Some(0)) | Err(_) => return Exit::Closed,
-                    Ok(Some(n)) => { self.io.advance(n); needs_flush = true; }
-                    Ok(None) => needs_flush = false,
+                    Ok(Some(0)) | Err(_) => Err(Exit::Closed),
+                    Ok(Some(n)) => { self.io.advance(n); needs_flush = true; Ok(()) }
+                    Ok(None) => { needs_flush = false; Ok(()) }
                 },
-                changed = changed(&mut self.committed), if holding => {
-                    if let Err(exit) = self.on_commit(changed) {
-                        return exit;
-                    }
-                }
-                loaded = load_done(&mut self.loading) => {
-                    self.loading = None;
-                    self.session.mailbox.requeue_front(loaded.into_iter());
-                }
+                event = store_event(&mut self.committed, holding, &mut self.loading) => self.on_store_event(event),
                 read = read_some(reader, rbuf), if reading => match read {
-                    Ok(0) | Err(_) => return Exit::Closed,
-                    Ok(_) => {
-                        self.last_read = self.bus.now();
-                        self.routed_in_batch = 0;
-                        if let Err(exit) = self.handle_input() {
-                            return exit;
-                        }
-                        // Lightly loaded (a few messages in this read): let the subscribers'
-                        // tasks, woken on this thread, write the messages before this task
-                        // writes the acknowledgements — a loopback write costs about as much
-                        // as the delivery it would delay. Under load, batches are larger and
-                        // nothing is deferred.
-                        if (1..=LATENCY_BATCH).contains(&self.routed_in_batch) {
-                            tokio::task::yield_now().await;
-                        }
-                    }
+                    Ok(0) | Err(_) => Err(Exit::Closed),
+                    Ok(_) => self.on_read().await,
                 },
-                _ = self.session.mailbox.notified(), if below_high_water => {}
-                () = fires(&mut self.held_back) => {
-                    self.held_back = None;
-                    // Packets read before the pause.
-                    if let Err(exit) = self.handle_input() {
-                        return exit;
-                    }
+                _ = self.session.mailbox.notified(), if below_high_water => Ok(()),
+                due = deadline(&mut self.held_back, &mut credentials, keep_alive.as_mut(), keep_alive_on) => {
+                    self.on_due(due, reading, &mut credentials, keep_alive.as_mut())
                 }
-                () = fires(&mut credentials) => {
-                    if self.credentials_deadline() > self.bus.now() {
-                        credentials = self.credentials_timer();
-                    } else {
-                        tracing::warn!(method = ?self.authentication_method, "credentials expired without re-authentication; disconnecting");
-                        return self.violation(Violation::new(
-                            ReasonCode::NotAuthorized,
-                            "credentials expired without re-authentication",
-                        ));
-                    }
-                }
-                _ = &mut keep_alive, if self.keep_alive > 0 => {
-                    let deadline = self.keep_alive_deadline();
-                    // While we are not reading (output backed up, or held back), silence is ours.
-                    if deadline > self.bus.now() || !reading {
-                        keep_alive.as_mut().reset(deadline.max(self.bus.now() + Duration::from_secs(1)).into());
-                    } else {
-                        tracing::info!(keep_alive = self.keep_alive, "keep-alive timeout [MQTT-3.1.2-22]");
-                        return self.violation(Violation::new(
-                            ReasonCode::KeepAliveTimeout,
-                            "[MQTT-3.1.2-22] keep-alive timeout",
-                        ));
-                    }
-                }
+            };
+            if let Err(exit) = result {
+                return exit;
+            }
+        }
+    }
+
+    /// Before the loop: the session is this connection's.
+    fn start(&mut self) -> Result<(), Exit> {
+        self.session.mailbox.set_connected(true);
+        // A resumed session's subscriptions face the current policy.
+        self.revoke_disallowed_subscriptions();
+        // Resume: re-send what was in flight, before anything new [MQTT-4.4.0-1].
+        self.resend_inflight();
+        // Packets that arrived with the CONNECT (a sensor that writes CONNECT, PUBLISH and
+        // DISCONNECT at once and closes): handled now, not after another read.
+        self.handle_input()
+    }
+
+    /// Everything due before waiting: a new policy, a pending re-authentication, output
+    /// from the queue, commits already reached, an overflow. `Ok(false)`: go round again.
+    async fn prepare(
+        &mut self,
+        credentials: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    ) -> Result<bool, Exit> {
+        if self.listener.authz_generation() != self.authz_generation {
+            let (authorizer, generation) = self.listener.authorizer();
+            self.authz_prepared = authorizer.prepare(&self.principal);
+            self.authorizer = authorizer;
+            self.authz_generation = generation;
+            self.revoke_disallowed_subscriptions();
+        }
+        if let Some(auth) = self.pending_reauth.take() {
+            // Boxed: the authenticator's future is large and rarely alive.
+            Box::pin(self.reauthenticate(*auth)).await?;
+            *credentials = self.credentials_timer();
+            // Packets that arrived behind the AUTH.
+            self.handle_input()?;
+            return Ok(false);
+        }
+        self.pump()?;
+        // Already committed (or nothing was submitted after all, e.g. a dropped message),
+        // or failed: no change of the commit watch is coming for it.
+        if self.io.hold.is_some() {
+            let committed = self.committed.as_ref().map_or(u64::MAX, |c| *c.borrow());
+            self.on_commit(committed)?;
+        }
+        if self.session.mailbox.take_overflowed() {
+            tracing::warn!("subscriber queue full (policy disconnect): disconnecting");
+            return Err(self.violation(Violation::new(
+                ReasonCode::QuotaExceeded,
+                "subscriber queue full (overflow policy disconnect)",
+            )));
+        }
+        if self.io.wbuf.is_empty() {
+            self.io.shrink_if_idle();
+        }
+        Ok(true)
+    }
+
+    fn on_signal(&mut self, signal: Signal) -> Result<(), Exit> {
+        match signal {
+            Signal::TakeOver(Control::TakeOver {
+                new_clean_start,
+                reply,
+            }) => Err(Exit::TakenOver {
+                new_clean_start,
+                reply,
+            }),
+            Signal::Shutdown => Err(Exit::Shutdown),
+            // A new policy: `prepare` re-checks the subscriptions.
+            Signal::PolicyChanged => Ok(()),
+        }
+    }
+
+    fn on_store_event(&mut self, event: StoreEvent) -> Result<(), Exit> {
+        match event {
+            StoreEvent::Committed(committed) => self.on_commit(committed),
+            StoreEvent::Loaded(loaded) => {
+                self.loading = None;
+                self.session.mailbox.requeue_front(loaded.into_iter());
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_read(&mut self) -> Result<(), Exit> {
+        self.last_read = self.bus.now();
+        self.routed_in_batch = 0;
+        self.handle_input()?;
+        // Lightly loaded (a few messages in this read): let the subscribers' tasks, woken on
+        // this thread, write the messages before this task writes the acknowledgements — a
+        // loopback write costs about as much as the delivery it would delay. Under load,
+        // batches are larger and nothing is deferred.
+        if (1..=LATENCY_BATCH).contains(&self.routed_in_batch) {
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+
+    fn on_due(
+        &mut self,
+        due: Due,
+        reading: bool,
+        credentials: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+        keep_alive: Pin<&mut tokio::time::Sleep>,
+    ) -> Result<(), Exit> {
+        let now = self.bus.now();
+        match due {
+            Due::Relieved => {
+                self.held_back = None;
+                // Packets read before the pause.
+                self.handle_input()
+            }
+            // Woken early (the timer is monotonic, the expiry wall time): wait again.
+            Due::Credentials
+                if self
+                    .credentials_expire
+                    .is_some_and(|at| at > SystemTime::now()) =>
+            {
+                *credentials = self.credentials_timer();
+                Ok(())
+            }
+            Due::Credentials => {
+                tracing::warn!(method = ?self.authentication_method, "credentials expired without re-authentication; disconnecting");
+                Err(self.violation(Violation::new(
+                    ReasonCode::NotAuthorized,
+                    "credentials expired without re-authentication",
+                )))
+            }
+            // While we are not reading (output backed up, or held back), silence is ours.
+            Due::KeepAlive if self.keep_alive_deadline() > now || !reading => {
+                let at = self.keep_alive_deadline().max(now + Duration::from_secs(1));
+                keep_alive.reset(at.into());
+                Ok(())
+            }
+            Due::KeepAlive => {
+                tracing::info!(
+                    keep_alive = self.keep_alive,
+                    "keep-alive timeout [MQTT-3.1.2-22]"
+                );
+                Err(self.violation(Violation::new(
+                    ReasonCode::KeepAliveTimeout,
+                    "[MQTT-3.1.2-22] keep-alive timeout",
+                )))
             }
         }
     }
@@ -891,6 +938,71 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 }
             }
         }
+    }
+}
+
+/// Something from outside the connection.
+enum Signal {
+    /// Another connection takes the session.
+    TakeOver(Control),
+    Shutdown,
+    /// The listener's authorization policy changed.
+    PolicyChanged,
+}
+
+async fn signal(
+    control: &ControlSlot,
+    shutdown: &mut watch::Receiver<bool>,
+    authz_changes: &mut watch::Receiver<u64>,
+) -> Signal {
+    tokio::select! {
+        biased;
+        control = control.recv() => Signal::TakeOver(control),
+        _ = shutdown.changed() => Signal::Shutdown,
+        _ = authz_changes.changed() => Signal::PolicyChanged,
+    }
+}
+
+/// The store committed further, or read deliveries back.
+enum StoreEvent {
+    Committed(u64),
+    Loaded(Vec<Delivery>),
+}
+
+async fn store_event(
+    committed: &mut Option<watch::Receiver<u64>>,
+    holding: bool,
+    loading: &mut Option<Loading>,
+) -> StoreEvent {
+    tokio::select! {
+        biased;
+        c = changed(committed), if holding => StoreEvent::Committed(c),
+        loaded = load_done(loading) => StoreEvent::Loaded(loaded),
+    }
+}
+
+/// A deadline that passed.
+enum Due {
+    /// The subscriber queue (or the memory pressure) that held this publisher back eased,
+    /// or the patience ran out.
+    Relieved,
+    /// The credentials' expiry.
+    Credentials,
+    /// The keep-alive timer (the deadline itself may have moved since it was set).
+    KeepAlive,
+}
+
+async fn deadline(
+    held_back: &mut Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    credentials: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    keep_alive: Pin<&mut tokio::time::Sleep>,
+    keep_alive_on: bool,
+) -> Due {
+    tokio::select! {
+        biased;
+        () = fires(held_back) => Due::Relieved,
+        () = fires(credentials) => Due::Credentials,
+        () = keep_alive, if keep_alive_on => Due::KeepAlive,
     }
 }
 
