@@ -1,0 +1,84 @@
+//! The TOML layer the `.toml` formats share: UTF-8, syntax, and line numbers from spans.
+
+use std::ops::Range;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// A TOML file that is not text or not TOML.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyntaxError {
+    #[error("not UTF-8 text")]
+    NotUtf8,
+    #[error("{}{message}", at_line(*.line))]
+    Toml {
+        line: Option<usize>,
+        message: String,
+    },
+}
+
+fn at_line(line: Option<usize>) -> String {
+    line.map(|l| format!("line {l}: ")).unwrap_or_default()
+}
+
+/// A parsed document and its text, for turning spans into line numbers.
+pub(crate) struct Doc<'t> {
+    text: &'t str,
+    pub root: DeTable<'t>,
+}
+
+impl<'t> Doc<'t> {
+    pub(crate) fn parse(bytes: &'t [u8]) -> Result<Doc<'t>, SyntaxError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| SyntaxError::NotUtf8)?;
+        match DeTable::parse(text) {
+            Ok(root) => Ok(Doc {
+                text,
+                root: root.into_inner(),
+            }),
+            Err(e) => Err(SyntaxError::Toml {
+                line: e.span().map(|s| line_of(text, s)),
+                message: e.message().trim().to_owned(),
+            }),
+        }
+    }
+
+    /// The 1-based line where a key or value starts.
+    pub(crate) fn line<T>(&self, at: &Spanned<T>) -> usize {
+        line_of(self.text, at.span())
+    }
+}
+
+fn line_of(text: &str, span: Range<usize>) -> usize {
+    let end = span.start.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// A table whose values are all strings, in key order; `None` if it is not one.
+pub(crate) fn string_table(v: &DeValue<'_>) -> Option<Vec<(String, String)>> {
+    v.as_table()?
+        .iter()
+        .map(|(k, v)| Some((k.get_ref().to_string(), v.get_ref().as_str()?.to_owned())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_carry_their_line() {
+        let Err(SyntaxError::Toml { line, .. }) = Doc::parse(b"[a]\nx = 1\n[b\n") else {
+            panic!("expected a syntax error");
+        };
+        assert_eq!(line, Some(3));
+    }
+
+    #[test]
+    fn bytes_must_be_utf8() {
+        assert!(matches!(Doc::parse(b"\xff"), Err(SyntaxError::NotUtf8)));
+    }
+}
