@@ -156,7 +156,7 @@ fn password_hashes_serve_refuses_are_refused_by_check() {
         let (code, out, _) = check(&d.config);
         assert_eq!(code, Some(1), "{hash}: {out}");
         let expected = format!(
-            "{}:18: BrokerAuthentication/passwords: spec.authenticationMethods[0].usernamePasswordSettings.secretRef: secret \"passwords-db\": passwords.toml: [client1] {message} (see edgemq password-hash)",
+            "{}:18: BrokerAuthentication/passwords: spec.authenticationMethods[0].usernamePasswordSettings.secretRef: secret \"passwords-db\": passwords.toml: line 2: [client1] {message} (see edgemq password-hash)",
             d.config.join("config.yaml").display()
         );
         assert!(out.lines().any(|l| l == expected), "{hash}:\n{out}");
@@ -164,6 +164,27 @@ fn password_hashes_serve_refuses_are_refused_by_check() {
         assert_eq!(code, Some(1), "{printed}");
         assert!(printed.contains(&expected), "{printed}");
     }
+}
+
+/// One parser of key algorithm names (edgemq-formats) for resources and the certs tools:
+/// it does not trim, so a padded name, which `check` once trimmed and accepted, is refused
+/// by both with the same line.
+#[test]
+fn a_padded_key_algorithm_is_refused_by_check_and_serve_alike() {
+    let d = Dirs::new();
+    let listener =
+        default_listener(free_port()) + "          privateKey: {algorithm: \" Ec384\"}\n";
+    d.write("config.yaml", &listener);
+    let (code, out, _) = check(&d.config);
+    assert_eq!(code, Some(1), "{out}");
+    let expected = format!(
+        "{}:18: BrokerListener/default: spec.ports[0].tls.certManagerCertificateSpec.privateKey.algorithm: unknown key algorithm \" Ec384\"; expected one of: Ec256, Ec384, Ec521, Ed25519, Rsa2048, Rsa4096, Rsa8192",
+        d.config.join("config.yaml").display()
+    );
+    assert!(out.lines().any(|l| l == expected), "{out}");
+    let (code, printed) = serve_refused(&d);
+    assert_eq!(code, Some(1), "{printed}");
+    assert!(printed.contains(&expected), "{printed}");
 }
 
 #[test]
