@@ -15,7 +15,7 @@ use base64::Engine as _;
 use toml::de::DeValue;
 use toml::Spanned;
 
-use crate::toml_doc::{string_table, Doc, SyntaxError};
+use crate::toml_doc::{self, string_table, Doc, Key, SyntaxError};
 use crate::Problems;
 
 /// The derived key length the PHC `l=` defaults to (SHA-512's output).
@@ -180,16 +180,7 @@ pub enum PasswordsError {
 
 /// Every user, or every problem of the file.
 pub fn parse(bytes: &[u8]) -> Result<Vec<User>, Problems<PasswordsError>> {
-    let doc = Doc::parse(bytes).map_err(|e| Problems(vec![e.into()]))?;
-    let mut users = Vec::with_capacity(doc.root.len());
-    let mut problems = Vec::new();
-    for (name, entry) in doc.root.iter() {
-        match user(&doc, name, entry) {
-            Ok(u) => users.push(u),
-            Err(mut e) => problems.append(&mut e),
-        }
-    }
-    Problems(problems).or_ok(users)
+    toml_doc::entries(bytes, user)
 }
 
 /// A `[user]` table, or all that is wrong with it.
@@ -233,8 +224,6 @@ fn user(
         }
     }
 }
-
-type Key<'i> = Spanned<std::borrow::Cow<'i, str>>;
 
 fn password(
     doc: &Doc<'_>,

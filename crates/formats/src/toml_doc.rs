@@ -5,6 +5,8 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use crate::Problems;
+
 /// A TOML file that is not text or not TOML.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SyntaxError {
@@ -55,6 +57,27 @@ fn line_of(text: &str, span: Range<usize>) -> usize {
         .filter(|b| **b == b'\n')
         .count()
         + 1
+}
+
+/// A top-level key (`[name]`), with where it is.
+pub(crate) type Key<'i> = Spanned<std::borrow::Cow<'i, str>>;
+
+/// The shape both `.toml` formats share: one top-level table per entry. `entry` reads one;
+/// the result is every entry, or every problem of the file.
+pub(crate) fn entries<T, E: From<SyntaxError>>(
+    bytes: &[u8],
+    entry: impl Fn(&Doc<'_>, &Key<'_>, &Spanned<DeValue<'_>>) -> Result<T, Vec<E>>,
+) -> Result<Vec<T>, Problems<E>> {
+    let doc = Doc::parse(bytes).map_err(|e| Problems(vec![e.into()]))?;
+    let mut found = Vec::with_capacity(doc.root.len());
+    let mut problems = Vec::new();
+    for (name, value) in doc.root.iter() {
+        match entry(&doc, name, value) {
+            Ok(t) => found.push(t),
+            Err(mut e) => problems.append(&mut e),
+        }
+    }
+    Problems(problems).or_ok(found)
 }
 
 /// A table whose values are all strings, in key order; `None` if it is not one.

@@ -8,7 +8,9 @@
 //! organization = "contoso"
 //! ```
 
-use crate::toml_doc::{string_table, Doc, SyntaxError};
+use toml::de::DeValue;
+
+use crate::toml_doc::{self, string_table, Doc, Key, SyntaxError};
 use crate::Problems;
 
 /// A distinguished name compared as a multiset of (attribute type, value), so
@@ -106,31 +108,31 @@ pub enum AttributesError {
 
 /// Every entry, or every problem of the file.
 pub fn parse(bytes: &[u8]) -> Result<Vec<SubjectAttributes>, Problems<AttributesError>> {
-    let doc = Doc::parse(bytes).map_err(|e| Problems(vec![e.into()]))?;
-    let mut entries = Vec::with_capacity(doc.root.len());
-    let mut problems = Vec::new();
-    for (name, entry) in doc.root.iter() {
-        let (line, name) = (doc.line(name), name.get_ref().to_string());
-        let value = entry.get_ref();
-        let subject = value.get("subject").and_then(|s| s.get_ref().as_str());
-        let attributes = value
-            .get("attributes")
-            .and_then(|a| string_table(a.get_ref()));
-        let (Some(subject), Some(attributes)) = (subject, attributes) else {
-            problems.push(AttributesError::Entry { line, name });
-            continue;
-        };
-        match entry_of(name, subject, attributes) {
-            Ok(e) => entries.push(e),
-            Err((name, subject, error)) => problems.push(AttributesError::Subject {
-                line: value.get("subject").map_or(line, |s| doc.line(s)),
-                name,
-                subject,
-                error,
-            }),
-        }
-    }
-    Problems(problems).or_ok(entries)
+    toml_doc::entries(bytes, |doc, name, entry| {
+        from_toml(doc, name, entry.get_ref()).map_err(|e| vec![e])
+    })
+}
+
+/// One `[name]` table: `subject` and a string table `attributes`.
+fn from_toml(
+    doc: &Doc<'_>,
+    name: &Key<'_>,
+    value: &DeValue<'_>,
+) -> Result<SubjectAttributes, AttributesError> {
+    let (line, name) = (doc.line(name), name.get_ref().to_string());
+    let subject = value.get("subject").and_then(|s| s.get_ref().as_str());
+    let attributes = value
+        .get("attributes")
+        .and_then(|a| string_table(a.get_ref()));
+    let (Some(subject), Some(attributes)) = (subject, attributes) else {
+        return Err(AttributesError::Entry { line, name });
+    };
+    entry_of(name, subject, attributes).map_err(|(name, subject, error)| AttributesError::Subject {
+        line: value.get("subject").map_or(line, |s| doc.line(s)),
+        name,
+        subject,
+        error,
+    })
 }
 
 type BadSubject = (String, String, DnError);
