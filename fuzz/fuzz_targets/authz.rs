@@ -74,23 +74,25 @@ fn value(v: u8) -> &'static str {
     VALUES[usize::from(v) % VALUES.len()]
 }
 
-/// Reference parse: each level is a wildcard, one of the three variable forms (whole level,
-/// attribute name non-empty) or a literal without `{`, `}`, `+`, `#`; `#` only last.
+/// Reference parse: a non-empty pattern whose levels are each a wildcard, one of the three
+/// variable forms (whole level; attribute name non-empty, without `{`, `}`, `+`, `#`) or a
+/// literal without `{`, `}`, `+`, `#`; `#` only last.
 fn ref_parse(raw: &str) -> bool {
     let levels: Vec<&str> = raw.split('/').collect();
-    levels.iter().enumerate().all(|(i, l)| {
-        let var = *l == "{principal.clientId}"
-            || *l == "{principal.username}"
-            || l
-                .strip_prefix("{principal.attributes.")
-                .and_then(|r| r.strip_suffix('}'))
-                .is_some_and(|n| !n.is_empty());
-        match *l {
-            "#" => i == levels.len() - 1,
-            "+" => true,
-            _ => var || !l.contains(['{', '}', '+', '#']),
-        }
-    })
+    !raw.is_empty()
+        && levels.iter().enumerate().all(|(i, l)| {
+            let var = *l == "{principal.clientId}"
+                || *l == "{principal.username}"
+                || l
+                    .strip_prefix("{principal.attributes.")
+                    .and_then(|r| r.strip_suffix('}'))
+                    .is_some_and(|n| !n.is_empty() && !n.contains(['{', '}', '+', '#']));
+            match *l {
+                "#" => i == levels.len() - 1,
+                "+" => true,
+                _ => var || !l.contains(['{', '}', '+', '#']),
+            }
+        })
 }
 
 /// Reference substitution: the pattern with each variable level replaced by the principal's

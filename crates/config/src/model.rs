@@ -175,17 +175,8 @@ pub struct AutoCert {
     pub rotate_key: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KeyAlgorithm {
-    #[default]
-    Ec256,
-    Ec384,
-    Ec521,
-    Ed25519,
-    Rsa2048,
-    Rsa4096,
-    Rsa8192,
-}
+/// Parsed by edgemq-formats, the parser the certificate tools use too.
+pub use edgemq_formats::KeyAlgorithm;
 
 #[derive(Clone, PartialEq, Eq)]
 pub enum IssuerKind {

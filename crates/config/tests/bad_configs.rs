@@ -389,8 +389,14 @@ fn cases() -> Vec<Case> {
             vec![("l.yaml", auto_listener(&["san:", "  ip: [10.0.0.1, n013edge.local]", "privateKey: {algorithm: Ec999, rotationPolicy: never}"]))],
             &[
                 "$DIR/l.yaml:15: BrokerListener/auto: spec.ports[0].tls.certManagerCertificateSpec.san.ip[1]: \"n013edge.local\" is not an IP address",
-                "$DIR/l.yaml:16: BrokerListener/auto: spec.ports[0].tls.certManagerCertificateSpec.privateKey.algorithm: unknown value \"Ec999\"; expected one of: Ec256, Ec384, Ec521, Ed25519, Rsa2048, Rsa4096, Rsa8192",
+                "$DIR/l.yaml:16: BrokerListener/auto: spec.ports[0].tls.certManagerCertificateSpec.privateKey.algorithm: unknown key algorithm \"Ec999\"; expected one of: Ec256, Ec384, Ec521, Ed25519, Rsa2048, Rsa4096, Rsa8192",
             ],
+        ),
+        case(
+            // The one parser (edgemq-formats) does not trim, as the certs tools never did.
+            "key algorithm with spaces around it",
+            vec![("l.yaml", auto_listener(&["privateKey: {algorithm: \" Ec384\"}"]))],
+            &["$DIR/l.yaml:14: BrokerListener/auto: spec.ports[0].tls.certManagerCertificateSpec.privateKey.algorithm: unknown key algorithm \" Ec384\"; expected one of: Ec256, Ec384, Ec521, Ed25519, Rsa2048, Rsa4096, Rsa8192"],
         ),
         case(
             "issuerRef kind does not match",
@@ -691,7 +697,7 @@ fn cases() -> Vec<Case> {
             ],
             &[
                 "$DIR/authn.yaml:1: warning: BrokerAuthentication/passwords: not used by any listener port (no authenticationRef names it)",
-                "$DIR/authn.yaml:9: BrokerAuthentication/passwords: spec.authenticationMethods[0].usernamePasswordSettings.secretRef: secret \"passwords-db\": passwords.toml: [client1] password must be a PBKDF2 hash ($pbkdf2-sha512$i=…,l=64$salt$hash, see edgemq password-hash)",
+                "$DIR/authn.yaml:9: BrokerAuthentication/passwords: spec.authenticationMethods[0].usernamePasswordSettings.secretRef: secret \"passwords-db\": passwords.toml: line 2: [client1] password: not a PBKDF2-SHA512 hash: expected $pbkdf2-sha512$i=N,l=64$SALT$HASH (see edgemq password-hash)",
             ],
         ),
         case(
@@ -710,7 +716,7 @@ fn cases() -> Vec<Case> {
                     "#)),
                 ("secrets/passwords-db/passwords.toml", format!("{PASSWORDS_TOML}[client3\n")),
             ],
-            &["$DIR/authn.yaml:9: BrokerAuthentication/authn: spec.authenticationMethods[0].usernamePassword.secretName: secret \"passwords-db\": passwords.toml line 12: unclosed table, expected `]`"],
+            &["$DIR/authn.yaml:9: BrokerAuthentication/authn: spec.authenticationMethods[0].usernamePassword.secretName: secret \"passwords-db\": passwords.toml: line 12: unclosed table, expected `]`"],
         ),
         case(
             "v1beta1 x509Attributes.toml missing",
@@ -732,6 +738,58 @@ fn cases() -> Vec<Case> {
                 ("secrets/x509-attributes/attributes.toml", "[root]\n".into()),
             ],
             &["$DIR/authn.yaml:11: BrokerAuthentication/authn: spec.authenticationMethods[0].x509.attributes.secretName: secret \"x509-attributes\" has no key x509Attributes.toml (keys: attributes.toml)"],
+        ),
+        case(
+            // Parsed by edgemq-formats, as the X509 method parses it: reported at the line.
+            "v1beta1 x509Attributes.toml with a subject that is not a name",
+            vec![
+                ("authn.yaml", y(r#"
+                    apiVersion: mq.iotoperations.azure.com/v1beta1
+                    kind: BrokerAuthentication
+                    metadata:
+                      name: authn
+                    spec:
+                      listenerRef: []
+                      authenticationMethods:
+                        - x509:
+                            trustedClientCaCert: client-ca
+                            attributes:
+                              secretName: x509-attributes
+                    "#)),
+                ("configmaps/client-ca/client_ca.pem", client_ca.cert_pem.clone()),
+                (
+                    "secrets/x509-attributes/x509Attributes.toml",
+                    "[root]\nsubject = \"CN = Root\"\nattributes = { org = \"contoso\" }\n\n\
+                     [fan]\nsubject = \"smart-fan\"\nattributes = { building = \"17\" }\n"
+                        .into(),
+                ),
+            ],
+            &["$DIR/authn.yaml:11: BrokerAuthentication/authn: spec.authenticationMethods[0].x509.attributes.secretName: secret \"x509-attributes\": x509Attributes.toml: line 6: [fan] subject \"smart-fan\": \"smart-fan\" is not TYPE = value"],
+        ),
+        case(
+            "v1 authorizationAttributes with a subject that is not a name",
+            vec![
+                ("authn.yaml", y(r#"
+                    apiVersion: mqttbroker.iotoperations.azure.com/v1
+                    kind: BrokerAuthentication
+                    metadata:
+                      name: x509
+                    spec:
+                      authenticationMethods:
+                        - method: X509
+                          x509Settings:
+                            trustedClientCaCert: client-ca
+                            authorizationAttributes:
+                              fan:
+                                subject: " , "
+                                attributes: {building: "17"}
+                    "#)),
+                ("configmaps/client-ca/client_ca.pem", client_ca.cert_pem.clone()),
+            ],
+            &[
+                "$DIR/authn.yaml:1: warning: BrokerAuthentication/x509: not used by any listener port (no authenticationRef names it)",
+                "$DIR/authn.yaml:12: BrokerAuthentication/x509: spec.authenticationMethods[0].x509Settings.authorizationAttributes[fan].subject: not a distinguished name: empty distinguished name",
+            ],
         ),
         case(
             "authorization rules: missing topics and bad filters",

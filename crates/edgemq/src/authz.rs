@@ -40,7 +40,7 @@ pub fn policy(config: &Config, name: &str) -> anyhow::Result<Policy> {
             let patterns = resource
                 .topics
                 .iter()
-                .map(|t| Pattern::parse(t).map_err(anyhow::Error::msg))
+                .map(|t| Pattern::parse(t).map_err(anyhow::Error::from))
                 .collect::<anyhow::Result<Vec<_>>>()
                 .with_context(at)?;
             match resource.method {

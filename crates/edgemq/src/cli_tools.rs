@@ -135,7 +135,7 @@ pub struct Signed {
 }
 
 fn parse_key_type(s: &str) -> Result<KeyAlgorithm, String> {
-    s.parse()
+    s.parse::<KeyAlgorithm>().map_err(|e| e.to_string())
 }
 
 fn parse_not_after(s: &str) -> Result<Duration, String> {

@@ -11,9 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use edgemq_config::{AutoCert, Config, Diagnostic, IssuerKind, Loaded, Severity, Tls};
-use edgemq_tls::{
-    BuiltInIssuer, CertificateAuthority, IssuedCert, KeyAlgorithm, ServerCertSlot, ServerCertSpec,
-};
+use edgemq_tls::{BuiltInIssuer, CertificateAuthority, IssuedCert, ServerCertSlot, ServerCertSpec};
 use tokio::task::JoinHandle;
 
 /// `edgemq ca export`: prints the CA `serve` made in the data dir; never makes one.
@@ -313,19 +311,6 @@ impl TlsManager {
     }
 }
 
-fn algorithm(a: edgemq_config::KeyAlgorithm) -> KeyAlgorithm {
-    use edgemq_config::KeyAlgorithm as C;
-    match a {
-        C::Ec256 => KeyAlgorithm::Ec256,
-        C::Ec384 => KeyAlgorithm::Ec384,
-        C::Ec521 => KeyAlgorithm::Ec521,
-        C::Ed25519 => KeyAlgorithm::Ed25519,
-        C::Rsa2048 => KeyAlgorithm::Rsa2048,
-        C::Rsa4096 => KeyAlgorithm::Rsa4096,
-        C::Rsa8192 => KeyAlgorithm::Rsa8192,
-    }
-}
-
 fn server_spec(
     listener: &str,
     auto: &AutoCert,
@@ -339,7 +324,7 @@ fn server_spec(
             .unwrap_or_else(|| listener.to_string()),
         dns: auto.dns.clone(),
         ip: auto.ip.clone(),
-        algorithm: algorithm(auto.algorithm),
+        algorithm: auto.algorithm,
         validity: auto.duration,
         previous_key_pem,
     }

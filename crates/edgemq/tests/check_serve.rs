@@ -153,17 +153,40 @@ fn password_hashes_serve_refuses_are_refused_by_check() {
     for (hash, message) in cases {
         let d = Dirs::new();
         password_config(&d, free_port(), &hash);
-        let (code, out, _) = check(&d.config);
-        assert_eq!(code, Some(1), "{hash}: {out}");
-        let expected = format!(
-            "{}:18: BrokerAuthentication/passwords: spec.authenticationMethods[0].usernamePasswordSettings.secretRef: secret \"passwords-db\": passwords.toml: [client1] {message} (see edgemq password-hash)",
-            d.config.join("config.yaml").display()
-        );
-        assert!(out.lines().any(|l| l == expected), "{hash}:\n{out}");
-        let (code, printed) = serve_refused(&d);
-        assert_eq!(code, Some(1), "{printed}");
-        assert!(printed.contains(&expected), "{printed}");
+        refused_alike(&d, &format!(
+            "18: BrokerAuthentication/passwords: spec.authenticationMethods[0].usernamePasswordSettings.secretRef: secret \"passwords-db\": passwords.toml: line 2: [client1] {message} (see edgemq password-hash)"
+        ));
     }
+}
+
+/// `check` exits 1 printing `config.yaml:LINE_AND_MESSAGE`, and `serve` refuses to start
+/// printing the same line.
+fn refused_alike(d: &Dirs, line_and_message: &str) {
+    let expected = format!(
+        "{}:{line_and_message}",
+        d.config.join("config.yaml").display()
+    );
+    let (code, out, _) = check(&d.config);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.lines().any(|l| l == expected),
+        "{expected}\nnot in:\n{out}"
+    );
+    let (code, printed) = serve_refused(d);
+    assert_eq!(code, Some(1), "{printed}");
+    assert!(printed.contains(&expected), "{printed}");
+}
+
+/// One parser of key algorithm names (edgemq-formats) for resources and the certs tools:
+/// it does not trim, so a padded name, which `check` once trimmed and accepted, is refused
+/// by both with the same line.
+#[test]
+fn a_padded_key_algorithm_is_refused_by_check_and_serve_alike() {
+    let d = Dirs::new();
+    let listener =
+        default_listener(free_port()) + "          privateKey: {algorithm: \" Ec384\"}\n";
+    d.write("config.yaml", &listener);
+    refused_alike(&d, "18: BrokerListener/default: spec.ports[0].tls.certManagerCertificateSpec.privateKey.algorithm: unknown key algorithm \" Ec384\"; expected one of: Ec256, Ec384, Ec521, Ed25519, Rsa2048, Rsa4096, Rsa8192");
 }
 
 #[test]

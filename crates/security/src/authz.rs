@@ -29,88 +29,37 @@ pub struct Rule {
     pub subscribe: Vec<Pattern>,
 }
 
-/// A topic pattern, parsed once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pattern {
-    raw: String,
-    levels: Vec<Level>,
-}
+use edgemq_formats::topic_pattern::Level;
+/// Topic patterns are parsed by edgemq-formats, the parser `check` uses too.
+pub use edgemq_formats::topic_pattern::{PatternError, TopicPattern as Pattern};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Level {
-    Literal(String),
-    Plus,
-    Hash,
-    ClientId,
-    Username,
-    Attribute(String),
-}
-
-impl Pattern {
-    /// Parse a pattern; `Err` for a variable that does not fill a whole level or is unknown
-    /// (the configuration loader reports those first).
-    pub fn parse(raw: &str) -> Result<Pattern, String> {
-        let mut levels = Vec::new();
-        for level in raw.split('/') {
-            let parsed = match level {
-                "+" => Level::Plus,
-                "#" => Level::Hash,
-                "{principal.clientId}" => Level::ClientId,
-                "{principal.username}" => Level::Username,
-                _ => match level
-                    .strip_prefix("{principal.attributes.")
-                    .and_then(|r| r.strip_suffix('}'))
-                {
-                    Some(name) if !name.is_empty() => Level::Attribute(name.to_string()),
-                    _ if level.contains(['{', '}', '+', '#']) => {
-                        return Err(format!("topic {raw:?}: level {level:?}"));
-                    }
-                    _ => Level::Literal(level.to_string()),
-                },
-            };
-            levels.push(parsed);
-        }
-        if levels.iter().rev().skip(1).any(|l| *l == Level::Hash) {
-            return Err(format!("topic {raw:?}: # must be the last level"));
-        }
-        Ok(Pattern {
-            raw: raw.to_string(),
-            levels,
-        })
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.raw
-    }
-
-    /// The pattern as it applies to `p`: variables replaced by the principal's values
-    /// (`telemetry/floor1/dev1`). A variable without a usable value stays as written, with
-    /// why the pattern matches nothing: `telemetry/{principal.attributes.floor}/dev1 (matches
-    /// nothing: no attribute floor)`.
-    pub fn resolved_for(&self, p: &Principal) -> String {
-        let mut out = Vec::with_capacity(self.levels.len());
-        let mut missing = Vec::new();
-        for (level, raw) in self.levels.iter().zip(self.raw.split('/')) {
-            match resolve(level, p) {
-                Some(Resolved::Literal(s)) => out.push(s.to_string()),
-                Some(Resolved::Plus) => out.push("+".into()),
-                Some(Resolved::Hash) => out.push("#".into()),
-                None => {
-                    out.push(raw.to_string());
-                    missing.push(match level {
-                        Level::Username => "no usable user name".to_string(),
-                        Level::Attribute(name) => format!("no usable attribute {name}"),
-                        _ => "the client id cannot fill a level".to_string(),
-                    });
-                }
+/// The pattern as it applies to `p`: variables replaced by the principal's values
+/// (`telemetry/floor1/dev1`). A variable without a usable value stays as written, with
+/// why the pattern matches nothing: `telemetry/{principal.attributes.floor}/dev1 (matches
+/// nothing: no attribute floor)`.
+fn resolved_for(pattern: &Pattern, p: &Principal) -> String {
+    let mut out = Vec::with_capacity(pattern.levels().len());
+    let mut missing = Vec::new();
+    for (level, raw) in pattern.levels().iter().zip(pattern.as_str().split('/')) {
+        match resolve(level, p) {
+            Some(Resolved::Literal(s)) => out.push(s.to_string()),
+            Some(Resolved::Plus) => out.push("+".into()),
+            Some(Resolved::Hash) => out.push("#".into()),
+            None => {
+                out.push(raw.to_string());
+                missing.push(match level {
+                    Level::Username => "no usable user name".to_string(),
+                    Level::Attribute(name) => format!("no usable attribute {name}"),
+                    _ => "the client id cannot fill a level".to_string(),
+                });
             }
         }
-        let text = out.join("/");
-        if missing.is_empty() {
-            text
-        } else {
-            format!("{text} (matches nothing: {})", missing.join(", "))
-        }
+    }
+    let text = out.join("/");
+    if missing.is_empty() {
+        text
+    } else {
+        format!("{text} (matches nothing: {})", missing.join(", "))
     }
 }
 
@@ -147,11 +96,12 @@ enum Resolved<'a> {
 /// Does the pattern, resolved for `p` level by level (no allocation), match a topic name
 /// [MQTT-4.7]? Leading wildcards do not match `$`-topics [MQTT-4.7.2-1].
 fn matches_topic(pattern: &Pattern, p: &Principal, topic: &str) -> bool {
-    if topic.starts_with('$') && matches!(pattern.levels.first(), Some(Level::Plus | Level::Hash)) {
+    if topic.starts_with('$') && matches!(pattern.levels().first(), Some(Level::Plus | Level::Hash))
+    {
         return false;
     }
     let mut levels = topic.split('/');
-    for level in &pattern.levels {
+    for level in pattern.levels() {
         match resolve(level, p) {
             None => return false,
             Some(Resolved::Hash) => return true,
@@ -174,12 +124,13 @@ fn matches_topic(pattern: &Pattern, p: &Principal, topic: &str) -> bool {
 fn covers_filter(pattern: &Pattern, p: &Principal, filter: &str) -> bool {
     // A filter starting with a literal `$…` level is only covered by a pattern that names
     // it: leading wildcards never match `$`-topics.
-    if filter.starts_with('$') && matches!(pattern.levels.first(), Some(Level::Plus | Level::Hash))
+    if filter.starts_with('$')
+        && matches!(pattern.levels().first(), Some(Level::Plus | Level::Hash))
     {
         return false;
     }
     let mut f = filter.split('/');
-    for level in &pattern.levels {
+    for level in pattern.levels() {
         match resolve(level, p) {
             None => return false,
             Some(Resolved::Hash) => return true,
@@ -388,7 +339,7 @@ impl Rule {
                 "nothing".to_string()
             } else {
                 v.iter()
-                    .map(|pat| pat.resolved_for(p))
+                    .map(|pat| resolved_for(pat, p))
                     .collect::<Vec<_>>()
                     .join(", ")
             }

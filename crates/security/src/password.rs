@@ -6,147 +6,97 @@
 //! at most a few at a time, rate-limited per source address, and successful results are
 //! cached under a keyed hash of the password (the password itself is never stored).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD_NO_PAD;
-use base64::Engine as _;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
-use serde::Deserialize;
 use sha2::{Sha256, Sha512};
 use subtle::ConstantTimeEq;
 use tokio::sync::{OnceCell, Semaphore};
 
 use edgemq_codec::ReasonCode;
 use edgemq_core::auth::{BoxFuture, ConnectRequest};
+use edgemq_formats::passwords as phc;
+use edgemq_formats::Problems;
 
 use crate::{Method, Outcome};
 
 /// Default iterations for new hashes (OWASP's 2023 figure for PBKDF2-HMAC-SHA512).
 pub const DEFAULT_ITERATIONS: u32 = 210_000;
-const KEY_LEN: usize = 64;
 const SALT_LEN: usize = 16;
+
+pub use edgemq_formats::passwords::{HashError, PasswordsError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PasswordError {
-    #[error("not a PBKDF2-SHA512 hash: expected $pbkdf2-sha512$i=N,l=64$SALT$HASH")]
-    Format,
-    #[error("iterations must be between 1 and 10,000,000")]
-    Iterations,
-    #[error("salt or hash is not standard base64 without padding")]
-    Base64,
-    #[error("the hash is {actual} bytes but l={declared}")]
-    Length { declared: usize, actual: usize },
+    #[error(transparent)]
+    Hash(#[from] HashError),
     #[error("passwords.toml: {0}")]
-    Toml(String),
-    #[error("passwords.toml: user {user}: password: {error}")]
-    User {
-        user: String,
-        error: Box<PasswordError>,
-    },
+    File(Problems<PasswordsError>),
 }
 
-/// A parsed PHC hash.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PasswordHash {
-    iterations: u32,
-    salt: Vec<u8>,
-    hash: Vec<u8>,
-}
-
-impl std::fmt::Debug for PasswordHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PasswordHash")
-            .field("iterations", &self.iterations)
-            .finish_non_exhaustive()
-    }
-}
+/// A PHC hash (its syntax is edgemq-formats', the parser `check` uses), with hashing and
+/// verification. `Debug` leaves out the salt and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordHash(phc::PasswordHash);
 
 impl std::str::FromStr for PasswordHash {
     type Err = PasswordError;
 
     fn from_str(s: &str) -> Result<Self, PasswordError> {
-        let mut parts = s.split('$');
-        let (Some(""), Some("pbkdf2-sha512"), Some(params), Some(salt), Some(hash), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Err(PasswordError::Format);
-        };
-        let mut iterations = None;
-        let mut length = None;
-        for kv in params.split(',') {
-            match kv.split_once('=') {
-                Some(("i", v)) => iterations = v.parse::<u32>().ok(),
-                Some(("l", v)) => length = v.parse::<usize>().ok(),
-                _ => return Err(PasswordError::Format),
-            }
-        }
-        let iterations = iterations.ok_or(PasswordError::Format)?;
-        if iterations == 0 || iterations > 10_000_000 {
-            return Err(PasswordError::Iterations);
-        }
-        let salt = STANDARD_NO_PAD
-            .decode(salt)
-            .map_err(|_| PasswordError::Base64)?;
-        let hash = STANDARD_NO_PAD
-            .decode(hash)
-            .map_err(|_| PasswordError::Base64)?;
-        let declared = length.unwrap_or(KEY_LEN);
-        if hash.len() != declared || hash.is_empty() {
-            return Err(PasswordError::Length {
-                declared,
-                actual: hash.len(),
-            });
-        }
-        Ok(PasswordHash {
-            iterations,
-            salt,
-            hash,
-        })
+        Ok(PasswordHash(s.parse()?))
     }
 }
 
 impl PasswordHash {
     /// Hash `password` with a fresh random 16-byte salt.
     pub fn new(password: &[u8], iterations: u32) -> Result<Self, PasswordError> {
-        if iterations == 0 || iterations > 10_000_000 {
-            return Err(PasswordError::Iterations);
+        // Checked before deriving: PBKDF2 with 0 rounds is not a hash.
+        if !phc::ITERATIONS.contains(&iterations) {
+            return Err(HashError::Iterations.into());
         }
         let salt: [u8; SALT_LEN] = rand::random();
-        let mut hash = vec![0u8; KEY_LEN];
+        let mut hash = vec![0u8; phc::KEY_LEN];
         pbkdf2::pbkdf2_hmac::<Sha512>(password, &salt, iterations, &mut hash);
-        Ok(PasswordHash {
+        Ok(PasswordHash(phc::PasswordHash::from_parts(
             iterations,
-            salt: salt.to_vec(),
+            salt.to_vec(),
             hash,
-        })
+        )?))
     }
 
     /// The PHC string (`$pbkdf2-sha512$i=…,l=64$…$…`).
     pub fn to_phc(&self) -> String {
-        format!(
-            "$pbkdf2-sha512$i={},l={}${}${}",
-            self.iterations,
-            self.hash.len(),
-            STANDARD_NO_PAD.encode(&self.salt),
-            STANDARD_NO_PAD.encode(&self.hash)
-        )
+        self.0.to_phc()
     }
 
     /// Constant-time comparison of the derived key. CPU-heavy: call off the async workers.
     pub fn verify(&self, password: &[u8]) -> bool {
-        let mut derived = vec![0u8; self.hash.len()];
-        pbkdf2::pbkdf2_hmac::<Sha512>(password, &self.salt, self.iterations, &mut derived);
-        derived.ct_eq(&self.hash).into()
+        derived_equals(password, self.0.salt(), self.0.iterations(), self.0.hash())
+    }
+}
+
+fn derived_equals(password: &[u8], salt: &[u8], iterations: u32, expected: &[u8]) -> bool {
+    let mut derived = vec![0u8; expected.len()];
+    pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut derived);
+    derived.ct_eq(expected).into()
+}
+
+/// What an unknown user's password is checked against, so that timing does not reveal
+/// which users exist: the same work as the costliest real hash.
+#[derive(Clone)]
+struct Decoy {
+    iterations: u32,
+    salt: [u8; SALT_LEN],
+}
+
+impl Decoy {
+    fn spend(&self, password: &[u8]) {
+        derived_equals(password, &self.salt, self.iterations, &[0; phc::KEY_LEN]);
     }
 }
 
@@ -163,35 +113,20 @@ pub struct PasswordDb {
     users: HashMap<String, User>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UserToml {
-    password: String,
-    #[serde(default)]
-    attributes: BTreeMap<String, String>,
-}
-
 impl PasswordDb {
+    /// Through edgemq-formats, so `check` refuses exactly what this refuses.
     pub fn parse(text: &str) -> Result<Self, PasswordError> {
-        let raw: BTreeMap<String, UserToml> =
-            toml::from_str(text).map_err(|e| PasswordError::Toml(e.message().to_string()))?;
-        let mut users = HashMap::with_capacity(raw.len());
-        for (name, u) in raw {
-            let hash = u
-                .password
-                .parse::<PasswordHash>()
-                .map_err(|e| PasswordError::User {
-                    user: name.clone(),
-                    error: Box::new(e),
-                })?;
-            users.insert(
-                name,
-                User {
-                    hash,
-                    attributes: u.attributes.into_iter().collect(),
-                },
-            );
-        }
+        let users = phc::parse(text.as_bytes()).map_err(PasswordError::File)?;
+        let users = users
+            .into_iter()
+            .map(|u| {
+                let user = User {
+                    hash: PasswordHash(u.hash),
+                    attributes: u.attributes,
+                };
+                (u.name, user)
+            })
+            .collect();
         Ok(PasswordDb { users })
     }
 
@@ -249,8 +184,7 @@ pub struct PasswordMethod {
     cache: Mutex<HashMap<CacheKey, Vec<(String, String)>>>,
     inflight: Mutex<HashMap<CacheKey, Arc<OnceCell<Outcome>>>>,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
-    /// Verified against for unknown users, so timing does not reveal which users exist.
-    decoy: PasswordHash,
+    decoy: Decoy,
 }
 
 /// (user name, keyed hash of the password).
@@ -266,13 +200,12 @@ impl PasswordMethod {
         let iterations = db
             .users
             .values()
-            .map(|u| u.hash.iterations)
+            .map(|u| u.hash.0.iterations())
             .max()
             .unwrap_or(DEFAULT_ITERATIONS);
-        let decoy = PasswordHash {
+        let decoy = Decoy {
             iterations,
-            salt: rand::random::<[u8; SALT_LEN]>().to_vec(),
-            hash: vec![0; KEY_LEN],
+            salt: rand::random(),
         };
         PasswordMethod {
             db: Arc::new(db),
@@ -387,17 +320,21 @@ impl PasswordMethod {
             );
         }
         let user = self.db.user(username).cloned();
-        let hash = user
-            .as_ref()
-            .map(|u| u.hash.clone())
-            .unwrap_or_else(|| self.decoy.clone());
+        let hash = user.as_ref().map(|u| u.hash.clone());
+        let decoy = self.decoy.clone();
         let Ok(_permit) = self.verifying.clone().acquire_owned().await else {
             return Outcome::refuse(ReasonCode::ServerUnavailable, "shutting down");
         };
         let password: Bytes = password.clone();
-        let ok = tokio::task::spawn_blocking(move || hash.verify(&password))
-            .await
-            .unwrap_or(false);
+        let ok = tokio::task::spawn_blocking(move || match hash {
+            Some(hash) => hash.verify(&password),
+            None => {
+                decoy.spend(&password);
+                false
+            }
+        })
+        .await
+        .unwrap_or(false);
         match user {
             Some(user) if ok => Outcome::admit(user.attributes, None),
             Some(_) => Outcome::refuse(
@@ -459,22 +396,23 @@ mod tests {
     #[test]
     fn malformed_hashes_are_refused_with_a_reason() {
         for (text, want) in [
-            ("plain", PasswordError::Format),
-            ("$pbkdf2-sha256$i=1,l=64$AA$AA", PasswordError::Format),
-            (
-                "$pbkdf2-sha512$i=0,l=64$AAAA$AAAA",
-                PasswordError::Iterations,
-            ),
-            ("$pbkdf2-sha512$i=10,l=64$!!$AAAA", PasswordError::Base64),
+            ("plain", HashError::Format),
+            ("$pbkdf2-sha256$i=1,l=64$AA$AA", HashError::Format),
+            ("$pbkdf2-sha512$i=0,l=64$AAAA$AAAA", HashError::Iterations),
+            ("$pbkdf2-sha512$i=10,l=64$!!$AAAA", HashError::Base64),
             (
                 "$pbkdf2-sha512$i=10,l=64$AAAA$AAAA",
-                PasswordError::Length {
+                HashError::Length {
                     declared: 64,
                     actual: 3,
                 },
             ),
         ] {
-            assert_eq!(text.parse::<PasswordHash>().unwrap_err(), want, "{text}");
+            assert_eq!(
+                text.parse::<PasswordHash>().unwrap_err(),
+                PasswordError::Hash(want),
+                "{text}"
+            );
         }
     }
 
@@ -494,7 +432,7 @@ mod tests {
             ]
         );
         let err = PasswordDb::parse("[bad]\npassword = \"x\"\n").unwrap_err();
-        assert_eq!(err.to_string(), "passwords.toml: user bad: password: not a PBKDF2-SHA512 hash: expected $pbkdf2-sha512$i=N,l=64$SALT$HASH");
+        assert_eq!(err.to_string(), "passwords.toml: line 2: [bad] password: not a PBKDF2-SHA512 hash: expected $pbkdf2-sha512$i=N,l=64$SALT$HASH (see edgemq password-hash)");
     }
 
     #[test]

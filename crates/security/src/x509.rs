@@ -16,6 +16,7 @@ use openssl::x509::{X509NameRef, X509PurposeId, X509Ref, X509StoreContext, X509}
 
 use edgemq_codec::ReasonCode;
 use edgemq_core::auth::{Admission, BoxFuture, ConnectRequest};
+use edgemq_formats::x509_attributes::{DistinguishedName as Dn, DnError};
 
 use crate::{Method, Outcome};
 
@@ -27,72 +28,22 @@ pub enum X509Error {
     Subject {
         entry: String,
         subject: String,
-        error: String,
+        error: DnError,
     },
 }
 
-/// A distinguished name compared as a multiset of (attribute type, value), so
-/// `CN = a, O = b` equals `O=b,CN=a`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Dn(Vec<(String, String)>);
-
-impl Dn {
-    /// Parse the written form (`CN = Contoso Root CA Cert, OU = Engineering, C = US`; `/`
-    /// separators as `openssl -subj` uses them are accepted too).
-    fn parse(text: &str) -> Result<Dn, String> {
-        let separator = if text.trim_start().starts_with('/') {
-            '/'
-        } else {
-            ','
-        };
-        let mut parts = Vec::new();
-        for part in text
-            .split(separator)
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            let (key, value) = part
-                .split_once('=')
-                .ok_or_else(|| format!("{part:?} is not TYPE = value"))?;
-            parts.push((normalize_type(key.trim()), value.trim().to_string()));
-        }
-        if parts.is_empty() {
-            return Err("empty distinguished name".into());
-        }
-        parts.sort();
-        Ok(Dn(parts))
-    }
-
-    fn of(name: &X509NameRef) -> Dn {
-        let mut parts: Vec<(String, String)> = name
-            .entries()
-            .map(|e| {
-                let key = e
-                    .object()
-                    .nid()
-                    .short_name()
-                    .map(normalize_type)
-                    .unwrap_or_else(|_| e.object().to_string());
-                let value = e.data().to_string().unwrap_or_default();
-                (key, value)
-            })
-            .collect();
-        parts.sort();
-        Dn(parts)
-    }
-}
-
-fn normalize_type(t: &str) -> String {
-    match t.to_ascii_uppercase().as_str() {
-        "COMMONNAME" => "CN".into(),
-        "ORGANIZATIONNAME" => "O".into(),
-        "ORGANIZATIONALUNITNAME" => "OU".into(),
-        "COUNTRYNAME" => "C".into(),
-        "LOCALITYNAME" => "L".into(),
-        "STATEORPROVINCENAME" => "ST".into(),
-        "EMAILADDRESS" => "EMAILADDRESS".into(),
-        other => other.to_string(),
-    }
+/// Read from a certificate (OpenSSL's names) into the form edgemq-formats parses subjects to.
+fn dn_of(name: &X509NameRef) -> Dn {
+    Dn::from_pairs(name.entries().map(|e| {
+        let key = e
+            .object()
+            .nid()
+            .short_name()
+            .map(str::to_owned)
+            .unwrap_or_else(|_| e.object().to_string());
+        let value = e.data().to_string().unwrap_or_default();
+        (key, value)
+    }))
 }
 
 /// One `authorizationAttributes` entry: (entry name, subject, attributes).
@@ -231,7 +182,7 @@ impl X509Method {
     /// equals an entry's subject gives that entry's attributes.
     fn attributes_for(&self, chain: &[X509]) -> Vec<(String, String)> {
         for cert in chain {
-            let dn = Dn::of(cert.subject_name());
+            let dn = dn_of(cert.subject_name());
             if let Some((_, _, attrs)) = self.attributes.iter().find(|(_, s, _)| *s == dn) {
                 return attrs.clone();
             }
@@ -334,22 +285,5 @@ impl Method for X509Method {
 
     fn wants_client_certificates(&self) -> bool {
         true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Dn;
-
-    #[test]
-    fn distinguished_names_compare_as_names_not_text() {
-        let a = Dn::parse("CN = Contoso Root CA Cert, OU = Engineering, C = US").unwrap();
-        let b = Dn::parse("C=US,OU=Engineering,CN=Contoso Root CA Cert").unwrap();
-        let c = Dn::parse("/C=US/OU=Engineering/CN=Contoso Root CA Cert").unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a, c);
-        assert_ne!(a, Dn::parse("CN = Contoso Root CA Cert").unwrap());
-        assert!(Dn::parse("").is_err());
-        assert!(Dn::parse("CN").is_err());
     }
 }

@@ -1,104 +1,66 @@
-//! Private key algorithms (cert-manager's `privateKey.algorithm` values) and key generation.
-
-use std::fmt;
-use std::str::FromStr;
+//! Key generation for each [`KeyAlgorithm`] (whose names edgemq-formats parses), and the
+//! algorithm of an existing key.
 
 use rcgen::KeyPair;
 
 use crate::error::TlsError;
 
-/// The key types a certificate can be issued for. Every variant can be generated, signs with
-/// rustls' aws-lc-rs provider and is accepted by webpki (RSA 2048–8192 bits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyAlgorithm {
-    Ec256,
-    Ec384,
-    Ec521,
-    Ed25519,
-    Rsa2048,
-    Rsa4096,
-    Rsa8192,
+pub use edgemq_formats::KeyAlgorithm;
+
+/// A new random key pair. RSA keys take noticeably longer (8192 bits: seconds).
+pub(crate) fn generate(algorithm: KeyAlgorithm) -> Result<KeyPair, TlsError> {
+    let err = |e: rcgen::Error| TlsError::KeyGeneration {
+        algorithm,
+        reason: e.to_string(),
+    };
+    match algorithm {
+        KeyAlgorithm::Ec256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+        KeyAlgorithm::Ec384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
+        KeyAlgorithm::Ec521 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512),
+        KeyAlgorithm::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519),
+        KeyAlgorithm::Rsa2048 => {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        }
+        KeyAlgorithm::Rsa4096 => {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_4096)
+        }
+        // rcgen's RsaKeySize stops at 4096; aws-lc-rs generates 8192 itself.
+        KeyAlgorithm::Rsa8192 => return rsa8192(),
+    }
+    .map_err(err)
 }
 
-impl KeyAlgorithm {
-    pub const ALL: [KeyAlgorithm; 7] = [
-        KeyAlgorithm::Ec256,
-        KeyAlgorithm::Ec384,
-        KeyAlgorithm::Ec521,
-        KeyAlgorithm::Ed25519,
-        KeyAlgorithm::Rsa2048,
-        KeyAlgorithm::Rsa4096,
-        KeyAlgorithm::Rsa8192,
-    ];
-
-    /// The spelling used in BrokerListener resources (`Ec256`, `Rsa2048`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyAlgorithm::Ec256 => "Ec256",
-            KeyAlgorithm::Ec384 => "Ec384",
-            KeyAlgorithm::Ec521 => "Ec521",
-            KeyAlgorithm::Ed25519 => "Ed25519",
-            KeyAlgorithm::Rsa2048 => "Rsa2048",
-            KeyAlgorithm::Rsa4096 => "Rsa4096",
-            KeyAlgorithm::Rsa8192 => "Rsa8192",
+/// The algorithm of an existing key (for `rotationPolicy: Never` and loaded CAs).
+pub(crate) fn algorithm_of(key: &KeyPair) -> Result<KeyAlgorithm, TlsError> {
+    let alg = key.algorithm();
+    if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
+        Ok(KeyAlgorithm::Ec256)
+    } else if alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
+        Ok(KeyAlgorithm::Ec384)
+    } else if alg == &rcgen::PKCS_ECDSA_P521_SHA512 {
+        Ok(KeyAlgorithm::Ec521)
+    } else if alg == &rcgen::PKCS_ED25519 {
+        Ok(KeyAlgorithm::Ed25519)
+    } else if alg == &rcgen::PKCS_RSA_SHA256 {
+        let spki = rcgen::PublicKeyData::subject_public_key_info(key);
+        let bits = x509_parser::prelude::FromDer::from_der(&spki)
+            .ok()
+            .and_then(
+                |(_, info): (_, x509_parser::x509::SubjectPublicKeyInfo<'_>)| {
+                    info.parsed().ok().map(|k| k.key_size())
+                },
+            )
+            .unwrap_or(0);
+        match bits {
+            2048 => Ok(KeyAlgorithm::Rsa2048),
+            4096 => Ok(KeyAlgorithm::Rsa4096),
+            8192 => Ok(KeyAlgorithm::Rsa8192),
+            other => Err(TlsError::UnsupportedKey(format!(
+                "RSA key of {other} bits (supported: 2048, 4096, 8192)"
+            ))),
         }
-    }
-
-    /// A new random key pair. RSA keys take noticeably longer (8192 bits: seconds).
-    pub(crate) fn generate(self) -> Result<KeyPair, TlsError> {
-        let err = |e: rcgen::Error| TlsError::KeyGeneration {
-            algorithm: self,
-            reason: e.to_string(),
-        };
-        match self {
-            KeyAlgorithm::Ec256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
-            KeyAlgorithm::Ec384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384),
-            KeyAlgorithm::Ec521 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P521_SHA512),
-            KeyAlgorithm::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519),
-            KeyAlgorithm::Rsa2048 => {
-                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-            }
-            KeyAlgorithm::Rsa4096 => {
-                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_4096)
-            }
-            // rcgen's RsaKeySize stops at 4096; aws-lc-rs generates 8192 itself.
-            KeyAlgorithm::Rsa8192 => return rsa8192(),
-        }
-        .map_err(err)
-    }
-
-    /// The algorithm of an existing key (for `rotationPolicy: Never` and loaded CAs).
-    pub(crate) fn of(key: &KeyPair) -> Result<KeyAlgorithm, TlsError> {
-        let alg = key.algorithm();
-        if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
-            Ok(KeyAlgorithm::Ec256)
-        } else if alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
-            Ok(KeyAlgorithm::Ec384)
-        } else if alg == &rcgen::PKCS_ECDSA_P521_SHA512 {
-            Ok(KeyAlgorithm::Ec521)
-        } else if alg == &rcgen::PKCS_ED25519 {
-            Ok(KeyAlgorithm::Ed25519)
-        } else if alg == &rcgen::PKCS_RSA_SHA256 {
-            let spki = rcgen::PublicKeyData::subject_public_key_info(key);
-            let bits = x509_parser::prelude::FromDer::from_der(&spki)
-                .ok()
-                .and_then(
-                    |(_, info): (_, x509_parser::x509::SubjectPublicKeyInfo<'_>)| {
-                        info.parsed().ok().map(|k| k.key_size())
-                    },
-                )
-                .unwrap_or(0);
-            match bits {
-                2048 => Ok(KeyAlgorithm::Rsa2048),
-                4096 => Ok(KeyAlgorithm::Rsa4096),
-                8192 => Ok(KeyAlgorithm::Rsa8192),
-                other => Err(TlsError::UnsupportedKey(format!(
-                    "RSA key of {other} bits (supported: 2048, 4096, 8192)"
-                ))),
-            }
-        } else {
-            Err(TlsError::UnsupportedKey(format!("{alg:?}")))
-        }
+    } else {
+        Err(TlsError::UnsupportedKey(format!("{alg:?}")))
     }
 }
 
@@ -115,40 +77,9 @@ fn rsa8192() -> Result<KeyPair, TlsError> {
         .map_err(|e| err(e.to_string()))
 }
 
-impl fmt::Display for KeyAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Case-insensitive, so both the resource spelling (`Ec256`) and the CLI's (`ec256`) parse.
-impl FromStr for KeyAlgorithm {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        KeyAlgorithm::ALL
-            .into_iter()
-            .find(|a| a.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                let names: Vec<_> = KeyAlgorithm::ALL.iter().map(|a| a.as_str()).collect();
-                format!(
-                    "unknown key algorithm {s:?} (expected one of {})",
-                    names.join(", ")
-                )
-            })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_both_spellings() {
-        assert_eq!("ec256".parse(), Ok(KeyAlgorithm::Ec256));
-        assert_eq!("Rsa4096".parse(), Ok(KeyAlgorithm::Rsa4096));
-        assert!("dsa".parse::<KeyAlgorithm>().is_err());
-    }
 
     #[test]
     fn generated_keys_report_their_algorithm() -> Result<(), TlsError> {
@@ -157,7 +88,7 @@ mod tests {
             .into_iter()
             .filter(|a| *a != KeyAlgorithm::Rsa8192)
         {
-            assert_eq!(KeyAlgorithm::of(&alg.generate()?)?, alg);
+            assert_eq!(algorithm_of(&generate(alg)?)?, alg);
         }
         Ok(())
     }

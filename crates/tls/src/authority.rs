@@ -52,7 +52,7 @@ impl CertificateAuthority {
         validity: Duration,
     ) -> Result<Self, TlsError> {
         let params = ca_params(common_name, validity, None)?;
-        let key = algorithm.generate()?;
+        let key = crate::algorithm::generate(algorithm)?;
         let cert = params.self_signed(&key).map_err(rcgen_err)?;
         let key_pem = key.serialize_pem();
         Self::from_parts(vec![cert.der().clone()], key, key_pem)
@@ -68,7 +68,7 @@ impl CertificateAuthority {
         parent.check_not_expired()?;
         let mut params = ca_params(common_name, validity, Some(parent.0.not_after))?;
         params.use_authority_key_identifier_extension = true;
-        let key = algorithm.generate()?;
+        let key = crate::algorithm::generate(algorithm)?;
         let cert = params
             .signed_by(&key, &parent.0.issuer)
             .map_err(rcgen_err)?;
@@ -95,7 +95,7 @@ impl CertificateAuthority {
         if rcgen::PublicKeyData::subject_public_key_info(&key) != x509.public_key().raw {
             return Err(TlsError::CaKeyMismatch { subject });
         }
-        let algorithm = KeyAlgorithm::of(&key)?;
+        let algorithm = crate::algorithm::algorithm_of(&key)?;
         let not_after = x509.validity().not_after.to_datetime();
         let cert_pem = crate::pem::encode_certificate(first);
         // Keep intermediates, drop self-signed roots (a root in the chain is only noise).

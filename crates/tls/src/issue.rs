@@ -209,7 +209,7 @@ pub(crate) fn leaf_key(
                     "the kept private key (rotationPolicy Never) cannot be used: {e}"
                 ))
             })?;
-            let found = KeyAlgorithm::of(&key)?;
+            let found = crate::algorithm::algorithm_of(&key)?;
             if found != algorithm {
                 return Err(TlsError::PreviousKeyMismatch {
                     requested: algorithm,
@@ -219,7 +219,7 @@ pub(crate) fn leaf_key(
             Ok((key, pem.to_string()))
         }
         None => {
-            let key = algorithm.generate()?;
+            let key = crate::algorithm::generate(algorithm)?;
             let pem = key.serialize_pem();
             Ok((key, pem))
         }

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use edgemq_formats::x509_attributes::DistinguishedName;
+
 use super::{metadata, ApiVersion};
 use crate::diag::Origin;
 use crate::model::SubjectAttributes;
@@ -344,7 +346,7 @@ fn x509_v1(s: &Obj<'_>) -> Option<RawMethod> {
             let Some(e) = v.obj(SUBJECT_ATTRIBUTES) else {
                 continue;
             };
-            let subject = e.req("subject").and_then(|s| s.name());
+            let subject = e.req("subject").and_then(|s| subject(&s));
             let attrs = e.req("attributes").and_then(|a| a.str_map());
             if let (Some(subject), Some(attrs)) = (subject, attrs) {
                 attributes.insert(
@@ -419,6 +421,19 @@ fn legacy_method(item: &Val<'_>) -> Option<RawMethod> {
         }
         _ => {
             v.error("SPIFFE (svid) authentication is not supported");
+            None
+        }
+    }
+}
+
+/// A subject the X509 method can match: parsed as the broker parses it, so an entry it
+/// would refuse at start is refused here, at its line (and left out of the model).
+fn subject(v: &Val<'_>) -> Option<Located<String>> {
+    let name = v.name()?;
+    match DistinguishedName::parse(&name.value) {
+        Ok(_) => Some(name),
+        Err(e) => {
+            v.error(format!("not a distinguished name: {e}"));
             None
         }
     }

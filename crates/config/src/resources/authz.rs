@@ -1,8 +1,9 @@
 //! BrokerAuthorization: v1 (`cache: Enabled`), transitional (`cache` or `enableCache`), legacy
-//! v1beta1 (`enableCache`, `listenerRef`, `clientids`). Rules are checked here: topic filters,
-//! `{principal.*}` variables, required topics.
+//! v1beta1 (`enableCache`, `listenerRef`, `clientids`). Rules are checked here: topic filters
+//! and `{principal.*}` variables (by edgemq-formats, as `serve` parses them), required topics.
 
 use base64::Engine as _;
+use edgemq_formats::topic_pattern::TopicPattern;
 
 use super::{metadata, ApiVersion};
 use crate::diag::Origin;
@@ -182,7 +183,10 @@ fn broker_resource(item: &Val<'_>) -> Option<BrokerResource> {
         .flatten()
         .filter_map(|item| {
             let topic = item.string()?;
-            check_topic(&topic).map_err(|e| item.error(e)).ok()?;
+            // The parser `serve` compiles the policy with.
+            TopicPattern::parse(&topic)
+                .map_err(|e| item.error(e.to_string()))
+                .ok()?;
             Some(topic)
         })
         .collect();
@@ -259,65 +263,4 @@ fn state_store_resource(item: &Val<'_>) -> Option<StateStoreResource> {
         key_type: key_type?,
         keys: keys.into_iter().map(|k| k.value).collect(),
     })
-}
-
-/// A topic filter as authorization rules use it: MQTT wildcards, and `{principal.clientId}`,
-/// `{principal.username}`, `{principal.attributes.NAME}`, each filling one whole level.
-pub(crate) fn check_topic(topic: &str) -> Result<(), String> {
-    if topic.is_empty() {
-        return Err("a topic must not be empty".into());
-    }
-    let levels: Vec<&str> = topic.split('/').collect();
-    for (i, level) in levels.iter().enumerate() {
-        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
-            return Err(format!(
-                "topic \"{topic}\": '#' must be a whole level and the last one"
-            ));
-        }
-        if level.contains('+') && *level != "+" {
-            return Err(format!("topic \"{topic}\": '+' must be a whole level"));
-        }
-        if level.contains('{') || level.contains('}') {
-            let var = level
-                .strip_prefix('{')
-                .and_then(|l| l.strip_suffix('}'))
-                .filter(|v| !v.contains(['{', '}']));
-            let Some(var) = var else {
-                return Err(format!(
-                    "topic \"{topic}\": a variable must fill a whole level, like {{principal.clientId}}"
-                ));
-            };
-            let known = var == "principal.clientId"
-                || var == "principal.username"
-                || var
-                    .strip_prefix("principal.attributes.")
-                    .is_some_and(|a| !a.is_empty());
-            if !known {
-                return Err(format!(
-                    "topic \"{topic}\": unknown variable {{{var}}}; expected {{principal.clientId}}, \
-                     {{principal.username}} or {{principal.attributes.NAME}}"
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::check_topic;
-
-    #[test]
-    fn topics() {
-        assert!(check_topic("telemetry/{principal.attributes.floor}/{principal.clientId}").is_ok());
-        assert!(check_topic("commands/+/#").is_ok());
-        assert!(check_topic("#").is_ok());
-        assert!(check_topic("a/#/b").is_err());
-        assert!(check_topic("a/b#").is_err());
-        assert!(check_topic("a/x+").is_err());
-        assert!(check_topic("a/pre{principal.clientId}").is_err());
-        assert!(check_topic("a/{principal.password}").is_err());
-        assert!(check_topic("a/{principal.attributes.}").is_err());
-        assert!(check_topic("").is_err());
-    }
 }

@@ -116,15 +116,6 @@ const PROTOCOLS: &[(&str, Protocol)] = &[
     ("Mqtt", Protocol::Mqtt),
     ("WebSockets", Protocol::WebSockets),
 ];
-const ALGORITHMS: &[(&str, KeyAlgorithm)] = &[
-    ("Ec256", KeyAlgorithm::Ec256),
-    ("Ec384", KeyAlgorithm::Ec384),
-    ("Ec521", KeyAlgorithm::Ec521),
-    ("Ed25519", KeyAlgorithm::Ed25519),
-    ("Rsa2048", KeyAlgorithm::Rsa2048),
-    ("Rsa4096", KeyAlgorithm::Rsa4096),
-    ("Rsa8192", KeyAlgorithm::Rsa8192),
-];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -381,7 +372,7 @@ fn auto_cert(v: &Val<'_>, legacy: bool) -> Option<RawAutoCert> {
         .collect();
     let (algorithm, rotate_key) = match spec.get("privateKey") {
         Some(pk) => private_key(&pk, legacy),
-        None => (KeyAlgorithm::Ec256, true),
+        None => (DEFAULT_ALGORITHM, true),
     };
     check_renewal(&spec, &duration, &renew_before);
     Some(RawAutoCert {
@@ -448,7 +439,7 @@ fn private_key(v: &Val<'_>, legacy: bool) -> (KeyAlgorithm, bool) {
     } else {
         PRIVATE_KEY
     }) else {
-        return (KeyAlgorithm::Ec256, true);
+        return (DEFAULT_ALGORITHM, true);
     };
     let rotate_key = pk
         .get("rotationPolicy")
@@ -456,10 +447,10 @@ fn private_key(v: &Val<'_>, legacy: bool) -> (KeyAlgorithm, bool) {
         .unwrap_or(true);
     let algorithm = match pk.get("algorithm") {
         Some(a) if legacy => legacy_algorithm(&a, pk.get("size")),
-        Some(a) => a.one_of(ALGORITHMS),
+        Some(a) => algorithm_name(&a),
         None => None,
     };
-    (algorithm.unwrap_or_default(), rotate_key)
+    (algorithm.unwrap_or(DEFAULT_ALGORITHM), rotate_key)
 }
 
 /// Legacy keys were also written as `algorithm: ECDSA|RSA` plus `size`.
@@ -498,6 +489,14 @@ fn legacy_algorithm(a: &Val<'_>, size: Option<Val<'_>>) -> Option<KeyAlgorithm> 
             KeyAlgorithm::Rsa2048,
         )
     } else {
-        a.one_of(ALGORITHMS)
+        algorithm_name(a)
     }
+}
+
+/// AIO's default for `privateKey.algorithm`.
+const DEFAULT_ALGORITHM: KeyAlgorithm = KeyAlgorithm::Ec256;
+
+fn algorithm_name(a: &Val<'_>) -> Option<KeyAlgorithm> {
+    let parsed = a.string()?.parse::<KeyAlgorithm>();
+    parsed.map_err(|e| a.error(e.to_string())).ok()
 }

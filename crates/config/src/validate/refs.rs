@@ -1,10 +1,10 @@
 //! Resolving a reference by name, and checking that what it names holds what the referrer
 //! needs: a TLS pair that parses and matches, CA certificates, `passwords.toml`,
-//! `x509Attributes.toml`. Every problem is reported at the referring field.
+//! `x509Attributes.toml` (the two files read by edgemq-formats, the broker's own parser).
+//! Every problem is reported at the referring field.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use edgemq_security::password::{PasswordDb, PasswordError, PasswordHash};
 use edgemq_tls::pem::{certified_key, parse_certificates, PemError};
 
 use crate::diag::{existing, Diags, Origin};
@@ -187,84 +187,23 @@ impl<'a> Refs<'a> {
         }
     }
 
-    /// `passwords.toml`: `[user]` tables with a PBKDF2 `password` and optional string
-    /// `attributes`.
+    /// `passwords.toml`, read by the parser the broker uses (edgemq-formats): every
+    /// problem is reported, each with its line in the file.
     pub(crate) fn passwords(&self, origin: &Origin, r: &Located<String>, ctx: &str) {
         const KEY: &str = "passwords.toml";
         let Some(bytes) = self.secret_key(origin, r, KEY, ctx) else {
             return;
         };
-        let prefix = format!("{ctx}secret \"{}\": {KEY}", r.value);
-        let Some(table) = self.toml(origin, r, bytes, &prefix) else {
-            return;
-        };
-        let errors_before = self.diags.error_count();
-        for (user, entry) in &table {
-            let Some(entry) = entry.as_table() else {
-                self.error(
-                    origin,
-                    r,
-                    format!("{prefix}: [{user}] must be a table with a password"),
-                );
-                continue;
-            };
-            // The broker's own parser: what it refuses at start, this refuses here.
-            match entry
-                .get("password")
-                .and_then(toml::Value::as_str)
-                .map(str::parse::<PasswordHash>)
-            {
-                Some(Ok(_)) => {}
-                Some(Err(PasswordError::Format)) => self.error(
-                    origin,
-                    r,
-                    format!(
-                        "{prefix}: [{user}] password must be a PBKDF2 hash \
-                         ($pbkdf2-sha512$i=…,l=64$salt$hash, see edgemq password-hash)"
-                    ),
-                ),
-                Some(Err(e)) => self.error(
-                    origin,
-                    r,
-                    format!("{prefix}: [{user}] password: {e} (see edgemq password-hash)"),
-                ),
-                None => self.error(origin, r, format!("{prefix}: [{user}] has no password")),
-            }
-            if let Some(attrs) = entry.get("attributes") {
-                if string_table(attrs).is_none() {
-                    self.error(
-                        origin,
-                        r,
-                        format!("{prefix}: [{user}.attributes] must hold string values"),
-                    );
-                }
-            }
-            if let Some(extra) = entry
-                .keys()
-                .find(|k| !matches!(k.as_str(), "password" | "attributes"))
-            {
-                self.error(
-                    origin,
-                    r,
-                    format!(
-                        "{prefix}: [{user}] unknown key {extra} (expected password and attributes)"
-                    ),
-                );
-            }
-        }
-        // Whatever the checks above missed, the broker's parser has the last word.
-        if self.diags.error_count() == errors_before {
-            if let Err(e) = std::str::from_utf8(bytes)
-                .map_err(|_| PasswordError::Toml("not UTF-8".into()))
-                .and_then(PasswordDb::parse)
-            {
-                self.error(origin, r, format!("{ctx}secret \"{}\": {e}", r.value));
+        if let Err(problems) = edgemq_formats::passwords::parse(bytes) {
+            for e in &problems {
+                let msg = format!("{ctx}secret \"{}\": {KEY}: {e}", r.value);
+                self.error(origin, r, msg);
             }
         }
     }
 
-    /// `x509Attributes.toml`: `[name]` tables with `subject` and `[name.attributes]`, the
-    /// v1beta1 form of `authorizationAttributes`.
+    /// `x509Attributes.toml`, the v1beta1 form of `authorizationAttributes`. Entries with a
+    /// problem are reported and left out.
     pub(crate) fn x509_attributes(
         &self,
         origin: &Origin,
@@ -273,51 +212,13 @@ impl<'a> Refs<'a> {
     ) -> Option<BTreeMap<String, SubjectAttributes>> {
         const KEY: &str = "x509Attributes.toml";
         let bytes = self.secret_key(origin, r, KEY, ctx)?;
-        let prefix = format!("{ctx}secret \"{}\": {KEY}", r.value);
-        let table = self.toml(origin, r, bytes, &prefix)?;
-        let mut out = BTreeMap::new();
-        for (name, entry) in &table {
-            let subject = entry.get("subject").and_then(toml::Value::as_str);
-            let attributes = entry.get("attributes").and_then(string_table);
-            match (subject, attributes) {
-                (Some(subject), Some(attributes)) => {
-                    out.insert(
-                        name.clone(),
-                        SubjectAttributes {
-                            subject: subject.to_owned(),
-                            attributes,
-                        },
-                    );
+        match edgemq_formats::x509_attributes::parse(bytes) {
+            Ok(entries) => Some(entries.into_iter().map(subject_attributes).collect()),
+            Err(problems) => {
+                for e in &problems {
+                    let msg = format!("{ctx}secret \"{}\": {KEY}: {e}", r.value);
+                    self.error(origin, r, msg);
                 }
-                _ => self.error(
-                    origin,
-                    r,
-                    format!("{prefix}: [{name}] needs subject = \"…\" and an [{name}.attributes] table of strings"),
-                ),
-            }
-        }
-        Some(out)
-    }
-
-    fn toml(
-        &self,
-        origin: &Origin,
-        r: &Located<String>,
-        bytes: &[u8],
-        prefix: &str,
-    ) -> Option<toml::Table> {
-        let Ok(text) = std::str::from_utf8(bytes) else {
-            self.error(origin, r, format!("{prefix}: not UTF-8 text"));
-            return None;
-        };
-        match text.parse::<toml::Table>() {
-            Ok(t) => Some(t),
-            Err(e) => {
-                let line = e
-                    .span()
-                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-                let at = line.map(|l| format!(" line {l}")).unwrap_or_default();
-                self.error(origin, r, format!("{prefix}{at}: {}", e.message().trim()));
                 None
             }
         }
@@ -333,9 +234,15 @@ fn keys_of<'k>(keys: impl Iterator<Item = &'k String>) -> String {
     }
 }
 
-fn string_table(v: &toml::Value) -> Option<BTreeMap<String, String>> {
-    v.as_table()?
-        .iter()
-        .map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
-        .collect()
+fn subject_attributes(
+    e: edgemq_formats::x509_attributes::SubjectAttributes,
+) -> (String, SubjectAttributes) {
+    let attributes = e.attributes.into_iter().collect();
+    (
+        e.name,
+        SubjectAttributes {
+            subject: e.subject,
+            attributes,
+        },
+    )
 }

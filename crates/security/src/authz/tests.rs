@@ -176,6 +176,20 @@ fn patterns_reject_partial_variables() {
     assert!(Pattern::parse("{principal.attributes.x}/#").is_ok());
 }
 
+/// Patterns security once compiled although the configuration loader refused them: the
+/// one parser now refuses them here too (fail closed).
+#[test]
+fn patterns_check_refused_are_refused_here() {
+    for raw in [
+        "",
+        "f/{principal.attributes.a+b}",
+        "f/{principal.attributes.x}}",
+        "f/{principal.attributes.{x}",
+    ] {
+        assert!(Pattern::parse(raw).is_err(), "{raw:?}");
+    }
+}
+
 #[test]
 fn connect_client_ids_narrow_the_connect_grant() {
     let mut r = rule(&[], &[]);
