@@ -201,8 +201,16 @@ impl Bus {
                 Err(_) => &mut fresh,
             };
             self.index.route(&message.topic, message.publisher, routes);
-            let stores = |r: &Route<MailboxHandle>| r.subscriber.0.stores(message.qos.min(r.qos));
-            if store_full && !route_when_refused && routes.iter().any(stores) {
+            // Copies the store will write: one message queued for several persistent
+            // sessions is stored once for all of them.
+            let storing = match &self.store {
+                Some(_) => routes
+                    .iter()
+                    .filter(|r| r.subscriber.0.stores(message.qos.min(r.qos)))
+                    .count(),
+                None => 0,
+            };
+            if store_full && !route_when_refused && storing > 0 {
                 // All or nothing, as for the retained budgets: the publisher may retry.
                 routes.clear();
                 self.store_refused(&message, "QoS 1/2 message for a persistent session");
@@ -233,7 +241,11 @@ impl Bus {
                     continue;
                 }
                 routed.durable |= stored;
-                let outcome = route.subscriber.0.push_with(delivery, &self.stats, shed);
+                let outcome =
+                    route
+                        .subscriber
+                        .0
+                        .push_with(delivery, &self.stats, shed, storing > 1);
                 // The publisher's own queue never holds it back: it drains only while the
                 // publisher's connection reads (its acknowledgements).
                 if outcome == PushOutcome::QueuedCongested

@@ -280,16 +280,26 @@ impl Mailbox {
     /// Queue a delivery under the overflow policy, counting every drop in `stats`.
     /// QoS 0 messages are not kept for an offline session (as Mosquitto's default).
     pub fn push(&self, delivery: Delivery, stats: &Stats) -> PushOutcome {
-        self.push_with(delivery, stats, false)
+        self.push_with(delivery, stats, false, false)
     }
 
     /// [`push`](Self::push); with `shed`, a non-empty queue is treated as full (the broker
-    /// is at its memory budget, see `crate::memory`).
-    pub fn push_with(&self, mut delivery: Delivery, stats: &Stats, shed: bool) -> PushOutcome {
+    /// is at its memory budget, see `crate::memory`). `shared`: the message is being
+    /// queued for other persistent sessions too (the store keeps one copy for all).
+    pub fn push_with(
+        &self,
+        mut delivery: Delivery,
+        stats: &Stats,
+        shed: bool,
+        shared: bool,
+    ) -> PushOutcome {
         let connected = self.is_connected();
         // A delivery moved from another session keeps no key of that session's.
         delivery.stored = None;
-        let store = self.store().filter(|_| delivery.qos != QoS::AtMostOnce);
+        let store = self
+            .store()
+            .filter(|_| delivery.qos != QoS::AtMostOnce)
+            .map(|s| (s, shared));
         if !connected && delivery.qos == QoS::AtMostOnce {
             stats.dropped(DropReason::OfflineQos0);
             return PushOutcome::Dropped(DropReason::OfflineQos0);
@@ -352,10 +362,15 @@ impl Mailbox {
 
     /// The queue entry for an admitted delivery, written to the store first if durable.
     /// (Called under the queue lock, so store keys follow queue order.)
-    fn admit(&self, store: Option<&Arc<Store>>, delivery: Delivery, connected: bool) -> Entry {
+    fn admit(
+        &self,
+        store: Option<(&Arc<Store>, bool)>,
+        delivery: Delivery,
+        connected: bool,
+    ) -> Entry {
         match store {
-            Some(store) => {
-                let delivery = store.enqueue(&self.client_id, delivery);
+            Some((store, shared)) => {
+                let delivery = store.enqueue(&self.client_id, delivery, shared);
                 match (connected, delivery.stored) {
                     (false, Some(seq)) => Entry::Stored {
                         seq,

@@ -155,6 +155,8 @@ pub(crate) enum Op {
     Enqueue {
         client: ByteString,
         delivery: Delivery,
+        /// Queued for more than one session: the message is stored once, by key.
+        shared: bool,
     },
     Remove {
         client: ByteString,
@@ -420,13 +422,16 @@ impl Store {
         self.ticket().saturating_sub(committed)
     }
 
-    /// Store a delivery for `client`; returns it with its store key set.
-    pub fn enqueue(&self, client: &ByteString, mut delivery: Delivery) -> Delivery {
+    /// Store a delivery for `client`; returns it with its store key set. `shared`: the
+    /// message is being queued for other sessions too, and is stored once for all of them;
+    /// otherwise the delivery carries its own copy (one record to write and to delete).
+    pub fn enqueue(&self, client: &ByteString, mut delivery: Delivery, shared: bool) -> Delivery {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         delivery.stored = Some(seq);
         self.submit(Op::Enqueue {
             client: client.clone(),
             delivery: delivery.clone(),
+            shared,
         });
         delivery
     }

@@ -1,17 +1,15 @@
 //! Format 1 → format 2, once, at start-up. Format 1 keyed every queued, in-flight and QoS 2
-//! record by the client id and gave every queued delivery its own copy of the message;
-//! format 2 numbers each session and stores each message once (see `writer`). The migration
+//! record by the client id; format 2 numbers each session and keys its records by the
+//! number (see `writer`). The migration
 //! runs in the start-up transaction: it commits with the rest of recovery or not at all.
 
 use std::collections::HashMap;
 
-use bytes::BytesMut;
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use crate::record::{self, Clock};
-use crate::recover::{damaged_record, Failure};
-use crate::writer::{INCOMING, INFLIGHT, MESSAGES, QUEUE, SESSIONS};
-use crate::{Recovered, Recovery};
+use crate::recover::Failure;
+use crate::writer::{INCOMING, INFLIGHT, QUEUE, SESSIONS};
 
 const QUEUE_V1: TableDefinition<'static, (&'static str, u64), &'static [u8]> =
     TableDefinition::new("queue");
@@ -21,12 +19,7 @@ const INCOMING_V1: TableDefinition<'static, (&'static str, u16), ()> =
     TableDefinition::new("incoming_qos2");
 
 /// Migrate what format 1 left, if anything.
-pub(crate) fn to_v2(
-    txn: &WriteTransaction,
-    clock: Clock,
-    recovery: Recovery,
-    recovered: &mut Recovered,
-) -> Result<(), Failure> {
+pub(crate) fn to_v2(txn: &WriteTransaction, clock: Clock) -> Result<(), Failure> {
     let old: Vec<String> = txn
         .list_tables()?
         .map(|t| t.name().to_string())
@@ -36,7 +29,7 @@ pub(crate) fn to_v2(
     if old.is_empty() {
         return Ok(());
     }
-    let queued = move_queue(txn, &numbers, clock, recovery, recovered)?;
+    let queued = move_queue(txn, &numbers)?;
     move_inflight(txn, &numbers)?;
     // (Opening a table creates it: all three go, whichever existed.)
     txn.delete_table(QUEUE_V1)?;
@@ -75,39 +68,21 @@ fn number_sessions(txn: &WriteTransaction, clock: Clock) -> Result<HashMap<Strin
     Ok(numbers)
 }
 
-/// Each format 1 delivery becomes a stored message and a delivery that names it. (Copies of
-/// one message were not told apart in format 1; each stays a message of its own.)
-fn move_queue(
-    txn: &WriteTransaction,
-    numbers: &HashMap<String, u64>,
-    clock: Clock,
-    recovery: Recovery,
-    recovered: &mut Recovered,
-) -> Result<usize, Failure> {
+/// A format 1 delivery carries its own copy of the message, as format 2 still writes a
+/// message queued for one session: the record moves as it is, under its session's number.
+/// (Copies of one message were not told apart in format 1; each stays a copy of its own.)
+/// Whether it decodes is checked with everything else queued, after the move.
+fn move_queue(txn: &WriteTransaction, numbers: &HashMap<String, u64>) -> Result<usize, Failure> {
     let old = txn.open_table(QUEUE_V1)?;
     let mut queue = txn.open_table(QUEUE)?;
-    let mut messages = txn.open_table(MESSAGES)?;
-    let mut key = messages.last()?.map_or(1, |(k, _)| k.value() + 1);
-    let mut scratch = BytesMut::new();
     let mut moved = 0;
     for entry in old.iter()? {
         let (k, value) = entry?;
         let (client, seq) = k.value();
-        let Some(&number) = numbers.get(client) else {
-            continue;
-        };
-        let delivery = match record::decode_delivery_v1(value.value(), seq, clock) {
-            Ok(d) => d,
-            Err(e) => {
-                damaged_record(recovery, recovered, "queued message", client, &e)?;
-                continue;
-            }
-        };
-        messages.insert(key, &record::encode_message(&delivery.message, clock)[..])?;
-        record::encode_queued(&delivery, key, &mut scratch);
-        queue.insert((number, seq), &scratch[..])?;
-        key += 1;
-        moved += 1;
+        if let Some(&number) = numbers.get(client) {
+            queue.insert((number, seq), value.value())?;
+            moved += 1;
+        }
     }
     Ok(moved)
 }

@@ -17,9 +17,11 @@ use edgemq_core::message::Message;
 use edgemq_core::session::Delivery;
 use edgemq_core::subscriptions::StoredOptions;
 
-/// Messages, retained messages and (format 1) sessions and queued deliveries.
+/// Messages, retained messages, (format 1) sessions, and queued deliveries with their own
+/// copy of the message (a message queued for one session only).
 const FORMAT: u8 = 1;
-/// Sessions with their number, and queued deliveries that name a stored message.
+/// Sessions with their number, and queued deliveries that name a message stored once for
+/// several sessions.
 const FORMAT_2: u8 = 2;
 
 /// A record could not be read back.
@@ -262,13 +264,15 @@ fn put_delivery_fields(w: &mut Writer, d: &Delivery) {
     w.bytes(d.share_group.as_deref().unwrap_or("").as_bytes());
 }
 
-/// The stored message a queued delivery names, read without decoding the rest.
-pub fn queued_message(raw: &[u8]) -> Result<u64, RecordError> {
+/// The shared message a queued delivery names (`None`: it carries its own copy), read
+/// without decoding the rest.
+pub fn queued_message(raw: &[u8]) -> Result<Option<u64>, RecordError> {
     let mut r = Reader(raw);
-    if r.u8()? != FORMAT_2 {
-        return Err(RecordError("unknown record format"));
+    match r.u8()? {
+        FORMAT => Ok(None),
+        FORMAT_2 => r.u64().map(Some),
+        _ => Err(RecordError("unknown record format")),
     }
-    r.u64()
 }
 
 pub fn decode_queued(raw: &[u8]) -> Result<Queued, RecordError> {
@@ -301,19 +305,31 @@ fn get_delivery_fields(r: &mut Reader<'_>) -> Result<DeliveryFields, RecordError
     Ok((qos, retain, ids, (!group.is_empty()).then_some(group)))
 }
 
-/// A queued delivery as format 1 wrote it, with its own copy of the message (tests of the
-/// migration write the old layout with it).
-#[cfg(test)]
-pub fn encode_delivery_v1(d: &Delivery, clock: Clock) -> Bytes {
-    let mut w = Writer(BytesMut::new());
+/// A queued delivery with its own copy of the message: one queued for a single session
+/// (no second record to write and delete). Format 1 wrote every delivery so.
+pub fn encode_delivery_inline(d: &Delivery, clock: Clock, out: &mut BytesMut) {
+    out.clear();
+    let mut w = Writer(std::mem::take(out));
     w.u8(FORMAT);
     put_delivery_fields(&mut w, d);
     put_message(&mut w, &d.message, clock);
-    w.0.freeze()
+    *out = w.0;
 }
 
-/// A format 1 queued delivery (read once, when an older store is migrated).
-pub fn decode_delivery_v1(raw: &[u8], seq: u64, clock: Clock) -> Result<Delivery, RecordError> {
+/// QoS and expiry of a delivery with its own message, read without decoding the rest
+/// (start-up scans every queued message but keeps none of them in memory).
+pub fn inline_summary(raw: &[u8]) -> Result<(QoS, Option<u64>), RecordError> {
+    let mut r = Reader(raw);
+    r.format()?;
+    let (qos, ..) = get_delivery_fields(&mut r)?;
+    r.u8()?;
+    r.u8()?;
+    let expires = r.u64()?;
+    Ok((qos, (expires != 0).then_some(expires)))
+}
+
+/// A queued delivery with its own copy of the message.
+pub fn decode_delivery_inline(raw: &[u8], seq: u64, clock: Clock) -> Result<Delivery, RecordError> {
     let mut r = Reader(raw);
     r.format()?;
     let (qos, retain, subscription_ids, share_group) = get_delivery_fields(&mut r)?;
@@ -452,8 +468,13 @@ mod tests {
             share_group: Some(ByteString::from_static("g")),
             stored: None,
         };
-        let raw = encode_delivery_v1(&d, clock);
-        let back = decode_delivery_v1(&raw, 42, clock).unwrap();
+        let mut raw = BytesMut::new();
+        encode_delivery_inline(&d, clock, &mut raw);
+        let back = decode_delivery_inline(&raw, 42, clock).unwrap();
+        assert_eq!(queued_message(&raw).unwrap(), None);
+        let (q, expires) = inline_summary(&raw).unwrap();
+        assert_eq!(q, QoS::AtLeastOnce);
+        assert!(expires.is_some());
         assert_eq!(back.qos, QoS::AtLeastOnce);
         assert!(back.retain);
         assert_eq!(back.subscription_ids.as_slice(), &[7, 9]);
@@ -465,7 +486,7 @@ mod tests {
 
         let mut raw = BytesMut::new();
         encode_queued(&d, 9, &mut raw);
-        assert_eq!(queued_message(&raw).unwrap(), 9);
+        assert_eq!(queued_message(&raw).unwrap(), Some(9));
         let queued = decode_queued(&raw).unwrap();
         assert_eq!(queued.message, 9);
         let back = queued.into_delivery(d.message.clone(), 42);
@@ -503,8 +524,8 @@ mod tests {
     #[test]
     fn damaged_records_are_errors() {
         let clock = Clock::now();
-        assert!(decode_delivery_v1(&[], 1, clock).is_err());
-        assert!(decode_delivery_v1(&[FORMAT, 1, 0, 3], 1, clock).is_err());
+        assert!(decode_delivery_inline(&[], 1, clock).is_err());
+        assert!(decode_delivery_inline(&[FORMAT, 1, 0, 3], 1, clock).is_err());
         assert!(decode_queued(&[FORMAT_2, 0, 0]).is_err());
         assert!(decode_queued(&[FORMAT, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0]).is_err());
         assert!(decode_session(&[9, 9, 9], clock).is_err());

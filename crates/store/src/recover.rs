@@ -253,7 +253,7 @@ fn read_back(db: &Database, recovery: Recovery) -> Result<Recovered, Failure> {
     let now_ms = record::unix_ms(clock.wall);
     let mut recovered = Recovered::default();
     let txn = db.begin_write()?;
-    crate::migrate::to_v2(&txn, clock, recovery, &mut recovered)?;
+    crate::migrate::to_v2(&txn, clock)?;
     let mut sessions = read_sessions(&txn, clock, recovery, &mut recovered)?;
     let mut messages = read_messages(&txn, recovery, &mut recovered)?;
     read_queue(
@@ -459,14 +459,8 @@ fn read_queue(
             drop_queued.push((number, seq));
             continue;
         };
-        let queued = record::decode_queued(value.value()).and_then(|q| {
-            match messages.found.get(&q.message) {
-                Some((expires, _)) => Ok((q, *expires)),
-                None => Err(record::RecordError("its message is missing")),
-            }
-        });
-        let (queued, expires) = match queued {
-            Ok(found) => found,
+        let row = match queued_row(value.value(), messages) {
+            Ok(row) => row,
             Err(e) => {
                 damaged_record(
                     recovery,
@@ -479,33 +473,34 @@ fn read_queue(
                 continue;
             }
         };
-        let message_key = queued.message;
         match sent.remove(&(number, seq)) {
-            Some((packet_id, state)) => match messages.decode(txn, message_key, clock)? {
-                // Once sent, a message is delivered even if it expires meanwhile.
-                Ok(m) => session
-                    .inflight
-                    .push((packet_id, state, queued.into_delivery(m, seq))),
-                Err(e) => {
-                    damaged_record(
-                        recovery,
-                        recovered,
-                        "in-flight message",
-                        &session.client_id,
-                        &e,
-                    )?;
-                    drop_queued.push((number, seq));
-                    continue;
+            // Once sent, a message is delivered even if it expires meanwhile.
+            Some((packet_id, state)) => {
+                match row.delivery(value.value(), seq, txn, messages, clock)? {
+                    Ok(d) => session.inflight.push((packet_id, state, d)),
+                    Err(e) => {
+                        damaged_record(
+                            recovery,
+                            recovered,
+                            "in-flight message",
+                            &session.client_id,
+                            &e,
+                        )?;
+                        drop_queued.push((number, seq));
+                        continue;
+                    }
                 }
-            },
-            None if expires.is_some_and(|at| at <= now_ms) => {
+            }
+            None if row.expires.is_some_and(|at| at <= now_ms) => {
                 recovered.expired_messages += 1;
                 drop_queued.push((number, seq));
                 continue;
             }
-            None => session.queued.push((seq, queued.qos)),
+            None => session.queued.push((seq, row.qos)),
         }
-        *messages.refs.entry(message_key).or_default() += 1;
+        if let Some(q) = &row.shared {
+            *messages.refs.entry(q.message).or_default() += 1;
+        }
         recovered.index.usage += value.value().len() as u64 + QUEUE_KEY;
     }
     let mut inflight_table = txn.open_table(INFLIGHT)?;
@@ -535,6 +530,54 @@ fn read_queue(
     }
     recovered.next_seq = next_seq;
     Ok(())
+}
+
+/// What start-up needs of a queued record.
+struct Row {
+    qos: QoS,
+    /// Unix ms.
+    expires: Option<u64>,
+    /// The shared message it names (`None`: it carries its own copy).
+    shared: Option<record::Queued>,
+}
+
+fn queued_row(raw: &[u8], messages: &Messages) -> Result<Row, record::RecordError> {
+    if record::queued_message(raw)?.is_none() {
+        let (qos, expires) = record::inline_summary(raw)?;
+        return Ok(Row {
+            qos,
+            expires,
+            shared: None,
+        });
+    }
+    let q = record::decode_queued(raw)?;
+    let Some((expires, _)) = messages.found.get(&q.message) else {
+        return Err(record::RecordError("its message is missing"));
+    };
+    Ok(Row {
+        qos: q.qos,
+        expires: *expires,
+        shared: Some(q),
+    })
+}
+
+impl Row {
+    /// The whole delivery (for one in flight: it goes back into the window).
+    fn delivery(
+        &self,
+        raw: &[u8],
+        seq: u64,
+        txn: &WriteTransaction,
+        messages: &mut Messages,
+        clock: Clock,
+    ) -> Result<Result<Delivery, record::RecordError>, Failure> {
+        let Some(q) = &self.shared else {
+            return Ok(record::decode_delivery_inline(raw, seq, clock));
+        };
+        Ok(messages
+            .decode(txn, q.message, clock)?
+            .map(|m| q.clone().into_delivery(m, seq)))
+    }
 }
 
 /// In-flight entries: (session number, store key) → packet identifier and state.

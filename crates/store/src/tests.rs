@@ -39,9 +39,9 @@ fn what_was_committed_is_read_back_after_a_reopen() {
     let (store, recovered) = open(dir.path());
     assert!(recovered.sessions.is_empty());
     store.put_session(&client, session());
-    let queued = store.enqueue(&client, delivery("a/1", QoS::AtLeastOnce));
-    let sent = store.enqueue(&client, delivery("a/2", QoS::ExactlyOnce));
-    let acked = store.enqueue(&client, delivery("a/3", QoS::AtLeastOnce));
+    let queued = store.enqueue(&client, delivery("a/1", QoS::AtLeastOnce), false);
+    let sent = store.enqueue(&client, delivery("a/2", QoS::ExactlyOnce), false);
+    let acked = store.enqueue(&client, delivery("a/3", QoS::AtLeastOnce), false);
     store.sent(
         &client,
         sent.stored.unwrap(),
@@ -80,7 +80,7 @@ async fn a_ticket_is_reached_once_its_operations_are_committed_and_loads_see_the
     let dir = tempfile::tempdir().unwrap();
     let client = ByteString::from_static("c");
     let (store, _) = open(dir.path());
-    let d = store.enqueue(&client, delivery("t", QoS::AtLeastOnce));
+    let d = store.enqueue(&client, delivery("t", QoS::AtLeastOnce), false);
     let ticket = store.ticket();
     let mut committed = store.committed();
     committed.wait_for(|c| *c >= ticket).await.unwrap();
@@ -172,13 +172,13 @@ fn a_failed_commit_is_held_and_retried_until_the_disk_takes_it() {
         let client = ByteString::from_static("sub");
         let (store, _) = Store::open(dir.path(), policy, Recovery::Quarantine).unwrap();
         store.put_session(&client, session());
-        let before = store.enqueue(&client, delivery("before", QoS::AtLeastOnce));
+        let before = store.enqueue(&client, delivery("before", QoS::AtLeastOnce), false);
         let ticket = store.ticket();
         assert!(eventually(10, || *store.committed().borrow() >= ticket));
         assert_eq!(store.health(), crate::Health::Ok);
 
         store.inject_write_errors(true);
-        let during = store.enqueue(&client, delivery("during", QoS::AtLeastOnce));
+        let during = store.enqueue(&client, delivery("during", QoS::AtLeastOnce), false);
         let held = store.ticket();
         assert!(
             eventually(10, || matches!(
@@ -199,7 +199,7 @@ fn a_failed_commit_is_held_and_retried_until_the_disk_takes_it() {
             *store.committed().borrow() < held,
             "{policy}: released early"
         );
-        let later = store.enqueue(&client, delivery("later", QoS::ExactlyOnce));
+        let later = store.enqueue(&client, delivery("later", QoS::ExactlyOnce), false);
         let load = store.load(&client, vec![during.stored.unwrap()]);
         let last = store.ticket();
         std::thread::sleep(std::time::Duration::from_millis(300));
@@ -219,7 +219,7 @@ fn a_failed_commit_is_held_and_retried_until_the_disk_takes_it() {
         let loaded = load.blocking_recv().unwrap();
         assert_eq!(&*loaded[0].message.topic, "during");
         // And it goes on working.
-        let after = store.enqueue(&client, delivery("after", QoS::AtLeastOnce));
+        let after = store.enqueue(&client, delivery("after", QoS::AtLeastOnce), false);
         let t = store.ticket();
         assert!(eventually(10, || *store.committed().borrow() >= t));
         store.close();
@@ -251,17 +251,17 @@ fn beyond_the_backlog_bound_a_degraded_store_gives_up() {
     )
     .unwrap();
     store.put_session(&client, session());
-    let kept = store.enqueue(&client, delivery("kept", QoS::AtLeastOnce));
+    let kept = store.enqueue(&client, delivery("kept", QoS::AtLeastOnce), false);
     let ticket = store.ticket();
     assert!(eventually(10, || *store.committed().borrow() >= ticket));
     store.inject_write_errors(true);
-    store.enqueue(&client, delivery("first", QoS::AtLeastOnce));
+    store.enqueue(&client, delivery("first", QoS::AtLeastOnce), false);
     assert!(eventually(10, || matches!(
         store.health(),
         crate::Health::Degraded { .. }
     )));
     for _ in 0..100 {
-        store.enqueue(&client, delivery("more", QoS::AtLeastOnce));
+        store.enqueue(&client, delivery("more", QoS::AtLeastOnce), false);
     }
     assert!(eventually(10, || store.is_failed()));
     assert!(matches!(store.health(), crate::Health::Failed { .. }));
@@ -325,7 +325,7 @@ fn a_message_for_many_sessions_is_stored_once_and_client_ids_once_per_session() 
     let message = big("fan/out", 100_000);
     for _ in 0..20 {
         for c in &clients {
-            store.enqueue(c, Delivery::plain(message.clone(), QoS::AtLeastOnce));
+            store.enqueue(c, Delivery::plain(message.clone(), QoS::AtLeastOnce), true);
         }
     }
     committed(&store);
@@ -387,8 +387,8 @@ fn a_message_lives_as_long_as_a_delivery_names_it() {
     committed(&store);
     let base = store.usage();
     let m = big("t", 50_000);
-    let da = store.enqueue(&a, Delivery::plain(m.clone(), QoS::AtLeastOnce));
-    let db = store.enqueue(&b, Delivery::plain(m.clone(), QoS::ExactlyOnce));
+    let da = store.enqueue(&a, Delivery::plain(m.clone(), QoS::AtLeastOnce), true);
+    let db = store.enqueue(&b, Delivery::plain(m.clone(), QoS::ExactlyOnce), true);
     committed(&store);
     assert!(store.usage() - base > 50_000);
     store.remove(&a, da.stored.unwrap());
@@ -433,26 +433,16 @@ fn a_format_1_store_is_migrated() {
             v1.extend_from_slice(&record::encode_session(&session(), 0, clock)[9..]);
             sessions.insert("old-client", &v1[..]).unwrap();
             let mut queue = txn.open_table(QUEUE_V1).unwrap();
+            let v1 = |d: &Delivery| {
+                let mut raw = bytes::BytesMut::new();
+                record::encode_delivery_inline(d, clock, &mut raw);
+                raw
+            };
             let d1 = delivery("q/1", QoS::AtLeastOnce);
             let d2 = delivery("q/2", QoS::ExactlyOnce);
-            queue
-                .insert(
-                    ("old-client", 5),
-                    &record::encode_delivery_v1(&d1, clock)[..],
-                )
-                .unwrap();
-            queue
-                .insert(
-                    ("old-client", 6),
-                    &record::encode_delivery_v1(&d2, clock)[..],
-                )
-                .unwrap();
-            queue
-                .insert(
-                    ("gone-client", 7),
-                    &record::encode_delivery_v1(&d1, clock)[..],
-                )
-                .unwrap();
+            queue.insert(("old-client", 5), &v1(&d1)[..]).unwrap();
+            queue.insert(("old-client", 6), &v1(&d2)[..]).unwrap();
+            queue.insert(("gone-client", 7), &v1(&d1)[..]).unwrap();
             let mut inflight = txn.open_table(INFLIGHT_V1).unwrap();
             inflight
                 .insert(("old-client", 6), &record::encode_inflight(9, 1)[..])
@@ -494,8 +484,8 @@ fn a_format_1_store_is_migrated() {
                 .any(|n| n == "queue" || n == "inflight" || n == "incoming_qos2"),
             "{names:?}"
         );
-        let messages = txn.open_table(crate::writer::MESSAGES).unwrap();
-        assert_eq!(messages.len().unwrap(), 2, "the orphan's message is gone");
+        let queue = txn.open_table(crate::writer::QUEUE).unwrap();
+        assert_eq!(queue.len().unwrap(), 2, "the orphan's delivery is gone");
     }
     let (store, recovered) = open(dir.path());
     assert_eq!(recovered.sessions[0].queued.len(), 1);

@@ -301,9 +301,9 @@ fn give_up(shared: &Shared, reason: &str, ops: usize) {
 fn weight(op: &Op) -> usize {
     const BASE: usize = 128;
     BASE + match op {
-        Op::Enqueue { client, delivery } => {
-            client.len() + delivery.message.topic.len() + delivery.message.payload.len()
-        }
+        Op::Enqueue {
+            client, delivery, ..
+        } => client.len() + delivery.message.topic.len() + delivery.message.payload.len(),
         Op::PutRetained(m) => m.topic.len() + m.payload.len(),
         Op::PutSession { client, record } => {
             client.len()
@@ -419,11 +419,22 @@ impl<'t> Tables<'t> {
     fn enqueue(
         &mut self,
         index: &mut Index,
-        client: &ByteString,
-        delivery: &Delivery,
+        (client, delivery, shared): (&ByteString, &Delivery, bool),
         scratch: &mut BytesMut,
+        clock: Clock,
     ) -> Result<(), redb::Error> {
         let session = index.session(client);
+        if !shared {
+            record::encode_delivery_inline(delivery, clock, scratch);
+            let old = self
+                .queue
+                .insert((session, delivery.stored.unwrap_or(0)), &scratch[..])?;
+            self.usage += len(scratch.len()) + fixed(QUEUE_KEY);
+            if let Some(old) = old {
+                self.usage -= len(old.value().len()) + fixed(QUEUE_KEY);
+            }
+            return Ok(());
+        }
         let key = index.message_key(&delivery.message);
         record::encode_queued(delivery, key, scratch);
         let old = self
@@ -445,7 +456,7 @@ impl<'t> Tables<'t> {
             return Ok(());
         };
         self.usage -= len(old.value().len()) + fixed(QUEUE_KEY);
-        if let Ok(key) = record::queued_message(old.value()) {
+        if let Ok(Some(key)) = record::queued_message(old.value()) {
             self.counts.entry(key).or_insert((0, None)).0 -= 1;
         }
         Ok(())
@@ -474,7 +485,7 @@ impl<'t> Tables<'t> {
         let (mut freed, mut released) = (0i64, Vec::new());
         self.queue.retain_in((n, 0)..=(n, u64::MAX), |_, value| {
             freed += len(value.len()) + fixed(QUEUE_KEY);
-            released.extend(record::queued_message(value).ok());
+            released.extend(record::queued_message(value).ok().flatten());
             false
         })?;
         self.inflight.retain_in((n, 0)..=(n, u64::MAX), |_, _| {
@@ -536,6 +547,15 @@ impl<'t> Tables<'t> {
             let Some(raw) = self.queue.get((session, seq))? else {
                 continue;
             };
+            if let Ok(None) = record::queued_message(raw.value()) {
+                match record::decode_delivery_inline(raw.value(), seq, clock) {
+                    Ok(d) => loaded.push(d),
+                    Err(e) => {
+                        tracing::error!(client_id = %client, key = seq, error = %e, "store: a queued message is damaged and is skipped");
+                    }
+                }
+                continue;
+            }
             let read = record::decode_queued(raw.value())
                 .map_err(|e| e.0)
                 .and_then(|q| {
@@ -638,7 +658,11 @@ fn apply_ops(
             Op::Enqueue { delivery, .. }
                 if delivery.stored.is_some_and(|seq| skip.contains(&seq)) => {}
             Op::Remove { seq, .. } | Op::Sent { seq, .. } if skip.contains(seq) => {}
-            Op::Enqueue { client, delivery } => t.enqueue(index, client, delivery, scratch)?,
+            Op::Enqueue {
+                client,
+                delivery,
+                shared,
+            } => t.enqueue(index, (client, delivery, *shared), scratch, clock)?,
             Op::Remove { client, seq } => {
                 let session = index.session(client);
                 t.unqueue(session, *seq)?;
@@ -700,6 +724,7 @@ mod tests {
         let client = ByteString::from_static("c");
         let enqueue = |seq| Op::Enqueue {
             client: client.clone(),
+            shared: false,
             delivery: Delivery {
                 stored: Some(seq),
                 ..Delivery::plain(

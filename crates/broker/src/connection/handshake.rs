@@ -8,7 +8,7 @@ use bytestring::ByteString;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use edgemq_codec::{Connect, Decoder, Packet, ProtocolVersion, ReasonCode};
-use edgemq_core::auth::{Action, AuthDecision, ConnectRequest, Principal, RequestKind};
+use edgemq_core::auth::{Action, Admission, AuthDecision, ConnectRequest, Principal, RequestKind};
 use edgemq_core::connect as rules;
 use edgemq_core::logtext::{Attrs, Short, ShortOpt};
 use edgemq_core::message::Message;
@@ -18,7 +18,7 @@ use super::{Accepted, Io, Peer, Will};
 use crate::bus::Bus;
 use crate::listener::ListenerContext;
 use crate::mailbox::{Mailbox, QueueLimits};
-use crate::sessions::{ControlSlot, SessionData};
+use crate::sessions::{ControlSlot, Opened, SessionData};
 use crate::stats::Limit;
 
 /// Run the handshake. `None` means the connection is refused; any answer (CONNACK with an
@@ -30,215 +30,322 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     listener: &Arc<ListenerContext>,
     bus: &Arc<Bus>,
 ) -> Option<Accepted> {
-    let timeout = Duration::from_secs(bus.limits.connect_timeout_secs);
-    let connect = match tokio::time::timeout(timeout, read_connect(io, &mut decoder)).await {
-        Ok(Ok(connect)) => connect,
-        Ok(Err(Refusal {
-            version,
-            reason,
-            detail,
-        })) => {
-            tracing::warn!(listener = %listener.name, peer = %peer.addr, reason = reason.0, "connection refused: {detail}");
-            if let Some(version) = version {
-                connack_error(io, version, reason);
-            }
-            return None;
-        }
-        Err(_) => {
-            tracing::info!(listener = %listener.name, peer = %peer.addr, "no CONNECT within {}s; closing", timeout.as_secs());
-            return None;
-        }
+    let mut cx = Handshake {
+        io,
+        peer,
+        listener,
+        bus,
     };
-    let version = connect.protocol_version;
-    let limits = &bus.limits;
+    let connect = cx.read(&mut decoder).await?;
     // Near the memory budget, new connections are refused first (the monitor logs the
     // level; each refusal is counted): v5 0x89 Server busy, v3 3 Server unavailable.
     if bus.pressure.refuses_connections() {
         crate::memory::refused_connection(bus);
-        connack_error(io, version, ReasonCode::ServerBusy);
+        cx.refuse_with(connect.protocol_version, ReasonCode::ServerBusy);
         return None;
     }
-
-    // Client identifier and will, before authentication: decided in
-    // `edgemq_core::connect`.
-    let checked = rules::check(&connect, limits, || {
+    // Client identifier and will, before authentication (`edgemq_core::connect`).
+    let checked = rules::check(&connect, &bus.limits, || {
         ByteString::from(format!("edgemq-{:016x}", rand::random::<u64>()))
     });
-    let checked = match checked {
-        Ok(id) => id,
-        Err(refused) => {
-            refuse(io, bus, listener, peer, &connect, refused);
-            return None;
-        }
-    };
-    let client_id = checked.id.clone();
-    // Enhanced authentication: only methods this listener's chain handles (single step:
-    // the CONNECT carries everything, as K8S-SAT does) [MQTT-4.12.0-1].
-    if let Some(method) = connect.properties.authentication_method.as_deref() {
-        if !listener.authenticator().supports_method(method) {
-            tracing::warn!(listener = %listener.name, port = listener.port, peer = %peer.addr, client_id = %Short(&client_id), method = %Short(method), "refused: unsupported authentication method");
-            connack_error(io, version, ReasonCode::BadAuthenticationMethod);
-            return None;
-        }
-    }
-
-    let request = ConnectRequest {
-        kind: RequestKind::Connect,
-        listener: &listener.name,
-        port: listener.port,
-        peer: peer.addr,
-        client_id: &client_id,
-        username: connect.username.as_deref(),
-        password: connect.password.as_ref(),
-        authentication_method: connect.properties.authentication_method.as_deref(),
-        authentication_data: connect.properties.authentication_data.as_ref(),
-        client_certificates: &peer.client_certificates,
-    };
-    // The authenticator logs its decision with the method and the reason.
-    let authenticator = listener.authenticator();
-    let admission = match authenticator.authenticate(&request).await {
-        AuthDecision::Allow(admission) => admission,
-        AuthDecision::Deny(reason) => {
-            connack_error(io, version, reason);
-            return None;
-        }
-    };
-    let principal = Principal {
-        client_id: client_id.clone(),
-        username: match admission.username {
-            Some(name) => Some(ByteString::from(name)),
-            None => connect.username.as_deref().map(ByteString::from),
-        },
-        attributes: admission.attributes,
-    };
-    let (authorizer, _) = listener.authorizer();
-    if !authorizer.authorize(&principal, Action::Connect) {
-        tracing::warn!(
-            listener = %listener.name, port = listener.port, peer = %peer.addr,
-            client_id = %Short(&client_id), username = %ShortOpt(principal.username.as_deref()),
-            attributes = %Attrs(&principal.attributes), action = "connect",
-            "not authorized: {}", authorizer.explain(&principal, Action::Connect)
-        );
-        connack_error(io, version, ReasonCode::NotAuthorized);
-        return None;
-    }
-
+    let checked = checked.map_err(|r| cx.refuse(&connect, r)).ok()?;
+    let (admission, principal) = cx.authenticate(&connect, &checked.id).await?;
     // Expiry, keep-alive, the receive window and the CONNACK stating them, decided before
     // the session is touched (a client whose Maximum Packet Size no CONNACK fits is
     // refused [MQTT-3.1.2-24]).
     let method = admission.authentication_method.as_deref();
-    let terms = match rules::terms(&connect, limits, &checked, method) {
-        Ok(terms) => terms,
-        Err(refused) => {
-            refuse(io, bus, listener, peer, &connect, refused);
+    let terms = rules::terms(&connect, &bus.limits, &checked, method);
+    let terms = terms.map_err(|r| cx.refuse(&connect, r)).ok()?;
+    let will = will(&connect, bus);
+    let (opened, conn_id, control) = cx.open_session(&connect, &checked.id, terms.expiry).await?;
+    Some(cx.accepted(Accepting {
+        connect,
+        decoder,
+        client_id: checked.id,
+        admission,
+        principal,
+        terms,
+        will,
+        opened,
+        conn_id,
+        control,
+    }))
+}
+
+/// What the handshake works with.
+struct Handshake<'a, S> {
+    io: &'a mut Io<S>,
+    peer: &'a Peer,
+    listener: &'a Arc<ListenerContext>,
+    bus: &'a Arc<Bus>,
+}
+
+/// Everything settled, for the CONNACK and the connection.
+struct Accepting {
+    connect: Box<Connect>,
+    decoder: Decoder,
+    client_id: ByteString,
+    admission: Admission,
+    principal: Principal,
+    terms: rules::Terms,
+    will: Option<Will>,
+    opened: Opened,
+    conn_id: u64,
+    control: Arc<ControlSlot>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
+    /// The CONNECT, within the connect timeout; a refusal is logged and answered.
+    async fn read(&mut self, decoder: &mut Decoder) -> Option<Box<Connect>> {
+        let (listener, peer) = (&self.listener.name, self.peer.addr);
+        let timeout = Duration::from_secs(self.bus.limits.connect_timeout_secs);
+        match tokio::time::timeout(timeout, read_connect(self.io, decoder)).await {
+            Ok(Ok(connect)) => Some(connect),
+            Ok(Err(Refusal {
+                version,
+                reason,
+                detail,
+            })) => {
+                tracing::warn!(%listener, %peer, reason = reason.0, "connection refused: {detail}");
+                if let Some(version) = version {
+                    self.refuse_with(version, reason);
+                }
+                None
+            }
+            Err(_) => {
+                tracing::info!(%listener, %peer, "no CONNECT within {}s; closing", timeout.as_secs());
+                None
+            }
+        }
+    }
+
+    /// The listener's authentication chain, then the policy's `connect` [MQTT-4.12.0-1].
+    async fn authenticate(
+        &mut self,
+        connect: &Connect,
+        client_id: &ByteString,
+    ) -> Option<(Admission, Principal)> {
+        let version = connect.protocol_version;
+        let method = connect.properties.authentication_method.as_deref();
+        // Enhanced authentication: only methods this listener's chain handles (single step:
+        // the CONNECT carries everything, as K8S-SAT does).
+        if let Some(method) = method.filter(|m| !self.listener.authenticator().supports_method(m)) {
+            tracing::warn!(listener = %self.listener.name, port = self.listener.port, peer = %self.peer.addr, client_id = %Short(client_id), method = %Short(method), "refused: unsupported authentication method");
+            self.refuse_with(version, ReasonCode::BadAuthenticationMethod);
             return None;
         }
-    };
-    let (expiry, keep_alive) = (terms.expiry, terms.keep_alive);
-
-    let will = connect.last_will.as_ref().map(|w| {
-        let publish = edgemq_codec::Publish {
-            dup: false,
-            qos: w.qos,
-            retain: w.retain,
-            topic: ByteString::from(&*w.topic),
-            packet_id: None,
-            properties: w.properties.clone(),
-            payload: bytes::Bytes::copy_from_slice(&w.payload),
+        let request = ConnectRequest {
+            kind: RequestKind::Connect,
+            listener: &self.listener.name,
+            port: self.listener.port,
+            peer: self.peer.addr,
+            client_id,
+            username: connect.username.as_deref(),
+            password: connect.password.as_ref(),
+            authentication_method: method,
+            authentication_data: connect.properties.authentication_data.as_ref(),
+            client_certificates: &self.peer.client_certificates,
         };
-        let delay = w.properties.will_delay_interval.unwrap_or(0);
-        // The will's own expiry counts from when it is published; approximated from now
-        // plus its delay (it can only be published later, never earlier).
-        let mut message =
-            Message::from_publish(publish, None, bus.now(), limits.max_message_expiry);
-        if let Some(at) = message.expires_at.as_mut() {
-            *at += Duration::from_secs(u64::from(delay));
-        }
-        Will {
-            message: Arc::new(message),
-            delay,
-        }
-    });
-
-    let mut ack = terms.ack;
-    if expiry != 0 && refuse_persistent_session(bus, &client_id) {
-        connack_error(io, version, rules::quota_exceeded(version));
-        return None;
+        // The authenticator logs its decision with the method and the reason.
+        let mut admission = match self.listener.authenticator().authenticate(&request).await {
+            AuthDecision::Allow(admission) => admission,
+            AuthDecision::Deny(reason) => {
+                self.refuse_with(version, reason);
+                return None;
+            }
+        };
+        let principal = Principal {
+            client_id: client_id.clone(),
+            username: admission
+                .username
+                .take()
+                .or_else(|| connect.username.as_deref().map(String::from))
+                .map(ByteString::from),
+            attributes: std::mem::take(&mut admission.attributes),
+        };
+        self.authorize_connect(version, &principal)?;
+        Some((admission, principal))
     }
-    let conn_id = bus.next_id();
-    let control = Arc::new(ControlSlot::default());
-    let new_session = || {
-        let key = bus.next_id();
-        SessionData {
-            key,
-            mailbox: Arc::new(Mailbox::new(
-                key,
-                client_id.clone(),
-                QueueLimits::of(limits, &bus.held),
-                bus.store.clone(),
-            )),
-            subscriptions: Default::default(),
-            outgoing: {
-                let mut window = OutgoingWindow::default();
-                window.account(bus.held.inflight.clone());
-                window
-            },
-            incoming_qos2: IncomingQos2::default(),
-            expiry_interval: expiry,
+
+    fn authorize_connect(&mut self, version: ProtocolVersion, principal: &Principal) -> Option<()> {
+        let (authorizer, _) = self.listener.authorizer();
+        if authorizer.authorize(principal, Action::Connect) {
+            return Some(());
         }
-    };
-    let Ok(opened) = bus
-        .sessions
-        .open(
+        tracing::warn!(
+            listener = %self.listener.name, port = self.listener.port, peer = %self.peer.addr,
+            client_id = %Short(&principal.client_id), username = %ShortOpt(principal.username.as_deref()),
+            attributes = %Attrs(&principal.attributes), action = "connect",
+            "not authorized: {}", authorizer.explain(principal, Action::Connect)
+        );
+        self.refuse_with(version, ReasonCode::NotAuthorized);
+        None
+    }
+
+    /// A new, resumed or taken-over session, within the budgets (sessions, sessions per
+    /// address, the store).
+    async fn open_session(
+        &mut self,
+        connect: &Connect,
+        client_id: &ByteString,
+        expiry: u32,
+    ) -> Option<(Opened, u64, Arc<ControlSlot>)> {
+        let (bus, version) = (self.bus, connect.protocol_version);
+        if expiry != 0 && refuse_persistent_session(bus, client_id) {
+            self.refuse_with(version, rules::quota_exceeded(version));
+            return None;
+        }
+        let conn_id = bus.next_id();
+        let control = Arc::new(ControlSlot::default());
+        let new_session = || new_session(bus, client_id, expiry);
+        let opened = bus.sessions.open(
             bus,
-            &client_id,
-            peer.addr.ip(),
+            client_id,
+            self.peer.addr.ip(),
             connect.clean_start,
             conn_id,
             control.clone(),
             new_session,
-        )
-        .await
-    else {
-        // max-sessions, max-sessions-per-address: v5 0x97 Quota exceeded, v3 3 Server
-        // unavailable.
-        connack_error(io, version, rules::quota_exceeded(version));
-        return None;
-    };
-    let mut session = opened.data;
-    session.expiry_interval = expiry;
-    // A persistent session goes to the store as it opens, with its will: a
-    // broker that stops while the client is connected sends it after the restart.
-    // (Once durable, a session stays so until it ends: its records are deleted then.)
-    if expiry != 0 {
-        session.mailbox.set_durable(true);
+        );
+        match opened.await {
+            Ok(opened) => Some((opened, conn_id, control)),
+            Err(_) => {
+                // max-sessions, max-sessions-per-address: v5 0x97, v3 3 Server unavailable.
+                self.refuse_with(version, rules::quota_exceeded(version));
+                None
+            }
+        }
     }
-    session.persist(None, will.as_ref().map(|w| (w.message.clone(), w.delay)));
 
-    ack.session_present = opened.session_present;
-    let _ = Packet::ConnAck(ack).encode(version, &mut io.wbuf);
+    /// The session is this connection's: stored if persistent, CONNACK queued, logged.
+    fn accepted(&mut self, a: Accepting) -> Accepted {
+        let Accepting {
+            connect,
+            decoder,
+            client_id,
+            admission,
+            principal,
+            terms,
+            will,
+            opened,
+            conn_id,
+            control,
+        } = a;
+        let version = connect.protocol_version;
+        let mut session = opened.data;
+        session.expiry_interval = terms.expiry;
+        // A persistent session goes to the store as it opens, with its will: a broker
+        // that stops while the client is connected sends it after the restart. (Once
+        // durable, a session stays so until it ends: its records are deleted then.)
+        if terms.expiry != 0 {
+            session.mailbox.set_durable(true);
+        }
+        session.persist(None, will.as_ref().map(|w| (w.message.clone(), w.delay)));
+        let mut ack = terms.ack;
+        ack.session_present = opened.session_present;
+        let _ = Packet::ConnAck(ack).encode(version, &mut self.io.wbuf);
+        tracing::info!(
+            listener = %self.listener.name, peer = %self.peer.addr, client_id = %Short(&client_id),
+            protocol = version as u8, clean_start = connect.clean_start,
+            session_present = opened.session_present, keep_alive = terms.keep_alive, "client connected"
+        );
+        Accepted {
+            client_id,
+            version,
+            decoder,
+            session,
+            principal,
+            conn_id,
+            control,
+            keep_alive: terms.keep_alive,
+            will,
+            send_window: terms.send_window,
+            client_max_packet: connect.properties.maximum_packet_size,
+            connect_expiry_zero: terms.connect_expiry_zero,
+            credentials_expire: admission.expires_at,
+            authentication_method: admission.authentication_method,
+        }
+    }
 
-    tracing::info!(
-        listener = %listener.name, peer = %peer.addr, client_id = %Short(&client_id),
-        protocol = version as u8, clean_start = connect.clean_start,
-        session_present = opened.session_present, keep_alive, "client connected"
-    );
+    /// A CONNECT the rules refused: counted under its limit, logged (rate-limited for the
+    /// limits a flood could hit), answered if the version has a code for it.
+    fn refuse(&mut self, connect: &Connect, refused: rules::Refused) {
+        let (bus, client_id) = (self.bus, &connect.client_id);
+        let (listener, peer) = (&self.listener.name, self.peer.addr);
+        match refused.limit {
+            Some(limit) => {
+                bus.stats.refused(limit, 1);
+                let max = match limit {
+                    Limit::TopicLevels => bus.limits.max_topic_levels,
+                    _ => bus.limits.max_client_id_len,
+                };
+                if let Some(refusals) = bus.client_id_warning.admit(bus.now()) {
+                    tracing::warn!(
+                        %listener, %peer, client_id = %Short(client_id),
+                        length = client_id.len(), refusals,
+                        "connection refused: {} ({}={max})", refused.rule, limit.as_str()
+                    );
+                }
+            }
+            None => tracing::warn!(
+                %listener, %peer, client_id = %Short(client_id),
+                reason = refused.reason.0, "connection refused: {}", refused.rule
+            ),
+        }
+        self.refuse_with(connect.protocol_version, refused.reason);
+    }
 
-    Some(Accepted {
-        client_id,
-        version,
-        decoder,
-        session,
-        principal,
-        conn_id,
-        control,
-        keep_alive,
-        will,
-        send_window: terms.send_window,
-        client_max_packet: connect.properties.maximum_packet_size,
-        connect_expiry_zero: terms.connect_expiry_zero,
-        credentials_expire: admission.expires_at,
-        authentication_method: admission.authentication_method,
+    /// Queue a refusing CONNACK if one may be sent ([`rules::refusal`]).
+    fn refuse_with(&mut self, version: ProtocolVersion, reason: ReasonCode) {
+        if let Some(ack) = rules::refusal(version, reason, None) {
+            let _ = Packet::ConnAck(ack).encode(version, &mut self.io.wbuf);
+        }
+    }
+}
+
+/// A fresh session for `client_id`.
+fn new_session(bus: &Bus, client_id: &ByteString, expiry: u32) -> SessionData {
+    let key = bus.next_id();
+    let mut outgoing = OutgoingWindow::default();
+    outgoing.account(bus.held.inflight.clone());
+    SessionData {
+        key,
+        mailbox: Arc::new(Mailbox::new(
+            key,
+            client_id.clone(),
+            QueueLimits::of(&bus.limits, &bus.held),
+            bus.store.clone(),
+        )),
+        subscriptions: Default::default(),
+        outgoing,
+        incoming_qos2: IncomingQos2::default(),
+        expiry_interval: expiry,
+    }
+}
+
+/// The client's will, kept out of the CONNECT (copied: it lives as long as the session).
+fn will(connect: &Connect, bus: &Bus) -> Option<Will> {
+    let w = connect.last_will.as_ref()?;
+    let publish = edgemq_codec::Publish {
+        dup: false,
+        qos: w.qos,
+        retain: w.retain,
+        topic: ByteString::from(&*w.topic),
+        packet_id: None,
+        properties: w.properties.clone(),
+        payload: bytes::Bytes::copy_from_slice(&w.payload),
+    };
+    let delay = w.properties.will_delay_interval.unwrap_or(0);
+    // The will's own expiry counts from when it is published; approximated from now plus
+    // its delay (it can only be published later, never earlier).
+    let mut message =
+        Message::from_publish(publish, None, bus.now(), bus.limits.max_message_expiry);
+    if let Some(at) = message.expires_at.as_mut() {
+        *at += Duration::from_secs(u64::from(delay));
+    }
+    Some(Will {
+        message: Arc::new(message),
+        delay,
     })
 }
 
@@ -328,45 +435,4 @@ fn refuse_persistent_session(bus: &Bus, client_id: &ByteString) -> bool {
     bus.stats.refused(Limit::StoreBudget, 1);
     bus.warn_store_budget(client_id, "new persistent session");
     true
-}
-
-/// A CONNECT the rules refused: counted under its limit, logged (rate-limited for the
-/// limits a flood could hit), answered if the version has a code for it.
-fn refuse<S>(
-    io: &mut Io<S>,
-    bus: &Bus,
-    listener: &ListenerContext,
-    peer: &Peer,
-    connect: &Connect,
-    refused: rules::Refused,
-) {
-    let client_id = &connect.client_id;
-    match refused.limit {
-        Some(limit) => {
-            bus.stats.refused(limit, 1);
-            let max = match limit {
-                Limit::TopicLevels => bus.limits.max_topic_levels,
-                _ => bus.limits.max_client_id_len,
-            };
-            if let Some(refusals) = bus.client_id_warning.admit(bus.now()) {
-                tracing::warn!(
-                    listener = %listener.name, peer = %peer.addr, client_id = %Short(client_id),
-                    length = client_id.len(), refusals,
-                    "connection refused: {} ({}={max})", refused.rule, limit.as_str()
-                );
-            }
-        }
-        None => tracing::warn!(
-            listener = %listener.name, peer = %peer.addr, client_id = %Short(client_id),
-            reason = refused.reason.0, "connection refused: {}", refused.rule
-        ),
-    }
-    connack_error(io, connect.protocol_version, refused.reason);
-}
-
-/// Queue a refusing CONNACK if one may be sent ([`rules::refusal`]).
-fn connack_error<S>(io: &mut Io<S>, version: ProtocolVersion, reason: ReasonCode) {
-    if let Some(ack) = rules::refusal(version, reason, None) {
-        let _ = Packet::ConnAck(ack).encode(version, &mut io.wbuf);
-    }
 }

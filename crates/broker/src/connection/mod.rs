@@ -847,9 +847,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Tear down after the loop: flush, hand the session back, publish the will if due.
     async fn finish(mut self: Box<Self>, exit: Exit) {
         self.session.mailbox.set_connected(false);
-        // Work in progress goes back to the session: entries being read back from the
-        // store, and (for a session that outlives the connection) retained messages not yet
-        // sent, queued like any message.
+        self.return_work();
+        self.release_or_drop_held().await;
+        let reason = match &exit {
+            Exit::TakenOver { .. } => Some(ReasonCode::SessionTakenOver),
+            Exit::Shutdown => Some(ReasonCode::ServerShuttingDown),
+            _ => None,
+        };
+        if let (Some(reason), true) = (reason, self.version.is_v5()) {
+            self.send(Packet::Disconnect(Disconnect {
+                reason,
+                properties: Default::default(),
+            }));
+        }
+        // A client that does not read cannot hold the task: bounded flush.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = self.io.flush_all().await;
+            let _ = self.io.writer.shutdown().await;
+        })
+        .await;
+        tracing::info!(exit = ?ExitLog(&exit), "client disconnected");
+        let will = self.will_to_publish(&exit);
+        match exit {
+            Exit::TakenOver {
+                new_clean_start,
+                reply,
+            } => {
+                // The session ends on takeover if it would not outlive this connection or the
+                // new one starts clean; then the will goes now, else only without a delay.
+                let ending = new_clean_start || self.session.expiry_interval == 0;
+                if let Some(will) = will.filter(|w| ending || w.delay == 0) {
+                    self.bus.publish(will.message);
+                }
+                let _ = reply.send(self.session);
+            }
+            _ => self.hand_back(will),
+        }
+    }
+
+    /// Work in progress goes back to the session: entries being read back from the store,
+    /// and (for a session that outlives the connection) retained messages not yet sent,
+    /// queued like any message.
+    fn return_work(&mut self) {
         if let Some(loading) = self.loading.take() {
             self.session.mailbox.unpop(loading.entries);
         }
@@ -860,82 +899,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     .push(item.into_delivery(), &self.bus.stats);
             }
         }
-        // Held answers go out only once committed (bounded wait); otherwise they are dropped
-        // and the client re-sends.
-        if let (Some(h), Some(committed)) = (self.io.hold, self.committed.as_mut()) {
-            let reached = tokio::time::timeout(
-                Duration::from_secs(2),
-                committed.wait_for(|c| *c >= h.ticket),
-            )
-            .await;
-            let failed = self.bus.store.as_ref().is_none_or(|s| s.is_failed());
-            if !matches!(reached, Ok(Ok(_))) || failed {
-                self.io.wbuf.truncate(h.from);
-            }
-            self.io.hold = None;
+    }
+
+    /// Held answers go out only once committed (bounded wait); otherwise they are dropped
+    /// and the client re-sends.
+    async fn release_or_drop_held(&mut self) {
+        let (Some(h), Some(committed)) = (self.io.hold, self.committed.as_mut()) else {
+            return;
+        };
+        let reached = tokio::time::timeout(
+            Duration::from_secs(2),
+            committed.wait_for(|c| *c >= h.ticket),
+        )
+        .await;
+        let failed = self.bus.store.as_ref().is_none_or(|s| s.is_failed());
+        if !matches!(reached, Ok(Ok(_))) || failed {
+            self.io.wbuf.truncate(h.from);
         }
-        let publish_will = match &exit {
+        self.io.hold = None;
+    }
+
+    /// The will, if this exit publishes it (not after a normal DISCONNECT [MQTT-3.1.2-10])
+    /// and the policy allows this client to publish it.
+    fn will_to_publish(&mut self, exit: &Exit) -> Option<Will> {
+        let publishes = match exit {
             Exit::ClientDisconnect { with_will } => *with_will,
             Exit::Shutdown | Exit::Closed | Exit::Violation(_) | Exit::TakenOver { .. } => true,
         };
-        let reason = match &exit {
-            Exit::TakenOver { .. } => Some(ReasonCode::SessionTakenOver),
-            Exit::Shutdown => Some(ReasonCode::ServerShuttingDown),
-            _ => None,
-        };
-        if let (Some(reason), true) = (reason, self.version.is_v5()) {
-            let packet = Packet::Disconnect(Disconnect {
-                reason,
-                properties: Default::default(),
-            });
-            let _ = packet.encode(self.version, &mut self.io.wbuf);
-        }
-        // A client that does not read cannot hold the task: bounded flush.
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = self.io.flush_all().await;
-            let _ = self.io.writer.shutdown().await;
-        })
-        .await;
-        tracing::info!(exit = ?ExitLog(&exit), "client disconnected");
+        let will = self.will.take().filter(|_| publishes)?;
+        let topic = will.message.topic.clone();
+        self.authorized(Action::Publish { topic: &topic })
+            .then_some(will)
+    }
 
-        let mut will = if publish_will { self.will.take() } else { None };
-        // A will is a publish by this client: the policy decides when it would be sent.
-        if let Some(w) = &will {
-            let topic = w.message.topic.clone();
-            if !self.authorized(Action::Publish { topic: &topic }) {
-                will = None;
-            }
-        }
-        match exit {
-            Exit::TakenOver {
-                new_clean_start,
-                reply,
-            } => {
-                // The session ends on takeover if it would not outlive this connection or the
-                // new one starts clean; then the will goes now, else only without a delay.
-                let ending = new_clean_start || self.session.expiry_interval == 0;
-                if let Some(will) = will {
-                    if ending || will.delay == 0 {
-                        self.bus.publish(will.message);
-                    }
-                }
-                let _ = reply.send(self.session);
-            }
-            _ => {
-                redistribute_shared(&self.bus, &mut self.session);
-                let will = will.map(|w| (w.message, w.delay));
-                if let Err(data) = self.bus.sessions.close(
-                    &self.bus,
-                    &self.client_id,
-                    self.conn_id,
-                    self.session,
-                    will,
-                ) {
-                    // Taken over while we were exiting: the request is in our channel.
-                    if let Some(Control::TakeOver { reply, .. }) = self.control.try_recv() {
-                        let _ = reply.send(*data);
-                    }
-                }
+    /// The session goes back to the registry (offline, or ended), with its will.
+    fn hand_back(mut self: Box<Self>, will: Option<Will>) {
+        redistribute_shared(&self.bus, &mut self.session);
+        let will = will.map(|w| (w.message, w.delay));
+        let closed =
+            self.bus
+                .sessions
+                .close(&self.bus, &self.client_id, self.conn_id, self.session, will);
+        if let Err(data) = closed {
+            // Taken over while we were exiting: the request is in our channel.
+            if let Some(Control::TakeOver { reply, .. }) = self.control.try_recv() {
+                let _ = reply.send(*data);
             }
         }
     }
