@@ -381,8 +381,10 @@ struct Tables<'t> {
     queue: redb::Table<'t, (u64, u64), &'static [u8]>,
     inflight: redb::Table<'t, (u64, u64), &'static [u8]>,
     incoming: redb::Table<'t, (u64, u16), ()>,
-    messages: redb::Table<'t, u64, &'static [u8]>,
-    refs: redb::Table<'t, u64, u64>,
+    /// Messages stored once for several sessions, and their reference counts: opened only
+    /// by a batch that touches one (most batches hold deliveries to one session each).
+    shared: Option<SharedTables<'t>>,
+    txn: &'t redb::WriteTransaction,
     retained: redb::Table<'t, &'static str, &'static [u8]>,
     /// Change in record bytes.
     usage: i64,
@@ -390,6 +392,11 @@ struct Tables<'t> {
     counts: HashMap<u64, (i64, Option<Arc<Message>>)>,
     /// Sessions whose number was forgotten (restored if the commit fails).
     ended: Vec<(ByteString, u64)>,
+}
+
+struct SharedTables<'t> {
+    messages: redb::Table<'t, u64, &'static [u8]>,
+    refs: redb::Table<'t, u64, u64>,
 }
 
 fn len(n: usize) -> i64 {
@@ -407,13 +414,24 @@ impl<'t> Tables<'t> {
             queue: txn.open_table(QUEUE)?,
             inflight: txn.open_table(INFLIGHT)?,
             incoming: txn.open_table(INCOMING)?,
-            messages: txn.open_table(MESSAGES)?,
-            refs: txn.open_table(MESSAGE_REFS)?,
+            shared: None,
+            txn,
             retained: txn.open_table(RETAINED)?,
             usage: 0,
             counts: HashMap::new(),
             ended: Vec::new(),
         })
+    }
+
+    fn shared(&mut self) -> Result<&mut SharedTables<'t>, redb::Error> {
+        let tables = match self.shared.take() {
+            Some(tables) => tables,
+            None => SharedTables {
+                messages: self.txn.open_table(MESSAGES)?,
+                refs: self.txn.open_table(MESSAGE_REFS)?,
+            },
+        };
+        Ok(self.shared.insert(tables))
     }
 
     fn enqueue(
@@ -556,23 +574,14 @@ impl<'t> Tables<'t> {
                 }
                 continue;
             }
-            let read = record::decode_queued(raw.value())
-                .map_err(|e| e.0)
-                .and_then(|q| {
-                    let message = match index.loaded(q.message) {
-                        Some(m) => m,
-                        None => {
-                            let raw = self.messages.get(q.message).ok().flatten();
-                            let raw = raw.ok_or("its message is missing")?;
-                            let m = Arc::new(
-                                record::decode_message(raw.value(), clock).map_err(|e| e.0)?,
-                            );
-                            index.remember(q.message, &m);
-                            m
-                        }
-                    };
-                    Ok(q.into_delivery(message, seq))
-                });
+            let queued = record::decode_queued(raw.value());
+            drop(raw);
+            let read = match queued {
+                Ok(q) => self
+                    .shared_message(index, q.message, clock)?
+                    .map(|m| q.into_delivery(m, seq)),
+                Err(e) => Err(e.0),
+            };
             match read {
                 Ok(d) => loaded.push(d),
                 Err(e) => {
@@ -583,31 +592,52 @@ impl<'t> Tables<'t> {
         Ok(loaded)
     }
 
+    /// Stored message `key`, shared with the copy in memory if there is one.
+    fn shared_message(
+        &mut self,
+        index: &mut Index,
+        key: u64,
+        clock: Clock,
+    ) -> Result<Result<Arc<Message>, &'static str>, redb::Error> {
+        if let Some(m) = index.loaded(key) {
+            return Ok(Ok(m));
+        }
+        let Some(raw) = self.shared()?.messages.get(key)? else {
+            return Ok(Err("its message is missing"));
+        };
+        Ok(record::decode_message(raw.value(), clock)
+            .map(|m| {
+                let m = Arc::new(m);
+                index.remember(key, &m);
+                m
+            })
+            .map_err(|e| e.0))
+    }
+
     /// Apply the batch's reference counts: a message is written when it gains its first
     /// reference and deleted when it loses its last.
     fn settle_messages(&mut self, clock: Clock) -> Result<(), redb::Error> {
-        for (key, (delta, message)) in std::mem::take(&mut self.counts) {
-            if delta == 0 {
-                continue;
-            }
-            let before = self.refs.get(key)?.map_or(0, |v| v.value());
+        let counts = std::mem::take(&mut self.counts);
+        for (key, (delta, message)) in counts.into_iter().filter(|(_, (d, _))| *d != 0) {
+            let t = self.shared()?;
+            let before = t.refs.get(key)?.map_or(0, |v| v.value());
             let after =
                 u64::try_from(i64::try_from(before).unwrap_or(i64::MAX) + delta).unwrap_or(0);
+            let mut change = 0;
             if after == 0 {
-                self.refs.remove(key)?;
-                if let Some(old) = self.messages.remove(key)? {
-                    self.usage -= len(old.value().len()) + fixed(MESSAGE_KEY + REFS_RECORD);
+                t.refs.remove(key)?;
+                if let Some(old) = t.messages.remove(key)? {
+                    change -= len(old.value().len()) + fixed(MESSAGE_KEY + REFS_RECORD);
                 }
-                continue;
-            }
-            self.refs.insert(key, after)?;
-            if before == 0 {
-                if let Some(message) = message {
+            } else {
+                t.refs.insert(key, after)?;
+                if let (0, Some(message)) = (before, message) {
                     let raw = record::encode_message(&message, clock);
-                    self.messages.insert(key, &raw[..])?;
-                    self.usage += len(raw.len()) + fixed(MESSAGE_KEY + REFS_RECORD);
+                    t.messages.insert(key, &raw[..])?;
+                    change += len(raw.len()) + fixed(MESSAGE_KEY + REFS_RECORD);
                 }
             }
+            self.usage += change;
         }
         Ok(())
     }
