@@ -66,6 +66,27 @@ pub enum Effect {
     HoldForCommit,
 }
 
+/// Where the rules put what they decide: a `Vec` in tests; in the broker a [`Batch`] on the
+/// stack of the call (nothing kept per connection between packets).
+pub trait Effects {
+    fn push(&mut self, effect: Effect);
+}
+
+impl Effects for Vec<Effect> {
+    fn push(&mut self, effect: Effect) {
+        Vec::push(self, effect);
+    }
+}
+
+/// The effects of one packet: most packets have at most three.
+pub type Batch = smallvec::SmallVec<[Effect; 4]>;
+
+impl Effects for Batch {
+    fn push(&mut self, effect: Effect) {
+        smallvec::SmallVec::push(self, effect);
+    }
+}
+
 /// The settings the rules read, taken from the broker's [`Limits`].
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -166,13 +187,18 @@ impl Inbound {
         self.version
     }
 
+    /// The enhanced authentication method the connection was admitted with.
+    pub fn authentication_method(&self) -> Option<&str> {
+        self.authentication_method.as_deref()
+    }
+
     /// A PUBLISH from the client: checked, its alias resolved, its QoS 2 identifier
     /// recorded.
     pub fn publish(
         &mut self,
         publish: &mut Publish,
         incoming: &mut IncomingQos2,
-        effects: &mut Vec<Effect>,
+        effects: &mut impl Effects,
     ) -> Result<PublishStep, Violation> {
         if self.version.is_v5() {
             if !publish.properties.subscription_identifiers.is_empty() {
@@ -225,7 +251,7 @@ impl Inbound {
         &self,
         publish: &Publish,
         incoming: &mut IncomingQos2,
-        effects: &mut Vec<Effect>,
+        effects: &mut impl Effects,
     ) -> Result<bool, Violation> {
         let packet_id = publish.packet_id.unwrap_or(0);
         let is_new = !incoming.contains(packet_id);
@@ -250,7 +276,7 @@ impl Inbound {
         Ok(true)
     }
 
-    fn too_deep(&self, publish: &Publish, effects: &mut Vec<Effect>) -> PublishStep {
+    fn too_deep(&self, publish: &Publish, effects: &mut impl Effects) -> PublishStep {
         let reason = ReasonCode::TopicNameInvalid;
         let id = publish.packet_id.unwrap_or(0);
         let close = match (self.version.is_v5(), publish.qos) {
@@ -279,7 +305,7 @@ impl Inbound {
         outcome: Outcome,
         stored: bool,
         incoming: &mut IncomingQos2,
-        effects: &mut Vec<Effect>,
+        effects: &mut impl Effects,
     ) -> Result<(), Violation> {
         if outcome == Outcome::QuotaExceeded && !self.version.is_v5() && qos != QoS::AtMostOnce {
             return Err(Violation::new(
@@ -332,7 +358,7 @@ impl Inbound {
         packet: Packet,
         outgoing: &mut OutgoingWindow,
         incoming: &mut IncomingQos2,
-        effects: &mut Vec<Effect>,
+        effects: &mut impl Effects,
     ) -> Result<(), Violation> {
         match packet {
             Packet::PubAck(ack) => match outgoing.puback(ack.packet_id) {
@@ -381,7 +407,7 @@ impl Inbound {
         &self,
         rec: &PubResponse,
         outgoing: &mut OutgoingWindow,
-        effects: &mut Vec<Effect>,
+        effects: &mut impl Effects,
     ) -> Result<(), Violation> {
         let packet_id = rec.packet_id;
         let seq = stored_key(outgoing, packet_id);
@@ -414,7 +440,11 @@ impl Inbound {
     }
 
     /// PINGREQ, DISCONNECT, AUTH, and the packets a client may not send after CONNECT.
-    pub fn control(&self, packet: Packet, effects: &mut Vec<Effect>) -> Result<Control, Violation> {
+    pub fn control(
+        &self,
+        packet: Packet,
+        effects: &mut impl Effects,
+    ) -> Result<Control, Violation> {
         match packet {
             // Not behind acknowledgements waiting for the store [MQTT-3.12.4-1].
             Packet::PingReq => {

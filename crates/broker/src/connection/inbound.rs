@@ -11,7 +11,7 @@ use edgemq_codec::{
 use edgemq_core::auth::Action;
 use edgemq_core::logtext::Short;
 use edgemq_core::message::Message;
-use edgemq_core::protocol::{Control, Effect, Outcome, PublishStep, Violation};
+use edgemq_core::protocol::{Batch, Control, Effect, Outcome, PublishStep, Violation};
 use edgemq_core::session::OutgoingState;
 use edgemq_core::subscribe::{self, Refusal, Tally};
 use edgemq_core::subscriptions::StoredOptions;
@@ -33,7 +33,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// One packet from the client: the rules in `edgemq_core::protocol` decide, this carries
     /// out what they decide (SUBSCRIBE and UNSUBSCRIBE are still decided here).
     pub(super) fn handle_packet(&mut self, packet: Packet) -> Result<(), Exit> {
-        let mut effects = std::mem::take(&mut self.effects);
+        let mut effects = Batch::new();
         let result = match packet {
             Packet::Publish(publish) => self.on_publish(publish, &mut effects),
             Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
@@ -52,8 +52,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Err(v) => Err(Step::Close(v)),
             },
         };
-        self.carry_out(&mut effects);
-        self.effects = effects;
+        self.carry_out(effects);
         result.map_err(|step| match step {
             Step::Close(v) => self.close(v),
             Step::Exit(exit) => exit,
@@ -80,8 +79,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     /// Carry out what the rules decided, in order.
-    fn carry_out(&mut self, effects: &mut Vec<Effect>) {
-        for effect in effects.drain(..) {
+    fn carry_out(&mut self, effects: Batch) {
+        for effect in effects {
             match effect {
                 Effect::Send(packet) => self.send(packet),
                 Effect::SendUnheld(packet) => self.io.send_unheld(packet, self.version),
@@ -116,7 +115,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         self.violation(v)
     }
 
-    fn on_publish(&mut self, mut publish: Publish, effects: &mut Vec<Effect>) -> Result<(), Step> {
+    fn on_publish(&mut self, mut publish: Publish, effects: &mut Batch) -> Result<(), Step> {
         let step = self
             .protocol
             .publish(&mut publish, &mut self.session.incoming_qos2, effects);

@@ -35,7 +35,7 @@ use edgemq_core::auth::{
     Action, AuthDecision, Authorizer, ConnectRequest, Prepared, Principal, RequestKind,
 };
 use edgemq_core::message::Message;
-use edgemq_core::protocol::{Effect, Inbound, Rules, Violation};
+use edgemq_core::protocol::{Inbound, Rules, Violation};
 use edgemq_core::session::Delivery;
 
 use crate::bus::Bus;
@@ -330,14 +330,11 @@ pub(crate) struct Connection<S> {
     /// the client's Receive Maximum was full [MQTT-3.3.4-9]; they go before anything new.
     resend_backlog: VecDeque<u16>,
     client_max_packet: Option<u32>,
-    /// The protocol rules after CONNECT (`edgemq_core::protocol`), and a reused buffer for
-    /// what they decide.
+    /// The protocol rules after CONNECT (`edgemq_core::protocol`).
     protocol: Inbound,
-    effects: Vec<Effect>,
     last_read: Instant,
     peer: Peer,
     credentials_expire: Option<SystemTime>,
-    authentication_method: Option<String>,
     /// A re-authentication AUTH waiting for the (asynchronous) authenticator; input after it
     /// is not processed until it is decided. (Boxed: rare, and its properties are large.)
     pending_reauth: Option<Box<Auth>>,
@@ -381,7 +378,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             a.version,
             Rules::from(&bus.limits),
             a.connect_expiry_zero,
-            a.authentication_method.clone(),
+            a.authentication_method,
             a.session.mailbox.store().is_some(),
         );
         Connection {
@@ -403,10 +400,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             resend_backlog: VecDeque::new(),
             client_max_packet: a.client_max_packet,
             protocol,
-            effects: Vec::new(),
             peer,
             credentials_expire: a.credentials_expire,
-            authentication_method: a.authentication_method,
             pending_reauth: None,
             authz_prepared,
             authorizer,
@@ -594,7 +589,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Ok(())
             }
             Due::Credentials => {
-                tracing::warn!(method = ?self.authentication_method, "credentials expired without re-authentication; disconnecting");
+                tracing::warn!(method = ?self.protocol.authentication_method(), "credentials expired without re-authentication; disconnecting");
                 Err(self.violation(Violation::new(
                     ReasonCode::NotAuthorized,
                     "credentials expired without re-authentication",
@@ -801,7 +796,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         Packet::Auth(Auth {
             reason,
             properties: Properties {
-                authentication_method: self.authentication_method.clone().map(ByteString::from),
+                authentication_method: self.protocol.authentication_method().map(ByteString::from),
                 ..Properties::default()
             },
         })
