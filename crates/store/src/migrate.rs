@@ -38,7 +38,7 @@ pub(crate) fn to_v2(txn: &WriteTransaction, clock: Clock) -> Result<(), Failure>
     tracing::info!(
         sessions = numbers.len(),
         queued_messages = queued,
-        "store: records of format 1 were migrated to format 2 (sessions numbered, messages stored once)"
+        "store: records of format 1 were migrated to format 2 (sessions numbered; records keyed by the number)"
     );
     Ok(())
 }
