@@ -6,10 +6,11 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use edgemq_core::limits::Limits;
+use edgemq_core::logtext::LogLimiter;
 use edgemq_core::message::Message;
 use edgemq_core::retained::{RetainRefused, RetainedStore};
 use edgemq_core::session::Delivery;
@@ -53,28 +54,17 @@ impl Routed {
     }
 }
 
-/// A broker-wide warning about a limit: at most one line a second, each with the number of
-/// refusals since the previous line, so a flood of refused requests cannot become a flood
-/// of log lines.
+/// A broker-wide warning about a limit: a [`LogLimiter`] shared by every connection.
 #[derive(Debug, Default)]
 pub struct LimitWarning {
-    state: parking_lot::Mutex<(Option<Instant>, u64)>,
+    limiter: parking_lot::Mutex<LogLimiter>,
 }
 
 impl LimitWarning {
     /// Count one refusal; `Some(refusals since the last line, this one included)` if a line
     /// may be written at `now`.
     pub fn admit(&self, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock();
-        let (last, count) = &mut *state;
-        *count += 1;
-        let due = last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
-        if due {
-            *last = Some(now);
-            Some(std::mem::take(count))
-        } else {
-            None
-        }
+        self.limiter.lock().admit(now)
     }
 }
 

@@ -88,3 +88,46 @@ mod tests {
         assert_eq!(format!("{:?}", Short("a\"b")), r#""a\"b""#);
     }
 }
+
+/// At most one log line a second for a stream of events a client can cause (refusals,
+/// denials, bad input), each line carrying how many events it stands for, so a flood of
+/// them cannot become a flood of log lines. Time is an argument: no clock of its own.
+#[derive(Debug, Default, Clone)]
+pub struct LogLimiter {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl LogLimiter {
+    /// Count one event at `now`; `Some(events since the last line, this one included)` if
+    /// a line may be written.
+    pub fn admit(&mut self, now: std::time::Instant) -> Option<u64> {
+        self.since += 1;
+        let due = self
+            .last
+            .is_none_or(|at| now.duration_since(at) >= std::time::Duration::from_secs(1));
+        if !due {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.since))
+    }
+}
+
+#[cfg(test)]
+mod limiter_tests {
+    use std::time::{Duration, Instant};
+
+    use super::LogLimiter;
+
+    #[test]
+    fn one_line_a_second_counting_what_it_stands_for() {
+        let mut l = LogLimiter::default();
+        let t = Instant::now();
+        assert_eq!(l.admit(t), Some(1));
+        assert_eq!(l.admit(t), None);
+        assert_eq!(l.admit(t + Duration::from_millis(999)), None);
+        assert_eq!(l.admit(t + Duration::from_secs(1)), Some(3));
+        assert_eq!(l.admit(t + Duration::from_secs(3)), Some(1));
+    }
+}

@@ -15,7 +15,6 @@ mod backlog;
 mod handshake;
 mod inbound;
 mod outbound;
-mod warnings;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -43,8 +42,8 @@ use crate::listener::ListenerContext;
 use crate::mailbox::Mailbox;
 use crate::sessions::{redistribute_shared, Control, ControlSlot, SessionData};
 use backlog::RetainedBacklog;
+use edgemq_core::logtext::LogLimiter;
 use edgemq_core::logtext::{Attrs, Short, ShortOpt};
-use warnings::Warnings;
 
 /// Stop reading while this much output is waiting for the socket.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -346,7 +345,7 @@ pub(crate) struct Connection<S> {
     authz_generation: u64,
     authz_changes: watch::Receiver<u64>,
     /// Warnings about this client's input and denials, rate-limited together.
-    warnings: Warnings,
+    warnings: LogLimiter,
     /// Set while a subscriber queue this client's publishes filled is draining: reading
     /// pauses until it resolves (back-pressure). Boxed: rare, and a timer is large.
     held_back: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -407,7 +406,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             authorizer,
             authz_generation,
             authz_changes,
-            warnings: Warnings::default(),
+            warnings: LogLimiter::default(),
             held_back: None,
             routed_in_batch: 0,
             committed,
@@ -766,7 +765,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         {
             return true;
         }
-        if let Some(suppressed) = self.warnings.admit(self.bus.now()) {
+        if let Some(events) = self.warnings.admit(self.bus.now()) {
+            let suppressed = events - 1;
             let (kind, topic) = match action {
                 Action::Connect => ("connect", ""),
                 Action::Publish { topic } => ("publish", topic),
@@ -784,10 +784,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     /// A warning about what this client sent, rate-limited per connection
-    /// ([`Warnings`]); the text names the limit or rule.
+    /// ([`LogLimiter`]); the text names the limit or rule.
     pub(super) fn warn_input(&mut self, what: std::fmt::Arguments<'_>) {
-        if let Some(suppressed) = self.warnings.admit(self.bus.now()) {
-            tracing::warn!(suppressed, "{what}");
+        if let Some(events) = self.warnings.admit(self.bus.now()) {
+            tracing::warn!(suppressed = events - 1, "{what}");
         }
     }
 
