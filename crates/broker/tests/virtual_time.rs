@@ -47,6 +47,11 @@ impl Broker {
 
     /// Connect and read the CONNACK, which must accept.
     async fn connect(&self, connect: Connect) -> Client {
+        self.connect_ack(connect).await.0
+    }
+
+    /// Connect; the client and its (accepting) CONNACK.
+    async fn connect_ack(&self, connect: Connect) -> (Client, edgemq_codec::ConnAck) {
         let (client, server) = tokio::io::duplex(64 * 1024);
         tokio::spawn(edgemq_broker::serve_stream(
             server,
@@ -64,10 +69,12 @@ impl Broker {
         };
         c.send(Packet::Connect(Box::new(connect))).await;
         match c.recv().await {
-            Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason, ReasonCode::Success),
+            Some(Packet::ConnAck(ack)) => {
+                assert_eq!(ack.reason, ReasonCode::Success);
+                (c, ack)
+            }
             other => panic!("expected CONNACK, got {other:?}"),
         }
-        c
     }
 }
 
@@ -221,4 +228,57 @@ async fn mqtt_3_1_2_23_a_session_ends_when_its_expiry_passes_and_not_before() {
     assert_eq!(broker.bus.sessions.len(), 1, "kept for its expiry");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(broker.bus.sessions.len(), 0, "ended once it passed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn mqtt_3_2_2_2_session_present_only_for_a_session_that_still_exists() {
+    let broker = Broker::new();
+    drop(broker.connect(connect_v5("returning", 0, 10, None)).await);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (c, ack) = broker.connect_ack(connect_v5("returning", 0, 10, None)).await;
+    assert!(ack.session_present, "resumed within its expiry");
+    drop(c);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (_c, ack) = broker.connect_ack(connect_v5("returning", 0, 10, None)).await;
+    assert!(!ack.session_present, "expired: a new session [MQTT-3.2.2-3]");
+    // A clean start never presents a session [MQTT-3.2.2-2], even one that exists.
+    let mut clean = connect_v5("returning", 0, 10, None);
+    clean.clean_start = true;
+    let (_c, ack) = broker.connect_ack(clean).await;
+    assert!(!ack.session_present);
+}
+
+#[tokio::test(start_paused = true)]
+async fn mqtt_3_1_4_3_a_takeover_ends_a_session_with_expiry_0_and_its_will_goes_at_once() {
+    let broker = Broker::new();
+    let mut watcher = broker.connect(connect_v5("watcher", 0, 0, None)).await;
+    watcher.subscribe("wills/#").await;
+    let _old = broker.connect(connect_v5("twin", 0, 0, Some(30))).await;
+    let start = Instant::now();
+    let _new = broker.connect(connect_v5("twin", 0, 0, None)).await;
+    assert_eq!(will_arrives(&mut watcher, start, 600).await, Some(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn mqtt_3_1_3_9_a_takeover_that_resumes_a_persistent_session_sends_no_delayed_will() {
+    let broker = Broker::new();
+    let mut watcher = broker.connect(connect_v5("watcher", 0, 0, None)).await;
+    watcher.subscribe("wills/#").await;
+    let _old = broker.connect(connect_v5("twin", 0, 3600, Some(30))).await;
+    let start = Instant::now();
+    let _new = broker.connect(connect_v5("twin", 0, 3600, None)).await;
+    assert_eq!(will_arrives(&mut watcher, start, 600).await, None, "the session goes on");
+}
+
+#[tokio::test(start_paused = true)]
+async fn mqtt_3_1_4_3_a_clean_start_takeover_ends_a_persistent_session_and_sends_its_will() {
+    let broker = Broker::new();
+    let mut watcher = broker.connect(connect_v5("watcher", 0, 0, None)).await;
+    watcher.subscribe("wills/#").await;
+    let _old = broker.connect(connect_v5("twin", 0, 3600, Some(30))).await;
+    let start = Instant::now();
+    let mut clean = connect_v5("twin", 0, 3600, None);
+    clean.clean_start = true;
+    let _new = broker.connect(clean).await;
+    assert_eq!(will_arrives(&mut watcher, start, 600).await, Some(0));
 }
