@@ -235,12 +235,19 @@ async fn mqtt_3_2_2_2_session_present_only_for_a_session_that_still_exists() {
     let broker = Broker::new();
     drop(broker.connect(connect_v5("returning", 0, 10, None)).await);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (c, ack) = broker.connect_ack(connect_v5("returning", 0, 10, None)).await;
+    let (c, ack) = broker
+        .connect_ack(connect_v5("returning", 0, 10, None))
+        .await;
     assert!(ack.session_present, "resumed within its expiry");
     drop(c);
     tokio::time::sleep(Duration::from_secs(11)).await;
-    let (_c, ack) = broker.connect_ack(connect_v5("returning", 0, 10, None)).await;
-    assert!(!ack.session_present, "expired: a new session [MQTT-3.2.2-3]");
+    let (_c, ack) = broker
+        .connect_ack(connect_v5("returning", 0, 10, None))
+        .await;
+    assert!(
+        !ack.session_present,
+        "expired: a new session [MQTT-3.2.2-3]"
+    );
     // A clean start never presents a session [MQTT-3.2.2-2], even one that exists.
     let mut clean = connect_v5("returning", 0, 10, None);
     clean.clean_start = true;
@@ -267,7 +274,11 @@ async fn mqtt_3_1_3_9_a_takeover_that_resumes_a_persistent_session_sends_no_dela
     let _old = broker.connect(connect_v5("twin", 0, 3600, Some(30))).await;
     let start = Instant::now();
     let _new = broker.connect(connect_v5("twin", 0, 3600, None)).await;
-    assert_eq!(will_arrives(&mut watcher, start, 600).await, None, "the session goes on");
+    assert_eq!(
+        will_arrives(&mut watcher, start, 600).await,
+        None,
+        "the session goes on"
+    );
 }
 
 #[tokio::test(start_paused = true)]

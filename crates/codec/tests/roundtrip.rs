@@ -184,6 +184,7 @@ fn outgoing_matches(
         forwarded_properties: &body,
         message_expiry_interval: expiry,
         subscription_identifiers: &ids,
+        topic_alias: None,
         payload: &payload,
     };
     let mut out = BytesMut::new();

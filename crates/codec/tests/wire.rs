@@ -445,3 +445,31 @@ fn payload_is_a_zero_copy_slice_of_the_read_buffer() {
         "payload points into the read buffer"
     );
 }
+
+#[test]
+fn outgoing_publish_carries_a_topic_alias_and_may_leave_the_topic_empty() {
+    // [MQTT-3.3.2-12] with an alias already set, the topic may be zero length.
+    for (topic, alias) in [("long/topic/name", 3u16), ("", 3)] {
+        let outgoing = OutgoingPublish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic,
+            packet_id: Some(9),
+            forwarded_properties: &[],
+            message_expiry_interval: None,
+            subscription_identifiers: &[],
+            topic_alias: Some(alias),
+            payload: b"x",
+        };
+        let mut out = BytesMut::new();
+        let len = outgoing.encode(ProtocolVersion::V5, &mut out).unwrap();
+        assert_eq!(len, out.len());
+        let mut d = Decoder::new(u32::MAX);
+        d.version = Some(ProtocolVersion::V5);
+        let Some(Packet::Publish(p)) = d.decode(&mut out).unwrap() else {
+            panic!("not a PUBLISH");
+        };
+        assert_eq!((&*p.topic, p.properties.topic_alias), (topic, Some(alias)));
+    }
+}

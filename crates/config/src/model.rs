@@ -66,6 +66,9 @@ pub struct BrokerSettings {
     pub max_subscriptions: Option<usize>,
     /// AIO `persistence.maxSize`: bytes of records the store may hold.
     pub max_store_bytes: Option<u64>,
+    /// edgemq extension `serverTopicAliases`: topic aliases the broker assigns on what it
+    /// sends to v5 clients that allow them.
+    pub server_topic_aliases: Option<u16>,
     /// edgemq extension `maxSessionsPerAddress`: sessions created from one source address.
     pub max_sessions_per_address: Option<usize>,
     /// edgemq extension `maxClientIdLength`: longest client identifier accepted, bytes.

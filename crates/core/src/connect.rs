@@ -130,6 +130,9 @@ pub struct Terms {
     pub keep_alive: u16,
     /// QoS 1/2 messages the broker may have in flight to the client.
     pub send_window: usize,
+    /// Topic aliases the broker may assign on what it sends: its setting, up to the
+    /// client's Topic Alias Maximum (v5; absent means 0 [MQTT-3.1.2-26]).
+    pub server_topic_aliases: u16,
     /// The CONNACK to send (Session Present is the broker's to set).
     pub ack: ConnAck,
 }
@@ -178,6 +181,14 @@ pub fn terms(
         connect_expiry_zero: requested == 0,
         keep_alive,
         send_window: send_window(connect, limits),
+        server_topic_aliases: match version {
+            ProtocolVersion::V5 => connect
+                .properties
+                .topic_alias_maximum
+                .unwrap_or(0)
+                .min(limits.server_topic_aliases),
+            _ => 0,
+        },
         ack,
     })
 }

@@ -247,3 +247,34 @@ fn mqtt_3_2_2_budgets_refuse_v5_with_0x97_and_v3_with_server_unavailable() {
     assert_eq!(v3, ReasonCode::ServerUnavailable);
     assert!(refusal(ProtocolVersion::V3_1_1, v3, None).is_some());
 }
+
+#[test]
+fn mqtt_3_1_2_26_server_aliases_only_up_to_the_clients_topic_alias_maximum() {
+    let limits = Limits {
+        server_topic_aliases: 16,
+        ..Limits::default()
+    };
+    let mut c = connect(ProtocolVersion::V5, "a", true);
+    let id = check(&c, &limits, assign).unwrap();
+    assert_eq!(
+        terms(&c, &limits, &id, None).unwrap().server_topic_aliases,
+        0,
+        "absent: none"
+    );
+    c.properties.topic_alias_maximum = Some(4);
+    assert_eq!(
+        terms(&c, &limits, &id, None).unwrap().server_topic_aliases,
+        4
+    );
+    c.properties.topic_alias_maximum = Some(100);
+    assert_eq!(
+        terms(&c, &limits, &id, None).unwrap().server_topic_aliases,
+        16
+    );
+    let off = Limits::default();
+    assert_eq!(
+        terms(&c, &off, &id, None).unwrap().server_topic_aliases,
+        0,
+        "off by default"
+    );
+}

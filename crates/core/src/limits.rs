@@ -82,6 +82,9 @@ pub struct Limits {
     /// Resident memory the broker defends, in bytes (0 = none): it sheds load before
     /// reaching it (refuse connections, hold publishers back, apply overflow policies).
     pub memory_budget: u64,
+    /// Topic aliases the broker assigns on what it sends to a v5 client that allows them
+    /// (up to the client's Topic Alias Maximum); 0 = none.
+    pub server_topic_aliases: u16,
 }
 
 impl Default for Limits {
@@ -116,6 +119,7 @@ impl Default for Limits {
             max_connections_per_listener: 0,
             v3_session_expiry: 7 * 24 * 3600,
             memory_budget: 0,
+            server_topic_aliases: 0,
         }
     }
 }

@@ -409,6 +409,63 @@ impl InboundAliases {
     }
 }
 
+/// Topic aliases the broker assigns to topics it sends to a v5 client that allows them
+/// (its CONNECT Topic Alias Maximum), per connection [MQTT-3.3.2-10]: the first PUBLISH on a
+/// topic carries the topic and a new alias, later ones only the alias [MQTT-3.3.2-12]. Aliases
+/// are given first come, first served until `maximum` and never reassigned (a mapping that
+/// never changes cannot be misread after a lost packet); topics longer than
+/// [`OutboundAliases::MAX_TOPIC`] bytes are not aliased, which bounds what the map holds.
+#[derive(Debug, Default)]
+pub struct OutboundAliases {
+    topics: std::collections::HashMap<ByteString, u16>,
+    maximum: u16,
+}
+
+/// How to send a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AliasUse {
+    /// The topic as it is, no alias.
+    Plain,
+    /// The topic and this new alias: the client learns the mapping.
+    Set(u16),
+    /// An empty topic and this alias, set earlier on this connection.
+    Use(u16),
+}
+
+impl OutboundAliases {
+    /// The longest topic given an alias.
+    pub const MAX_TOPIC: usize = 1024;
+
+    /// Up to `maximum` aliases (0: none).
+    pub fn new(maximum: u16) -> Self {
+        OutboundAliases {
+            topics: std::collections::HashMap::new(),
+            maximum,
+        }
+    }
+
+    /// How to send `topic`; a new alias is taken now (see [`OutboundAliases::forget`]).
+    pub fn alias(&mut self, topic: &ByteString) -> AliasUse {
+        if let Some(&alias) = self.topics.get(topic) {
+            return AliasUse::Use(alias);
+        }
+        let next = self.topics.len() + 1;
+        if next > usize::from(self.maximum) || topic.len() > Self::MAX_TOPIC {
+            return AliasUse::Plain;
+        }
+        let alias = u16::try_from(next).unwrap_or(u16::MAX);
+        // Copied: a slice of a PUBLISH would keep the whole packet alive.
+        self.topics.insert(ByteString::from(&**topic), alias);
+        AliasUse::Set(alias)
+    }
+
+    /// The PUBLISH that was to set `alias` for `topic` was not sent (too large for the
+    /// client): the mapping does not exist for the client, so it does not exist here.
+    pub fn forget(&mut self, topic: &ByteString) {
+        self.topics.remove(topic);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,5 +602,28 @@ mod tests {
         let u = ByteString::from_static("c");
         assert_eq!(a.resolve(3, &u, 10).unwrap(), "c");
         assert_eq!(a.resolve(3, &empty, 10).unwrap(), "c");
+    }
+
+    #[test]
+    fn mqtt_3_3_2_12_outbound_aliases_set_once_then_used_and_never_reassigned() {
+        let mut a = OutboundAliases::new(2);
+        let (t1, t2, t3) = (
+            ByteString::from_static("a/1"),
+            ByteString::from_static("a/2"),
+            ByteString::from_static("a/3"),
+        );
+        assert_eq!(a.alias(&t1), AliasUse::Set(1));
+        assert_eq!(a.alias(&t1), AliasUse::Use(1));
+        assert_eq!(a.alias(&t2), AliasUse::Set(2));
+        assert_eq!(a.alias(&t3), AliasUse::Plain, "all taken: no reassignment");
+        assert_eq!(a.alias(&t2), AliasUse::Use(2));
+        let long = ByteString::from("x".repeat(OutboundAliases::MAX_TOPIC + 1));
+        assert_eq!(OutboundAliases::new(5).alias(&long), AliasUse::Plain);
+        assert_eq!(OutboundAliases::new(0).alias(&t1), AliasUse::Plain);
+        // A PUBLISH that was to set an alias but was not sent leaves no mapping.
+        let mut a = OutboundAliases::new(2);
+        assert_eq!(a.alias(&t1), AliasUse::Set(1));
+        a.forget(&t1);
+        assert_eq!(a.alias(&t1), AliasUse::Set(1));
     }
 }

@@ -214,6 +214,10 @@ struct ServeArgs {
     /// machine); 0 = no budget (Broker: memoryBudgetBytes).
     #[arg(long, value_name = "BYTES")]
     memory_budget: Option<u64>,
+    /// Topic aliases the broker assigns on what it sends to MQTT 5 clients that allow them
+    /// (up to each client's Topic Alias Maximum); 0 = none (Broker: serverTopicAliases).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    server_topic_aliases: u16,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -435,6 +439,7 @@ fn limits_from_args(args: &ServeArgs) -> Limits {
         memory_budget: args
             .memory_budget
             .unwrap_or_else(edgemq_broker::memory::default_budget),
+        server_topic_aliases: args.server_topic_aliases,
         ..Limits::default()
     }
 }

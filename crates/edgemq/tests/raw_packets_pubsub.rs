@@ -900,3 +900,50 @@ fn a_server_only_packet_from_a_client_is_disconnect_0x82_whatever_its_body() {
         v5_violation(&b, bad, &[0x82]);
     }
 }
+
+#[test]
+fn server_topic_aliases_send_the_topic_once_then_an_empty_topic() {
+    // `--server-topic-aliases`: to a client that allows aliases (CONNECT Topic Alias
+    // Maximum), the first PUBLISH on a topic carries it with a new alias, later ones an empty
+    // topic and the alias [MQTT-3.3.2-12], never above the client's maximum [MQTT-3.1.2-26].
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let b = Broker::start_with(&["--server-topic-aliases", "4"]);
+    let (mut s, _) = RawClient::v5_with(
+        b.addr,
+        "alias-sink",
+        &props(&[p_u16(prop::TOPIC_ALIAS_MAXIMUM, 1)]),
+    );
+    s.send(&subscribe(1, Some(&no_props()), &[("al/#", 0)]));
+    assert_eq!(s.read_packet()[0], 0x90);
+    let (mut p, _) = RawClient::v5(b.addr, "alias-source");
+    for (topic, payload) in [
+        ("al/first/topic", "1"),
+        ("al/first/topic", "2"),
+        ("al/second", "3"),
+    ] {
+        p.send(&v5_pub(
+            topic.as_bytes(),
+            0,
+            0,
+            &no_props(),
+            payload.as_bytes(),
+        ));
+    }
+    let got: Vec<(String, Option<u32>, Vec<u8>)> = (0..3)
+        .map(|_| {
+            let m = s.expect_publish(true);
+            (m.topic, m.props.num(prop::TOPIC_ALIAS), m.payload)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("al/first/topic".to_string(), Some(1), b"1".to_vec()),
+            (String::new(), Some(1), b"2".to_vec()),
+            ("al/second".to_string(), None, b"3".to_vec()),
+        ],
+        "one alias allowed by the client: the second topic goes plain"
+    );
+}

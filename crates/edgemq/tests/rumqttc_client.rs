@@ -462,6 +462,50 @@ async fn v5_client_topic_alias_is_resolved() {
 }
 
 #[tokio::test]
+async fn v5_server_topic_aliases_reach_a_client_that_allows_them() {
+    // `--server-topic-aliases`: the broker gives a topic it sends an alias, up to the
+    // client's Topic Alias Maximum [MQTT-3.1.2-26]; the first PUBLISH carries topic and alias,
+    // later ones only the alias [MQTT-3.3.2-12]. rumqttc resolves them back to the topic.
+    let b = Broker::start_with(&["--server-topic-aliases", "8"]);
+    let mut sub = V5::connect_with(&b, "sta-sub", |o| {
+        o.set_connect_properties(ConnectProperties {
+            topic_alias_max: Some(2),
+            ..ConnectProperties::new()
+        });
+    })
+    .await;
+    sub.subscribe("sta/#", QoS::AtLeastOnce).await;
+    // A client that allows none gets none [MQTT-3.1.2-27].
+    let mut plain = V5::connect(&b, "sta-plain").await;
+    plain.subscribe("sta/#", QoS::AtLeastOnce).await;
+    let publ = V5::connect(&b, "sta-pub").await;
+    let sends = [
+        ("sta/a/long/topic", "1"),
+        ("sta/a/long/topic", "2"),
+        ("sta/b", "3"),
+        ("sta/c", "4"),
+        ("sta/a/long/topic", "5"),
+    ];
+    for (topic, payload) in sends {
+        publ.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    // Aliases 1 and 2 go to the first two topics; the third has none left.
+    let expected = [Some(1), Some(1), Some(2), None, Some(1)];
+    for ((topic, payload), alias) in sends.iter().zip(expected) {
+        let p = sub.publish().await;
+        assert_eq!(&p.topic[..], topic.as_bytes(), "resolved by rumqttc");
+        assert_eq!(&p.payload[..], payload.as_bytes());
+        assert_eq!(p.properties.and_then(|p| p.topic_alias), alias, "{payload}");
+        let p = plain.publish().await;
+        assert_eq!(&p.topic[..], topic.as_bytes());
+        assert_eq!(p.properties.and_then(|p| p.topic_alias), None);
+    }
+}
+
+#[tokio::test]
 async fn v5_session_resumes_with_queued_messages() {
     // [MQTT-3.1.2-5] Clean Start 0 resumes the session; [MQTT-3.2.2-2] Session Present 1;
     // [MQTT-3.1.2-23] the session outlives the connection for the Session Expiry Interval,

@@ -260,6 +260,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
             keep_alive: terms.keep_alive,
             will,
             send_window: terms.send_window,
+            server_topic_aliases: terms.server_topic_aliases,
             client_max_packet: connect.properties.maximum_packet_size,
             connect_expiry_zero: terms.connect_expiry_zero,
             credentials_expire: admission.expires_at,

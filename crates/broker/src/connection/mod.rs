@@ -35,7 +35,7 @@ use edgemq_core::auth::{
 };
 use edgemq_core::message::Message;
 use edgemq_core::protocol::{Inbound, Rules, Violation};
-use edgemq_core::session::Delivery;
+use edgemq_core::session::{Delivery, OutboundAliases};
 
 use crate::bus::Bus;
 use crate::listener::ListenerContext;
@@ -276,6 +276,8 @@ pub(crate) struct Accepted {
     pub send_window: usize,
     /// The client's Maximum Packet Size, if it set one.
     pub client_max_packet: Option<u32>,
+    /// Topic aliases the broker may assign on what it sends (0: none).
+    pub server_topic_aliases: u16,
     /// v5 Session Expiry Interval from CONNECT was 0 (DISCONNECT may then not set one).
     pub connect_expiry_zero: bool,
     /// When the client's credentials stop being valid (re-authenticate or be disconnected).
@@ -329,6 +331,9 @@ pub(crate) struct Connection<S> {
     /// the client's Receive Maximum was full [MQTT-3.3.4-9]; they go before anything new.
     resend_backlog: VecDeque<u16>,
     client_max_packet: Option<u32>,
+    /// Topic aliases given on what this connection sends, when the broker and the client
+    /// use them (boxed: most connections have none).
+    outbound_aliases: Option<Box<OutboundAliases>>,
     /// The protocol rules after CONNECT (`edgemq_core::protocol`).
     protocol: Inbound,
     last_read: Instant,
@@ -398,6 +403,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             send_window: a.send_window,
             resend_backlog: VecDeque::new(),
             client_max_packet: a.client_max_packet,
+            outbound_aliases: (a.server_topic_aliases > 0)
+                .then(|| Box::new(OutboundAliases::new(a.server_topic_aliases))),
             protocol,
             peer,
             credentials_expire: a.credentials_expire,

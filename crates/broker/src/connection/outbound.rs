@@ -7,7 +7,7 @@ use bytes::BytesMut;
 
 use edgemq_codec::{OutgoingPublish, Packet, ProtocolVersion, PubResponse, QoS};
 use edgemq_core::logtext::Short;
-use edgemq_core::session::{Delivery, OutgoingState, OutgoingWindow};
+use edgemq_core::session::{AliasUse, Delivery, OutboundAliases, OutgoingState, OutgoingWindow};
 
 use super::{Connection, Exit, Loading, LOAD_BATCH, WRITE_HIGH_WATER};
 use crate::mailbox::Entry;
@@ -173,6 +173,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 version: self.version,
                 client_max_packet: self.client_max_packet,
                 stats: &self.bus.stats,
+                aliases: self.outbound_aliases.as_deref_mut(),
             },
             &mut self.session.outgoing,
         )
@@ -185,6 +186,7 @@ struct PublishWriter<'a> {
     version: ProtocolVersion,
     client_max_packet: Option<u32>,
     stats: &'a Stats,
+    aliases: Option<&'a mut OutboundAliases>,
 }
 
 impl PublishWriter<'_> {
@@ -199,11 +201,20 @@ impl PublishWriter<'_> {
     ) -> bool {
         let message = &delivery.message;
         let v5 = self.version.is_v5();
+        let alias = match self.aliases.as_deref_mut() {
+            Some(aliases) if v5 => aliases.alias(&message.topic),
+            _ => AliasUse::Plain,
+        };
+        let (topic, topic_alias) = match alias {
+            AliasUse::Plain => (&*message.topic, None),
+            AliasUse::Set(n) => (&*message.topic, Some(n)),
+            AliasUse::Use(n) => ("", Some(n)),
+        };
         let publish = OutgoingPublish {
             dup,
             qos: delivery.qos,
             retain: delivery.retain,
-            topic: &message.topic,
+            topic,
             packet_id,
             forwarded_properties: if v5 {
                 message.forwarded_properties()
@@ -212,21 +223,29 @@ impl PublishWriter<'_> {
             },
             message_expiry_interval: message.remaining_expiry(now),
             subscription_identifiers: &delivery.subscription_ids,
+            topic_alias,
             payload: &message.payload,
         };
         let before = self.wbuf.len();
-        if let Err(e) = publish.encode(self.version, self.wbuf) {
-            tracing::error!(error = %e, "could not encode a PUBLISH");
+        let encoded = publish.encode(self.version, self.wbuf);
+        let too_large = self
+            .client_max_packet
+            .is_some_and(|max| self.wbuf.len() - before > max as usize);
+        if encoded.is_err() || too_large {
             self.wbuf.truncate(before);
+            // Not sent: an alias it was to set is not set.
+            if let (AliasUse::Set(_), Some(aliases)) = (alias, self.aliases.as_deref_mut()) {
+                aliases.forget(&message.topic);
+            }
+        }
+        if let Err(e) = encoded {
+            tracing::error!(error = %e, "could not encode a PUBLISH");
             return false;
         }
-        if let Some(max) = self.client_max_packet {
-            if self.wbuf.len() - before > max as usize {
-                self.wbuf.truncate(before);
-                self.stats.dropped(DropReason::PacketTooLarge);
-                tracing::debug!(topic = %Short(&message.topic), "message larger than the client's Maximum Packet Size: dropped for this client");
-                return false;
-            }
+        if too_large {
+            self.stats.dropped(DropReason::PacketTooLarge);
+            tracing::debug!(topic = %Short(&message.topic), "message larger than the client's Maximum Packet Size: dropped for this client");
+            return false;
         }
         self.stats
             .messages_sent

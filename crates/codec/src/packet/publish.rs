@@ -165,6 +165,9 @@ pub struct OutgoingPublish<'a> {
     pub forwarded_properties: &'a [u8],
     pub message_expiry_interval: Option<u32>,
     pub subscription_identifiers: &'a [u32],
+    /// v5 Topic Alias; with an alias already set on this connection, `topic` is empty
+    /// [MQTT-3.3.2-12].
+    pub topic_alias: Option<u16>,
     pub payload: &'a [u8],
 }
 
@@ -178,6 +181,7 @@ impl OutgoingPublish<'_> {
         let properties = if version.is_v5() {
             self.forwarded_properties.len()
                 + self.message_expiry_interval.map_or(0, |_| 5)
+                + self.topic_alias.map_or(0, |_| 3)
                 + self
                     .subscription_identifiers
                     .iter()
@@ -210,6 +214,10 @@ impl OutgoingPublish<'_> {
             if let Some(expiry) = self.message_expiry_interval {
                 out.put_u8(id::MESSAGE_EXPIRY_INTERVAL);
                 out.put_u32(expiry);
+            }
+            if let Some(alias) = self.topic_alias {
+                out.put_u8(id::TOPIC_ALIAS);
+                out.put_u16(alias);
             }
             for sid in self.subscription_identifiers {
                 out.put_u8(id::SUBSCRIPTION_IDENTIFIER);

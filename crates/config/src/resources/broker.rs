@@ -56,6 +56,7 @@ const CLIENTS: &[&str] = &[
     "v3SessionExpirySeconds",
     "memoryBudgetBytes",
     "maxSubscriptions",
+    "serverTopicAliases",
     "maxSessionsPerAddress",
     "maxClientIdLength",
 ];
@@ -207,6 +208,7 @@ fn read_clients(c: &Obj<'_>, s: &mut BrokerSettings) {
         .and_then(|v| v.int(1, 2147483648));
     s.memory_budget = c.get("memoryBudgetBytes").and_then(|v| v.int(0, 1 << 50));
     s.max_subscriptions = c.get("maxSubscriptions").and_then(|v| v.int(1, 1 << 40));
+    s.server_topic_aliases = c.get("serverTopicAliases").and_then(|v| v.int(0, 65535));
     s.max_sessions_per_address = c
         .get("maxSessionsPerAddress")
         .and_then(|v| v.int(1, 4294967296));
