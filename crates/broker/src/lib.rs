@@ -13,6 +13,7 @@
 
 pub mod bus;
 mod connection;
+pub mod journal;
 pub mod listener;
 pub mod mailbox;
 pub mod memory;

@@ -32,6 +32,8 @@ use edgemq_core::session::Delivery;
 use edgemq_core::subscriptions::{SessionKey, SubscriberHandle};
 use edgemq_store::Store;
 
+use crate::journal::Journal;
+
 use crate::stats::{DropReason, Stats};
 
 /// Queue depth at which a connected subscriber holds back its publishers.
@@ -51,10 +53,8 @@ pub struct Mailbox {
     overflowed: AtomicBool,
     /// Messages dropped for this session (all reasons), for rate-limited warnings.
     drops: AtomicU64,
-    /// The broker's store, if it has one.
-    store: Option<Arc<Store>>,
-    /// A persistent session: its QoS 1/2 deliveries are stored as they are queued.
-    durable: AtomicBool,
+    /// The session's durable records.
+    journal: Journal,
 }
 
 /// A queued delivery: in memory, or only on disk (an offline persistent session's).
@@ -201,7 +201,6 @@ impl Mailbox {
         let capacity = limits.messages.max(1);
         Mailbox {
             key,
-            client_id,
             queue: Mutex::new(Queue {
                 items: VecDeque::new(),
                 capacity,
@@ -219,34 +218,25 @@ impl Mailbox {
             connected: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
             drops: AtomicU64::new(0),
-            store,
-            durable: AtomicBool::new(false),
+            journal: Journal::new(store, client_id.clone()),
+            client_id,
         }
     }
 
-    /// Persistent session (expiry > 0): store its QoS 1/2 deliveries from now on.
-    pub fn set_durable(&self, durable: bool) {
-        self.durable.store(durable, Ordering::Release);
-    }
-
-    /// The store, if this session's deliveries go to it.
-    pub fn store(&self) -> Option<&Arc<Store>> {
-        self.store
-            .as_ref()
-            .filter(|_| self.durable.load(Ordering::Acquire))
+    /// The session's durable records.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// Whether a delivery of this QoS pushed now is written to the store (the publisher's
     /// acknowledgement then waits for the commit).
     pub fn stores(&self, qos: QoS) -> bool {
-        qos != QoS::AtMostOnce && self.store().is_some()
+        qos != QoS::AtMostOnce && self.journal.is_durable()
     }
 
     /// Forget a stored delivery (acknowledged, dropped or moved to another session).
     pub fn forget(&self, seq: Option<u64>) {
-        if let (Some(seq), Some(store)) = (seq, &self.store) {
-            store.remove(&self.client_id, seq);
-        }
+        self.journal.forget(seq);
     }
 
     /// A stored delivery recovered at start-up, oldest first (admitted before the restart:
@@ -296,10 +286,7 @@ impl Mailbox {
         let connected = self.is_connected();
         // A delivery moved from another session keeps no key of that session's.
         delivery.stored = None;
-        let store = self
-            .store()
-            .filter(|_| delivery.qos != QoS::AtMostOnce)
-            .map(|s| (s, shared));
+        let store = self.stores(delivery.qos).then_some(shared);
         if !connected && delivery.qos == QoS::AtMostOnce {
             stats.dropped(DropReason::OfflineQos0);
             return PushOutcome::Dropped(DropReason::OfflineQos0);
@@ -362,15 +349,10 @@ impl Mailbox {
 
     /// The queue entry for an admitted delivery, written to the store first if durable.
     /// (Called under the queue lock, so store keys follow queue order.)
-    fn admit(
-        &self,
-        store: Option<(&Arc<Store>, bool)>,
-        delivery: Delivery,
-        connected: bool,
-    ) -> Entry {
+    fn admit(&self, store: Option<bool>, delivery: Delivery, connected: bool) -> Entry {
         match store {
-            Some((store, shared)) => {
-                let delivery = store.enqueue(&self.client_id, delivery, shared);
+            Some(shared) => {
+                let delivery = self.journal.enqueue(delivery, shared);
                 match (connected, delivery.stored) {
                     (false, Some(seq)) => Entry::Stored {
                         seq,

@@ -181,8 +181,10 @@ fn quarantine_deep(bus: &Bus, recovered: &mut Recovered) {
             session.will = None;
         }
         let after = (record.subscriptions.len(), record.will.is_some());
-        if let (Some(store), true) = (&bus.store, before != after) {
-            store.put_session(&client, record.clone());
+        if before != after {
+            let journal = crate::journal::Journal::new(bus.store.clone(), client.clone());
+            journal.set_durable(true);
+            journal.put(record.clone());
         }
     }
 }

@@ -83,19 +83,12 @@ impl SessionData {
     /// per send: a QoS 1 message in flight when the broker is killed is re-sent under a new
     /// identifier, which at-least-once delivery allows.)
     fn record_inflight_qos1(&self) {
-        let Some(store) = self.mailbox.store() else {
-            return;
-        };
+        let journal = self.mailbox.journal();
         for inflight in self.outgoing.iter() {
             if let (OutgoingState::AwaitingPubAck, Some(seq)) =
                 (inflight.state, inflight.delivery.stored)
             {
-                store.sent(
-                    &self.mailbox.client_id,
-                    seq,
-                    inflight.packet_id,
-                    inflight.state,
-                );
+                journal.sent(seq, inflight.packet_id, inflight.state);
             }
         }
     }
@@ -103,11 +96,8 @@ impl SessionData {
     /// Write the session to the store, if it is a persistent one and there is a store;
     /// true if it was written.
     pub fn persist(&self, disconnected_at: Option<u64>, will: Option<(Arc<Message>, u32)>) -> bool {
-        let Some(store) = self.mailbox.store() else {
-            return false;
-        };
-        store.put_session(&self.mailbox.client_id, self.record(disconnected_at, will));
-        true
+        let journal = self.mailbox.journal();
+        journal.is_durable() && journal.put(self.record(disconnected_at, will))
     }
 }
 
@@ -567,7 +557,7 @@ impl Registry {
                 crate::mailbox::QueueLimits::of(&bus.limits, &bus.held),
                 bus.store.clone(),
             ));
-            mailbox.set_durable(true);
+            mailbox.journal().set_durable(true);
             for (seq, qos) in recovered.queued {
                 mailbox.restore_stored(seq, qos);
             }
@@ -726,9 +716,7 @@ pub fn end_session(bus: &Bus, mut data: SessionData) {
     }
     // Deliveries only on disk go with the session's records.
     lost += data.mailbox.clear() as u64;
-    if let Some(store) = data.mailbox.store() {
-        store.delete_session(&data.mailbox.client_id);
-    }
+    data.mailbox.journal().delete();
     for _ in 0..lost {
         bus.stats.dropped(DropReason::SessionEnded);
     }

@@ -238,7 +238,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
         // that stops while the client is connected sends it after the restart. (Once
         // durable, a session stays so until it ends: its records are deleted then.)
         if terms.expiry != 0 {
-            session.mailbox.set_durable(true);
+            session.mailbox.journal().set_durable(true);
         }
         session.persist(None, will.as_ref().map(|w| (w.message.clone(), w.delay)));
         let mut ack = terms.ack;

@@ -86,19 +86,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 Effect::SendUnheld(packet) => self.io.send_unheld(packet, self.version),
                 Effect::Forget(seq) => self.session.mailbox.forget(seq),
                 Effect::AwaitPubComp { seq, packet_id } => {
-                    if let Some(store) = self.session.mailbox.store() {
-                        store.sent(
-                            &self.client_id,
-                            seq,
-                            packet_id,
-                            OutgoingState::AwaitingPubComp,
-                        );
-                    }
+                    let journal = self.session.mailbox.journal();
+                    journal.sent(seq, packet_id, OutgoingState::AwaitingPubComp);
                 }
                 Effect::IncomingQos2 { packet_id, pending } => {
-                    if let Some(store) = self.session.mailbox.store() {
-                        store.incoming_qos2(&self.client_id, packet_id, pending);
-                    }
+                    let journal = self.session.mailbox.journal();
+                    journal.incoming_qos2(packet_id, pending);
                 }
                 Effect::HoldForCommit => self.after_store_ops(),
             }

@@ -377,13 +377,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let (authorizer, authz_generation) = listener.authorizer();
         let authz_changes = listener.authz_changes();
         let authz_prepared = authorizer.prepare(&a.principal);
-        let committed = bus.store.as_ref().map(|s| s.committed());
+        let committed = a.session.mailbox.journal().commits();
         let protocol = Inbound::new(
             a.version,
             Rules::from(&bus.limits),
             a.connect_expiry_zero,
             a.authentication_method,
-            a.session.mailbox.store().is_some(),
+            a.session.mailbox.journal().is_durable(),
         );
         Connection {
             io,
@@ -622,8 +622,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Submitted store operations must be committed before the output that follows.
     pub(super) fn after_store_ops(&mut self) {
-        if let Some(store) = &self.bus.store {
-            self.io.hold_until(store.ticket());
+        if let Some(ticket) = self.session.mailbox.journal().ticket() {
+            self.io.hold_until(ticket);
         }
     }
 
@@ -631,7 +631,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// can no longer back an acknowledgement: the held answers are discarded and the client
     /// disconnected (it re-sends what was not acknowledged, to a broker that works).
     fn on_commit(&mut self, committed: u64) -> Result<(), Exit> {
-        if self.bus.store.as_ref().is_some_and(|s| s.is_failed()) {
+        if self.session.mailbox.journal().failed() {
             if let Some(h) = self.io.hold.take() {
                 self.io.wbuf.truncate(h.from);
             }
@@ -914,7 +914,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             committed.wait_for(|c| *c >= h.ticket),
         )
         .await;
-        let failed = self.bus.store.as_ref().is_none_or(|s| s.is_failed());
+        let failed = self.session.mailbox.journal().failed();
         if !matches!(reached, Ok(Ok(_))) || failed {
             self.io.wbuf.truncate(h.from);
         }

@@ -29,12 +29,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     // On disk only: read a batch back; the queue waits behind it.
                     let mut entries = vec![stored];
                     self.session.mailbox.pop_stored(LOAD_BATCH, &mut entries);
-                    if let Some(store) = &self.bus.store {
-                        let keys = entries.iter().filter_map(Entry::seq).collect();
-                        self.loading = Some(Loading {
-                            reply: store.load(&self.client_id, keys),
-                            entries,
-                        });
+                    let keys = entries.iter().filter_map(Entry::seq).collect();
+                    if let Some(reply) = self.session.mailbox.journal().load(keys) {
+                        self.loading = Some(Loading { reply, entries });
                     }
                     return Ok(());
                 }
@@ -65,9 +62,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 // The identifier must be on disk before the client sees it: after a restart
                 // the message goes again under this identifier, which the client recognises
                 // as one it has [MQTT-4.3.3].
-                if let Some(store) = self.session.mailbox.store() {
-                    store.sent(&self.client_id, seq, id, OutgoingState::AwaitingPubRec);
-                }
+                let journal = self.session.mailbox.journal();
+                journal.sent(seq, id, OutgoingState::AwaitingPubRec);
                 self.after_store_ops();
             }
             self.write_inflight(id, false, now);
