@@ -11,11 +11,11 @@ use crate::record::{self, Clock};
 use crate::recover::Failure;
 use crate::writer::{INCOMING, INFLIGHT, QUEUE, SESSIONS};
 
-const QUEUE_V1: TableDefinition<'static, (&'static str, u64), &'static [u8]> =
+pub(crate) const QUEUE_V1: TableDefinition<'static, (&'static str, u64), &'static [u8]> =
     TableDefinition::new("queue");
-const INFLIGHT_V1: TableDefinition<'static, (&'static str, u64), &'static [u8]> =
+pub(crate) const INFLIGHT_V1: TableDefinition<'static, (&'static str, u64), &'static [u8]> =
     TableDefinition::new("inflight");
-const INCOMING_V1: TableDefinition<'static, (&'static str, u16), ()> =
+pub(crate) const INCOMING_V1: TableDefinition<'static, (&'static str, u16), ()> =
     TableDefinition::new("incoming_qos2");
 
 /// Migrate what format 1 left, if anything.

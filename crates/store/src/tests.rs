@@ -414,14 +414,9 @@ fn a_message_lives_as_long_as_a_delivery_names_it() {
 /// message) is migrated at start-up: nothing is lost, and it is in format 2 afterwards.
 #[test]
 fn a_format_1_store_is_migrated() {
+    use crate::migrate::{INCOMING_V1, INFLIGHT_V1, QUEUE_V1};
     use crate::record::{self, Clock};
-    use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition, TableHandle};
-    const QUEUE_V1: TableDefinition<'static, (&'static str, u64), &'static [u8]> =
-        TableDefinition::new("queue");
-    const INFLIGHT_V1: TableDefinition<'static, (&'static str, u64), &'static [u8]> =
-        TableDefinition::new("inflight");
-    const INCOMING_V1: TableDefinition<'static, (&'static str, u16), ()> =
-        TableDefinition::new("incoming_qos2");
+    use redb::{ReadableDatabase, ReadableTableMetadata, TableHandle};
     let dir = tempfile::tempdir().unwrap();
     let clock = Clock::now();
     {

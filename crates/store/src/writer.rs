@@ -442,19 +442,11 @@ impl<'t> Tables<'t> {
         clock: Clock,
     ) -> Result<(), redb::Error> {
         let session = index.session(client);
-        if !shared {
-            record::encode_delivery_inline(delivery, clock, scratch);
-            let old = self
-                .queue
-                .insert((session, delivery.stored.unwrap_or(0)), &scratch[..])?;
-            self.usage += len(scratch.len()) + fixed(QUEUE_KEY);
-            if let Some(old) = old {
-                self.usage -= len(old.value().len()) + fixed(QUEUE_KEY);
-            }
-            return Ok(());
+        let key = shared.then(|| index.message_key(&delivery.message));
+        match key {
+            Some(key) => record::encode_queued(delivery, key, scratch),
+            None => record::encode_delivery_inline(delivery, clock, scratch),
         }
-        let key = index.message_key(&delivery.message);
-        record::encode_queued(delivery, key, scratch);
         let old = self
             .queue
             .insert((session, delivery.stored.unwrap_or(0)), &scratch[..])?;
@@ -462,6 +454,9 @@ impl<'t> Tables<'t> {
         if let Some(old) = old {
             self.usage -= len(old.value().len()) + fixed(QUEUE_KEY);
         }
+        let Some(key) = key else {
+            return Ok(());
+        };
         let entry = self.counts.entry(key).or_insert((0, None));
         entry.0 += 1;
         entry.1 = Some(delivery.message.clone());

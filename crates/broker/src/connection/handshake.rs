@@ -219,18 +219,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
 
     /// The session is this connection's: stored if persistent, CONNACK queued, logged.
     fn accepted(&mut self, a: Accepting) -> Accepted {
-        let Accepting {
-            connect,
-            decoder,
-            client_id,
-            admission,
-            principal,
-            terms,
-            will,
-            opened,
-            conn_id,
-            control,
-        } = a;
+        let (connect, terms, opened, will) = (a.connect, a.terms, a.opened, a.will);
+        let client_id = a.client_id;
         let version = connect.protocol_version;
         let mut session = opened.data;
         session.expiry_interval = terms.expiry;
@@ -252,19 +242,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
         Accepted {
             client_id,
             version,
-            decoder,
+            decoder: a.decoder,
             session,
-            principal,
-            conn_id,
-            control,
+            principal: a.principal,
+            conn_id: a.conn_id,
+            control: a.control,
             keep_alive: terms.keep_alive,
             will,
             send_window: terms.send_window,
             server_topic_aliases: terms.server_topic_aliases,
             client_max_packet: connect.properties.maximum_packet_size,
             connect_expiry_zero: terms.connect_expiry_zero,
-            credentials_expire: admission.expires_at,
-            authentication_method: admission.authentication_method,
+            credentials_expire: a.admission.expires_at,
+            authentication_method: a.admission.authentication_method,
         }
     }
 
