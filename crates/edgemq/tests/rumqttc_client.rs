@@ -115,6 +115,17 @@ impl V5 {
         }
     }
 
+    /// Wait for the next PUBACK: the broker has taken the message (a retained one is stored).
+    async fn puback(&mut self) {
+        loop {
+            match self.next().await {
+                Seen::Packet(p) if matches!(*p, Packet::PubAck(_)) => return,
+                Seen::Packet(_) => {}
+                Seen::Closed(e) => panic!("closed while waiting for PUBACK: {e}"),
+            }
+        }
+    }
+
     async fn subscribe(&mut self, filter: &str, qos: QoS) {
         self.client.subscribe(filter, qos).await.unwrap();
         self.suback().await;
@@ -330,11 +341,13 @@ async fn v5_retain_handling_and_retain_as_published() {
     // [MQTT-3.3.1-12] RAP=0 clears RETAIN on forwarded live messages; [MQTT-3.3.1-13] RAP=1
     // keeps it.
     let b = Broker::start();
-    let publ = V5::connect(&b, "rh-pub").await;
+    let mut publ = V5::connect(&b, "rh-pub").await;
     publ.client
         .publish("rh/t", QoS::AtLeastOnce, true, "kept")
         .await
         .unwrap();
+    // `publish` only queues it in the client: the PUBACK says the broker has it.
+    publ.puback().await;
     // Wait until the retained message is stored: a plain subscriber receives it.
     let mut probe = V5::connect(&b, "rh-probe").await;
     probe.subscribe("rh/t", QoS::AtLeastOnce).await;
@@ -360,9 +373,11 @@ async fn v5_retain_handling_and_retain_as_published() {
         .publish("rh/never", QoS::AtLeastOnce, true, "hidden")
         .await
         .unwrap();
-    // Stored before we subscribe: the probe sees it.
+    publ.puback().await;
+    // Stored before we subscribe: the probe gets it as a retained message.
     probe.subscribe("rh/never", QoS::AtLeastOnce).await;
-    assert_eq!(&probe.publish().await.payload[..], b"hidden");
+    let p = probe.publish().await;
+    assert!(p.retain && &p.payload[..] == b"hidden", "{p:?}");
     s.subscribe_opts(never, None).await;
     // Neither subscription may have brought a retained message: the next delivery is live.
     publ.client
