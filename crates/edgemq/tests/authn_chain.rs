@@ -6,8 +6,6 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
 #[path = "../../security/tests/support/mod.rs"]
 mod support;
 
@@ -17,10 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use common::fixtures::*;
-use common::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::broker::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::fixtures::*;
+use edgemq_testkit::raw::{connect_raw, flags, lp, p_str, packet, prop, props, RawClient};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use raw::{connect_raw, flags, lp, p_str, packet, prop, props, RawClient};
 use serde_json::json;
 
 /// A cluster's token signer: an EC key made in the test and its JWKS.

@@ -5,12 +5,10 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-
 use std::process::Command;
 
-use common::fixtures::*;
-use common::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::broker::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::fixtures::*;
 
 fn v1_authentication() -> String {
     format!("apiVersion: {V1}\nkind: BrokerAuthentication\nmetadata:\n  name: passwords\nspec:\n  authenticationMethods:\n    - method: UsernamePassword\n      usernamePasswordSettings:\n        secretRef: passwords-db\n")

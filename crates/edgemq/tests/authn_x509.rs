@@ -6,14 +6,12 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::fixtures::*;
-use common::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::broker::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::fixtures::*;
 use edgemq_tls::{CertificateAuthority, KeyAlgorithm, ServerCertSpec};
 
 const DAY: Duration = Duration::from_secs(86_400);

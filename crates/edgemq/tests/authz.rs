@@ -5,16 +5,14 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
 use std::net::SocketAddr;
 use std::process::Command;
 
-use common::fixtures::*;
-use common::{free_port, run_with_timeout, Broker};
 use edgemq_security::password::PasswordHash;
-use raw::{connect_raw, flags, lp, RawClient};
+use edgemq_testkit::broker::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::fixtures::*;
+use edgemq_testkit::raw;
+use edgemq_testkit::raw::{connect_raw, flags, lp, RawClient};
 
 const EXAMPLE: &str =
     include_str!("../../config/tests/fixtures/examples/aio-docs/authz-v1/config.yaml");

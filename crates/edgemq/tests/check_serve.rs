@@ -5,15 +5,13 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::fixtures::{Dirs, WAIT};
-use common::{free_port, run_with_timeout, Broker};
 use edgemq_security::password::PasswordHash;
+use edgemq_testkit::broker::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::fixtures::{Dirs, WAIT};
 
 fn edgemq(args: &[&str]) -> (Option<i32>, String, String) {
     run_with_timeout(Command::new(env!("CARGO_BIN_EXE_edgemq")).args(args), WAIT)

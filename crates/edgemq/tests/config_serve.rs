@@ -5,16 +5,14 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::fixtures::*;
-use common::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::broker::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::fixtures::*;
+use edgemq_testkit::raw;
 use edgemq_tls::{CertificateAuthority, KeyAlgorithm, ServerCertSpec};
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -560,7 +558,7 @@ fn check_prints_file_line_kind_name_field_message() {
 
 #[test]
 fn broker_client_limits_are_advertised_in_connack() {
-    use raw::prop;
+    use edgemq_testkit::raw::prop;
     let d = Dirs::new();
     let port = free_port();
     d.write("l.yaml", &listener("l", "ClusterIp", &plain_port(port)));

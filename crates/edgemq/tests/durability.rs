@@ -6,9 +6,6 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -18,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{run_with_timeout, Broker};
-use raw::*;
+use edgemq_testkit::broker::{run_with_timeout, Broker};
+use edgemq_testkit::raw::*;
 
 const EXPIRY_1H: u32 = 3600;
 

@@ -10,17 +10,14 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
 use std::collections::BTreeSet;
 use std::net::Shutdown;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::Broker;
-use raw::*;
+use edgemq_testkit::broker::Broker;
+use edgemq_testkit::raw::*;
 
 /// The default `--max-topic-levels` (Mosquitto's limit).
 const DEFAULT_MAX_LEVELS: usize = 200;
@@ -1073,7 +1070,7 @@ fn deep_state_in_the_store_is_quarantined_at_start_up() {
     if !Broker::edgemq_only() {
         return;
     }
-    let data = DataDir(common::fresh_data_dir());
+    let data = DataDir(edgemq_testkit::broker::fresh_data_dir());
     let dir = data.0.to_str().unwrap().to_string();
     let deep_topic = levels("t", 20_000);
     let deep_filter = levels("f", 20_000);

@@ -12,11 +12,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
-use common::Broker;
-use raw::*;
+use edgemq_testkit::broker::Broker;
+use edgemq_testkit::raw::*;
 use std::time::Duration;
 
 /// CONNECT with a Will (v3.1.1 layout): client id, will topic, will message.

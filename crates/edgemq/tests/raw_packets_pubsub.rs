@@ -8,11 +8,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
-use common::Broker;
-use raw::*;
+use edgemq_testkit::broker::Broker;
+use edgemq_testkit::raw::*;
 
 /// A v3.1.1 client sends `bad` after CONNECT; the broker must close without a word.
 fn v311_violation(b: &Broker, bad: &[u8]) {

@@ -5,15 +5,12 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
 use std::process::Command;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use common::Broker;
-use raw::*;
+use edgemq_testkit::broker::Broker;
+use edgemq_testkit::raw::*;
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -226,7 +223,7 @@ fn expired_retained_messages_are_purged_from_memory_and_the_store() {
     if !Broker::edgemq_only() {
         return;
     }
-    let data = common::fresh_data_dir();
+    let data = edgemq_testkit::broker::fresh_data_dir();
     let dir = data.to_str().unwrap().to_string();
     {
         let mut b = start(&["--data-dir", &dir]);
@@ -532,7 +529,7 @@ fn sessions_restored_from_the_store_count_against_no_address() {
     if !Broker::edgemq_only() {
         return;
     }
-    let data = common::fresh_data_dir();
+    let data = edgemq_testkit::broker::fresh_data_dir();
     let dir = data.to_str().unwrap().to_string();
     {
         let mut b = start(&["--data-dir", &dir, "--max-sessions-per-address", "2"]);

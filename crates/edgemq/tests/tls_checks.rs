@@ -6,13 +6,11 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::fixtures::*;
-use common::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::broker::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::fixtures::*;
 
 const EC: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
 

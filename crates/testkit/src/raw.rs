@@ -3,7 +3,6 @@
 //!
 //! Deliberately independent of `edgemq-codec`: every packet here is assembled byte by byte
 //! from the OASIS specifications so that the suite checks the codec instead of mirroring it.
-#![allow(dead_code)]
 
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::run_with_timeout;
+use crate::broker::run_with_timeout;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -17,6 +17,12 @@ pub struct Dirs {
     _root: tempfile::TempDir,
     pub config: PathBuf,
     pub data: PathBuf,
+}
+
+impl Default for Dirs {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Dirs {
