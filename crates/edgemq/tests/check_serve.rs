@@ -10,12 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use edgemq_security::password::PasswordHash;
-use edgemq_testkit::broker::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::broker::{edgemq, free_port, run_with_timeout, Broker};
 use edgemq_testkit::fixtures::{Dirs, WAIT};
-
-fn edgemq(args: &[&str]) -> (Option<i32>, String, String) {
-    run_with_timeout(Command::new(env!("CARGO_BIN_EXE_edgemq")).args(args), WAIT)
-}
 
 fn check(dir: &Path) -> (Option<i32>, String, String) {
     edgemq(&["check", "--config", dir.to_str().unwrap()])

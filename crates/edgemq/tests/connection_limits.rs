@@ -104,20 +104,7 @@ fn idle_sockets_beyond_max_connections_are_refused_and_closing_frees_places() {
 
 /// A connection from another loopback address (Linux routes all of 127/8 to lo).
 fn connect_from(src: &str, to: SocketAddr) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stream = rt.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{src}:0").parse().unwrap()).unwrap();
-        socket
-            .connect(to)
-            .await
-            .expect("connect from a second address")
-    });
-    let stream = stream.into_std().unwrap();
-    stream.set_nonblocking(false).unwrap();
+    let stream = tcp_from(src, to);
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream
 }

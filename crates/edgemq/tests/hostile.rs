@@ -174,40 +174,6 @@ fn v5(b: &Broker, client_id: &str) -> RawClient {
     c
 }
 
-/// CONNECT with a Will (v3.1.1 layout): client id, will topic, will message.
-fn connect_v311_will(client_id: &str, extra_flags: u8, will_topic: &str, msg: &[u8]) -> Vec<u8> {
-    let payload = cat(&[
-        &lp(client_id.as_bytes()),
-        &lp(will_topic.as_bytes()),
-        &lp(msg),
-    ]);
-    connect_raw(b"MQTT", 4, flags::WILL | extra_flags, 0, None, &payload)
-}
-
-/// CONNECT with a Will (v5 layout): client id, will properties, will topic, will message.
-fn connect_v5_will(
-    client_id: &str,
-    extra_flags: u8,
-    connect_props: &[u8],
-    will_topic: &str,
-    msg: &[u8],
-) -> Vec<u8> {
-    let payload = cat(&[
-        &lp(client_id.as_bytes()),
-        &no_props(),
-        &lp(will_topic.as_bytes()),
-        &lp(msg),
-    ]);
-    connect_raw(
-        b"MQTT",
-        5,
-        flags::WILL | extra_flags,
-        0,
-        Some(connect_props),
-        &payload,
-    )
-}
-
 /// A fresh client can still connect, subscribe, publish and receive: the broker serves.
 fn assert_serving(b: &Broker, after: &str) {
     assert_running(b, after);

@@ -419,21 +419,7 @@ fn a_reconnected_session_is_not_ended_by_its_old_timer() {
 
 /// A connection to `to` from another loopback address (Linux routes all of 127/8 to lo).
 fn raw_from(src: &str, to: std::net::SocketAddr) -> RawClient {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stream = rt.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{src}:0").parse().unwrap()).unwrap();
-        socket
-            .connect(to)
-            .await
-            .expect("connect from a second address")
-    });
-    let stream = stream.into_std().unwrap();
-    stream.set_nonblocking(false).unwrap();
-    RawClient::from_stream(stream)
+    RawClient::from_stream(tcp_from(src, to))
 }
 
 /// A persistent v5 session (expiry 600 s) for `client_id`, left offline.

@@ -17,6 +17,15 @@ pub fn root_ca(name: &str, validity: Duration) -> CertificateAuthority {
     CertificateAuthority::generate_root(name, KeyAlgorithm::Ec256, validity).unwrap()
 }
 
+/// An intermediate CA named `name` under `root`, EC P-256, valid for `validity`.
+pub fn intermediate_ca(
+    root: &CertificateAuthority,
+    name: &str,
+    validity: Duration,
+) -> CertificateAuthority {
+    CertificateAuthority::generate_intermediate(root, name, KeyAlgorithm::Ec256, validity).unwrap()
+}
+
 /// A server certificate (EC P-256, 30 days) for `common_name` with the SANs `dns` and `ip`,
 /// issued by `ca`: (chain PEM, key PEM).
 pub fn server_cert(
