@@ -1,7 +1,7 @@
 //! Durable state: what the broker acknowledged survives `kill -9`; a damaged store is moved
 //! aside; retained messages stream to a `#` subscriber in bounded memory.
 //!
-//! The clients are hand-built packets (see `raw/mod.rs`) so the test knows exactly which
+//! The clients are hand-built packets (see `edgemq_testkit::raw`) so the test knows exactly which
 //! PUBACK/PUBREC the broker sent before it died.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion

@@ -2,7 +2,7 @@
 //! input pipelined behind CONNECT, log amplification, stack safety with very deep topics,
 //! deep state left in the store by an older version, and many overlapping subscriptions.
 //!
-//! Every client is hand-built (see `raw/mod.rs`). The broker must survive each attack: the
+//! Every client is hand-built (see `edgemq_testkit::raw`). The broker must survive each attack: the
 //! stack-safety tests raise `--max-topic-levels` so the deep input is admitted, then check
 //! that the process is still running and that a fresh client gets a CONNACK and a PUBLISH
 //! round trip. Waits are on packets (or on the broker's own answers while polling), never on

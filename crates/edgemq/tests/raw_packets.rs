@@ -1,7 +1,7 @@
 //! Raw-packet conformance suite, part 1: CONNECT/CONNACK, fixed header, PINGREQ, DISCONNECT,
 //! AUTH, isolation of misbehaving clients and a slow reader.
 //!
-//! Every packet is hand-built (see `raw/mod.rs`), never produced by `edgemq-codec`, so this is
+//! Every packet is hand-built (see `edgemq_testkit::raw`), never produced by `edgemq-codec`, so this is
 //! an independent check of the codec and of the connection state machine. PUBLISH, SUBSCRIBE
 //! and UNSUBSCRIBE live in `raw_packets_pubsub.rs`.
 //!

@@ -1,5 +1,5 @@
 //! Raw-packet conformance suite, part 2: PUBLISH (and its QoS 1/2 acknowledgements),
-//! SUBSCRIBE and UNSUBSCRIBE, with hand-built bytes (see `raw/mod.rs`).
+//! SUBSCRIBE and UNSUBSCRIBE, with hand-built bytes (see `edgemq_testkit::raw`).
 //!
 //! v3.x violations must end in a plain close; v5 violations in a DISCONNECT with the reason
 //! code of the broker contract. Against mosquitto (`EDGEMQ_TEST_AGAINST=mosquitto`) the v5
