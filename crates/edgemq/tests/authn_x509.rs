@@ -108,32 +108,21 @@ fn pub_with_cert(
     cert: Option<(&str, &str)>,
     client_id: &str,
 ) -> (Option<i32>, String) {
-    let mut cmd = Command::new("mosquitto_pub");
-    cmd.args([
-        "-V",
-        "5",
+    let cafile = server_ca.to_str().unwrap();
+    let mut args = vec![
         "-q",
         "1",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-i",
-        client_id,
-    ])
-    .args([
         "-t",
         "seed/x509",
         "-m",
         client_id,
         "--cafile",
-        server_ca.to_str().unwrap(),
-    ]);
+        cafile,
+    ];
     if let Some((crt, key)) = cert {
-        cmd.args(["--cert", crt, "--key", key]);
+        args.extend(["--cert", crt, "--key", key]);
     }
-    let (code, out, err) = run_with_timeout(&mut cmd, WAIT);
-    (code, format!("{out}{err}"))
+    run_mosquitto_pub(port, "5", client_id, &args)
 }
 
 fn addr(port: u16) -> std::net::SocketAddr {

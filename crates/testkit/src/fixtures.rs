@@ -129,6 +129,24 @@ impl Drop for Sub {
     }
 }
 
+/// `mosquitto_pub -V VERSION -h 127.0.0.1 -p PORT -i CLIENT_ID ARGS` within [`WAIT`]:
+/// (exit code, everything it printed).
+pub fn run_mosquitto_pub(
+    port: u16,
+    version: &str,
+    client_id: &str,
+    args: &[&str],
+) -> (Option<i32>, String) {
+    let (code, out, err) = run_with_timeout(
+        Command::new("mosquitto_pub")
+            .args(["-V", version, "-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-i", client_id])
+            .args(args),
+        WAIT,
+    );
+    (code, format!("{out}{err}"))
+}
+
 pub fn publish(
     addr: SocketAddr,
     topic: &str,
