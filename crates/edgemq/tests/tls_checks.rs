@@ -88,14 +88,7 @@ fn check(d: &Dirs) -> (Option<i32>, String) {
 
 /// `serve` with this configuration must refuse to start: exit 1 and `needle` on stderr.
 fn serve_refuses(d: &Dirs, needle: &str) -> String {
-    let (code, out, err) = edgemq(&[
-        "serve",
-        "--config",
-        d.config.to_str().unwrap(),
-        "--data-dir",
-        d.data.to_str().unwrap(),
-    ]);
-    let all = format!("{out}{err}");
+    let (code, all) = d.serve_to_exit();
     assert_eq!(code, Some(1), "serve did not refuse to start:\n{all}");
     assert!(all.contains(needle), "serve did not say {needle:?}:\n{all}");
     assert!(!all.contains("listening"), "a port was opened:\n{all}");

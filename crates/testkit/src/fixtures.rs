@@ -48,6 +48,19 @@ impl Dirs {
         path
     }
 
+    /// `edgemq serve` on this configuration and data dir, run to completion (on a
+    /// configuration it must refuse): exit code and everything it printed.
+    pub fn serve_to_exit(&self) -> (Option<i32>, String) {
+        let (code, out, err) = crate::broker::edgemq(&[
+            "serve",
+            "--config",
+            self.config.to_str().unwrap(),
+            "--data-dir",
+            self.data.to_str().unwrap(),
+        ]);
+        (code, format!("{out}{err}"))
+    }
+
     pub fn file(&self, name: &str, content: &str) -> PathBuf {
         let path = self._root.path().join(name);
         std::fs::write(&path, content).unwrap();
