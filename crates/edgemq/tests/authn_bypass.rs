@@ -6,12 +6,10 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
-use common::fixtures::*;
-use common::{free_port, Broker};
-use raw::{connect_raw, flags, lp, p_str, packet, prop, props, RawClient};
+use edgemq_testkit::broker::{free_port, Broker};
+use edgemq_testkit::fixtures::*;
+use edgemq_testkit::raw;
+use edgemq_testkit::raw::{connect_raw, flags, lp, p_str, packet, prop, props, RawClient};
 
 const CLIENT1_HASH: &str = "$pbkdf2-sha512$i=100000,l=64$HqJwOCHweNk1pLryiu3RsA$KVSvxKYcibIG5S5n55RvxKRTdAAfCUtBJoy5IuFzdSZyzkwvUcU+FPawEWFPn+06JyZsndfRTfpiEh+2eSJLkg";
 

@@ -6,21 +6,18 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
 #[path = "../../security/tests/support/mod.rs"]
 mod support;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use common::fixtures::*;
-use common::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::broker::{free_port, Broker};
+use edgemq_testkit::fixtures::*;
+use edgemq_testkit::raw::{connect_raw, flags, lp, p_str, packet, prop, props, RawClient};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use raw::{connect_raw, flags, lp, p_str, packet, prop, props, RawClient};
 use serde_json::json;
 
 /// A cluster's token signer: an EC key made in the test and its JWKS.
@@ -80,22 +77,8 @@ fn start(d: &Dirs, c: &Cluster, custom_endpoint: &str, custom_ca: &str) -> (Brok
 }
 
 fn pub_as(port: u16, client_id: &str, user: &str, password: &str) -> (Option<i32>, String) {
-    let (code, out, err) = run_with_timeout(
-        Command::new("mosquitto_pub")
-            .args([
-                "-V",
-                "5",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-i",
-                client_id,
-            ])
-            .args(["-u", user, "-P", password, "-t", "chain/x", "-m", client_id]),
-        WAIT,
-    );
-    (code, format!("{out}{err}"))
+    let args = ["-u", user, "-P", password, "-t", "chain/x", "-m", client_id];
+    run_mosquitto_pub(port, "5", client_id, &args)
 }
 
 /// The chain's decision line for `client_id`.

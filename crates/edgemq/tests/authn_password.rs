@@ -5,12 +5,10 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-
 use std::process::Command;
 
-use common::fixtures::*;
-use common::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::broker::{free_port, Broker};
+use edgemq_testkit::fixtures::*;
 
 fn v1_authentication() -> String {
     format!("apiVersion: {V1}\nkind: BrokerAuthentication\nmetadata:\n  name: passwords\nspec:\n  authenticationMethods:\n    - method: UsernamePassword\n      usernamePasswordSettings:\n        secretRef: passwords-db\n")
@@ -49,25 +47,11 @@ fn pub_as(
     client_id: &str,
     user: Option<(&str, &str)>,
 ) -> (Option<i32>, String) {
-    let mut cmd = Command::new("mosquitto_pub");
-    cmd.args([
-        "-V",
-        version,
-        "-q",
-        "1",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-i",
-        client_id,
-    ])
-    .args(["-t", "auth/pw", "-m", client_id]);
+    let mut args = vec!["-q", "1", "-t", "auth/pw", "-m", client_id];
     if let Some((u, p)) = user {
-        cmd.args(["-u", u, "-P", p]);
+        args.extend(["-u", u, "-P", p]);
     }
-    let (code, out, err) = run_with_timeout(&mut cmd, WAIT);
-    (code, format!("{out}{err}"))
+    run_mosquitto_pub(port, version, client_id, &args)
 }
 
 #[test]

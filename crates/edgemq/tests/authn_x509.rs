@@ -6,51 +6,31 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use common::fixtures::*;
-use common::{free_port, run_with_timeout, Broker};
-use edgemq_tls::{CertificateAuthority, KeyAlgorithm, ServerCertSpec};
-
-const DAY: Duration = Duration::from_secs(86_400);
-
-/// Run a shell command in `dir`; it must succeed.
-fn sh(dir: &Path, cmd: &str) {
-    let (code, out, err) = run_with_timeout(
-        Command::new("bash").args(["-c", cmd]).current_dir(dir),
-        WAIT,
-    );
-    assert_eq!(code, Some(0), "{cmd}\n{out}{err}");
-}
-
-const EC: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+use edgemq_testkit::broker::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::fixtures::*;
+use edgemq_testkit::pki::{self, OpensslCa, DAY};
 
 /// The client PKI of the walkthrough, made with the openssl commands of the field report.
 /// `proper_intermediate`: issue the intermediate with `basicConstraints=critical,CA:TRUE`
 /// (the corrected recipe); false reproduces the report's exact commands (an X.509 v1
 /// intermediate, which cannot act as a CA).
 struct ClientPki {
-    dir: PathBuf,
+    ca: OpensslCa,
 }
 
 impl ClientPki {
     fn openssl(dir: &Path, proper_intermediate: bool) -> ClientPki {
-        std::fs::create_dir_all(dir).unwrap();
-        sh(dir, &format!("openssl req -x509 -new {EC} -keyout clients42_root_ca.key -out clients42_root_ca.crt -days 365 -subj '/CN=Clients42 Root CA'"));
-        sh(dir, &format!("openssl req -new {EC} -keyout clients42_int_ca.key -out clients42_int_ca.csr -subj '/CN=Clients42 Intermediate CA 1'"));
-        let ext = if proper_intermediate {
-            "-extfile <(printf 'basicConstraints=critical,CA:TRUE\\nkeyUsage=critical,keyCertSign,cRLSign\\n')"
-        } else {
-            ""
-        };
-        sh(dir, &format!("openssl x509 -req -in clients42_int_ca.csr -CA clients42_root_ca.crt -CAkey clients42_root_ca.key -CAcreateserial -out clients42_int_ca.crt -days 365 {ext}"));
-        let pki = ClientPki {
-            dir: dir.to_path_buf(),
-        };
+        let ca = OpensslCa::new(
+            dir,
+            "clients42",
+            "Clients42 Root CA",
+            "Clients42 Intermediate CA 1",
+            proper_intermediate,
+        );
+        let pki = ClientPki { ca };
         for name in ["client42a", "client42b"] {
             pki.v1_leaf(name);
         }
@@ -60,77 +40,36 @@ impl ClientPki {
     /// A client leaf as the recipe makes it (`openssl x509 -req` without extensions: X.509
     /// v1), plus `NAME-bundle.crt` = leaf + intermediate.
     fn v1_leaf(&self, name: &str) {
-        sh(
-            &self.dir,
-            &format!("openssl req -new {EC} -keyout {name}.key -out {name}.csr -subj '/CN={name}'"),
-        );
-        sh(&self.dir, &format!("openssl x509 -req -in {name}.csr -CA clients42_int_ca.crt -CAkey clients42_int_ca.key -CAcreateserial -out {name}.crt -days 365"));
-        sh(
-            &self.dir,
-            &format!("cat {name}.crt clients42_int_ca.crt > {name}-bundle.crt"),
-        );
+        self.ca.leaf(name, None, 365, "bundle");
     }
 
     /// A v3 leaf with the given extensions, signed by the intermediate.
     fn v3_leaf(&self, name: &str, extensions: &str) {
-        sh(
-            &self.dir,
-            &format!("openssl req -new {EC} -keyout {name}.key -out {name}.csr -subj '/CN={name}'"),
-        );
-        sh(&self.dir, &format!("openssl x509 -req -in {name}.csr -CA clients42_int_ca.crt -CAkey clients42_int_ca.key -CAcreateserial -out {name}.crt -days 365 -extfile <(printf '{extensions}')"));
-        sh(
-            &self.dir,
-            &format!("cat {name}.crt clients42_int_ca.crt > {name}-bundle.crt"),
-        );
+        self.ca.leaf(name, Some(extensions), 365, "bundle");
     }
 
     /// A leaf whose validity ended in 2020, made with `openssl ca` (which takes dates).
     fn expired_leaf(&self, name: &str) {
-        sh(&self.dir, "touch index.txt && echo 1000 > serial && printf '[ca]\\ndefault_ca=d\\n[d]\\ndatabase=index.txt\\nnew_certs_dir=.\\nserial=serial\\ndefault_md=sha256\\npolicy=p\\n[p]\\ncommonName=supplied\\n' > ca.cnf");
-        sh(
-            &self.dir,
-            &format!("openssl req -new {EC} -keyout {name}.key -out {name}.csr -subj '/CN={name}'"),
-        );
-        sh(&self.dir, &format!("openssl ca -batch -config ca.cnf -cert clients42_int_ca.crt -keyfile clients42_int_ca.key -in {name}.csr -out {name}.crt -startdate 20200101000000Z -enddate 20200201000000Z -notext"));
-        sh(
-            &self.dir,
-            &format!("cat {name}.crt clients42_int_ca.crt > {name}-bundle.crt"),
-        );
+        self.ca.expired_leaf(name, false, "", "bundle");
     }
 
     fn path(&self, file: &str) -> String {
-        self.dir.join(file).to_str().unwrap().to_string()
+        self.ca.path(file).to_str().unwrap().to_string()
     }
 
     fn root_pem(&self) -> String {
-        std::fs::read_to_string(self.dir.join("clients42_root_ca.crt")).unwrap()
+        self.ca.read("clients42_root_ca.crt")
     }
 }
 
 /// The server side: "AIO42 Root CA" → "AIO42 Intermediate CA 1" → `mqtts-endpoint` with
 /// SAN 127.0.0.1, written as the `broker-server-cert` secret folder; returns the root PEM.
 fn server_chain(d: &Dirs) -> PathBuf {
-    let root = CertificateAuthority::generate_root("AIO42 Root CA", KeyAlgorithm::Ec256, 30 * DAY)
-        .unwrap();
-    let int = CertificateAuthority::generate_intermediate(
-        &root,
-        "AIO42 Intermediate CA 1",
-        KeyAlgorithm::Ec256,
-        30 * DAY,
-    )
-    .unwrap();
-    let leaf = int
-        .issue_server(&ServerCertSpec {
-            common_name: "mqtts-endpoint".into(),
-            dns: vec![],
-            ip: vec!["127.0.0.1".parse().unwrap()],
-            algorithm: KeyAlgorithm::Ec256,
-            validity: 30 * DAY,
-            previous_key_pem: None,
-        })
-        .unwrap();
-    d.write("secrets/broker-server-cert/tls.crt", &leaf.chain_pem);
-    d.write("secrets/broker-server-cert/tls.key", &leaf.key_pem);
+    let root = pki::root_ca("AIO42 Root CA", 30 * DAY);
+    let int = pki::intermediate_ca(&root, "AIO42 Intermediate CA 1", 30 * DAY);
+    let (chain_pem, key_pem) = pki::server_cert(&int, "mqtts-endpoint", &[], &["127.0.0.1"]);
+    d.write("secrets/broker-server-cert/tls.crt", &chain_pem);
+    d.write("secrets/broker-server-cert/tls.key", &key_pem);
     d.file("aio42_root_ca.crt", root.cert_pem())
 }
 
@@ -169,32 +108,21 @@ fn pub_with_cert(
     cert: Option<(&str, &str)>,
     client_id: &str,
 ) -> (Option<i32>, String) {
-    let mut cmd = Command::new("mosquitto_pub");
-    cmd.args([
-        "-V",
-        "5",
+    let cafile = server_ca.to_str().unwrap();
+    let mut args = vec![
         "-q",
         "1",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-i",
-        client_id,
-    ])
-    .args([
         "-t",
         "seed/x509",
         "-m",
         client_id,
         "--cafile",
-        server_ca.to_str().unwrap(),
-    ]);
+        cafile,
+    ];
     if let Some((crt, key)) = cert {
-        cmd.args(["--cert", crt, "--key", key]);
+        args.extend(["--cert", crt, "--key", key]);
     }
-    let (code, out, err) = run_with_timeout(&mut cmd, WAIT);
-    (code, format!("{out}{err}"))
+    run_mosquitto_pub(port, "5", client_id, &args)
 }
 
 fn addr(port: u16) -> std::net::SocketAddr {

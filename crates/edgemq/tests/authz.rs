@@ -5,16 +5,14 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
 use std::net::SocketAddr;
 use std::process::Command;
 
-use common::fixtures::*;
-use common::{free_port, run_with_timeout, Broker};
 use edgemq_security::password::PasswordHash;
-use raw::{connect_raw, flags, lp, RawClient};
+use edgemq_testkit::broker::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::fixtures::*;
+use edgemq_testkit::raw;
+use edgemq_testkit::raw::{connect_raw, flags, lp, RawClient};
 
 const EXAMPLE: &str =
     include_str!("../../config/tests/fixtures/examples/aio-docs/authz-v1/config.yaml");
@@ -64,25 +62,9 @@ fn mosquitto_pub(
     topic: &str,
     extra: &[&str],
 ) -> (Option<i32>, String) {
-    let (code, out, err) = run_with_timeout(
-        Command::new("mosquitto_pub")
-            .args([
-                "-V",
-                version,
-                "-q",
-                "1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-i",
-                id,
-            ])
-            .args(["-u", user, "-P", pw, "-t", topic, "-m", id])
-            .args(extra),
-        WAIT,
-    );
-    (code, format!("{out}{err}"))
+    let mut args = vec!["-q", "1", "-u", user, "-P", pw, "-t", topic, "-m", id];
+    args.extend_from_slice(extra);
+    run_mosquitto_pub(port, version, id, &args)
 }
 
 /// A raw CONNECT with credentials at `level`; returns the client after a successful CONNACK.

@@ -7,13 +7,10 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
 use std::time::Duration;
 
-use common::Broker;
-use raw::*;
+use edgemq_testkit::broker::Broker;
+use edgemq_testkit::raw::*;
 
 const MESSAGES: u32 = 20_000;
 /// 20,000 × 512 bytes: far more than the socket buffers and the 100-message queue hold.

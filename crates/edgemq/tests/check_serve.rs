@@ -5,34 +5,16 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::fixtures::{Dirs, WAIT};
-use common::{free_port, run_with_timeout, Broker};
 use edgemq_security::password::PasswordHash;
-
-fn edgemq(args: &[&str]) -> (Option<i32>, String, String) {
-    run_with_timeout(Command::new(env!("CARGO_BIN_EXE_edgemq")).args(args), WAIT)
-}
+use edgemq_testkit::broker::{edgemq, free_port, run_with_timeout, Broker};
+use edgemq_testkit::fixtures::{Dirs, WAIT};
 
 fn check(dir: &Path) -> (Option<i32>, String, String) {
     edgemq(&["check", "--config", dir.to_str().unwrap()])
-}
-
-/// `serve` on a configuration it must refuse: exit code and everything it printed.
-fn serve_refused(d: &Dirs) -> (Option<i32>, String) {
-    let (code, out, err) = edgemq(&[
-        "serve",
-        "--config",
-        d.config.to_str().unwrap(),
-        "--data-dir",
-        d.data.to_str().unwrap(),
-    ]);
-    (code, format!("{out}{err}"))
 }
 
 /// The seed's and the README's `default` listener: automatic TLS from the built-in issuer,
@@ -172,7 +154,7 @@ fn refused_alike(d: &Dirs, line_and_message: &str) {
         out.lines().any(|l| l == expected),
         "{expected}\nnot in:\n{out}"
     );
-    let (code, printed) = serve_refused(d);
+    let (code, printed) = d.serve_to_exit();
     assert_eq!(code, Some(1), "{printed}");
     assert!(printed.contains(&expected), "{printed}");
 }
@@ -274,7 +256,7 @@ fn misspelt_security_fields_are_errors_and_serve_refuses_them() {
         let (code, out, _) = check(&d.config);
         assert_eq!(code, Some(1), "{name}: {out}");
         assert!(out.lines().any(|l| l == expected), "{name}:\n{out}");
-        let (code, printed) = serve_refused(&d);
+        let (code, printed) = d.serve_to_exit();
         assert_eq!(code, Some(1), "{name}: {printed}");
         assert!(printed.contains(&expected), "{name}: {printed}");
     }
@@ -365,7 +347,7 @@ spec:
     };
     let d = Dirs::new();
     d.write("config.yaml", &policy("authorizationref"));
-    let (code, printed) = serve_refused(&d);
+    let (code, printed) = d.serve_to_exit();
     assert_eq!(code, Some(1), "{printed}");
     d.write("config.yaml", &policy("authorizationRef"));
     let b = Broker::start_config(&d.config, &d.data, 1, &[]);
@@ -625,7 +607,7 @@ fn every_fixture_folder_that_check_accepts_starts_every_listener() {
                 }
                 _ => {
                     // Refused by check: serve refuses it too, with the same errors.
-                    let (code, printed) = serve_refused(&d);
+                    let (code, printed) = d.serve_to_exit();
                     assert_eq!(
                         code,
                         Some(1),

@@ -5,19 +5,15 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::fixtures::*;
-use common::{free_port, run_with_timeout, Broker};
-use edgemq_tls::{CertificateAuthority, KeyAlgorithm, ServerCertSpec};
-
-const DAY: Duration = Duration::from_secs(86_400);
+use edgemq_testkit::broker::{edgemq, free_port, run_with_timeout, Broker};
+use edgemq_testkit::fixtures::*;
+use edgemq_testkit::pki::{self, DAY};
+use edgemq_testkit::raw;
 
 /// A root CA and a server certificate for 127.0.0.1 / localhost signed by it.
 struct ServerPki {
@@ -27,34 +23,18 @@ struct ServerPki {
 }
 
 fn server_pki() -> ServerPki {
-    let root =
-        CertificateAuthority::generate_root("Test Root CA", KeyAlgorithm::Ec256, 30 * DAY).unwrap();
-    let issued = root
-        .issue_server(&ServerCertSpec {
-            common_name: "mqtts-endpoint".into(),
-            dns: vec!["localhost".into()],
-            ip: vec!["127.0.0.1".parse().unwrap()],
-            algorithm: KeyAlgorithm::Ec256,
-            validity: 30 * DAY,
-            previous_key_pem: None,
-        })
-        .unwrap();
+    let root = pki::root_ca("Test Root CA", 30 * DAY);
+    let (chain_pem, key_pem) =
+        pki::server_cert(&root, "mqtts-endpoint", &["localhost"], &["127.0.0.1"]);
     ServerPki {
         root_pem: root.cert_pem().to_string(),
-        chain_pem: issued.chain_pem,
-        key_pem: issued.key_pem,
+        chain_pem,
+        key_pem,
     }
 }
 
 fn other_root_pem() -> String {
-    CertificateAuthority::generate_root("Unrelated CA", KeyAlgorithm::Ec256, DAY)
-        .unwrap()
-        .cert_pem()
-        .to_string()
-}
-
-fn edgemq(args: &[&str]) -> (Option<i32>, String, String) {
-    run_with_timeout(Command::new(env!("CARGO_BIN_EXE_edgemq")).args(args), WAIT)
+    pki::root_ca("Unrelated CA", DAY).cert_pem().to_string()
 }
 
 fn export_ca(data: &Path) -> String {
@@ -560,7 +540,7 @@ fn check_prints_file_line_kind_name_field_message() {
 
 #[test]
 fn broker_client_limits_are_advertised_in_connack() {
-    use raw::prop;
+    use edgemq_testkit::raw::prop;
     let d = Dirs::new();
     let port = free_port();
     d.write("l.yaml", &listener("l", "ClusterIp", &plain_port(port)));

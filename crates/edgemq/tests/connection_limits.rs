@@ -8,17 +8,14 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::fixtures::{listener, Dirs};
-use common::Broker;
-use raw::*;
+use edgemq_testkit::broker::Broker;
+use edgemq_testkit::fixtures::{listener, Dirs};
+use edgemq_testkit::raw::*;
 
 /// Idle sockets must outlive the test, whatever its speed: no CONNECT timeout in the way.
 const NO_CONNECT_TIMEOUT: [&str; 2] = ["--connect-timeout", "3600"];
@@ -107,20 +104,7 @@ fn idle_sockets_beyond_max_connections_are_refused_and_closing_frees_places() {
 
 /// A connection from another loopback address (Linux routes all of 127/8 to lo).
 fn connect_from(src: &str, to: SocketAddr) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stream = rt.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{src}:0").parse().unwrap()).unwrap();
-        socket
-            .connect(to)
-            .await
-            .expect("connect from a second address")
-    });
-    let stream = stream.into_std().unwrap();
-    stream.set_nonblocking(false).unwrap();
+    let stream = tcp_from(src, to);
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream
 }
@@ -219,7 +203,7 @@ fn idle_sockets(addr: SocketAddr, n: usize) -> Vec<RawClient> {
 
 /// A free port below the ephemeral range (32768 up on Linux), distinct from those already
 /// `taken`: the many client sockets the tests of this file open in parallel take ephemeral
-/// ports, one of which could be a port `common::free_port` returned before the broker binds.
+/// ports, one of which could be a port `edgemq_testkit::free_port` returned before the broker binds.
 fn free_low_port(taken: &mut Vec<u16>) -> u16 {
     let start = 20_000 + (std::process::id() % 10_000) as u16;
     (0..10_000u16)
@@ -415,7 +399,7 @@ fn websocket_frames_larger_than_the_maximum_packet_are_refused_unbuffered() {
         return;
     }
     let d = Dirs::new();
-    let ws = common::free_port();
+    let ws = edgemq_testkit::broker::free_port();
     d.write(
         "listeners.yaml",
         &listener(
@@ -619,16 +603,20 @@ fn a_broker_resource_max_connections_is_held_to_the_descriptor_limit() {
         return;
     }
     let d = Dirs::new();
-    let port = common::free_port();
+    let port = edgemq_testkit::broker::free_port();
     d.write(
         "listeners.yaml",
-        &listener("l", "ClusterIp", &common::fixtures::plain_port(port)),
+        &listener(
+            "l",
+            "ClusterIp",
+            &edgemq_testkit::fixtures::plain_port(port),
+        ),
     );
     d.write(
         "broker.yaml",
         &format!(
             "apiVersion: {}\nkind: Broker\nmetadata:\n  name: default\nspec:\n  advanced:\n    clients:\n      maxConnections: 1000\n",
-            common::fixtures::V1
+            edgemq_testkit::fixtures::V1
         ),
     );
     let b = Limited::start("128:128", &["--config", d.config.to_str().unwrap()]);

@@ -6,11 +6,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Broker;
-use raw::*;
+use edgemq_testkit::broker::Broker;
+use edgemq_testkit::raw::*;
 
 /// A tmpfs mounted on a fresh directory, unmounted when dropped.
 struct Tmpfs {
@@ -80,53 +77,6 @@ fn fill(path: &Path, leave: u64) {
     }
     f.set_len(written.saturating_sub(leave)).unwrap();
     f.sync_all().unwrap();
-}
-
-/// Read whole packets from `stream` until it fails; call `on` for each.
-fn read_packets(mut stream: TcpStream, mut on: impl FnMut(&[u8])) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        loop {
-            if buf.len() < 2 {
-                break;
-            }
-            let (mut len, mut i, mut done) = (0usize, 0, false);
-            while i < 4 && 1 + i < buf.len() {
-                let b = buf[1 + i];
-                len |= usize::from(b & 0x7F) << (7 * i);
-                i += 1;
-                if b & 0x80 == 0 {
-                    done = true;
-                    break;
-                }
-            }
-            if !done || buf.len() < 1 + i + len {
-                break;
-            }
-            let packet: Vec<u8> = buf.drain(..1 + i + len).collect();
-            on(&packet);
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-/// A persistent v5 session (expiry 1 h).
-fn persistent(addr: SocketAddr, client_id: &str, clean: bool) -> (RawClient, Connack) {
-    let mut c = RawClient::open(addr);
-    let flags = if clean { flags::CLEAN } else { 0 };
-    c.send(&connect_v5(
-        client_id,
-        flags,
-        0,
-        &props(&[p_u32(prop::SESSION_EXPIRY_INTERVAL, 3600)]),
-    ));
-    let ack = c.expect_connack(true);
-    assert_eq!(ack.code, 0, "CONNACK refused: {ack:?}");
-    (c, ack)
 }
 
 fn payload(i: u16) -> Vec<u8> {
@@ -279,7 +229,7 @@ fn a_full_disk_holds_acknowledgements_and_the_broker_recovers_when_space_returns
     let broker = Broker::start_with(&["--data-dir", data.to_str().unwrap()]);
     let pid = broker.pid();
 
-    let (mut sub, ack) = persistent(broker.addr, "df-sub", true);
+    let (mut sub, ack) = persistent_v5_session(broker.addr, "df-sub", true);
     assert!(!ack.session_present);
     sub.send(&subscribe(1, Some(&no_props()), &[("df/#", 1)]));
     let p = sub.read_packet();
@@ -326,7 +276,7 @@ fn a_full_disk_holds_acknowledgements_and_the_broker_recovers_when_space_returns
 
     // A client whose SUBACK waits for the store still gets its PINGRESP at once: keep-alive
     // answers are not held behind acknowledgements [MQTT-3.12.4-1].
-    let (mut pinger, _) = persistent(broker.addr, "pings-while-held", true);
+    let (mut pinger, _) = persistent_v5_session(broker.addr, "pings-while-held", true);
     pinger.send(&subscribe(1, Some(&no_props()), &[("held/#", 1)]));
     pinger.send(&[0xC0, 0x00]);
     assert_eq!(
@@ -381,7 +331,7 @@ fn a_full_disk_holds_acknowledgements_and_the_broker_recovers_when_space_returns
     drop(fresh);
 
     // The subscriber gets every acknowledged message.
-    let (mut sub, ack) = persistent(broker.addr, "df-sub", false);
+    let (mut sub, ack) = persistent_v5_session(broker.addr, "df-sub", false);
     assert!(ack.session_present, "the session is still there");
     let mut expected: BTreeSet<String> = acked.iter().map(|i| format!("m-{i}")).collect();
     expected.insert("m-retained".into());

@@ -1,27 +1,22 @@
 //! Durable state: what the broker acknowledged survives `kill -9`; a damaged store is moved
 //! aside; retained messages stream to a `#` subscriber in bounded memory.
 //!
-//! The clients are hand-built packets (see `raw/mod.rs`) so the test knows exactly which
+//! The clients are hand-built packets (see `edgemq_testkit::raw`) so the test knows exactly which
 //! PUBACK/PUBREC the broker sent before it died.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{run_with_timeout, Broker};
-use raw::*;
-
-const EXPIRY_1H: u32 = 3600;
+use edgemq_testkit::broker::{run_with_timeout, Broker};
+use edgemq_testkit::raw::*;
 
 fn start(data: &Path, extra: &[&str]) -> Broker {
     let mut args = vec!["--data-dir", data.to_str().unwrap()];
@@ -29,24 +24,9 @@ fn start(data: &Path, extra: &[&str]) -> Broker {
     Broker::start_with(&args)
 }
 
-/// A v5 client with a persistent session (expiry 1 h); returns the CONNACK.
-fn persistent(addr: SocketAddr, client_id: &str, clean: bool) -> (RawClient, Connack) {
-    let mut c = RawClient::open(addr);
-    let flags = if clean { flags::CLEAN } else { 0 };
-    c.send(&connect_v5(
-        client_id,
-        flags,
-        0,
-        &props(&[p_u32(prop::SESSION_EXPIRY_INTERVAL, EXPIRY_1H)]),
-    ));
-    let ack = c.expect_connack(true);
-    assert_eq!(ack.code, 0, "CONNACK refused: {ack:?}");
-    (c, ack)
-}
-
 /// A new persistent session (clean start) subscribed to `filter` at `qos`.
 fn subscribed(addr: SocketAddr, client_id: &str, filter: &str, qos: u8) -> RawClient {
-    let (mut c, ack) = persistent(addr, client_id, true);
+    let (mut c, ack) = persistent_v5_session(addr, client_id, true);
     assert!(!ack.session_present);
     c.send(&subscribe(1, Some(&no_props()), &[(filter, qos)]));
     suback(&mut c);
@@ -71,39 +51,6 @@ fn expect_puback(c: &mut RawClient, pid: u16, broker: &Broker) {
 struct Acked {
     qos1: BTreeSet<String>,
     qos2: BTreeSet<String>,
-}
-
-/// Read whole packets from `stream` until it fails; call `on` for each.
-fn read_packets(mut stream: TcpStream, mut on: impl FnMut(&[u8])) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        // Every whole packet in the buffer.
-        loop {
-            if buf.len() < 2 {
-                break;
-            }
-            let (mut len, mut i, mut done) = (0usize, 0, false);
-            while i < 4 && 1 + i < buf.len() {
-                let b = buf[1 + i];
-                len |= usize::from(b & 0x7F) << (7 * i);
-                i += 1;
-                if b & 0x80 == 0 {
-                    done = true;
-                    break;
-                }
-            }
-            if !done || buf.len() < 1 + i + len {
-                break;
-            }
-            let packet: Vec<u8> = buf.drain(..1 + i + len).collect();
-            on(&packet);
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
 }
 
 /// Publish `n` QoS 1 and `n` QoS 2 messages to `crash/…` as fast as the broker takes them
@@ -258,7 +205,7 @@ fn acknowledged_messages_survive_kill_9_at_several_points() {
             "{}",
             broker.log()
         );
-        let (mut sub, ack) = persistent(broker.addr, "crash-sub", false);
+        let (mut sub, ack) = persistent_v5_session(broker.addr, "crash-sub", false);
         assert!(ack.session_present, "the session is back [MQTT-3.2.2-2]");
         let mut expected: BTreeSet<String> = acked.qos1.union(&acked.qos2).cloned().collect();
         expected.insert("kept".into());
@@ -305,7 +252,7 @@ fn qos2_exchanges_resume_after_kill_9_without_duplicates() {
     let data = tempfile::tempdir().unwrap();
     let mut broker = start(data.path(), &[]);
     let mut sub = subscribed(broker.addr, "q2-sub", "x/#", 2);
-    let (mut publisher, _) = persistent(broker.addr, "q2-pub", true);
+    let (mut publisher, _) = persistent_v5_session(broker.addr, "q2-pub", true);
     publisher.send(&publish_v5("x/1", 2, 10, &no_props(), b"one"));
     publisher.expect_packet(&[0x50, 0x02, 0x00, 0x0A]);
     let first = sub.expect_publish(true);
@@ -315,7 +262,7 @@ fn qos2_exchanges_resume_after_kill_9_without_duplicates() {
     drop((sub, publisher));
 
     let mut broker = start(data.path(), &[]);
-    let (mut publisher, ack) = persistent(broker.addr, "q2-pub", false);
+    let (mut publisher, ack) = persistent_v5_session(broker.addr, "q2-pub", false);
     assert!(ack.session_present);
     publisher.send(&publish_raw(
         pub_flags(2, true, false),
@@ -328,7 +275,7 @@ fn qos2_exchanges_resume_after_kill_9_without_duplicates() {
     publisher.send(&pubrel(10));
     publisher.expect_packet(&[0x70, 0x02, 0x00, 0x0A]);
 
-    let (mut sub, ack) = persistent(broker.addr, "q2-sub", false);
+    let (mut sub, ack) = persistent_v5_session(broker.addr, "q2-sub", false);
     assert!(ack.session_present);
     let again = sub.expect_publish(true);
     assert_eq!(again.payload, b"one");
@@ -345,7 +292,7 @@ fn qos2_exchanges_resume_after_kill_9_without_duplicates() {
     drop((sub, publisher));
 
     let broker = start(data.path(), &[]);
-    let (mut sub, ack) = persistent(broker.addr, "q2-sub", false);
+    let (mut sub, ack) = persistent_v5_session(broker.addr, "q2-sub", false);
     assert!(ack.session_present);
     sub.expect_packet(&pubrel(pid));
     sub.send(&pubcomp(pid));
@@ -413,7 +360,7 @@ fn a_damaged_store_is_quarantined_and_the_broker_starts_empty() {
         "the log names where it went"
     );
     assert_eq!(std::fs::read(data.path().join(&aside[0])).unwrap(), bytes);
-    let (_c, ack) = persistent(broker.addr, "before-damage", false);
+    let (_c, ack) = persistent_v5_session(broker.addr, "before-damage", false);
     assert!(!ack.session_present, "started empty");
 }
 
@@ -534,7 +481,7 @@ fn an_offline_sessions_queue_lives_on_disk() {
         "queued messages held in memory: +{grown} KiB for {total_kib} KiB of payload"
     );
 
-    let (mut sub, ack) = persistent(broker.addr, "offline-queue", false);
+    let (mut sub, ack) = persistent_v5_session(broker.addr, "offline-queue", false);
     assert!(ack.session_present);
     for i in 1..=COUNT {
         let p = sub.expect_publish(true);
@@ -570,7 +517,7 @@ fn qos1_in_flight_at_disconnect_keeps_its_packet_id_across_kill_9() {
     broker.kill_hard();
 
     let broker = start(data.path(), &[]);
-    let (mut sub, ack) = persistent(broker.addr, "q1-sub", false);
+    let (mut sub, ack) = persistent_v5_session(broker.addr, "q1-sub", false);
     assert!(ack.session_present);
     let again = sub.expect_publish(true);
     assert_eq!(again.payload, b"unacked");

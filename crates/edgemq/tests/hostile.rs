@@ -2,7 +2,7 @@
 //! input pipelined behind CONNECT, log amplification, stack safety with very deep topics,
 //! deep state left in the store by an older version, and many overlapping subscriptions.
 //!
-//! Every client is hand-built (see `raw/mod.rs`). The broker must survive each attack: the
+//! Every client is hand-built (see `edgemq_testkit::raw`). The broker must survive each attack: the
 //! stack-safety tests raise `--max-topic-levels` so the deep input is admitted, then check
 //! that the process is still running and that a fresh client gets a CONNACK and a PUBLISH
 //! round trip. Waits are on packets (or on the broker's own answers while polling), never on
@@ -10,17 +10,14 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
 use std::collections::BTreeSet;
 use std::net::Shutdown;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::Broker;
-use raw::*;
+use edgemq_testkit::broker::Broker;
+use edgemq_testkit::raw::*;
 
 /// The default `--max-topic-levels` (Mosquitto's limit).
 const DEFAULT_MAX_LEVELS: usize = 200;
@@ -175,40 +172,6 @@ fn v5(b: &Broker, client_id: &str) -> RawClient {
     let ack = parse_connack(&p, true);
     assert_eq!(ack.code, 0, "CONNACK refused for {client_id}: {ack:?}");
     c
-}
-
-/// CONNECT with a Will (v3.1.1 layout): client id, will topic, will message.
-fn connect_v311_will(client_id: &str, extra_flags: u8, will_topic: &str, msg: &[u8]) -> Vec<u8> {
-    let payload = cat(&[
-        &lp(client_id.as_bytes()),
-        &lp(will_topic.as_bytes()),
-        &lp(msg),
-    ]);
-    connect_raw(b"MQTT", 4, flags::WILL | extra_flags, 0, None, &payload)
-}
-
-/// CONNECT with a Will (v5 layout): client id, will properties, will topic, will message.
-fn connect_v5_will(
-    client_id: &str,
-    extra_flags: u8,
-    connect_props: &[u8],
-    will_topic: &str,
-    msg: &[u8],
-) -> Vec<u8> {
-    let payload = cat(&[
-        &lp(client_id.as_bytes()),
-        &no_props(),
-        &lp(will_topic.as_bytes()),
-        &lp(msg),
-    ]);
-    connect_raw(
-        b"MQTT",
-        5,
-        flags::WILL | extra_flags,
-        0,
-        Some(connect_props),
-        &payload,
-    )
 }
 
 /// A fresh client can still connect, subscribe, publish and receive: the broker serves.
@@ -1073,7 +1036,7 @@ fn deep_state_in_the_store_is_quarantined_at_start_up() {
     if !Broker::edgemq_only() {
         return;
     }
-    let data = DataDir(common::fresh_data_dir());
+    let data = DataDir(edgemq_testkit::broker::fresh_data_dir());
     let dir = data.0.to_str().unwrap().to_string();
     let deep_topic = levels("t", 20_000);
     let deep_filter = levels("f", 20_000);

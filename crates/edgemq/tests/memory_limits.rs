@@ -5,16 +5,13 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Broker;
-use raw::*;
+use edgemq_testkit::broker::Broker;
+use edgemq_testkit::raw::*;
 
 const MB: usize = 1_000_000;
 

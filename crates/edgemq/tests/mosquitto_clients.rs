@@ -5,8 +5,6 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
@@ -14,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use common::Broker;
+use edgemq_testkit::broker::Broker;
 
 const WAIT: Duration = Duration::from_secs(10);
 /// How long "nothing arrives" is watched for. Absence can only be shown over a window.

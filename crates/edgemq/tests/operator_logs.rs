@@ -4,12 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-
 use std::process::Command;
 
-use common::fixtures::*;
-use common::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::broker::{free_port, run_with_timeout, Broker};
+use edgemq_testkit::fixtures::*;
 
 fn broker_resource(level: &str) -> String {
     format!("apiVersion: {V1}\nkind: Broker\nmetadata:\n  name: default\nspec:\n  diagnostics:\n    logs:\n      level: {level}\n")

@@ -1,7 +1,7 @@
 //! Raw-packet conformance suite, part 1: CONNECT/CONNACK, fixed header, PINGREQ, DISCONNECT,
 //! AUTH, isolation of misbehaving clients and a slow reader.
 //!
-//! Every packet is hand-built (see `raw/mod.rs`), never produced by `edgemq-codec`, so this is
+//! Every packet is hand-built (see `edgemq_testkit::raw`), never produced by `edgemq-codec`, so this is
 //! an independent check of the codec and of the connection state machine. PUBLISH, SUBSCRIBE
 //! and UNSUBSCRIBE live in `raw_packets_pubsub.rs`.
 //!
@@ -12,51 +12,9 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
-use common::Broker;
-use raw::*;
+use edgemq_testkit::broker::Broker;
+use edgemq_testkit::raw::*;
 use std::time::Duration;
-
-/// CONNECT with a Will (v3.1.1 layout): client id, will topic, will message.
-fn connect_v311_will(
-    client_id: &str,
-    extra_flags: u8,
-    will_topic: &str,
-    will_msg: &[u8],
-) -> Vec<u8> {
-    let payload = cat(&[
-        &lp(client_id.as_bytes()),
-        &lp(will_topic.as_bytes()),
-        &lp(will_msg),
-    ]);
-    connect_raw(b"MQTT", 4, flags::WILL | extra_flags, 0, None, &payload)
-}
-
-/// CONNECT with a Will (v5 layout): client id, will properties, will topic, will message.
-fn connect_v5_will(
-    client_id: &str,
-    extra_flags: u8,
-    connect_props: &[u8],
-    will_topic: &str,
-    will_msg: &[u8],
-) -> Vec<u8> {
-    let payload = cat(&[
-        &lp(client_id.as_bytes()),
-        &no_props(),
-        &lp(will_topic.as_bytes()),
-        &lp(will_msg),
-    ]);
-    connect_raw(
-        b"MQTT",
-        5,
-        flags::WILL | extra_flags,
-        0,
-        Some(connect_props),
-        &payload,
-    )
-}
 
 /// A v3.1.1 subscriber on `filter` at QoS 0 (SUBACK checked).
 fn subscriber_v311(b: &Broker, id: &str, filter: &str) -> RawClient {

@@ -1,5 +1,5 @@
 //! Raw-packet conformance suite, part 2: PUBLISH (and its QoS 1/2 acknowledgements),
-//! SUBSCRIBE and UNSUBSCRIBE, with hand-built bytes (see `raw/mod.rs`).
+//! SUBSCRIBE and UNSUBSCRIBE, with hand-built bytes (see `edgemq_testkit::raw`).
 //!
 //! v3.x violations must end in a plain close; v5 violations in a DISCONNECT with the reason
 //! code of the broker contract. Against mosquitto (`EDGEMQ_TEST_AGAINST=mosquitto`) the v5
@@ -8,11 +8,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
-use common::Broker;
-use raw::*;
+use edgemq_testkit::broker::Broker;
+use edgemq_testkit::raw::*;
 
 /// A v3.1.1 client sends `bad` after CONNECT; the broker must close without a word.
 fn v311_violation(b: &Broker, bad: &[u8]) {
@@ -47,89 +44,136 @@ fn v5_pub(topic: &[u8], qos: u8, pid: u16, props: &[u8], payload: &[u8]) -> Vec<
 }
 
 // =======================================================================================
-// PUBLISH: malformed / illegal
+// PUBLISH and SUBSCRIBE: malformed / illegal, one test a row
 // =======================================================================================
 
-#[test]
-fn publish_qos3_is_malformed() {
-    // [MQTT-3.3.1-4] a PUBLISH must not have both QoS bits set.
-    let b = Broker::start();
-    v311_violation(&b, &publish_raw(0x36, b"a/b", Some(1), None, b"x"));
-    v5_violation(
-        &b,
-        &publish_raw(0x36, b"a/b", Some(1), Some(&no_props()), b"x"),
-        &[0x81],
-    );
+/// The violation suites as a table: each row is a test that starts a broker and sends each
+/// of its packets on a fresh connection after CONNECT. `v311(bytes)`: the broker must close
+/// without a word; `v5(bytes, reasons)`: DISCONNECT with one of `reasons`. `if edgemq_only`:
+/// the row is skipped against mosquitto (its comment says why).
+macro_rules! violations {
+    ($($(#[$doc:meta])* $name:ident $(if $only:ident)?: [$($kind:ident($($arg:expr),+)),+ $(,)?];)*) => {
+        $(
+            $(#[$doc])*
+            #[test]
+            fn $name() {
+                $(if !Broker::$only() {
+                    return;
+                })?
+                let b = Broker::start();
+                $(violation!(b, $kind, $($arg),+);)+
+            }
+        )*
+    };
 }
 
-#[test]
-fn publish_dup_with_qos0_is_rejected() {
-    // [MQTT-3.3.1-2] DUP must be 0 for QoS 0. Whether that is malformed (a fixed-header flag)
-    // or a protocol error is not pinned down by 5.0, so either code is accepted.
-    // mosquitto 2.0.11 accepts such a PUBLISH (v3.1.1 and v5), hence edgemq-only.
-    if !Broker::edgemq_only() {
-        return;
-    }
-    let b = Broker::start();
-    v311_violation(&b, &publish_raw(0x38, b"a/b", None, None, b"x"));
-    v5_violation(
-        &b,
-        &publish_raw(0x38, b"a/b", None, Some(&no_props()), b"x"),
-        &[0x81, 0x82],
-    );
+macro_rules! violation {
+    ($b:ident, v311, $bad:expr) => {
+        v311_violation(&$b, &$bad)
+    };
+    ($b:ident, v5, $bad:expr, $reasons:expr) => {
+        v5_violation(&$b, &$bad, &$reasons)
+    };
 }
 
-#[test]
-fn publish_wildcard_topic_v311_closes() {
-    // [MQTT-3.3.2-2] the Topic Name must not contain wildcards.
-    let b = Broker::start();
-    v311_violation(&b, &publish_v311("a/+", 0, 0, b"x"));
-    v311_violation(&b, &publish_v311("a/#", 1, 1, b"x"));
-}
-
-#[test]
-fn publish_wildcard_topic_v5_disconnect_0x90() {
-    // [MQTT-3.3.2-2] → DISCONNECT 0x90 Topic Name invalid. mosquitto 2.0.11 sends 0x82
-    // Protocol Error instead, hence edgemq-only.
-    if !Broker::edgemq_only() {
-        return;
-    }
-    let b = Broker::start();
-    v5_violation(&b, &publish_v5("a/+", 0, 0, &no_props(), b"x"), &[0x90]);
-    v5_violation(&b, &publish_v5("#", 1, 1, &no_props(), b"x"), &[0x90]);
-}
-
-#[test]
-fn publish_empty_topic_v311_closes() {
-    // [MQTT-4.7.3-1] topic names are at least one character long.
-    let b = Broker::start();
-    v311_violation(&b, &publish_v311("", 0, 0, b"x"));
-}
-
-#[test]
-fn publish_empty_topic_without_alias_v5_protocol_error() {
-    // 5.0 §3.3.2.3.4: "It is a Protocol Error if the Topic Name is zero length and there is
-    // no Topic Alias."
-    let b = Broker::start();
-    v5_violation(&b, &publish_v5("", 0, 0, &no_props(), b"x"), &[0x82]);
-}
-
-#[test]
-fn publish_packet_id_0_is_rejected() {
-    // [MQTT-2.3.1-1] (3.1.1) / [MQTT-2.2.1-3] (5.0) QoS > 0 needs a non-zero Packet Identifier.
-    let b = Broker::start();
-    v311_violation(&b, &publish_v311("a/b", 1, 0, b"x"));
-    v311_violation(&b, &publish_v311("a/b", 2, 0, b"x"));
-    v5_violation(
-        &b,
-        &publish_v5("a/b", 1, 0, &no_props(), b"x"),
-        &[0x81, 0x82],
-    );
-    v5_violation(
-        &b,
-        &publish_v5("a/b", 2, 0, &no_props(), b"x"),
-        &[0x81, 0x82],
-    );
+violations! {
+    /// [MQTT-3.3.1-4] a PUBLISH must not have both QoS bits set.
+    publish_qos3_is_malformed: [
+        v311(publish_raw(0x36, b"a/b", Some(1), None, b"x")),
+        v5(publish_raw(0x36, b"a/b", Some(1), Some(&no_props()), b"x"), [0x81]),
+    ];
+    /// [MQTT-3.3.1-2] DUP must be 0 for QoS 0. Whether that is malformed (a fixed-header flag)
+    /// or a protocol error is not pinned down by 5.0, so either code is accepted.
+    /// mosquitto 2.0.11 accepts such a PUBLISH (v3.1.1 and v5), hence edgemq-only.
+    publish_dup_with_qos0_is_rejected if edgemq_only: [
+        v311(publish_raw(0x38, b"a/b", None, None, b"x")),
+        v5(publish_raw(0x38, b"a/b", None, Some(&no_props()), b"x"), [0x81, 0x82]),
+    ];
+    /// [MQTT-3.3.2-2] the Topic Name must not contain wildcards.
+    publish_wildcard_topic_v311_closes: [
+        v311(publish_v311("a/+", 0, 0, b"x")),
+        v311(publish_v311("a/#", 1, 1, b"x")),
+    ];
+    /// [MQTT-3.3.2-2] → DISCONNECT 0x90 Topic Name invalid. mosquitto 2.0.11 sends 0x82
+    /// Protocol Error instead, hence edgemq-only.
+    publish_wildcard_topic_v5_disconnect_0x90 if edgemq_only: [
+        v5(publish_v5("a/+", 0, 0, &no_props(), b"x"), [0x90]),
+        v5(publish_v5("#", 1, 1, &no_props(), b"x"), [0x90]),
+    ];
+    /// [MQTT-4.7.3-1] topic names are at least one character long.
+    publish_empty_topic_v311_closes: [
+        v311(publish_v311("", 0, 0, b"x")),
+    ];
+    /// 5.0 §3.3.2.3.4: "It is a Protocol Error if the Topic Name is zero length and there is
+    /// no Topic Alias."
+    publish_empty_topic_without_alias_v5_protocol_error: [
+        v5(publish_v5("", 0, 0, &no_props(), b"x"), [0x82]),
+    ];
+    /// [MQTT-2.3.1-1] (3.1.1) / [MQTT-2.2.1-3] (5.0) QoS > 0 needs a non-zero Packet Identifier.
+    publish_packet_id_0_is_rejected: [
+        v311(publish_v311("a/b", 1, 0, b"x")),
+        v311(publish_v311("a/b", 2, 0, b"x")),
+        v5(publish_v5("a/b", 1, 0, &no_props(), b"x"), [0x81, 0x82]),
+        v5(publish_v5("a/b", 2, 0, &no_props(), b"x"), [0x81, 0x82]),
+    ];
+    /// [MQTT-1.5.3-2] (3.1.1) / [MQTT-1.5.4-2] (5.0) U+0000 in a UTF-8 string.
+    publish_nul_in_topic_is_malformed: [
+        v311(publish_raw(0x30, b"a/\0/b", None, None, b"x")),
+        v5(publish_raw(0x30, b"a/\0/b", None, Some(&no_props()), b"x"), [0x81]),
+    ];
+    /// [MQTT-3.3.2-8] Topic Alias 0 is not permitted → 0x94 Topic Alias invalid. mosquitto
+    /// 2.0.11 sends 0x81 Malformed Packet instead, hence edgemq-only.
+    publish_topic_alias_0_disconnect_0x94 if edgemq_only: [
+        v5(publish_v5("a/b", 0, 0, &props(&[p_u16(prop::TOPIC_ALIAS, 0)]), b"x"), [0x94]),
+    ];
+    /// An alias-only PUBLISH (empty topic) naming an alias never set on this connection: the
+    /// alias stands for no topic, a Protocol Error (§3.3.2.3.4) — 0x82, as mosquitto and the
+    /// independent conformance suites answer (docs/conformance.md). An alias out of range is
+    /// 0x94 [MQTT-3.3.2-8] (above).
+    publish_unknown_topic_alias_with_empty_topic_disconnect_0x82: [
+        v5(v5_pub(b"", 0, 0, &props(&[p_u16(prop::TOPIC_ALIAS, 1)]), b"x"), [0x82]),
+    ];
+    /// 5.0 §2.2.2.2: "A Control Packet which contains an Identifier which is not valid for its
+    /// packet type ... is a Malformed Packet. If received, use a CONNACK or DISCONNECT packet
+    /// with Reason Code 0x81". Session Expiry Interval (0x11) is not a PUBLISH property.
+    /// (The task brief suggested 0x82; the specification text says 0x81.)
+    publish_property_not_valid_for_publish_is_malformed: [
+        v5(publish_v5("a/b", 0, 0, &props(&[p_u32(prop::SESSION_EXPIRY_INTERVAL, 5)]), b"x"), [0x81]),
+    ];
+    /// [MQTT-3.3.4-6] a PUBLISH from a client must not contain a Subscription Identifier.
+    /// mosquitto 2.0.11 accepts it, hence edgemq-only.
+    publish_with_subscription_identifier_from_client_is_protocol_error if edgemq_only: [
+        v5(publish_v5("a/b", 0, 0, &props(&[p_var(prop::SUBSCRIPTION_IDENTIFIER, 3)]), b"x"), [0x82]),
+    ];
+    /// [MQTT-3-8.3-4] (3.1.1) non-zero reserved bits in the requested-QoS byte → malformed.
+    subscribe_v311_reserved_option_bits_close: [
+        v311(subscribe(1, None, &[("a/b", 0x04)])),
+        v311(subscribe(1, None, &[("a/b", 0x80)])),
+    ];
+    /// [MQTT-3-8.3-4] (3.1.1) QoS must be 0, 1 or 2.
+    subscribe_v311_qos3_closes: [
+        v311(subscribe(1, None, &[("a/b", 0x03)])),
+    ];
+    /// [MQTT-3.8.3-5] bits 6 and 7 reserved → Malformed Packet.
+    subscribe_v5_reserved_option_bits_are_malformed: [
+        v5(subscribe(1, Some(&no_props()), &[("a/b", 0x40)]), [0x81]),
+        v5(subscribe(1, Some(&no_props()), &[("a/b", 0x80)]), [0x81]),
+    ];
+    /// 5.0 §3.8.3.1: "It is a Protocol Error to send a Retain Handling value of 3."
+    /// mosquitto 2.0.11 sends 0x81 instead, hence edgemq-only.
+    subscribe_v5_retain_handling_3_is_protocol_error if edgemq_only: [
+        v5(subscribe(1, Some(&no_props()), &[("a/b", 0x30)]), [0x82]),
+    ];
+    /// 5.0 §3.8.3.1: "It is a Protocol Error if the Maximum QoS field has the value 3."
+    /// mosquitto 2.0.11 sends 0x81 instead, hence edgemq-only.
+    subscribe_v5_qos3_is_protocol_error if edgemq_only: [
+        v5(subscribe(1, Some(&no_props()), &[("a/b", 0x03)]), [0x82]),
+    ];
+    /// [MQTT-3.8.3-4] No Local = 1 on a Shared Subscription is a Protocol Error. mosquitto
+    /// 2.0.11 grants the subscription instead, hence edgemq-only.
+    subscribe_shared_with_no_local_is_protocol_error if edgemq_only: [
+        v5(subscribe(1, Some(&no_props()), &[("$share/g/t", 0x04)]), [0x82]),
+    ];
 }
 
 #[test]
@@ -147,33 +191,6 @@ fn publish_invalid_utf8_topic_is_malformed() {
 }
 
 #[test]
-fn publish_nul_in_topic_is_malformed() {
-    // [MQTT-1.5.3-2] (3.1.1) / [MQTT-1.5.4-2] (5.0) U+0000 in a UTF-8 string.
-    let b = Broker::start();
-    v311_violation(&b, &publish_raw(0x30, b"a/\0/b", None, None, b"x"));
-    v5_violation(
-        &b,
-        &publish_raw(0x30, b"a/\0/b", None, Some(&no_props()), b"x"),
-        &[0x81],
-    );
-}
-
-#[test]
-fn publish_topic_alias_0_disconnect_0x94() {
-    // [MQTT-3.3.2-8] Topic Alias 0 is not permitted → 0x94 Topic Alias invalid. mosquitto
-    // 2.0.11 sends 0x81 Malformed Packet instead, hence edgemq-only.
-    if !Broker::edgemq_only() {
-        return;
-    }
-    let b = Broker::start();
-    v5_violation(
-        &b,
-        &publish_v5("a/b", 0, 0, &props(&[p_u16(prop::TOPIC_ALIAS, 0)]), b"x"),
-        &[0x94],
-    );
-}
-
-#[test]
 fn publish_topic_alias_above_maximum_disconnect_0x94() {
     // [MQTT-3.3.2-9] alias greater than the Topic Alias Maximum in CONNACK → 0x94.
     let b = Broker::start();
@@ -188,20 +205,6 @@ fn publish_topic_alias_above_maximum_disconnect_0x94() {
         b"x",
     ));
     c.expect_v5_violation(&[0x94], Broker::edgemq_only());
-}
-
-#[test]
-fn publish_unknown_topic_alias_with_empty_topic_disconnect_0x82() {
-    // An alias-only PUBLISH (empty topic) naming an alias never set on this connection: the
-    // alias stands for no topic, a Protocol Error (§3.3.2.3.4) — 0x82, as mosquitto and the
-    // independent conformance suites answer (docs/conformance.md). An alias out of range is
-    // 0x94 [MQTT-3.3.2-8] (above).
-    let b = Broker::start();
-    v5_violation(
-        &b,
-        &v5_pub(b"", 0, 0, &props(&[p_u16(prop::TOPIC_ALIAS, 1)]), b"x"),
-        &[0x82],
-    );
 }
 
 #[test]
@@ -243,47 +246,6 @@ fn publish_duplicate_property_is_protocol_error() {
         p_u8(prop::PAYLOAD_FORMAT_INDICATOR, 0),
     ]);
     v5_violation(&b, &publish_v5("a/b", 0, 0, &dup, b"x"), &[0x82]);
-}
-
-#[test]
-fn publish_property_not_valid_for_publish_is_malformed() {
-    // 5.0 §2.2.2.2: "A Control Packet which contains an Identifier which is not valid for its
-    // packet type ... is a Malformed Packet. If received, use a CONNACK or DISCONNECT packet
-    // with Reason Code 0x81". Session Expiry Interval (0x11) is not a PUBLISH property.
-    // (The task brief suggested 0x82; the specification text says 0x81.)
-    let b = Broker::start();
-    v5_violation(
-        &b,
-        &publish_v5(
-            "a/b",
-            0,
-            0,
-            &props(&[p_u32(prop::SESSION_EXPIRY_INTERVAL, 5)]),
-            b"x",
-        ),
-        &[0x81],
-    );
-}
-
-#[test]
-fn publish_with_subscription_identifier_from_client_is_protocol_error() {
-    // [MQTT-3.3.4-6] a PUBLISH from a client must not contain a Subscription Identifier.
-    // mosquitto 2.0.11 accepts it, hence edgemq-only.
-    if !Broker::edgemq_only() {
-        return;
-    }
-    let b = Broker::start();
-    v5_violation(
-        &b,
-        &publish_v5(
-            "a/b",
-            0,
-            0,
-            &props(&[p_var(prop::SUBSCRIPTION_IDENTIFIER, 3)]),
-            b"x",
-        ),
-        &[0x82],
-    );
 }
 
 #[test]
@@ -572,67 +534,6 @@ fn subscribe_without_filters_is_rejected() {
 }
 
 #[test]
-fn subscribe_v311_reserved_option_bits_close() {
-    // [MQTT-3-8.3-4] (3.1.1) non-zero reserved bits in the requested-QoS byte → malformed.
-    let b = Broker::start();
-    v311_violation(&b, &subscribe(1, None, &[("a/b", 0x04)]));
-    v311_violation(&b, &subscribe(1, None, &[("a/b", 0x80)]));
-}
-
-#[test]
-fn subscribe_v311_qos3_closes() {
-    // [MQTT-3-8.3-4] (3.1.1) QoS must be 0, 1 or 2.
-    let b = Broker::start();
-    v311_violation(&b, &subscribe(1, None, &[("a/b", 0x03)]));
-}
-
-#[test]
-fn subscribe_v5_reserved_option_bits_are_malformed() {
-    // [MQTT-3.8.3-5] bits 6 and 7 reserved → Malformed Packet.
-    let b = Broker::start();
-    v5_violation(
-        &b,
-        &subscribe(1, Some(&no_props()), &[("a/b", 0x40)]),
-        &[0x81],
-    );
-    v5_violation(
-        &b,
-        &subscribe(1, Some(&no_props()), &[("a/b", 0x80)]),
-        &[0x81],
-    );
-}
-
-#[test]
-fn subscribe_v5_retain_handling_3_is_protocol_error() {
-    // 5.0 §3.8.3.1: "It is a Protocol Error to send a Retain Handling value of 3."
-    // mosquitto 2.0.11 sends 0x81 instead, hence edgemq-only.
-    if !Broker::edgemq_only() {
-        return;
-    }
-    let b = Broker::start();
-    v5_violation(
-        &b,
-        &subscribe(1, Some(&no_props()), &[("a/b", 0x30)]),
-        &[0x82],
-    );
-}
-
-#[test]
-fn subscribe_v5_qos3_is_protocol_error() {
-    // 5.0 §3.8.3.1: "It is a Protocol Error if the Maximum QoS field has the value 3."
-    // mosquitto 2.0.11 sends 0x81 instead, hence edgemq-only.
-    if !Broker::edgemq_only() {
-        return;
-    }
-    let b = Broker::start();
-    v5_violation(
-        &b,
-        &subscribe(1, Some(&no_props()), &[("a/b", 0x03)]),
-        &[0x82],
-    );
-}
-
-#[test]
 fn subscribe_v311_invalid_filters_fail_individually() {
     // [MQTT-4.7.1-2] '#' last and alone in its level; [MQTT-4.7.1-3] '+' alone in its level;
     // [MQTT-4.7.3-1] non-empty. Contract: per-filter 0x80 in SUBACK, the valid filters of the
@@ -756,21 +657,6 @@ fn suback_downgraded_by_maximum_qos() {
         &[("s/0", 0), ("s/1", 1), ("s/2", 2)],
     ));
     c.expect_packet(&[0x90, 0x06, 0x00, 0x01, 0x00, 0x00, 0x01, 0x01]);
-}
-
-#[test]
-fn subscribe_shared_with_no_local_is_protocol_error() {
-    // [MQTT-3.8.3-4] No Local = 1 on a Shared Subscription is a Protocol Error. mosquitto
-    // 2.0.11 grants the subscription instead, hence edgemq-only.
-    if !Broker::edgemq_only() {
-        return;
-    }
-    let b = Broker::start();
-    v5_violation(
-        &b,
-        &subscribe(1, Some(&no_props()), &[("$share/g/t", 0x04)]),
-        &[0x82],
-    );
 }
 
 #[test]

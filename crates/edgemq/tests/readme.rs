@@ -14,13 +14,11 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::run_with_timeout;
+use edgemq_testkit::broker::run_with_timeout;
 
 /// The `sh` blocks of a Markdown text, in order.
 fn sh_blocks(markdown: &str) -> Vec<String> {

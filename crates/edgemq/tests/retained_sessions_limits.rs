@@ -5,15 +5,12 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
 use std::process::Command;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use common::Broker;
-use raw::*;
+use edgemq_testkit::broker::Broker;
+use edgemq_testkit::raw::*;
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -226,7 +223,7 @@ fn expired_retained_messages_are_purged_from_memory_and_the_store() {
     if !Broker::edgemq_only() {
         return;
     }
-    let data = common::fresh_data_dir();
+    let data = edgemq_testkit::broker::fresh_data_dir();
     let dir = data.to_str().unwrap().to_string();
     {
         let mut b = start(&["--data-dir", &dir]);
@@ -422,21 +419,7 @@ fn a_reconnected_session_is_not_ended_by_its_old_timer() {
 
 /// A connection to `to` from another loopback address (Linux routes all of 127/8 to lo).
 fn raw_from(src: &str, to: std::net::SocketAddr) -> RawClient {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stream = rt.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{src}:0").parse().unwrap()).unwrap();
-        socket
-            .connect(to)
-            .await
-            .expect("connect from a second address")
-    });
-    let stream = stream.into_std().unwrap();
-    stream.set_nonblocking(false).unwrap();
-    RawClient::from_stream(stream)
+    RawClient::from_stream(tcp_from(src, to))
 }
 
 /// A persistent v5 session (expiry 600 s) for `client_id`, left offline.
@@ -532,7 +515,7 @@ fn sessions_restored_from_the_store_count_against_no_address() {
     if !Broker::edgemq_only() {
         return;
     }
-    let data = common::fresh_data_dir();
+    let data = edgemq_testkit::broker::fresh_data_dir();
     let dir = data.to_str().unwrap().to_string();
     {
         let mut b = start(&["--data-dir", &dir, "--max-sessions-per-address", "2"]);

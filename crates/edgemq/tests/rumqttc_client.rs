@@ -6,9 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-
-use common::Broker;
+use edgemq_testkit::broker::Broker;
 use rumqttc::v5::mqttbytes::v5::{
     ConnectProperties, DisconnectReasonCode, Filter, Packet, Publish, PublishProperties,
     RetainForwardRule, SubscribeProperties,

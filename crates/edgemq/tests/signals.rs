@@ -4,13 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{run_with_timeout, Broker};
+use edgemq_testkit::broker::{run_with_timeout, Broker};
+use edgemq_testkit::raw;
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -5,13 +5,10 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-mod raw;
-
 use std::time::{Duration, Instant};
 
-use common::{fresh_data_dir, Broker};
-use raw::*;
+use edgemq_testkit::broker::{fresh_data_dir, Broker};
+use edgemq_testkit::raw::*;
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -217,7 +214,7 @@ fn the_broker_resource_sets_the_store_budget() {
     .unwrap();
     std::fs::write(
         dir.join("listener.yaml"),
-        format!("apiVersion: mqttbroker.iotoperations.azure.com/v1\nkind: BrokerListener\nmetadata:\n  name: default\nspec:\n  ports:\n  - port: {}\n", common::free_port()),
+        format!("apiVersion: mqttbroker.iotoperations.azure.com/v1\nkind: BrokerListener\nmetadata:\n  name: default\nspec:\n  ports:\n  - port: {}\n", edgemq_testkit::broker::free_port()),
     )
     .unwrap();
     let data = fresh_data_dir();

@@ -6,87 +6,52 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::fixtures::*;
-use common::{free_port, run_with_timeout, Broker};
-
-const EC: &str = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-
-/// Run a shell command in `dir`; it must succeed.
-fn sh(dir: &Path, cmd: &str) {
-    let (code, out, err) = run_with_timeout(
-        Command::new("bash").args(["-c", cmd]).current_dir(dir),
-        WAIT,
-    );
-    assert_eq!(code, Some(0), "{cmd}\n{out}{err}");
-}
-
-fn edgemq(args: &[&str]) -> (Option<i32>, String, String) {
-    run_with_timeout(Command::new(env!("CARGO_BIN_EXE_edgemq")).args(args), WAIT)
-}
+use edgemq_testkit::broker::{edgemq, free_port, run_with_timeout, Broker};
+use edgemq_testkit::fixtures::*;
+use edgemq_testkit::pki::{sh, OpensslCa, EC};
 
 /// The seed walkthrough's server PKI, made with its openssl commands in `dir`:
 /// "AIO42 Root CA" → "AIO42 Intermediate CA 1" → `mqtts-endpoint` (SAN `san`).
 /// `proper_intermediate: false` is the recipe exactly as published: `openssl x509 -req`
 /// without extensions makes the intermediate an X.509 v1 certificate, which cannot be a CA.
 struct ServerPki {
-    dir: PathBuf,
+    ca: OpensslCa,
 }
 
 impl ServerPki {
     fn openssl(dir: &Path, proper_intermediate: bool) -> ServerPki {
-        std::fs::create_dir_all(dir).unwrap();
-        sh(dir, &format!("openssl req -x509 -new {EC} -keyout aio42_root_ca.key -out aio42_root_ca.crt -days 365 -subj '/CN=AIO42 Root CA'"));
-        sh(dir, &format!("openssl req -new {EC} -keyout aio42_int_ca.key -out aio42_int_ca.csr -subj '/CN=AIO42 Intermediate CA 1'"));
-        let ext = if proper_intermediate {
-            "-extfile <(printf 'basicConstraints=critical,CA:TRUE\\nkeyUsage=critical,keyCertSign,cRLSign\\n')"
-        } else {
-            ""
-        };
-        sh(dir, &format!("openssl x509 -req -in aio42_int_ca.csr -CA aio42_root_ca.crt -CAkey aio42_root_ca.key -CAcreateserial -out aio42_int_ca.crt -days 365 {ext}"));
-        ServerPki {
-            dir: dir.to_path_buf(),
-        }
+        let ca = OpensslCa::new(
+            dir,
+            "aio42",
+            "AIO42 Root CA",
+            "AIO42 Intermediate CA 1",
+            proper_intermediate,
+        );
+        ServerPki { ca }
     }
 
     /// `NAME.crt` / `NAME.key` signed by the intermediate, with `subjectAltName=SAN`, valid
     /// for `days`; `NAME-chain.crt` = leaf + intermediate (what tls.crt holds).
     fn leaf(&self, name: &str, san: &str, days: u32) {
-        sh(
-            &self.dir,
-            &format!("openssl req -new {EC} -keyout {name}.key -out {name}.csr -subj '/CN={name}'"),
-        );
-        sh(&self.dir, &format!("openssl x509 -req -in {name}.csr -CA aio42_int_ca.crt -CAkey aio42_int_ca.key -CAcreateserial -out {name}.crt -days {days} -extfile <(printf 'subjectAltName={san}')"));
-        sh(
-            &self.dir,
-            &format!("cat {name}.crt aio42_int_ca.crt > {name}-chain.crt"),
-        );
+        let ext = format!("subjectAltName={san}");
+        self.ca.leaf(name, Some(&ext), days, "chain");
     }
 
     /// A leaf whose validity ended in 2020 (`openssl ca` takes dates), chain as above.
     fn expired_leaf(&self, name: &str) {
-        sh(&self.dir, "touch index.txt && echo 1000 > serial && printf '[ca]\\ndefault_ca=d\\n[d]\\ndatabase=index.txt\\nnew_certs_dir=.\\nserial=serial\\ndefault_md=sha256\\npolicy=p\\ncopy_extensions=copy\\n[p]\\ncommonName=supplied\\n' > ca.cnf");
-        sh(
-            &self.dir,
-            &format!("openssl req -new {EC} -keyout {name}.key -out {name}.csr -subj '/CN={name}' -addext subjectAltName=IP:127.0.0.1"),
-        );
-        sh(&self.dir, &format!("openssl ca -batch -config ca.cnf -cert aio42_int_ca.crt -keyfile aio42_int_ca.key -in {name}.csr -out {name}.crt -startdate 20200101000000Z -enddate 20200201000000Z -notext"));
-        sh(
-            &self.dir,
-            &format!("cat {name}.crt aio42_int_ca.crt > {name}-chain.crt"),
-        );
+        let san = " -addext subjectAltName=IP:127.0.0.1";
+        self.ca.expired_leaf(name, true, san, "chain");
     }
 
     fn read(&self, file: &str) -> String {
-        std::fs::read_to_string(self.dir.join(file)).unwrap()
+        self.ca.read(file)
     }
 
     fn path(&self, file: &str) -> PathBuf {
-        self.dir.join(file)
+        self.ca.path(file)
     }
 }
 
@@ -123,14 +88,7 @@ fn check(d: &Dirs) -> (Option<i32>, String) {
 
 /// `serve` with this configuration must refuse to start: exit 1 and `needle` on stderr.
 fn serve_refuses(d: &Dirs, needle: &str) -> String {
-    let (code, out, err) = edgemq(&[
-        "serve",
-        "--config",
-        d.config.to_str().unwrap(),
-        "--data-dir",
-        d.data.to_str().unwrap(),
-    ]);
-    let all = format!("{out}{err}");
+    let (code, all) = d.serve_to_exit();
     assert_eq!(code, Some(1), "serve did not refuse to start:\n{all}");
     assert!(all.contains(needle), "serve did not say {needle:?}:\n{all}");
     assert!(!all.contains("listening"), "a port was opened:\n{all}");
@@ -189,9 +147,9 @@ fn a_not_yet_valid_manual_certificate_fails_check() {
     let d = Dirs::new();
     let pki = ServerPki::openssl(&d.config.parent().unwrap().join("pki"), true);
     // `openssl ca` with a start date in 2099.
-    sh(&pki.dir, "touch index.txt && echo 1000 > serial && printf '[ca]\\ndefault_ca=d\\n[d]\\ndatabase=index.txt\\nnew_certs_dir=.\\nserial=serial\\ndefault_md=sha256\\npolicy=p\\ncopy_extensions=copy\\n[p]\\ncommonName=supplied\\n' > ca.cnf");
-    sh(&pki.dir, &format!("openssl req -new {EC} -keyout future.key -out future.csr -subj '/CN=future' -addext subjectAltName=IP:127.0.0.1"));
-    sh(&pki.dir, "openssl ca -batch -config ca.cnf -cert aio42_int_ca.crt -keyfile aio42_int_ca.key -in future.csr -out future.crt -startdate 20990101000000Z -enddate 20991231000000Z -notext && cat future.crt aio42_int_ca.crt > future-chain.crt");
+    sh(&pki.ca.dir, "touch index.txt && echo 1000 > serial && printf '[ca]\\ndefault_ca=d\\n[d]\\ndatabase=index.txt\\nnew_certs_dir=.\\nserial=serial\\ndefault_md=sha256\\npolicy=p\\ncopy_extensions=copy\\n[p]\\ncommonName=supplied\\n' > ca.cnf");
+    sh(&pki.ca.dir, &format!("openssl req -new {EC} -keyout future.key -out future.csr -subj '/CN=future' -addext subjectAltName=IP:127.0.0.1"));
+    sh(&pki.ca.dir, "openssl ca -batch -config ca.cnf -cert aio42_int_ca.crt -keyfile aio42_int_ca.key -in future.csr -out future.crt -startdate 20990101000000Z -enddate 20991231000000Z -notext && cat future.crt aio42_int_ca.crt > future-chain.crt");
     manual_config(&d, &pki.read("future-chain.crt"), &pki.read("future.key"));
     let (code, out) = check(&d);
     assert_eq!(code, Some(1), "{out}");
@@ -289,7 +247,7 @@ fn the_seed_recipe_v1_intermediate_is_refused_and_the_fixed_recipe_serves() {
         Command::new("openssl")
             .args(["verify", "-CAfile", "aio42_root_ca.crt", "-untrusted"])
             .args(["aio42_int_ca.crt", "mqtts-endpoint.crt"])
-            .current_dir(&seed.dir),
+            .current_dir(&seed.ca.dir),
         WAIT,
     );
     assert_ne!(code, Some(0), "openssl accepted the chain: {out}{err}");
@@ -336,7 +294,7 @@ fn a_chain_whose_issuer_has_another_key_is_refused() {
     let pki = ServerPki::openssl(&d.config.parent().unwrap().join("pki"), true);
     pki.leaf("mqtts-endpoint", "IP:127.0.0.1", 365);
     // Re-create the intermediate with a new key, then serve the old leaf with it.
-    sh(&pki.dir, &format!("openssl req -new {EC} -keyout aio42_int_ca.key -out aio42_int_ca.csr -subj '/CN=AIO42 Intermediate CA 1' && openssl x509 -req -in aio42_int_ca.csr -CA aio42_root_ca.crt -CAkey aio42_root_ca.key -CAcreateserial -out aio42_int_ca.crt -days 365 -extfile <(printf 'basicConstraints=critical,CA:TRUE\\nkeyUsage=critical,keyCertSign,cRLSign\\n') && cat mqtts-endpoint.crt aio42_int_ca.crt > stale-chain.crt"));
+    sh(&pki.ca.dir, &format!("openssl req -new {EC} -keyout aio42_int_ca.key -out aio42_int_ca.csr -subj '/CN=AIO42 Intermediate CA 1' && openssl x509 -req -in aio42_int_ca.csr -CA aio42_root_ca.crt -CAkey aio42_root_ca.key -CAcreateserial -out aio42_int_ca.crt -days 365 -extfile <(printf 'basicConstraints=critical,CA:TRUE\\nkeyUsage=critical,keyCertSign,cRLSign\\n') && cat mqtts-endpoint.crt aio42_int_ca.crt > stale-chain.crt"));
     manual_config(
         &d,
         &pki.read("stale-chain.crt"),
@@ -360,7 +318,7 @@ fn a_chain_that_does_not_end_in_the_issuer_is_a_warning_that_explains_the_client
     let pki = ServerPki::openssl(&d.config.parent().unwrap().join("pki"), true);
     pki.leaf("mqtts-endpoint", "IP:127.0.0.1", 365);
     sh(
-        &pki.dir,
+        &pki.ca.dir,
         "cat mqtts-endpoint.crt aio42_root_ca.crt > wrong-chain.crt",
     );
     let (tls, _) = manual_config(

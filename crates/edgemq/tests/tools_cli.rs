@@ -3,13 +3,11 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::run_with_timeout;
 use edgemq_security::password::PasswordHash;
+use edgemq_testkit::broker::run_with_timeout;
 
 const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 

@@ -144,15 +144,4 @@ pub fn kubectl_tls_secret(name: &str, pair: &Pair) -> String {
 }
 
 /// The two real PBKDF2 test vectors of security.md (`client1`/`password`, `client2`/`password2`).
-pub const PASSWORDS_TOML: &str = r#"[client1]
-password = "$pbkdf2-sha512$i=100000,l=64$HqJwOCHweNk1pLryiu3RsA$KVSvxKYcibIG5S5n55RvxKRTdAAfCUtBJoy5IuFzdSZyzkwvUcU+FPawEWFPn+06JyZsndfRTfpiEh+2eSJLkg"
-[client1.attributes]
-floor = "floor1"
-site = "site1"
-
-[client2]
-password = "$pbkdf2-sha512$i=100000,l=64$+H7jXzcEbq2kkyvpxtxePQ$jTzW6fSesiuNRLMIkDDAzBEILk7iyyDZ3rjlEwQap4UJP4TaCR+EXQXNukO7qNJWlPPP8leNnJDCBgX/255Ezw"
-[client2.attributes]
-floor = "floor2"
-site = "site1"
-"#;
+pub use edgemq_testkit::fixtures::PASSWORDS_TOML;

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::run_with_timeout;
+use crate::broker::run_with_timeout;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -17,6 +17,12 @@ pub struct Dirs {
     _root: tempfile::TempDir,
     pub config: PathBuf,
     pub data: PathBuf,
+}
+
+impl Default for Dirs {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Dirs {
@@ -40,6 +46,19 @@ impl Dirs {
         std::fs::write(&tmp, content).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         path
+    }
+
+    /// `edgemq serve` on this configuration and data dir, run to completion (on a
+    /// configuration it must refuse): exit code and everything it printed.
+    pub fn serve_to_exit(&self) -> (Option<i32>, String) {
+        let (code, out, err) = crate::broker::edgemq(&[
+            "serve",
+            "--config",
+            self.config.to_str().unwrap(),
+            "--data-dir",
+            self.data.to_str().unwrap(),
+        ]);
+        (code, format!("{out}{err}"))
     }
 
     pub fn file(&self, name: &str, content: &str) -> PathBuf {
@@ -121,6 +140,24 @@ impl Drop for Sub {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `mosquitto_pub -V VERSION -h 127.0.0.1 -p PORT -i CLIENT_ID ARGS` within [`WAIT`]:
+/// (exit code, everything it printed).
+pub fn run_mosquitto_pub(
+    port: u16,
+    version: &str,
+    client_id: &str,
+    args: &[&str],
+) -> (Option<i32>, String) {
+    let (code, out, err) = run_with_timeout(
+        Command::new("mosquitto_pub")
+            .args(["-V", version, "-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-i", client_id])
+            .args(args),
+        WAIT,
+    );
+    (code, format!("{out}{err}"))
 }
 
 pub fn publish(

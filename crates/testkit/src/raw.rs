@@ -3,7 +3,6 @@
 //!
 //! Deliberately independent of `edgemq-codec`: every packet here is assembled byte by byte
 //! from the OASIS specifications so that the suite checks the codec instead of mirroring it.
-#![allow(dead_code)]
 
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
@@ -440,6 +439,45 @@ pub fn pubrel(pid: u16) -> Vec<u8> {
 pub fn pubcomp(pid: u16) -> Vec<u8> {
     packet(0x70, &pid.to_be_bytes())
 }
+/// CONNECT with a Will (v3.1.1 layout): client id, will topic, will message.
+pub fn connect_v311_will(
+    client_id: &str,
+    extra_flags: u8,
+    will_topic: &str,
+    will_msg: &[u8],
+) -> Vec<u8> {
+    let payload = cat(&[
+        &lp(client_id.as_bytes()),
+        &lp(will_topic.as_bytes()),
+        &lp(will_msg),
+    ]);
+    connect_raw(b"MQTT", 4, flags::WILL | extra_flags, 0, None, &payload)
+}
+
+/// CONNECT with a Will (v5 layout): client id, will properties, will topic, will message.
+pub fn connect_v5_will(
+    client_id: &str,
+    extra_flags: u8,
+    connect_props: &[u8],
+    will_topic: &str,
+    will_msg: &[u8],
+) -> Vec<u8> {
+    let payload = cat(&[
+        &lp(client_id.as_bytes()),
+        &no_props(),
+        &lp(will_topic.as_bytes()),
+        &lp(will_msg),
+    ]);
+    connect_raw(
+        b"MQTT",
+        5,
+        flags::WILL | extra_flags,
+        0,
+        Some(connect_props),
+        &payload,
+    )
+}
+
 pub const PINGREQ: [u8; 2] = [0xC0, 0x00];
 pub const PINGRESP: [u8; 2] = [0xD0, 0x00];
 pub const DISCONNECT: [u8; 2] = [0xE0, 0x00];
@@ -876,4 +914,77 @@ impl RawClient {
         self.send(&PINGREQ);
         self.expect_packet(&PINGRESP);
     }
+}
+
+/// Read whole packets from `stream` until it fails; call `on` for each.
+pub fn read_packets(mut stream: TcpStream, mut on: impl FnMut(&[u8])) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        // Every whole packet in the buffer.
+        loop {
+            if buf.len() < 2 {
+                break;
+            }
+            let (mut len, mut i, mut done) = (0usize, 0, false);
+            while i < 4 && 1 + i < buf.len() {
+                let b = buf[1 + i];
+                len |= usize::from(b & 0x7F) << (7 * i);
+                i += 1;
+                if b & 0x80 == 0 {
+                    done = true;
+                    break;
+                }
+            }
+            if !done || buf.len() < 1 + i + len {
+                break;
+            }
+            let packet: Vec<u8> = buf.drain(..1 + i + len).collect();
+            on(&packet);
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A v5 client with a persistent session (expiry 1 h), clean start or not; returns the
+/// CONNACK, which must accept it.
+pub fn persistent_v5_session(
+    addr: SocketAddr,
+    client_id: &str,
+    clean: bool,
+) -> (RawClient, Connack) {
+    let mut c = RawClient::open(addr);
+    let flags = if clean { flags::CLEAN } else { 0 };
+    c.send(&connect_v5(
+        client_id,
+        flags,
+        0,
+        &props(&[p_u32(prop::SESSION_EXPIRY_INTERVAL, 3600)]),
+    ));
+    let ack = c.expect_connack(true);
+    assert_eq!(ack.code, 0, "CONNACK refused: {ack:?}");
+    (c, ack)
+}
+
+/// A TCP connection to `to` from another loopback address `src` (Linux routes all of
+/// 127/8 to lo).
+pub fn tcp_from(src: &str, to: SocketAddr) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{src}:0").parse().unwrap()).unwrap();
+        socket
+            .connect(to)
+            .await
+            .expect("connect from a second address")
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
 }

@@ -4,15 +4,47 @@
 //! Set `EDGEMQ_TEST_AGAINST=mosquitto` to run the same suites against Debian's mosquitto
 //! (to check that a test asserts the specification rather than our own behaviour); tests
 //! that need edgemq-only flags call [`Broker::edgemq_only`] and are skipped there.
-#![allow(dead_code)]
-
-pub mod fixtures;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The `edgemq` executable the harness runs. A library cannot use
+/// `env!("CARGO_BIN_EXE_edgemq")`, so: `$EDGEMQ_TEST_BIN` if set, else
+/// `$CARGO_BIN_EXE_edgemq` if Cargo set it at run time, else `edgemq` in the folder above the
+/// test executable's `deps` folder, where Cargo puts the package's binaries (it builds them
+/// before it runs a package's integration tests).
+pub fn binary() -> PathBuf {
+    for var in ["EDGEMQ_TEST_BIN", "CARGO_BIN_EXE_edgemq"] {
+        if let Some(path) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            return PathBuf::from(path);
+        }
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let mut dir = exe
+        .parent()
+        .expect("the test executable's folder")
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join(format!("edgemq{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "no edgemq binary at {} (set EDGEMQ_TEST_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// Run `edgemq ARGS` to completion within [`crate::fixtures::WAIT`]; returns (status code,
+/// stdout, stderr).
+pub fn edgemq(args: &[&str]) -> (Option<i32>, String, String) {
+    run_with_timeout(Command::new(binary()).args(args), crate::fixtures::WAIT)
+}
 
 /// A running broker. Killed on drop.
 pub struct Broker {
@@ -90,7 +122,7 @@ impl Broker {
 
     /// Spawn edgemq with `args`; wait for `listening` log lines from `ports` listeners.
     fn spawn(args: &[&str], ports: usize) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edgemq"))
+        let mut child = Command::new(binary())
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

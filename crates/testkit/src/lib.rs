@@ -1,0 +1,19 @@
+//! Shared harness for edgemq's integration tests (a dev-dependency only):
+//!
+//! - [`broker`]: start the real `edgemq` binary on port 0 (or a free port) and stop it at the
+//!   end of the test; run `edgemq` commands with a time limit.
+//! - [`raw`]: a raw MQTT client, byte-exact packets in and out.
+//! - [`fixtures`]: configuration folders, resource builders, mosquitto client wrappers and
+//!   the documentation's password file.
+//! - [`pki`]: a certificate factory (edgemq-tls for generated chains, openssl for the
+//!   operators' recipes).
+
+// A test harness: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+pub mod broker;
+pub mod fixtures;
+pub mod pki;
+pub mod raw;
+
+pub use broker::{binary, edgemq, free_port, fresh_data_dir, run_with_timeout, Broker};
