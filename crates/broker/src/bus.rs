@@ -17,6 +17,8 @@ use edgemq_core::session::Delivery;
 use edgemq_core::subscriptions::{Route, SubscriptionIndex};
 use edgemq_store::Store;
 
+use crate::journal::Durability;
+
 use crate::mailbox::{Mailbox, MailboxHandle, PushOutcome};
 use crate::sessions::Registry;
 use crate::stats::{Limit, Stats};
@@ -75,8 +77,8 @@ pub struct Bus {
     pub sessions: Registry,
     pub stats: Stats,
     pub limits: Limits,
-    /// Durable state; `None` runs in memory only (`--in-memory`).
-    pub store: Option<Arc<Store>>,
+    /// Durable state (none with `--in-memory`): reached only through it.
+    pub durable: Durability,
     next_id: AtomicU64,
     retain_warning: LimitWarning,
     store_warning: LimitWarning,
@@ -104,7 +106,7 @@ impl Bus {
     pub fn new(limits: Limits, store: Option<Arc<Store>>) -> Arc<Bus> {
         let limits_budget = limits.memory_budget;
         Arc::new(Bus {
-            store,
+            durable: Durability::new(store),
             index: SubscriptionIndex::new(),
             retained: RetainedStore::with_limits(
                 limits.max_retained_messages,
@@ -143,9 +145,7 @@ impl Bus {
 
     /// Whether the store is at its budget (`max_store_bytes`): nothing new is stored.
     fn store_full(&self) -> bool {
-        self.store
-            .as_ref()
-            .is_some_and(|s| s.level() == edgemq_store::Level::Full)
+        self.durable.level() == edgemq_store::Level::Full
     }
 
     fn publish_with(&self, message: Arc<Message>, route_when_refused: bool) -> Routed {
@@ -165,8 +165,8 @@ impl Bus {
                 Err(None)
             } else {
                 let kept = self.retained.set_then(message.clone(), |message| {
-                    if let Some(store) = &self.store {
-                        store.retain(message);
+                    if self.durable.is_on() {
+                        self.durable.retain(message);
                         durable = true;
                     }
                 });
@@ -193,12 +193,12 @@ impl Bus {
             self.index.route(&message.topic, message.publisher, routes);
             // Copies the store will write: one message queued for several persistent
             // sessions is stored once for all of them.
-            let storing = match &self.store {
-                Some(_) => routes
+            let storing = match self.durable.is_on() {
+                true => routes
                     .iter()
                     .filter(|r| r.subscriber.0.stores(message.qos.min(r.qos)))
                     .count(),
-                None => 0,
+                false => 0,
             };
             if store_full && !route_when_refused && storing > 0 {
                 // All or nothing, as for the retained budgets: the publisher may retry.
@@ -258,12 +258,12 @@ impl Bus {
     /// (`name`: the topic or client id it refused).
     pub fn warn_store_budget(&self, name: &str, what: &str) {
         if let Some(refusals) = self.store_warning.admit(self.now()) {
-            let store = self.store.as_ref();
+            let (usage, max_store_bytes) = self.durable.usage_and_budget();
             tracing::warn!(
                 name = %edgemq_core::logtext::Short(name),
                 what,
-                usage = store.map_or(0, |s| s.usage()),
-                max_store_bytes = store.map_or(0, |s| s.budget()),
+                usage,
+                max_store_bytes,
                 refusals,
                 "refused: the store is at its budget (max-store-bytes)"
             );
@@ -293,8 +293,8 @@ impl Bus {
     /// Returns how many were removed.
     pub fn purge_expired_retained(&self) -> usize {
         self.retained.purge_expired(self.now(), |topic| {
-            if let Some(store) = &self.store {
-                store.retain(&Arc::new(Message::broker_generated(
+            if self.durable.is_on() {
+                self.durable.retain(&Arc::new(Message::broker_generated(
                     topic.clone(),
                     Bytes::new(),
                     edgemq_codec::QoS::AtMostOnce,
@@ -349,27 +349,7 @@ impl Bus {
             crate::memory::accounted(self),
             self.pressure.budget(),
             self.pressure.level(),
-            match &self.store {
-                None => "in-memory".to_string(),
-                Some(store) => match store.health() {
-                    edgemq_store::Health::Ok => format!(
-                        "{} usage={} max_store_bytes={} level={:?}",
-                        store.path().display(),
-                        store.usage(),
-                        store.budget(),
-                        store.level()
-                    ),
-                    edgemq_store::Health::Degraded { error, .. } => format!(
-                        "DEGRADED ({}: {error}; failed_commits={} pending={})",
-                        store.path().display(),
-                        store.failed_commits(),
-                        store.pending()
-                    ),
-                    edgemq_store::Health::Failed { error, .. } => {
-                        format!("FAILED ({}: {error})", store.path().display())
-                    }
-                },
-            },
+            self.durable.summary(),
         )
     }
 

@@ -10,8 +10,81 @@ use std::sync::Arc;
 use bytestring::ByteString;
 use tokio::sync::{oneshot, watch};
 
+use edgemq_core::message::Message;
 use edgemq_core::session::{Delivery, OutgoingState};
-use edgemq_store::{SessionRecord, Store};
+use edgemq_store::{Health, Level, SessionRecord, Store};
+
+/// The broker-wide side of durability: the session journals it hands out, retained
+/// messages, the store budget and health, and the clean close. With [`Journal`], the only
+/// broker code that reaches the store.
+#[derive(Debug, Default)]
+pub struct Durability {
+    store: Option<Arc<Store>>,
+}
+
+impl Durability {
+    pub fn new(store: Option<Arc<Store>>) -> Self {
+        Durability { store }
+    }
+
+    /// Whether there is a store (`--in-memory`: none).
+    pub fn is_on(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// A journal for `client_id`'s session.
+    pub fn journal(&self, client_id: ByteString) -> Journal {
+        Journal::new(self.store.clone(), client_id)
+    }
+
+    /// Keep a retained message (or, for an empty payload, delete the topic's).
+    pub fn retain(&self, message: &Arc<Message>) {
+        if let Some(store) = &self.store {
+            store.retain(message);
+        }
+    }
+
+    /// Where the store stands against its budget (`Ok` without a store).
+    pub fn level(&self) -> Level {
+        self.store.as_ref().map_or(Level::Ok, |s| s.level())
+    }
+
+    /// Record bytes held, and the budget.
+    pub fn usage_and_budget(&self) -> (u64, u64) {
+        self.store
+            .as_ref()
+            .map_or((0, 0), |s| (s.usage(), s.budget()))
+    }
+
+    /// For the state line: where the store is and how it is doing.
+    pub fn summary(&self) -> String {
+        let Some(store) = &self.store else {
+            return "in-memory".to_string();
+        };
+        let path = store.path().display();
+        match store.health() {
+            Health::Ok => format!(
+                "{path} usage={} max_store_bytes={} level={:?}",
+                store.usage(),
+                store.budget(),
+                store.level()
+            ),
+            Health::Degraded { error, .. } => format!(
+                "DEGRADED ({path}: {error}; failed_commits={} pending={})",
+                store.failed_commits(),
+                store.pending()
+            ),
+            Health::Failed { error, .. } => format!("FAILED ({path}: {error})"),
+        }
+    }
+
+    /// Commit and fsync what is pending and stop the writer (clean shutdown).
+    pub async fn close(&self) {
+        if let Some(store) = self.store.clone() {
+            let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Journal {

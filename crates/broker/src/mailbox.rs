@@ -30,7 +30,6 @@ use crate::memory::Held;
 use edgemq_core::logtext::Short;
 use edgemq_core::session::Delivery;
 use edgemq_core::subscriptions::{SessionKey, SubscriberHandle};
-use edgemq_store::Store;
 
 use crate::journal::Journal;
 
@@ -196,7 +195,7 @@ impl Mailbox {
         key: SessionKey,
         client_id: ByteString,
         limits: QueueLimits,
-        store: Option<Arc<Store>>,
+        journal: Journal,
     ) -> Self {
         let capacity = limits.messages.max(1);
         Mailbox {
@@ -218,7 +217,7 @@ impl Mailbox {
             connected: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
             drops: AtomicU64::new(0),
-            journal: Journal::new(store, client_id.clone()),
+            journal,
             client_id,
         }
     }
@@ -559,7 +558,8 @@ mod tests {
             policy: OverflowPolicy::DropOldest,
             held: None,
         };
-        let m = Mailbox::new(1, ByteString::from_static("c"), limits, None);
+        let c = ByteString::from_static("c");
+        let m = Mailbox::new(1, c.clone(), limits, Journal::new(None, c));
         m.set_connected(true);
         m
     }

@@ -58,7 +58,7 @@ pub async fn run(
             policy: OverflowPolicy::DropOldest,
             held: None,
         },
-        None,
+        crate::journal::Journal::new(None, ByteString::from_static("$edgemq-selfcheck")),
     ));
     mailbox.set_connected(true);
     let filter = SubscriptionFilter {

@@ -145,12 +145,10 @@ fn quarantine_deep(bus: &Bus, recovered: &mut Recovered) {
         let keep = !deep(&m.topic);
         if !keep {
             warn("a retained message", "-", &m.topic);
-            if let Some(store) = &bus.store {
-                store.retain(&Arc::new(Message {
-                    payload: Default::default(),
-                    ..m.clone()
-                }));
-            }
+            bus.durable.retain(&Arc::new(Message {
+                payload: Default::default(),
+                ..m.clone()
+            }));
         }
         keep
     });
@@ -182,7 +180,7 @@ fn quarantine_deep(bus: &Bus, recovered: &mut Recovered) {
         }
         let after = (record.subscriptions.len(), record.will.is_some());
         if before != after {
-            let journal = crate::journal::Journal::new(bus.store.clone(), client.clone());
+            let journal = bus.durable.journal(client.clone());
             journal.set_durable(true);
             journal.put(record.clone());
         }
@@ -349,9 +347,7 @@ impl Server {
             tracing::info!(refusals = %refusals, "client input refused by limits since start");
         }
         // Everything the sessions handed back is submitted: commit it and sync.
-        if let Some(store) = self.bus.store.clone() {
-            let _ = tokio::task::spawn_blocking(move || store.close()).await;
-        }
+        self.bus.durable.close().await;
     }
 }
 

@@ -555,7 +555,7 @@ impl Registry {
                 key,
                 client_id.clone(),
                 crate::mailbox::QueueLimits::of(&bus.limits, &bus.held),
-                bus.store.clone(),
+                bus.durable.journal(client_id.clone()),
             ));
             mailbox.journal().set_durable(true);
             for (seq, qos) in recovered.queued {

@@ -305,7 +305,7 @@ fn new_session(bus: &Bus, client_id: &ByteString, expiry: u32) -> SessionData {
             key,
             client_id.clone(),
             QueueLimits::of(&bus.limits, &bus.held),
-            bus.store.clone(),
+            bus.durable.journal(client_id.clone()),
         )),
         subscriptions: Default::default(),
         outgoing,
@@ -417,10 +417,7 @@ fn sniff_version(buf: &[u8]) -> Option<ProtocolVersion> {
 /// From 90 % of `max_store_bytes`, no new persistent session: it would store what the store
 /// has no room for. Resuming one (or a session that is not persistent) is always allowed.
 fn refuse_persistent_session(bus: &Bus, client_id: &ByteString) -> bool {
-    let Some(store) = &bus.store else {
-        return false;
-    };
-    if store.level() < edgemq_store::Level::NearlyFull || bus.sessions.contains(client_id) {
+    if bus.durable.level() < edgemq_store::Level::NearlyFull || bus.sessions.contains(client_id) {
         return false;
     }
     bus.stats.refused(Limit::StoreBudget, 1);
