@@ -82,8 +82,8 @@ pub struct Bus {
     next_id: AtomicU64,
     retain_warning: LimitWarning,
     store_warning: LimitWarning,
-    /// CONNECTs refused for a client identifier longer than `max_client_id_len`.
-    pub(crate) client_id_warning: LimitWarning,
+    /// CONNECTs refused by a limit (client identifier length, will topic depth).
+    pub(crate) connect_refusal_warning: LimitWarning,
     /// Where the broker stands against its memory budget, and what it accounts.
     pub pressure: crate::memory::Pressure,
     pub held: Arc<crate::memory::Held>,
@@ -118,7 +118,7 @@ impl Bus {
             next_id: AtomicU64::new(1),
             retain_warning: LimitWarning::default(),
             store_warning: LimitWarning::default(),
-            client_id_warning: LimitWarning::default(),
+            connect_refusal_warning: LimitWarning::default(),
             pressure: crate::memory::Pressure::new(limits_budget),
             held: Arc::default(),
         })

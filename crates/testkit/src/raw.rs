@@ -606,14 +606,7 @@ impl RawClient {
     /// Open a TCP connection to the broker (nothing sent yet).
     pub fn open(addr: SocketAddr) -> RawClient {
         let stream = TcpStream::connect_timeout(&addr, WAIT).expect("tcp connect to broker");
-        stream.set_nodelay(true).expect("nodelay");
-        stream
-            .set_write_timeout(Some(Duration::from_secs(60)))
-            .expect("write timeout");
-        RawClient {
-            stream,
-            buf: Vec::new(),
-        }
+        RawClient::from_stream(stream)
     }
 
     /// A TCP connection opened elsewhere (e.g. from a chosen source address).

@@ -270,7 +270,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
                     Limit::TopicLevels => bus.limits.max_topic_levels,
                     _ => bus.limits.max_client_id_len,
                 };
-                if let Some(refusals) = bus.client_id_warning.admit(bus.now()) {
+                if let Some(refusals) = bus.connect_refusal_warning.admit(bus.now()) {
                     tracing::warn!(
                         %listener, %peer, client_id = %Short(client_id),
                         length = client_id.len(), refusals,
