@@ -12,6 +12,8 @@
 //! - [`message`]: [`message::Message`], the immutable application message shared as `Arc`.
 //! - [`connect`]: what a CONNECT settles (client id, will, expiry, keep-alive, CONNACK).
 //! - [`protocol`]: the rules of a connection after CONNECT, as inputs → effects (no I/O).
+//! - [`outbound`]: the rules of what a connection sends (Receive Maximum, re-sends,
+//!   Maximum Packet Size, server topic aliases).
 //! - [`subscribe`]: the rules of SUBSCRIBE and UNSUBSCRIBE (refusals, grants, retained).
 //! - [`session`]: per-session protocol state (packet ids, in-flight windows, QoS 2 state,
 //!   topic aliases) driven by the runtime.
@@ -24,6 +26,7 @@ pub mod connect;
 pub mod limits;
 pub mod logtext;
 pub mod message;
+pub mod outbound;
 pub mod protocol;
 pub mod retained;
 pub mod session;

@@ -12,6 +12,7 @@ use edgemq_core::auth::{Action, Admission, AuthDecision, ConnectRequest, Princip
 use edgemq_core::connect as rules;
 use edgemq_core::logtext::{Attrs, Short, ShortOpt};
 use edgemq_core::message::Message;
+use edgemq_core::outbound::OutboundTerms;
 use edgemq_core::session::{IncomingQos2, OutgoingWindow};
 
 use super::{Accepted, Io, Peer, Will};
@@ -249,9 +250,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
             control: a.control,
             keep_alive: terms.keep_alive,
             will,
-            send_window: terms.send_window,
-            server_topic_aliases: terms.server_topic_aliases,
-            client_max_packet: connect.properties.maximum_packet_size,
+            outbound: OutboundTerms {
+                version,
+                send_window: terms.send_window,
+                max_inflight_bytes: self.bus.limits.max_inflight_bytes,
+                client_max_packet: connect.properties.maximum_packet_size,
+                server_topic_aliases: terms.server_topic_aliases,
+            },
             connect_expiry_zero: terms.connect_expiry_zero,
             credentials_expire: a.admission.expires_at,
             authentication_method: a.admission.authentication_method,

@@ -16,7 +16,6 @@ mod handshake;
 mod inbound;
 mod outbound;
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -34,8 +33,9 @@ use edgemq_core::auth::{
     Action, AuthDecision, Authorizer, ConnectRequest, Prepared, Principal, RequestKind,
 };
 use edgemq_core::message::Message;
+use edgemq_core::outbound::{Outbound, OutboundTerms};
 use edgemq_core::protocol::{Inbound, Rules, Violation};
-use edgemq_core::session::{Delivery, OutboundAliases};
+use edgemq_core::session::Delivery;
 
 use crate::bus::Bus;
 use crate::listener::ListenerContext;
@@ -272,12 +272,8 @@ pub(crate) struct Accepted {
     /// Effective keep-alive in seconds (0 = none).
     pub keep_alive: u16,
     pub will: Option<Will>,
-    /// The client's Receive Maximum: how many QoS 1/2 messages may be unacknowledged.
-    pub send_window: usize,
-    /// The client's Maximum Packet Size, if it set one.
-    pub client_max_packet: Option<u32>,
-    /// Topic aliases the broker may assign on what it sends (0: none).
-    pub server_topic_aliases: u16,
+    /// What the client accepts: Receive Maximum, Maximum Packet Size, topic aliases.
+    pub outbound: OutboundTerms,
     /// v5 Session Expiry Interval from CONNECT was 0 (DISCONNECT may then not set one).
     pub connect_expiry_zero: bool,
     /// When the client's credentials stop being valid (re-authenticate or be disconnected).
@@ -326,14 +322,8 @@ pub(crate) struct Connection<S> {
     control: Arc<ControlSlot>,
     keep_alive: u16,
     will: Option<Will>,
-    send_window: usize,
-    /// Packet ids in flight from an earlier connection, not yet re-sent on this one because
-    /// the client's Receive Maximum was full [MQTT-3.3.4-9]; they go before anything new.
-    resend_backlog: VecDeque<u16>,
-    client_max_packet: Option<u32>,
-    /// Topic aliases given on what this connection sends, when the broker and the client
-    /// use them (boxed: most connections have none).
-    outbound_aliases: Option<Box<OutboundAliases>>,
+    /// The rules of what this connection sends (`edgemq_core::outbound`).
+    outbound: Outbound,
     /// The protocol rules after CONNECT (`edgemq_core::protocol`).
     protocol: Inbound,
     last_read: Instant,
@@ -400,11 +390,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             control: a.control,
             keep_alive: a.keep_alive,
             will: a.will,
-            send_window: a.send_window,
-            resend_backlog: VecDeque::new(),
-            client_max_packet: a.client_max_packet,
-            outbound_aliases: (a.server_topic_aliases > 0)
-                .then(|| Box::new(OutboundAliases::new(a.server_topic_aliases))),
+            outbound: Outbound::new(a.outbound),
             protocol,
             peer,
             credentials_expire: a.credentials_expire,
