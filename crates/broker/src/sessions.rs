@@ -31,6 +31,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use edgemq_codec::QoS;
+use edgemq_core::lifetime::{self, WillTiming};
 use edgemq_core::logtext::Short;
 use edgemq_core::message::Message;
 use edgemq_core::session::{Delivery, IncomingQos2, OutgoingState, OutgoingWindow};
@@ -43,8 +44,7 @@ use crate::bus::{Bus, LimitWarning};
 use crate::mailbox::{Mailbox, MailboxHandle};
 use crate::stats::{DropReason, Limit};
 
-/// Session Expiry Interval meaning "never expires" [MQTT-3.1.2-11].
-pub const NEVER_EXPIRES: u32 = u32::MAX;
+pub use edgemq_core::lifetime::NEVER_EXPIRES;
 
 /// Everything a session keeps across connections.
 #[derive(Debug)]
@@ -351,12 +351,10 @@ impl Registry {
         let old = match previous {
             Previous::None => None,
             Previous::Offline(data, pending_will) => {
-                // A reconnection to the session cancels a delayed will [MQTT-3.1.3-9]; a clean
-                // start ends the old session, which publishes it.
-                if clean_start {
-                    if let Some(will) = pending_will {
-                        bus.publish(will);
-                    }
+                if let Some(will) =
+                    pending_will.filter(|_| lifetime::pending_will_goes(clean_start))
+                {
+                    bus.publish(will);
                 }
                 Some(data)
             }
@@ -366,7 +364,7 @@ impl Registry {
                 .and_then(Result::ok),
         };
         Ok(match old {
-            Some(data) if !clean_start && data.expiry_interval != 0 => Opened {
+            Some(data) if lifetime::resumes(clean_start, Some(data.expiry_interval)) => Opened {
                 data,
                 session_present: true,
             },
@@ -393,7 +391,7 @@ impl Registry {
         client_id: &ByteString,
         conn_id: u64,
         data: SessionData,
-        will: Option<(Arc<Message>, u32)>,
+        will: Option<(Arc<Message>, WillTiming)>,
     ) -> Result<(), Box<SessionData>> {
         let now = bus.now();
         let mut guard = self.state.lock();
@@ -413,19 +411,16 @@ impl Registry {
             end_session(bus, data);
             return Ok(());
         }
-        // The will goes at the earlier of its delay and the session's end [MQTT-3.1.3-9].
-        let mut pending_will = None;
-        let mut will_now = None;
-        if let Some((will, delay)) = will {
-            if delay == 0 {
-                will_now = Some(will);
-            } else {
-                let delay = delay.min(expiry);
+        // A delayed will waits with the session (`lifetime::will_timing`).
+        let (mut pending_will, mut will_now) = (None, None);
+        match will {
+            Some((will, WillTiming::Now)) => will_now = Some(will),
+            Some((will, WillTiming::After(delay))) => {
                 pending_will = Some((will, now + Duration::from_secs(u64::from(delay))));
             }
+            Some((_, WillTiming::Never)) | None => {}
         }
-        let expires_at =
-            (expiry != NEVER_EXPIRES).then(|| now + Duration::from_secs(u64::from(expiry)));
+        let expires_at = lifetime::session_ends(now, expiry);
         let disconnected_at = unix_ms(std::time::SystemTime::now());
         let stored_will = pending_will
             .as_ref()

@@ -11,6 +11,7 @@
 //! - [`retained`]: retained messages and their matching against a new subscription's filter.
 //! - [`message`]: [`message::Message`], the immutable application message shared as `Arc`.
 //! - [`connect`]: what a CONNECT settles (client id, will, expiry, keep-alive, CONNACK).
+//! - [`lifetime`]: keep-alive, session resumption and expiry, and when a will goes.
 //! - [`protocol`]: the rules of a connection after CONNECT, as inputs → effects (no I/O).
 //! - [`outbound`]: the rules of what a connection sends (Receive Maximum, re-sends,
 //!   Maximum Packet Size, server topic aliases).
@@ -23,6 +24,7 @@
 
 pub mod auth;
 pub mod connect;
+pub mod lifetime;
 pub mod limits;
 pub mod logtext;
 pub mod message;

@@ -32,6 +32,7 @@ use edgemq_codec::{Auth, Decoder, Disconnect, Packet, Properties, ProtocolVersio
 use edgemq_core::auth::{
     Action, AuthDecision, Authorizer, ConnectRequest, Prepared, Principal, RequestKind,
 };
+use edgemq_core::lifetime::{will_timing, Ending, KeepAlive, KeepAliveCheck, WillTiming};
 use edgemq_core::message::Message;
 use edgemq_core::outbound::{Outbound, OutboundTerms};
 use edgemq_core::protocol::{Inbound, Rules, Violation};
@@ -320,7 +321,7 @@ pub(crate) struct Connection<S> {
     principal: Principal,
     conn_id: u64,
     control: Arc<ControlSlot>,
-    keep_alive: u16,
+    keep_alive: KeepAlive,
     will: Option<Will>,
     /// The rules of what this connection sends (`edgemq_core::outbound`).
     outbound: Outbound,
@@ -388,7 +389,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             principal: a.principal,
             conn_id: a.conn_id,
             control: a.control,
-            keep_alive: a.keep_alive,
+            keep_alive: KeepAlive(a.keep_alive),
             will: a.will,
             outbound: Outbound::new(a.outbound),
             protocol,
@@ -414,7 +415,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         // One timer for the connection's life, re-armed only when it fires early: resetting
         // it on every packet would touch the timer wheel on the hot path.
-        let keep_alive = tokio::time::sleep_until(self.keep_alive_deadline().into());
+        let keep_alive = tokio::time::sleep_until(self.keep_alive.deadline(self.last_read).into());
         tokio::pin!(keep_alive);
         // Only clients whose credentials expire pay for this timer.
         let mut credentials = self.credentials_timer();
@@ -432,7 +433,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let reading = below_high_water && self.held_back.is_none();
             let writable = self.io.writable();
             let holding = self.io.hold.is_some();
-            let keep_alive_on = self.keep_alive > 0;
+            let keep_alive_on = self.keep_alive.is_on();
             let Io {
                 reader,
                 writer,
@@ -587,22 +588,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     "credentials expired without re-authentication",
                 )))
             }
-            // While we are not reading (output backed up, or held back), silence is ours.
-            Due::KeepAlive if self.keep_alive_deadline() > now || !reading => {
-                let at = self.keep_alive_deadline().max(now + Duration::from_secs(1));
-                keep_alive.reset(at.into());
-                Ok(())
-            }
-            Due::KeepAlive => {
-                tracing::info!(
-                    keep_alive = self.keep_alive,
-                    "keep-alive timeout [MQTT-3.1.2-22]"
-                );
-                Err(self.violation(Violation::new(
-                    ReasonCode::KeepAliveTimeout,
-                    "[MQTT-3.1.2-22] keep-alive timeout",
-                )))
-            }
+            Due::KeepAlive => match self.keep_alive.check(now, self.last_read, reading) {
+                KeepAliveCheck::WaitUntil(at) => {
+                    keep_alive.reset(at.into());
+                    Ok(())
+                }
+                KeepAliveCheck::Expired(violation) => {
+                    tracing::info!(keep_alive = self.keep_alive.0, "{}", violation.rule);
+                    Err(self.violation(violation))
+                }
+            },
         }
     }
 
@@ -795,11 +790,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         })
     }
 
-    /// 1.5 × keep-alive after the last packet from the client [MQTT-3.1.2-22].
-    fn keep_alive_deadline(&self) -> Instant {
-        self.last_read + Duration::from_millis(u64::from(self.keep_alive) * 1500)
-    }
-
     /// Decode and handle every whole packet in the read buffer.
     fn handle_input(&mut self) -> Result<(), Exit> {
         loop {
@@ -857,15 +847,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         tracing::info!(exit = ?ExitLog(&exit), "client disconnected");
         let will = self.will_to_publish(&exit);
         match exit {
-            Exit::TakenOver {
-                new_clean_start,
-                reply,
-            } => {
-                // The session ends on takeover if it would not outlive this connection or the
-                // new one starts clean; then the will goes now, else only without a delay.
-                let ending = new_clean_start || self.session.expiry_interval == 0;
-                if let Some(will) = will.filter(|w| ending || w.delay == 0) {
-                    self.bus.publish(will.message);
+            Exit::TakenOver { reply, .. } => {
+                // A takeover's will goes now or never (`lifetime::will_timing`).
+                if let Some((will, WillTiming::Now)) = will {
+                    self.bus.publish(will);
                 }
                 let _ = reply.send(self.session);
             }
@@ -907,23 +892,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         self.io.hold = None;
     }
 
-    /// The will, if this exit publishes it (not after a normal DISCONNECT [MQTT-3.1.2-10])
-    /// and the policy allows this client to publish it.
-    fn will_to_publish(&mut self, exit: &Exit) -> Option<Will> {
-        let publishes = match exit {
-            Exit::ClientDisconnect { with_will } => *with_will,
-            Exit::Shutdown | Exit::Closed | Exit::Violation(_) | Exit::TakenOver { .. } => true,
+    /// The will and when it goes, if this exit publishes it (`lifetime::will_timing`) and
+    /// the policy allows this client to publish it.
+    fn will_to_publish(&mut self, exit: &Exit) -> Option<(Arc<Message>, WillTiming)> {
+        let ending = match exit {
+            Exit::ClientDisconnect { with_will } => Ending::Disconnect {
+                with_will: *with_will,
+            },
+            Exit::TakenOver {
+                new_clean_start, ..
+            } => Ending::TakenOver {
+                new_clean_start: *new_clean_start,
+            },
+            Exit::Shutdown | Exit::Closed | Exit::Violation(_) => Ending::Lost,
         };
-        let will = self.will.take().filter(|_| publishes)?;
+        let will = self.will.take()?;
+        let timing = will_timing(ending, will.delay, self.session.expiry_interval);
+        if timing == WillTiming::Never {
+            return None;
+        }
         let topic = will.message.topic.clone();
         self.authorized(Action::Publish { topic: &topic })
-            .then_some(will)
+            .then_some((will.message, timing))
     }
 
     /// The session goes back to the registry (offline, or ended), with its will.
-    fn hand_back(mut self: Box<Self>, will: Option<Will>) {
+    fn hand_back(mut self: Box<Self>, will: Option<(Arc<Message>, WillTiming)>) {
         redistribute_shared(&self.bus, &mut self.session);
-        let will = will.map(|w| (w.message, w.delay));
         let closed =
             self.bus
                 .sessions
