@@ -10,6 +10,7 @@
 //!   filters.
 //! - [`retained`]: retained messages and their matching against a new subscription's filter.
 //! - [`message`]: [`message::Message`], the immutable application message shared as `Arc`.
+//! - [`backlog`]: retained messages owed to SUBSCRIBEs, each waiting once.
 //! - [`connect`]: what a CONNECT settles (client id, will, expiry, keep-alive, CONNACK).
 //! - [`lifetime`]: keep-alive, session resumption and expiry, and when a will goes.
 //! - [`protocol`]: the rules of a connection after CONNECT, as inputs → effects (no I/O).
@@ -23,6 +24,7 @@
 //! - [`logtext`]: client-chosen text shortened for log lines.
 
 pub mod auth;
+pub mod backlog;
 pub mod connect;
 pub mod lifetime;
 pub mod limits;

@@ -16,10 +16,10 @@ use edgemq_core::session::OutgoingState;
 use edgemq_core::subscribe::{self, Refusal, Tally};
 use edgemq_core::subscriptions::StoredOptions;
 
-use super::backlog::RetainedItem;
 use super::{Connection, Exit};
 use crate::mailbox::MailboxHandle;
 use crate::stats::Limit;
+use edgemq_core::backlog::RetainedItem;
 
 /// How handling a packet ended early.
 enum Step {
@@ -210,7 +210,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         Ok(())
     }
 
-    /// Retained messages follow the SUBACK [MQTT-3.8.4-4], with RETAIN set [MQTT-3.3.1-8],
+    /// Retained messages follow the SUBACK, with RETAIN set (3.1.1 [MQTT-3.3.1-8]),
     /// each once however many filters match it, streamed by `pump` as the client takes them.
     /// Matched one filter at a time: a packet's duplicates never exist all at once.
     fn owe_retained(&mut self, retained_for: Vec<(ByteString, StoredOptions)>) {

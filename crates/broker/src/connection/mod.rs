@@ -11,7 +11,6 @@
 //! is encoded after its store operations are submitted, and the output from there on is
 //! held until the store's group commit covers them ([`Hold`]).
 
-mod backlog;
 mod handshake;
 mod inbound;
 mod outbound;
@@ -42,7 +41,7 @@ use crate::bus::Bus;
 use crate::listener::ListenerContext;
 use crate::mailbox::Mailbox;
 use crate::sessions::{redistribute_shared, Control, ControlSlot, SessionData};
-use backlog::RetainedBacklog;
+use edgemq_core::backlog::RetainedBacklog;
 use edgemq_core::logtext::LogLimiter;
 use edgemq_core::logtext::{Attrs, Short, ShortOpt};
 

@@ -1,15 +1,16 @@
-//! Retained messages owed to SUBSCRIBEs, waiting to be sent.
+//! Retained messages owed to SUBSCRIBEs, waiting to be sent after the SUBACK, under the
+//! client's window, each at most once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use crate::message::Message;
+use crate::session::Delivery;
 use edgemq_codec::QoS;
-use edgemq_core::message::Message;
-use edgemq_core::session::Delivery;
 
 /// A retained message waiting to be sent after a SUBSCRIBE, with what its subscription
 /// grants (kept small: a `#` subscription can match every retained message).
-pub(super) struct RetainedItem {
+pub struct RetainedItem {
     pub message: Arc<Message>,
     pub qos: QoS,
     pub subscription_id: Option<u32>,
@@ -17,7 +18,7 @@ pub(super) struct RetainedItem {
 
 impl RetainedItem {
     /// The delivery: at the lower of the message's and the subscription's QoS, with RETAIN
-    /// set [MQTT-3.3.1-8].
+    /// set (3.1.1 [MQTT-3.3.1-8]; in v5 Retain Handling decides which are sent).
     pub fn into_delivery(self) -> Delivery {
         let mut subscription_ids = smallvec::SmallVec::new();
         subscription_ids.extend(self.subscription_id);
@@ -36,7 +37,7 @@ impl RetainedItem {
 /// overlapping filters, or many SUBSCRIBEs sent before the client reads, cost one entry per
 /// retained message, never one per filter. The backlog is thus bounded by the retained store.
 #[derive(Default)]
-pub(super) struct RetainedBacklog {
+pub struct RetainedBacklog {
     items: VecDeque<RetainedItem>,
     /// Where each waiting message is, by address (an `Arc` in `items` keeps its address
     /// taken): its position counted from the first item ever added.
@@ -126,6 +127,25 @@ mod tests {
     fn with_id(mut item: RetainedItem, id: u32) -> RetainedItem {
         item.subscription_id = Some(id);
         item
+    }
+
+    /// 3.1.1 [MQTT-3.3.1-8]: the Server MUST set the RETAIN flag to 1 if a message is sent
+    /// as a result of a new subscription being made by a Client. It goes at the lower of
+    /// the message's and the subscription's QoS, with the subscription's identifier
+    /// [MQTT-3.3.4-3].
+    #[test]
+    fn a_retained_message_sent_on_subscribe_has_retain_set() {
+        let message = retained("a");
+        let delivery = with_id(item(&message, QoS::AtLeastOnce), 9).into_delivery();
+        assert!(delivery.retain);
+        assert_eq!(delivery.qos, QoS::AtLeastOnce);
+        assert_eq!(&delivery.subscription_ids[..], &[9]);
+        let delivery = item(&message, QoS::ExactlyOnce).into_delivery();
+        assert_eq!(delivery.qos, QoS::ExactlyOnce);
+        let mut qos0 = Message::clone(&message);
+        qos0.qos = QoS::AtMostOnce;
+        let delivery = item(&Arc::new(qos0), QoS::ExactlyOnce).into_delivery();
+        assert_eq!(delivery.qos, QoS::AtMostOnce);
     }
 
     /// 10,000 overlapping filters in one SUBSCRIBE owe each retained message once, at the
