@@ -30,11 +30,10 @@ use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use edgemq_codec::QoS;
 use edgemq_core::lifetime::{self, WillTiming};
 use edgemq_core::logtext::Short;
 use edgemq_core::message::Message;
-use edgemq_core::session::{Delivery, IncomingQos2, OutgoingState, OutgoingWindow};
+use edgemq_core::session::{Delivery, IncomingQos2, Inflight, OutgoingState, OutgoingWindow};
 use edgemq_core::subscriptions::{SessionKey, StoredOptions};
 use edgemq_core::topic::{parse_subscription_filter, SubscriptionFilter};
 use edgemq_store::record::unix_ms;
@@ -693,16 +692,15 @@ pub fn end_session(bus: &Bus, mut data: SessionData) {
     for (filter, _) in data.subscriptions.values() {
         bus.index.unsubscribe(filter, data.key);
     }
-    // A QoS 2 message already sent to this client must never go to another member, even
-    // though this session ends before it completed [MQTT-4.8.2-5]; it is lost.
+    // What may not move to another member is lost (`Inflight::may_move_to_another_member`);
+    // a message awaiting only PUBCOMP was delivered.
     let inflight = data
         .outgoing
         .take_where(|i| i.state != OutgoingState::AwaitingPubComp);
-    let mut lost = 0u64;
-    let (exactly_once, movable): (Vec<_>, Vec<_>) = inflight
+    let (movable, stuck): (Vec<_>, Vec<_>) = inflight
         .into_iter()
-        .partition(|i| i.delivery.qos == QoS::ExactlyOnce);
-    lost += exactly_once.len() as u64;
+        .partition(Inflight::may_move_to_another_member);
+    let mut lost = stuck.len() as u64;
     let queued = data.mailbox.take_where(|_| true);
     for delivery in movable.into_iter().map(|i| i.delivery).chain(queued) {
         if bus.redistribute(delivery, data.key).is_some() {
@@ -725,14 +723,11 @@ pub fn end_session(bus: &Bus, mut data: SessionData) {
 /// wait for it). Messages with no other member stay.
 pub fn redistribute_shared(bus: &Bus, data: &mut SessionData) {
     let key = data.key;
-    // In-flight QoS 1 messages move only if another member takes them; otherwise they stay
-    // in flight and are re-sent with DUP when this client comes back [MQTT-4.4.0-1]. QoS 2
-    // messages already sent stay with this client, whose delivery must complete when it
-    // reconnects [MQTT-4.8.2-4].
+    // In flight: what may move (`Inflight::may_move_to_another_member`) moves if another
+    // member takes it; the rest stays in flight and is re-sent with DUP when this client
+    // comes back [MQTT-4.4.0-1].
     let moved = data.outgoing.take_where(|i| {
-        i.delivery.share_group.is_some()
-            && i.delivery.qos == QoS::AtLeastOnce
-            && bus.redistribute(i.delivery.clone(), key).is_none()
+        i.may_move_to_another_member() && bus.redistribute(i.delivery.clone(), key).is_none()
     });
     for inflight in moved {
         data.mailbox.forget(inflight.delivery.stored);

@@ -68,6 +68,17 @@ pub struct Inflight {
     pub delivery: Delivery,
 }
 
+impl Inflight {
+    /// Whether this message, in flight to a client that has gone (offline, or its session
+    /// ended), may go to another member of its share group instead. A QoS 1 message may: at
+    /// worst this client gets a duplicate if it returns. A QoS 2 message once sent must
+    /// complete with this client when it reconnects [MQTT-4.8.2-4], and is lost if its
+    /// session ends first, never sent to another member [MQTT-4.8.2-5].
+    pub fn may_move_to_another_member(&self) -> bool {
+        self.delivery.share_group.is_some() && self.delivery.qos == QoS::AtLeastOnce
+    }
+}
+
 /// Why an acknowledgement from the client could not be applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AckError {
@@ -576,6 +587,29 @@ mod tests {
                 proptest::prop_assert_eq!(w.len(), model.len());
             }
         }
+    }
+
+    #[test]
+    fn mqtt_4_8_2_4_and_5_only_shared_qos1_in_flight_moves_to_another_member() {
+        // [MQTT-4.8.2-4] The Server MUST complete the delivery of the message to that
+        // Client when it reconnects. [MQTT-4.8.2-5] If the Client's Session terminates
+        // before the Client reconnects, the Server MUST NOT send the Application Message
+        // to any other subscribed Client.
+        let mut window = OutgoingWindow::default();
+        for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::AtLeastOnce] {
+            window.insert(delivery(qos)).unwrap();
+        }
+        let shared = |mut d: Delivery| {
+            d.share_group = Some(ByteString::from_static("g"));
+            d
+        };
+        window.insert(shared(delivery(QoS::AtLeastOnce))).unwrap();
+        window.insert(shared(delivery(QoS::ExactlyOnce))).unwrap();
+        let moves: Vec<bool> = window
+            .iter()
+            .map(Inflight::may_move_to_another_member)
+            .collect();
+        assert_eq!(moves, [false, false, false, true, false]);
     }
 
     #[test]
