@@ -301,6 +301,40 @@ pub fn refusal(
     })
 }
 
+/// The version to answer a CONNECT that failed to decode in (`None`: close without an
+/// answer). An unsupported protocol level gets the 3.1.1 form, which every client can read
+/// [MQTT-3.1.2-2]; otherwise the level the CONNECT states, if it got that far
+/// ([`sniff_version`] of the bytes before decoding).
+pub fn refusal_version(
+    reason: ReasonCode,
+    sniffed: Option<ProtocolVersion>,
+) -> Option<ProtocolVersion> {
+    if reason == ReasonCode::UnsupportedProtocolVersion {
+        return Some(ProtocolVersion::V3_1_1);
+    }
+    sniffed
+}
+
+/// The protocol level a CONNECT in `buf` states, read without decoding it (a failed decode
+/// consumes the frame, and the CONNACK refusing it should be in the client's version).
+pub fn sniff_version(buf: &[u8]) -> Option<ProtocolVersion> {
+    if buf.first().map(|b| b >> 4) != Some(1) {
+        return None;
+    }
+    // Skip the remaining-length varint.
+    let mut i = 1;
+    while i < buf.len() && i < 5 && buf[i] & 0x80 != 0 {
+        i += 1;
+    }
+    let body = buf.get(i + 1..)?;
+    match body.get(..7)? {
+        [0, 4, b'M', b'Q', b'T', b'T', 5] => Some(ProtocolVersion::V5),
+        [0, 4, b'M', b'Q', b'T', b'T', 4] => Some(ProtocolVersion::V3_1_1),
+        [0, 6, b'M', b'Q', b'I', b's', b'd'] => Some(ProtocolVersion::V3_1),
+        _ => None,
+    }
+}
+
 /// A new session refused by a budget: v5 0x97 Quota exceeded, v3 3 Server unavailable.
 pub fn quota_exceeded(version: ProtocolVersion) -> ReasonCode {
     match version {

@@ -278,3 +278,43 @@ fn mqtt_3_1_2_26_server_aliases_only_up_to_the_clients_topic_alias_maximum() {
         "off by default"
     );
 }
+
+#[test]
+fn mqtt_3_1_2_2_an_unsupported_protocol_level_is_refused_in_the_3_1_1_form() {
+    // [MQTT-3.1.2-2] If the Protocol Version is not 5 and the Server does not want to
+    // accept the CONNECT packet, the Server MAY send a CONNACK packet with Reason Code
+    // 0x84 (Unsupported Protocol Version) and then MUST close the Network Connection.
+    // The 3.1.1 form (return code 1) is what a client of any version can read.
+    let reason = ReasonCode::UnsupportedProtocolVersion;
+    assert_eq!(
+        refusal_version(reason, Some(ProtocolVersion::V5)),
+        Some(ProtocolVersion::V3_1_1)
+    );
+    assert_eq!(refusal_version(reason, None), Some(ProtocolVersion::V3_1_1));
+    // Any other malformed CONNECT is answered in the version it states, if readable.
+    let malformed = ReasonCode::MalformedPacket;
+    assert_eq!(
+        refusal_version(malformed, Some(ProtocolVersion::V5)),
+        Some(ProtocolVersion::V5)
+    );
+    assert_eq!(refusal_version(malformed, None), None);
+}
+
+#[test]
+fn the_version_of_an_undecodable_connect_is_read_from_its_header() {
+    let v5 = [0x10, 10, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02];
+    let v311 = [0x10, 10, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02];
+    let v31 = [0x10, 12, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3];
+    // A two-byte remaining length is skipped.
+    let long = [0x10, 0x80, 0x01, 0, 4, b'M', b'Q', b'T', b'T', 5];
+    assert_eq!(sniff_version(&v5), Some(ProtocolVersion::V5));
+    assert_eq!(sniff_version(&v311), Some(ProtocolVersion::V3_1_1));
+    assert_eq!(sniff_version(&v31), Some(ProtocolVersion::V3_1));
+    assert_eq!(sniff_version(&long), Some(ProtocolVersion::V5));
+    assert_eq!(sniff_version(&[0x30, 2, 0, 0]), None, "not a CONNECT");
+    assert_eq!(sniff_version(&v5[..5]), None, "too short to tell");
+    assert_eq!(
+        sniff_version(&[0x10, 10, 0, 4, b'M', b'Q', b'T', b'T', 9]),
+        None
+    );
+}

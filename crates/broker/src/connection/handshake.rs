@@ -359,7 +359,7 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Box<Connect>, Refusal> {
     loop {
         // Sniffed before decoding: a failed decode has consumed the frame.
-        let sniffed = sniff_version(&io.rbuf);
+        let sniffed = rules::sniff_version(&io.rbuf);
         match decoder.decode(&mut io.rbuf) {
             Ok(Some(Packet::Connect(connect))) => return Ok(connect),
             Ok(Some(other)) => {
@@ -374,14 +374,8 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Ok(None) => {}
             Err(e) => {
-                let version = if e.reason == ReasonCode::UnsupportedProtocolVersion {
-                    // Answer in the 3.1.1 form, which every client can read [MQTT-3.1.2-2].
-                    Some(ProtocolVersion::V3_1_1)
-                } else {
-                    sniffed
-                };
                 return Err(Refusal {
-                    version,
+                    version: rules::refusal_version(e.reason, sniffed),
                     reason: e.reason,
                     detail: e.to_string(),
                 });
@@ -397,25 +391,6 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Ok(_) => {}
         }
-    }
-}
-
-/// The protocol level of a CONNECT that failed to decode, so the CONNACK uses its version.
-fn sniff_version(buf: &[u8]) -> Option<ProtocolVersion> {
-    if buf.first().map(|b| b >> 4) != Some(1) {
-        return None;
-    }
-    // Skip the remaining-length varint.
-    let mut i = 1;
-    while i < buf.len() && i < 5 && buf[i] & 0x80 != 0 {
-        i += 1;
-    }
-    let body = buf.get(i + 1..)?;
-    match body.get(..7)? {
-        [0, 4, b'M', b'Q', b'T', b'T', 5] => Some(ProtocolVersion::V5),
-        [0, 4, b'M', b'Q', b'T', b'T', 4] => Some(ProtocolVersion::V3_1_1),
-        [0, 6, b'M', b'Q', b'I', b's', b'd'] => Some(ProtocolVersion::V3_1),
-        _ => None,
     }
 }
 
