@@ -14,6 +14,7 @@
 
 use edgemq_testkit::broker::Broker;
 use edgemq_testkit::raw::*;
+use edgemq_testkit::{Endpoint, Target};
 use std::time::Duration;
 
 /// A v3.1.1 subscriber on `filter` at QoS 0 (SUBACK checked).
@@ -230,197 +231,206 @@ fn connect_v31_mqisdp_level3_works() {
     c.expect_packet(&publish_v311("v31/t", 0, 0, b"hi"));
 }
 
-#[test]
-fn connect_wrong_protocol_name_v311_is_refused() {
-    // [MQTT-3.1.2-1] (3.1.1): a wrong protocol name MAY be disconnected; the server MUST NOT
-    // continue under this specification. Accept a close, optionally after CONNACK rc 1.
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    c.send(&connect_raw(
-        b"MQTX",
-        4,
-        flags::CLEAN,
-        0,
-        None,
-        &lp(b"badname"),
-    ));
-    let got = c.expect_closed();
-    assert!(
-        got.is_empty() || (got.len() == 1 && got[0] == [0x20, 0x02, 0x00, 0x01]),
-        "expected close (optionally after 20 02 00 01), got {:?}",
-        got.iter().map(|p| hex(p)).collect::<Vec<_>>()
-    );
+/// How the broker must answer a CONNECT it refuses.
+enum Answer {
+    /// A plain close, nothing sent.
+    Close,
+    /// Exactly this packet, then a close.
+    Exactly(&'static [u8]),
+    /// v5: a CONNACK refusing with one of these codes, then a close (another broker may
+    /// just close: `expect_v5_connect_refusal`).
+    V5Refusal(&'static [u8]),
+    /// A close, optionally after one CONNACK refusing with return code 1 (3.1.1 form) or,
+    /// in v5, 0x84.
+    CloseOptionallyRefused,
+}
+
+/// One row: a CONNECT the broker must refuse, the statement, and the answer.
+struct Refusal {
+    name: &'static str,
+    rule: &'static str,
+    connect: Vec<u8>,
+    answer: Answer,
+}
+
+fn refusal(name: &'static str, rule: &'static str, connect: Vec<u8>, answer: Answer) -> Refusal {
+    Refusal {
+        name,
+        rule,
+        connect,
+        answer,
+    }
+}
+
+impl Answer {
+    fn check(&self, c: &mut RawClient) {
+        match self {
+            Answer::Close => c.expect_closed_silently(),
+            Answer::Exactly(packet) => {
+                c.expect_packet(packet);
+                c.expect_closed_silently();
+            }
+            Answer::V5Refusal(codes) => c.expect_v5_connect_refusal(codes, Broker::edgemq_only()),
+            Answer::CloseOptionallyRefused => {
+                let got = c.expect_closed();
+                let ok = match got.as_slice() {
+                    [] => true,
+                    [ack] if ack[..] == [0x20, 0x02, 0x00, 0x01] => true,
+                    [ack] => ack[0] == 0x20 && parse_connack(ack, true).code == 0x84,
+                    _ => false,
+                };
+                let got: Vec<_> = got.iter().map(|p| hex(p)).collect();
+                assert!(
+                    ok,
+                    "expected a close (optionally after a refusing CONNACK), got {got:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Malformed or refused CONNECTs, each on a fresh connection to one broker: v3.x closes
+/// (with a CONNACK only where 3.1.1 has a return code), v5 answers CONNACK 0x81 / 0x82 / 0x84.
+fn refusals() -> Vec<Refusal> {
+    use Answer::*;
+    let bad_utf8: [&[u8]; 2] = [b"bad\x80id", b"sur\xed\xa0\x80"];
+    let mut rows = vec![
+        refusal(
+            "connect_wrong_protocol_name_v311_is_refused",
+            "[MQTT-3.1.2-1] (3.1.1): a wrong protocol name MAY be disconnected; the server MUST NOT continue",
+            connect_raw(b"MQTX", 4, flags::CLEAN, 0, None, &lp(b"badname")),
+            CloseOptionallyRefused,
+        ),
+        refusal(
+            "connect_wrong_protocol_name_v5_is_refused",
+            "[MQTT-3.1.2-1] (5.0): the server MAY send CONNACK 0x84 and MUST close",
+            connect_raw(b"MQTX", 5, flags::CLEAN, 0, Some(&no_props()), &lp(b"badname5")),
+            CloseOptionallyRefused,
+        ),
+        refusal(
+            "connect_unsupported_level_6_gets_rc1_in_311_form",
+            "[MQTT-3.1.2-2] unsupported level: return code 1 in the 3.1.1 form every client reads",
+            connect_raw(b"MQTT", 6, flags::CLEAN, 0, None, &lp(b"future")),
+            Exactly(&[0x20, 0x02, 0x00, 0x01]),
+        ),
+        refusal(
+            "connect_unsupported_level_2_gets_rc1_in_311_form",
+            "[MQTT-3.1.2-2] the same for a level below 3",
+            connect_raw(b"MQTT", 2, flags::CLEAN, 0, None, &lp(b"past")),
+            Exactly(&[0x20, 0x02, 0x00, 0x01]),
+        ),
+        refusal(
+            "connect_reserved_flag_v311_closes",
+            "[MQTT-3.1.2-3] the reserved flag must be 0",
+            connect_v311("resv", flags::CLEAN | flags::RESERVED, 0),
+            Close,
+        ),
+        refusal(
+            "connect_reserved_flag_v5_connack_0x81",
+            "[MQTT-3.1.2-3] (5.0) a reserved flag not 0 is a Malformed Packet",
+            connect_v5("resv5", flags::CLEAN | flags::RESERVED, 0, &no_props()),
+            V5Refusal(&[0x81]),
+        ),
+        refusal(
+            "connect_will_qos3_v311_closes",
+            "[MQTT-3.1.2-14] Will QoS must not be 3",
+            connect_v311_will("wq3", flags::CLEAN | flags::WILL_QOS1 | flags::WILL_QOS2, "w/t", b"bye"),
+            Close,
+        ),
+        refusal(
+            "connect_will_qos3_v5_connack_0x81",
+            "[MQTT-3.1.2-12] (5.0 §3.1.2.6) Will QoS 3 is a Malformed Packet",
+            connect_v5_will("wq3-5", flags::CLEAN | flags::WILL_QOS1 | flags::WILL_QOS2, &no_props(), "w/t", b"bye"),
+            V5Refusal(&[0x81]),
+        ),
+        refusal(
+            "connect_will_retain_without_will_flag_v311_closes",
+            "[MQTT-3.1.2-15] Will Flag 0: Will Retain must be 0",
+            connect_v311("wr", flags::CLEAN | flags::WILL_RETAIN, 0),
+            Close,
+        ),
+        refusal(
+            "connect_will_retain_without_will_flag_v5_refused",
+            "[MQTT-3.1.2-13] (5.0) Will Flag 0: Will Retain must be 0 (malformed or protocol error: the spec does not say which)",
+            connect_v5("wr5", flags::CLEAN | flags::WILL_RETAIN, 0, &no_props()),
+            V5Refusal(&[0x81, 0x82]),
+        ),
+        refusal(
+            "connect_will_qos_without_will_flag_v311_closes",
+            "[MQTT-3.1.2-13] (3.1.1) Will Flag 0: Will QoS must be 0",
+            connect_v311("wq", flags::CLEAN | flags::WILL_QOS1, 0),
+            Close,
+        ),
+        refusal(
+            "connect_password_without_username_v311_closes",
+            "[MQTT-3.1.2-22] (3.1.1) User Name Flag 0: Password Flag must be 0",
+            connect_raw(b"MQTT", 4, flags::CLEAN | flags::PASSWORD, 0, None, &cat(&[&lp(b"pwonly"), &lp(b"secret")])),
+            Close,
+        ),
+        refusal(
+            "connect_empty_client_id_clean_session_0_v311_rc2",
+            "[MQTT-3.1.3-8] an empty client id with CleanSession 0: return code 2, then close",
+            connect_v311("", 0, 0),
+            Exactly(&[0x20, 0x02, 0x00, 0x02]),
+        ),
+        refusal(
+            "connect_empty_client_id_v31_rc2",
+            "MQTT 3.1 requires a 1-23 character client id: identifier rejected (return code 2)",
+            connect_raw(b"MQIsdp", 3, flags::CLEAN, 0, None, &lp(b"")),
+            Exactly(&[0x20, 0x02, 0x00, 0x02]),
+        ),
+        refusal(
+            "connect_client_id_with_nul_v311_closes",
+            "[MQTT-1.5.3-2] (3.1.1) a UTF-8 string must not contain U+0000",
+            connect_raw(b"MQTT", 4, flags::CLEAN, 0, None, &lp(b"nul\0id")),
+            Close,
+        ),
+        refusal(
+            "connect_client_id_with_nul_v5_connack_0x81",
+            "[MQTT-1.5.4-2] (5.0) U+0000 in a UTF-8 string is a Malformed Packet",
+            connect_raw(b"MQTT", 5, flags::CLEAN, 0, Some(&no_props()), &lp(b"nul\0id")),
+            V5Refusal(&[0x81]),
+        ),
+        refusal(
+            "first_packet_not_connect_closes (PINGREQ)",
+            "[MQTT-3.1.0-1] the first packet from the client must be CONNECT",
+            PINGREQ.to_vec(),
+            Close,
+        ),
+        refusal(
+            "first_packet_not_connect_closes (PUBLISH)",
+            "[MQTT-3.1.0-1] the first packet from the client must be CONNECT",
+            publish_v311("early/bird", 0, 0, b"x"),
+            Close,
+        ),
+    ];
+    for bad in bad_utf8 {
+        rows.push(refusal(
+            "connect_client_id_invalid_utf8_v311_closes",
+            "[MQTT-1.5.3-1] (3.1.1) ill-formed UTF-8 (a lone continuation byte, an encoded surrogate)",
+            connect_raw(b"MQTT", 4, flags::CLEAN, 0, None, &lp(bad)),
+            Close,
+        ));
+        rows.push(refusal(
+            "connect_client_id_invalid_utf8_v5_connack_0x81",
+            "[MQTT-1.5.4-1] (5.0) ill-formed UTF-8 is a Malformed Packet",
+            connect_raw(b"MQTT", 5, flags::CLEAN, 0, Some(&no_props()), &lp(bad)),
+            V5Refusal(&[0x81]),
+        ));
+    }
+    rows
 }
 
 #[test]
-fn connect_wrong_protocol_name_v5_is_refused() {
-    // [MQTT-3.1.2-1] (5.0): the server MAY send CONNACK 0x84 and MUST close.
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    c.send(&connect_raw(
-        b"MQTX",
-        5,
-        flags::CLEAN,
-        0,
-        Some(&no_props()),
-        &lp(b"badname5"),
-    ));
-    let got = c.expect_closed();
-    let ok = got.is_empty()
-        || (got.len() == 1 && got[0] == [0x20, 0x02, 0x00, 0x01])
-        || (got.len() == 1 && got[0][0] == 0x20 && parse_connack(&got[0], true).code == 0x84);
-    assert!(
-        ok,
-        "expected close (optionally after a refusing CONNACK), got {:?}",
-        got.iter().map(|p| hex(p)).collect::<Vec<_>>()
-    );
-}
-
-#[test]
-fn connect_unsupported_level_6_gets_rc1_in_311_form() {
-    // [MQTT-3.1.2-2] unsupported level → CONNACK return code 1, then close. The broker cannot
-    // know the client's CONNACK format, so it answers in the 3.1.1 form.
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    c.send(&connect_raw(
-        b"MQTT",
-        6,
-        flags::CLEAN,
-        0,
-        None,
-        &lp(b"future"),
-    ));
-    c.expect_packet(&[0x20, 0x02, 0x00, 0x01]);
-    c.expect_closed_silently();
-}
-
-#[test]
-fn connect_unsupported_level_2_gets_rc1_in_311_form() {
-    // [MQTT-3.1.2-2] the same for a level below 3.
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    c.send(&connect_raw(
-        b"MQTT",
-        2,
-        flags::CLEAN,
-        0,
-        None,
-        &lp(b"past"),
-    ));
-    c.expect_packet(&[0x20, 0x02, 0x00, 0x01]);
-    c.expect_closed_silently();
-}
-
-#[test]
-fn connect_reserved_flag_v311_closes() {
-    // [MQTT-3.1.2-3] reserved flag must be 0, else disconnect.
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    c.send(&connect_v311("resv", flags::CLEAN | flags::RESERVED, 0));
-    c.expect_closed_silently();
-}
-
-#[test]
-fn connect_reserved_flag_v5_connack_0x81() {
-    // [MQTT-3.1.2-3] (5.0): "If the reserved flag is not 0 it is a Malformed Packet".
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    c.send(&connect_v5(
-        "resv5",
-        flags::CLEAN | flags::RESERVED,
-        0,
-        &no_props(),
-    ));
-    c.expect_v5_connect_refusal(&[0x81], Broker::edgemq_only());
-}
-
-#[test]
-fn connect_will_qos3_v311_closes() {
-    // [MQTT-3.1.2-14] Will QoS must not be 3.
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    c.send(&connect_v311_will(
-        "wq3",
-        flags::CLEAN | flags::WILL_QOS1 | flags::WILL_QOS2,
-        "w/t",
-        b"bye",
-    ));
-    c.expect_closed_silently();
-}
-
-#[test]
-fn connect_will_qos3_v5_connack_0x81() {
-    // MQTT 5.0 §3.1.2.6: "A value of 3 (0x03) is a Malformed Packet" [MQTT-3.1.2-12].
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    c.send(&connect_v5_will(
-        "wq3-5",
-        flags::CLEAN | flags::WILL_QOS1 | flags::WILL_QOS2,
-        &no_props(),
-        "w/t",
-        b"bye",
-    ));
-    c.expect_v5_connect_refusal(&[0x81], Broker::edgemq_only());
-}
-
-#[test]
-fn connect_will_retain_without_will_flag_v311_closes() {
-    // [MQTT-3.1.2-15] Will Flag 0 → Will Retain must be 0.
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    c.send(&connect_v311("wr", flags::CLEAN | flags::WILL_RETAIN, 0));
-    c.expect_closed_silently();
-}
-
-#[test]
-fn connect_will_retain_without_will_flag_v5_refused() {
-    // [MQTT-3.1.2-13] (5.0) Will Flag 0 → Will Retain must be 0. The specification does not
-    // say whether this is malformed or a protocol error, so either refusal code is accepted.
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    c.send(&connect_v5(
-        "wr5",
-        flags::CLEAN | flags::WILL_RETAIN,
-        0,
-        &no_props(),
-    ));
-    c.expect_v5_connect_refusal(&[0x81, 0x82], Broker::edgemq_only());
-}
-
-#[test]
-fn connect_will_qos_without_will_flag_v311_closes() {
-    // [MQTT-3.1.2-13] (3.1.1) Will Flag 0 → Will QoS must be 0.
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    c.send(&connect_v311("wq", flags::CLEAN | flags::WILL_QOS1, 0));
-    c.expect_closed_silently();
-}
-
-#[test]
-fn connect_password_without_username_v311_closes() {
-    // [MQTT-3.1.2-22] (3.1.1) User Name Flag 0 → Password Flag must be 0.
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    let payload = cat(&[&lp(b"pwonly"), &lp(b"secret")]);
-    c.send(&connect_raw(
-        b"MQTT",
-        4,
-        flags::CLEAN | flags::PASSWORD,
-        0,
-        None,
-        &payload,
-    ));
-    c.expect_closed_silently();
-}
-
-#[test]
-fn connect_empty_client_id_clean_session_0_v311_rc2() {
-    // [MQTT-3.1.3-8] zero-length client id with CleanSession 0 → CONNACK 0x02 and close.
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    c.send(&connect_v311("", 0, 0));
-    c.expect_packet(&[0x20, 0x02, 0x00, 0x02]);
-    c.expect_closed_silently();
+fn connect_refusals() {
+    let b = Target::start();
+    for row in refusals() {
+        // Shown with the assertion's message when a row fails.
+        eprintln!("row {}: {}", row.name, row.rule);
+        let mut c = RawClient::open(b.addr());
+        c.send(&row.connect);
+        row.answer.check(&mut c);
+    }
 }
 
 #[test]
@@ -431,16 +441,6 @@ fn connect_empty_client_id_clean_session_1_v311_accepted() {
     c.send(&connect_v311("", flags::CLEAN, 0));
     c.expect_packet(&[0x20, 0x02, 0x00, 0x00]);
     c.ping();
-}
-
-#[test]
-fn connect_empty_client_id_v31_rc2() {
-    // MQTT 3.1 requires a 1-23 character client id: identifier rejected (return code 2).
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    c.send(&connect_raw(b"MQIsdp", 3, flags::CLEAN, 0, None, &lp(b"")));
-    c.expect_packet(&[0x20, 0x02, 0x00, 0x02]);
-    c.expect_closed_silently();
 }
 
 #[test]
@@ -461,81 +461,6 @@ fn connect_empty_client_id_v5_gets_assigned_identifier() {
         ack.props
     );
     c.ping();
-}
-
-#[test]
-fn connect_client_id_with_nul_v311_closes() {
-    // [MQTT-1.5.3-2] (3.1.1) a UTF-8 string must not contain U+0000 → close.
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    c.send(&connect_raw(
-        b"MQTT",
-        4,
-        flags::CLEAN,
-        0,
-        None,
-        &lp(b"nul\0id"),
-    ));
-    c.expect_closed_silently();
-}
-
-#[test]
-fn connect_client_id_with_nul_v5_connack_0x81() {
-    // [MQTT-1.5.4-2] (5.0) U+0000 in a UTF-8 string is a Malformed Packet.
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    c.send(&connect_raw(
-        b"MQTT",
-        5,
-        flags::CLEAN,
-        0,
-        Some(&no_props()),
-        &lp(b"nul\0id"),
-    ));
-    c.expect_v5_connect_refusal(&[0x81], Broker::edgemq_only());
-}
-
-#[test]
-fn connect_client_id_invalid_utf8_v311_closes() {
-    // [MQTT-1.5.3-1] (3.1.1) ill-formed UTF-8 (a lone continuation byte, and an encoded
-    // surrogate) → close.
-    let b = Broker::start();
-    for bad in [&b"bad\x80id"[..], &b"sur\xed\xa0\x80"[..]] {
-        let mut c = RawClient::open(b.addr);
-        c.send(&connect_raw(b"MQTT", 4, flags::CLEAN, 0, None, &lp(bad)));
-        c.expect_closed_silently();
-    }
-}
-
-#[test]
-fn connect_client_id_invalid_utf8_v5_connack_0x81() {
-    // [MQTT-1.5.4-1] (5.0) ill-formed UTF-8 is a Malformed Packet.
-    let b = Broker::start();
-    for bad in [&b"bad\x80id"[..], &b"sur\xed\xa0\x80"[..]] {
-        let mut c = RawClient::open(b.addr);
-        c.send(&connect_raw(
-            b"MQTT",
-            5,
-            flags::CLEAN,
-            0,
-            Some(&no_props()),
-            &lp(bad),
-        ));
-        c.expect_v5_connect_refusal(&[0x81], Broker::edgemq_only());
-    }
-}
-
-#[test]
-fn first_packet_not_connect_closes() {
-    // [MQTT-3.1.0-1] the first packet from the client must be CONNECT.
-    let b = Broker::start();
-    let mut c = RawClient::open(b.addr);
-    c.send(&PINGREQ);
-    c.expect_closed_silently();
-
-    let mut c = RawClient::open(b.addr);
-    c.send(&publish_v311("early/bird", 0, 0, b"x"));
-    c.expect_closed_silently();
 }
 
 #[test]
@@ -562,77 +487,72 @@ fn second_connect_v5_disconnect_0x82() {
 
 /// Send `bad` after a successful CONNECT, once as v3.1.1 (expect a plain close) and once as
 /// v5 (expect DISCONNECT with one of `v5_reasons`).
-fn violation_both(b: &Broker, bad: &[u8], v5_reasons: &[u8]) {
-    let mut c = RawClient::v311(b.addr, "bad-v311");
+fn violation_both(b: &impl Endpoint, bad: &[u8], v5_reasons: &[u8]) {
+    let mut c = RawClient::v311(b.addr(), "bad-v311");
     c.send(bad);
     c.expect_closed_silently();
 
-    let (mut c, _) = RawClient::v5(b.addr, "bad-v5");
+    let (mut c, _) = RawClient::v5(b.addr(), "bad-v5");
     c.send(bad);
     c.expect_v5_violation(v5_reasons, Broker::edgemq_only());
 }
 
-#[test]
-fn fixed_header_pubrel_flags_must_be_0010() {
-    // [MQTT-2.1.3-1] PUBREL fixed-header flags are 0010; 0000 is malformed.
-    let b = Broker::start();
-    violation_both(&b, &[0x60, 0x02, 0x00, 0x01], &[0x81]);
+/// One row: a packet after CONNECT with a bad fixed header, the statement, the v5 reason
+/// codes accepted, and whether mosquitto 2.0.11 deviates (then the row is edgemq-only).
+struct FixedHeader {
+    name: &'static str,
+    rule: &'static str,
+    bad: Vec<u8>,
+    v5_reasons: &'static [u8],
+    edgemq_only: bool,
+}
+
+fn fixed_header_rows() -> Vec<FixedHeader> {
+    let row = |name, rule, bad: Vec<u8>, v5_reasons, edgemq_only| FixedHeader {
+        name,
+        rule,
+        bad,
+        v5_reasons,
+        edgemq_only,
+    };
+    let with_first = |mut packet: Vec<u8>, first: u8| {
+        packet[0] = first;
+        packet
+    };
+    vec![
+        row("fixed_header_pubrel_flags_must_be_0010", "[MQTT-2.1.3-1] PUBREL flags are 0010; 0000 is malformed",
+            vec![0x60, 0x02, 0x00, 0x01], &[0x81], false),
+        row("fixed_header_subscribe_flags_must_be_0010", "[MQTT-3.8.1-1] / [MQTT-2.1.3-1] SUBSCRIBE flags 0010",
+            with_first(subscribe(1, None, &[("a/b", 0)]), 0x80), &[0x81], false),
+        row("fixed_header_subscribe_flags_must_be_0010 (v5 layout)", "[MQTT-3.8.1-1] with a property block",
+            with_first(subscribe(1, Some(&no_props()), &[("a/b", 0)]), 0x80), &[0x81], false),
+        row("fixed_header_unsubscribe_flags_must_be_0010", "[MQTT-3.10.1-1] / [MQTT-2.1.3-1] UNSUBSCRIBE flags 0010",
+            with_first(unsubscribe(1, None, &["a/b"]), 0xA0), &[0x81], false),
+        // mosquitto 2.0.11 answers `c1 00` with `d0 00` instead of closing.
+        row("fixed_header_pingreq_flags_must_be_0000", "[MQTT-2.1.3-1] PINGREQ flags 0000",
+            vec![0xC1, 0x00], &[0x81], true),
+        row("fixed_header_disconnect_flags_must_be_0000", "[MQTT-2.1.3-1] DISCONNECT flags 0000 (an invalid DISCONNECT is not a normal disconnect)",
+            vec![0xE1, 0x00], &[0x81], false),
+        row("remaining_length_with_five_bytes_is_malformed", "[MQTT-1.5.5] / 3.1.1 §2.2.3: the Remaining Length uses at most four bytes",
+            vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], &[0x81], false),
+        row("packet_type_0_is_rejected", "packet type 0 is reserved (3.1.1 Table 2.1, 5.0 Table 2-1)",
+            vec![0x00, 0x00], &[0x81, 0x82], false),
+        // mosquitto 2.0.11 answers `c0 01 00` with `d0 00` instead of closing.
+        row("pingreq_with_nonzero_remaining_length_is_malformed", "PINGREQ has no variable header or payload (3.12.2/3.12.3)",
+            vec![0xC0, 0x01, 0x00], &[0x81], true),
+    ]
 }
 
 #[test]
-fn fixed_header_subscribe_flags_must_be_0010() {
-    // [MQTT-3.8.1-1] / [MQTT-2.1.3-1] SUBSCRIBE flags 0010.
-    let b = Broker::start();
-    let mut bad = subscribe(1, None, &[("a/b", 0)]);
-    bad[0] = 0x80;
-    violation_both(&b, &bad, &[0x81]);
-    // The v5 layout (with a property block) as well.
-    let (mut c, _) = RawClient::v5(b.addr, "bad-v5-props");
-    let mut bad = subscribe(1, Some(&no_props()), &[("a/b", 0)]);
-    bad[0] = 0x80;
-    c.send(&bad);
-    c.expect_v5_violation(&[0x81], Broker::edgemq_only());
-}
-
-#[test]
-fn fixed_header_unsubscribe_flags_must_be_0010() {
-    // [MQTT-3.10.1-1] / [MQTT-2.1.3-1] UNSUBSCRIBE flags 0010.
-    let b = Broker::start();
-    let mut bad = unsubscribe(1, None, &["a/b"]);
-    bad[0] = 0xA0;
-    violation_both(&b, &bad, &[0x81]);
-}
-
-#[test]
-fn fixed_header_pingreq_flags_must_be_0000() {
-    // [MQTT-2.1.3-1] PINGREQ flags 0000. mosquitto 2.0.11 answers `c1 00` with `d0 00`
-    // instead of closing (a deviation from [MQTT-2.1.3-1]), hence edgemq-only.
-    if !Broker::edgemq_only() {
-        return;
+fn fixed_header_violations() {
+    let b = Target::start();
+    for row in fixed_header_rows() {
+        if row.edgemq_only && !Broker::edgemq_only() {
+            continue;
+        }
+        eprintln!("row {}: {}", row.name, row.rule);
+        violation_both(&b, &row.bad, row.v5_reasons);
     }
-    let b = Broker::start();
-    violation_both(&b, &[0xC1, 0x00], &[0x81]);
-}
-
-#[test]
-fn fixed_header_disconnect_flags_must_be_0000() {
-    // [MQTT-2.1.3-1] DISCONNECT flags 0000 (an invalid DISCONNECT is not a normal disconnect).
-    let b = Broker::start();
-    violation_both(&b, &[0xE1, 0x00], &[0x81]);
-}
-
-#[test]
-fn remaining_length_with_five_bytes_is_malformed() {
-    // [MQTT-1.5.5] / 3.1.1 §2.2.3: the Remaining Length uses at most four bytes.
-    let b = Broker::start();
-    violation_both(&b, &[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], &[0x81]);
-}
-
-#[test]
-fn packet_type_0_is_rejected() {
-    // Packet type 0 is reserved/forbidden (3.1.1 Table 2.1, 5.0 Table 2-1).
-    let b = Broker::start();
-    violation_both(&b, &[0x00, 0x00], &[0x81, 0x82]);
 }
 
 #[test]
@@ -658,17 +578,6 @@ fn pingreq_gets_exact_pingresp() {
     let (mut c, _) = RawClient::v5(b.addr, "ping5");
     c.send(&PINGREQ);
     c.expect_packet(&[0xD0, 0x00]);
-}
-
-#[test]
-fn pingreq_with_nonzero_remaining_length_is_malformed() {
-    // PINGREQ has no variable header or payload (3.12.2/3.12.3): Remaining Length must be 0.
-    // mosquitto 2.0.11 answers `c0 01 00` with `d0 00` instead of closing, hence edgemq-only.
-    if !Broker::edgemq_only() {
-        return;
-    }
-    let b = Broker::start();
-    violation_both(&b, &[0xC0, 0x01, 0x00], &[0x81]);
 }
 
 // =======================================================================================

@@ -10,17 +10,18 @@
 
 use edgemq_testkit::broker::Broker;
 use edgemq_testkit::raw::*;
+use edgemq_testkit::{Endpoint, Target};
 
 /// A v3.1.1 client sends `bad` after CONNECT; the broker must close without a word.
-fn v311_violation(b: &Broker, bad: &[u8]) {
-    let mut c = RawClient::v311(b.addr, "bad-v311");
+fn v311_violation(b: &impl Endpoint, bad: &[u8]) {
+    let mut c = RawClient::v311(b.addr(), "bad-v311");
     c.send(bad);
     c.expect_closed_silently();
 }
 
 /// A v5 client sends `bad` after CONNECT; the broker must DISCONNECT with one of `reasons`.
-fn v5_violation(b: &Broker, bad: &[u8], reasons: &[u8]) {
-    let (mut c, _) = RawClient::v5(b.addr, "bad-v5");
+fn v5_violation(b: &impl Endpoint, bad: &[u8], reasons: &[u8]) {
+    let (mut c, _) = RawClient::v5(b.addr(), "bad-v5");
     c.send(bad);
     c.expect_v5_violation(reasons, Broker::edgemq_only());
 }
@@ -47,7 +48,8 @@ fn v5_pub(topic: &[u8], qos: u8, pid: u16, props: &[u8], payload: &[u8]) -> Vec<
 // PUBLISH and SUBSCRIBE: malformed / illegal, one test a row
 // =======================================================================================
 
-/// The violation suites as a table: each row is a test that starts a broker and sends each
+/// The violation suites as a table: each row is a test that starts a broker (in this process,
+/// or the one `EDGEMQ_TEST_AGAINST` names: `Target`) and sends each
 /// of its packets on a fresh connection after CONNECT. `v311(bytes)`: the broker must close
 /// without a word; `v5(bytes, reasons)`: DISCONNECT with one of `reasons`. `if edgemq_only`:
 /// the row is skipped against mosquitto (its comment says why).
@@ -60,7 +62,7 @@ macro_rules! violations {
                 $(if !Broker::$only() {
                     return;
                 })?
-                let b = Broker::start();
+                let b = Target::start();
                 $(violation!(b, $kind, $($arg),+);)+
             }
         )*
@@ -774,8 +776,12 @@ fn unsuback_exact_bytes_v5() {
 fn a_server_only_packet_from_a_client_is_disconnect_0x82_whatever_its_body() {
     // MQTT 5 §4.13.1: CONNACK, SUBACK, UNSUBACK and PINGRESP may only come from a server; from
     // a client they are a Protocol Error — refused from the fixed header, so an empty or
-    // garbled body is not reported as Malformed (0x81) instead.
-    let b = Broker::start();
+    // garbled body is not reported as Malformed (0x81) instead. mosquitto 2.0.11 ignores
+    // some of them and keeps the connection open, hence edgemq-only.
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let b = Target::start();
     for bad in [
         &[0x20, 0x00][..],
         &[0x20, 0x03, 0x00, 0x00, 0x00],

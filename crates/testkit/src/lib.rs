@@ -2,6 +2,8 @@
 //!
 //! - [`broker`]: start the real `edgemq` binary on port 0 (or a free port) and stop it at the
 //!   end of the test; run `edgemq` commands with a time limit.
+//! - [`in_process`]: a broker inside the test process on port 0, its limits set in code, and
+//!   [`in_process::Target`], which is that broker or the one `EDGEMQ_TEST_AGAINST` names.
 //! - [`raw`]: a raw MQTT client, byte-exact packets in and out.
 //! - [`fixtures`]: configuration folders, resource builders, mosquitto client wrappers and
 //!   the documentation's password file.
@@ -13,7 +15,9 @@
 
 pub mod broker;
 pub mod fixtures;
+pub mod in_process;
 pub mod pki;
 pub mod raw;
 
 pub use broker::{binary, edgemq, free_port, fresh_data_dir, run_with_timeout, Broker};
+pub use in_process::{Endpoint, InProcess, Target};
