@@ -234,7 +234,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
         session.persist(None, will.as_ref().map(|w| (w.message.clone(), w.delay)));
         let mut ack = terms.ack;
         ack.session_present = opened.session_present;
-        let _ = Packet::ConnAck(ack).encode(version, &mut self.io.wbuf);
+        self.io.encode(&Packet::ConnAck(ack), version);
         tracing::info!(
             listener = %self.listener.name, peer = %self.peer.addr, client_id = %Short(&client_id),
             protocol = version as u8, clean_start = connect.clean_start,
@@ -294,7 +294,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
     /// Queue a refusing CONNACK if one may be sent ([`rules::refusal`]).
     fn refuse_with(&mut self, version: ProtocolVersion, reason: ReasonCode) {
         if let Some(ack) = rules::refusal(version, reason, None) {
-            let _ = Packet::ConnAck(ack).encode(version, &mut self.io.wbuf);
+            self.io.encode(&Packet::ConnAck(ack), version);
         }
     }
 }

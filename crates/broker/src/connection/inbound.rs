@@ -331,8 +331,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Encode a packet into the write buffer.
     pub(super) fn send(&mut self, packet: Packet) {
-        if let Err(e) = packet.encode(self.version, &mut self.io.wbuf) {
-            tracing::error!(error = %e, "could not encode a packet");
-        }
+        self.io.encode(&packet, self.version);
     }
 }

@@ -173,13 +173,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     /// stored state (a PINGRESP), and a client must not time out while the store catches up.
     fn send_unheld(&mut self, packet: Packet, version: ProtocolVersion) {
         let Some(hold) = self.hold.as_mut() else {
-            let _ = packet.encode(version, &mut self.wbuf);
+            self.encode(&packet, version);
             return;
         };
         let held = self.wbuf.split_off(hold.from);
-        let _ = packet.encode(version, &mut self.wbuf);
+        encode_into(&mut self.wbuf, &packet, version);
         hold.from = self.wbuf.len();
         self.wbuf.unsplit(held);
+    }
+
+    /// Encode `packet` at the end of the write buffer (see [`encode_into`]).
+    fn encode(&mut self, packet: &Packet, version: ProtocolVersion) {
+        encode_into(&mut self.wbuf, packet, version);
     }
 
     /// `n` bytes were written from the front of the buffer.
@@ -287,6 +292,17 @@ pub(crate) struct Accepted {
 pub(crate) struct Will {
     pub message: Arc<Message>,
     pub delay: u32,
+}
+
+/// Encode `packet` at the end of `out`. A packet the codec refuses (a field or length beyond
+/// the protocol's) leaves nothing behind and is logged: the broker built it, so it is a bug,
+/// never the client's input.
+fn encode_into(out: &mut BytesMut, packet: &Packet, version: ProtocolVersion) {
+    let before = out.len();
+    if let Err(e) = packet.encode(version, out) {
+        out.truncate(before);
+        tracing::error!(error = %e, packet = ?packet.packet_type(), "could not encode a packet");
+    }
 }
 
 /// Why the connection loop ended.
