@@ -60,7 +60,7 @@ fn wait_state(b: &Broker, needle: &str, timeout: Duration) -> String {
             Instant::now() < deadline,
             "state never showed `{needle}`; last: {line}"
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
