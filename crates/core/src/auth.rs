@@ -90,6 +90,33 @@ pub enum AuthDecision {
     Deny(ReasonCode),
 }
 
+/// What a re-authentication's decision means for the connection [MQTT-4.12.1].
+#[derive(Debug)]
+pub enum Reauthenticated {
+    /// AUTH 0x00 Success; the connection takes the new credentials (attributes, expiry).
+    Admitted(Admission),
+    /// The verifier could not answer (a token reviewer down, a rate limit): AUTH 0x18
+    /// Continue authentication; the client keeps its current credentials until they expire
+    /// and may try again.
+    Retry,
+    /// Refused: DISCONNECT with the decision's reason [MQTT-4.12.1-2].
+    Refused(crate::protocol::Violation),
+}
+
+/// Decide what a re-authentication's `decision` does to the connection.
+pub fn reauthenticated(decision: AuthDecision) -> Reauthenticated {
+    match decision {
+        AuthDecision::Allow(admission) => Reauthenticated::Admitted(admission),
+        AuthDecision::Deny(ReasonCode::ServerUnavailable | ReasonCode::ServerBusy) => {
+            Reauthenticated::Retry
+        }
+        AuthDecision::Deny(reason) => Reauthenticated::Refused(crate::protocol::Violation::new(
+            reason,
+            "[MQTT-4.12.1-2] re-authentication failed",
+        )),
+    }
+}
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Decides whether a CONNECT (or a re-authentication) is admitted. Asynchronous because
@@ -169,5 +196,39 @@ impl Authenticator for AllowAll {
 impl Authorizer for AllowAll {
     fn authorize(&self, _principal: &Principal, _action: Action<'_>) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mqtt_4_12_1_2_a_failed_reauthentication_disconnects_with_its_reason() {
+        // [MQTT-4.12.1-2] If the re-authentication fails, the Client or Server SHOULD send
+        // DISCONNECT with an appropriate Reason Code and MUST close the Network Connection.
+        match reauthenticated(AuthDecision::Deny(ReasonCode::BadUserNameOrPassword)) {
+            Reauthenticated::Refused(v) => {
+                assert_eq!(v.reason, ReasonCode::BadUserNameOrPassword);
+                assert!(v.rule.contains("MQTT-4.12.1-2"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            reauthenticated(AuthDecision::Deny(ReasonCode::NotAuthorized)),
+            Reauthenticated::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn a_verifier_that_cannot_answer_leaves_the_credentials_until_they_expire() {
+        for reason in [ReasonCode::ServerUnavailable, ReasonCode::ServerBusy] {
+            assert!(matches!(
+                reauthenticated(AuthDecision::Deny(reason)),
+                Reauthenticated::Retry
+            ));
+        }
+        let admitted = reauthenticated(AuthDecision::Allow(Admission::default()));
+        assert!(matches!(admitted, Reauthenticated::Admitted(_)));
     }
 }

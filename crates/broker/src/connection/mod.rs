@@ -29,7 +29,8 @@ use tracing::Instrument;
 
 use edgemq_codec::{Auth, Decoder, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
 use edgemq_core::auth::{
-    Action, AuthDecision, Authorizer, ConnectRequest, Prepared, Principal, RequestKind,
+    reauthenticated, Action, Authorizer, ConnectRequest, Prepared, Principal, Reauthenticated,
+    RequestKind,
 };
 use edgemq_core::lifetime::{will_timing, Ending, KeepAlive, KeepAliveCheck, WillTiming};
 use edgemq_core::message::Message;
@@ -690,10 +691,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
     }
 
-    /// An MQTT 5 re-authentication [MQTT-4.12.1]: the chain decides again; success is
-    /// answered with AUTH 0x00 and new credentials (attributes, expiry), a temporary failure
-    /// with AUTH 0x18 (the old credentials stay until they expire), a refusal with
-    /// DISCONNECT carrying the chain's reason [MQTT-4.12.1-2].
+    /// An MQTT 5 re-authentication [MQTT-4.12.1]: the chain decides again, and
+    /// `auth::reauthenticated` what that means (AUTH 0x00 with new credentials, AUTH 0x18,
+    /// or DISCONNECT with the chain's reason).
     async fn reauthenticate(&mut self, auth: Auth) -> Result<(), Exit> {
         let request = ConnectRequest {
             kind: RequestKind::Reauthenticate,
@@ -708,26 +708,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             client_certificates: &self.peer.client_certificates,
         };
         let authenticator = self.listener.authenticator();
-        match authenticator.authenticate(&request).await {
-            AuthDecision::Allow(admission) => {
+        match reauthenticated(authenticator.authenticate(&request).await) {
+            Reauthenticated::Admitted(admission) => {
                 self.principal.attributes = admission.attributes;
                 self.authz_prepared = self.authorizer.prepare(&self.principal);
                 self.credentials_expire = admission.expires_at;
                 self.send(self.auth_packet(ReasonCode::Success));
                 Ok(())
             }
-            // The verifier could not answer (token reviewer down, rate limit): the client
-            // keeps its current credentials until they expire, and may try again.
-            AuthDecision::Deny(reason)
-                if reason == ReasonCode::ServerUnavailable || reason == ReasonCode::ServerBusy =>
-            {
+            Reauthenticated::Retry => {
                 self.send(self.auth_packet(ReasonCode::ContinueAuthentication));
                 Ok(())
             }
-            AuthDecision::Deny(reason) => Err(self.violation(Violation::new(
-                reason,
-                "[MQTT-4.12.1-2] re-authentication failed",
-            ))),
+            Reauthenticated::Refused(violation) => Err(self.violation(violation)),
         }
     }
 
