@@ -9,11 +9,20 @@
 //! Durability: an answer that promises something is on disk (a PUBACK or PUBREC for a
 //! message a persistent session stored, a PUBREL, the first send of a stored QoS 2 message)
 //! is encoded after its store operations are submitted, and the output from there on is
-//! held until the store's group commit covers them ([`Hold`]).
+//! held until the store's group commit covers them (`io::Hold`).
+//!
+//! The rules are `edgemq_core`'s; the files here carry them out: `handshake` (CONNECT to
+//! CONNACK), `inbound` (packets from the client), `outbound` (deliveries to it), `authority`
+//! (policy, re-authentication, credential expiry), `io` (buffers, reads, writes), `waits`
+//! (what the loop waits on besides the socket), `finish` (the end: session and will).
 
+mod authority;
+mod finish;
 mod handshake;
 mod inbound;
+mod io;
 mod outbound;
+mod waits;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,16 +32,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use bytestring::ByteString;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use edgemq_codec::{Auth, Decoder, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode};
-use edgemq_core::auth::{
-    reauthenticated, Action, Authorizer, ConnectRequest, Prepared, Principal, Reauthenticated,
-    RequestKind,
-};
-use edgemq_core::lifetime::{will_timing, Ending, KeepAlive, KeepAliveCheck, WillTiming};
+use edgemq_codec::{Auth, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode};
+use edgemq_core::auth::{Authorizer, Prepared, Principal};
+use edgemq_core::lifetime::{KeepAlive, KeepAliveCheck};
 use edgemq_core::message::Message;
 use edgemq_core::outbound::{Outbound, OutboundTerms};
 use edgemq_core::protocol::{Inbound, Rules, Violation};
@@ -41,10 +47,13 @@ use edgemq_core::session::Delivery;
 use crate::bus::Bus;
 use crate::listener::ListenerContext;
 use crate::mailbox::Mailbox;
-use crate::sessions::{redistribute_shared, Control, ControlSlot, SessionData};
+use crate::sessions::{Control, ControlSlot, SessionData};
 use edgemq_core::backlog::RetainedBacklog;
 use edgemq_core::logtext::LogLimiter;
-use edgemq_core::logtext::{Attrs, Short, ShortOpt};
+use edgemq_core::logtext::Short;
+use io::Io;
+use io::{read_some, write_or_flush};
+use waits::{deadline, signal, store_event, Due, Signal, StoreEvent};
 
 /// Stop reading while this much output is waiting for the socket.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -54,20 +63,9 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 const BACKPRESSURE_PATIENCE: Duration = Duration::from_secs(2);
 /// A read carrying at most this many routed messages is "light load": see `run`.
 const LATENCY_BATCH: u32 = 4;
-/// Bytes read per wake-up when the read buffer has no room (a stack buffer, copied into a
-/// read buffer sized to what arrived).
-const READ_CHUNK: usize = 8 * 1024;
 
 /// Queued deliveries read back per store load.
 const LOAD_BATCH: usize = 64;
-
-/// Output from byte `from` of the write buffer waits until the store has committed every
-/// operation up to `ticket` (see `edgemq_store::Store::ticket`).
-#[derive(Debug, Clone, Copy)]
-struct Hold {
-    from: usize,
-    ticket: u64,
-}
 
 /// Stored deliveries being read back, and the queue entries they were (put back if the
 /// connection ends first).
@@ -141,131 +139,6 @@ impl Drop for ConnectionCount {
     }
 }
 
-/// The socket halves and their buffers.
-pub(crate) struct Io<S> {
-    reader: tokio::io::ReadHalf<S>,
-    writer: tokio::io::WriteHalf<S>,
-    rbuf: BytesMut,
-    wbuf: BytesMut,
-    /// Output waiting for a store commit.
-    hold: Option<Hold>,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
-    /// The bytes that may be written now.
-    fn writable(&self) -> usize {
-        self.hold.map_or(self.wbuf.len(), |h| h.from)
-    }
-
-    /// Hold the output from here on until the store has committed up to `ticket`.
-    fn hold_until(&mut self, ticket: u64) {
-        match &mut self.hold {
-            Some(h) => h.ticket = h.ticket.max(ticket),
-            None => {
-                self.hold = Some(Hold {
-                    from: self.wbuf.len(),
-                    ticket,
-                })
-            }
-        }
-    }
-
-    /// Encode `packet` ahead of any output held for a commit: it promises nothing about
-    /// stored state (a PINGRESP), and a client must not time out while the store catches up.
-    fn send_unheld(&mut self, packet: Packet, version: ProtocolVersion) {
-        let Some(hold) = self.hold.as_mut() else {
-            self.encode(&packet, version);
-            return;
-        };
-        let held = self.wbuf.split_off(hold.from);
-        encode_into(&mut self.wbuf, &packet, version);
-        hold.from = self.wbuf.len();
-        self.wbuf.unsplit(held);
-    }
-
-    /// Encode `packet` at the end of the write buffer (see [`encode_into`]).
-    fn encode(&mut self, packet: &Packet, version: ProtocolVersion) {
-        encode_into(&mut self.wbuf, packet, version);
-    }
-
-    /// `n` bytes were written from the front of the buffer.
-    fn advance(&mut self, n: usize) {
-        let _ = self.wbuf.split_to(n);
-        if let Some(h) = &mut self.hold {
-            h.from -= n;
-        }
-    }
-
-    /// Read more bytes into `rbuf`; Ok(0) means the peer closed.
-    async fn read_more(&mut self) -> std::io::Result<usize> {
-        read_some(&mut self.reader, &mut self.rbuf).await
-    }
-
-    /// Write everything buffered (used at the end of a connection, bounded by the caller).
-    async fn flush_all(&mut self) -> std::io::Result<()> {
-        if !self.wbuf.is_empty() {
-            let buf = self.wbuf.split();
-            self.writer.write_all(&buf).await?;
-        }
-        self.writer.flush().await
-    }
-
-    /// Release idle buffer memory (the idle-connection footprint matters at 10k+ clients).
-    fn shrink_if_idle(&mut self) {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
-            self.rbuf = BytesMut::new();
-        }
-        if self.wbuf.is_empty() && self.wbuf.capacity() > 0 {
-            self.wbuf = BytesMut::new();
-        }
-    }
-}
-
-/// Read what the peer sent into `rbuf`; Ok(0) means the peer closed.
-///
-/// An idle connection owns no read buffer: while waiting, the read targets a stack buffer
-/// that exists only during a poll, and the bytes that arrive are copied into a buffer of
-/// their size. (Reserving a buffer before waiting would cost every idle client kilobytes.)
-/// A buffer with room (a packet arriving in parts) is read into directly.
-async fn read_some<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    rbuf: &mut BytesMut,
-) -> std::io::Result<usize> {
-    if rbuf.capacity() - rbuf.len() >= READ_CHUNK / 8 {
-        return reader.read_buf(rbuf).await;
-    }
-    std::future::poll_fn(|cx| {
-        let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
-        let mut buf = tokio::io::ReadBuf::uninit(&mut stack);
-        std::task::ready!(Pin::new(&mut *reader).poll_read(cx, &mut buf))?;
-        rbuf.extend_from_slice(buf.filled());
-        std::task::Poll::Ready(Ok(buf.filled().len()))
-    })
-    .await
-}
-
-/// Write what is buffered, or flush when nothing is: `Some(n)` bytes written, `None` flushed.
-async fn write_or_flush<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    wbuf: &[u8],
-) -> std::io::Result<Option<usize>> {
-    if wbuf.is_empty() {
-        writer.flush().await.map(|()| None)
-    } else {
-        writer.write(wbuf).await.map(Some)
-    }
-}
-
-/// Resolves when `future` does; never when there is none. (Rare waits — a back-pressure
-/// pause, a credentials expiry — are boxed only while they exist, not carried by every
-/// connection's task.)
-async fn fires<F: Future<Output = ()> + ?Sized>(future: &mut Option<Pin<Box<F>>>) {
-    match future {
-        Some(future) => future.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// What the handshake established.
 pub(crate) struct Accepted {
     pub client_id: ByteString,
@@ -293,17 +166,6 @@ pub(crate) struct Accepted {
 pub(crate) struct Will {
     pub message: Arc<Message>,
     pub delay: u32,
-}
-
-/// Encode `packet` at the end of `out`. A packet the codec refuses (a field or length beyond
-/// the protocol's) leaves nothing behind and is logged: the broker built it, so it is a bug,
-/// never the client's input.
-fn encode_into(out: &mut BytesMut, packet: &Packet, version: ProtocolVersion) {
-    let before = out.len();
-    if let Err(e) = packet.encode(version, out) {
-        out.truncate(before);
-        tracing::error!(error = %e, packet = ?packet.packet_type(), "could not encode a packet");
-    }
 }
 
 /// Why the connection loop ended.
@@ -672,130 +534,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }));
     }
 
-    /// A timer for the credentials' expiry, if they have one.
-    fn credentials_timer(&self) -> Option<Pin<Box<tokio::time::Sleep>>> {
-        self.credentials_expire
-            .map(|_| Box::pin(tokio::time::sleep_until(self.credentials_deadline().into())))
-    }
-
-    /// When the credentials expire, as a monotonic instant (far away without an expiry).
-    fn credentials_deadline(&self) -> Instant {
-        let now = self.bus.now();
-        match self.credentials_expire {
-            Some(at) => {
-                now + at
-                    .duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO)
-            }
-            None => now + Duration::from_secs(86_400 * 365),
-        }
-    }
-
-    /// An MQTT 5 re-authentication [MQTT-4.12.1]: the chain decides again, and
-    /// `auth::reauthenticated` what that means (AUTH 0x00 with new credentials, AUTH 0x18,
-    /// or DISCONNECT with the chain's reason).
-    async fn reauthenticate(&mut self, auth: Auth) -> Result<(), Exit> {
-        let request = ConnectRequest {
-            kind: RequestKind::Reauthenticate,
-            listener: &self.listener.name,
-            port: self.listener.port,
-            peer: self.peer.addr,
-            client_id: &self.client_id,
-            username: self.principal.username.as_deref(),
-            password: None,
-            authentication_method: auth.properties.authentication_method.as_deref(),
-            authentication_data: auth.properties.authentication_data.as_ref(),
-            client_certificates: &self.peer.client_certificates,
-        };
-        let authenticator = self.listener.authenticator();
-        match reauthenticated(authenticator.authenticate(&request).await) {
-            Reauthenticated::Admitted(admission) => {
-                self.principal.attributes = admission.attributes;
-                self.authz_prepared = self.authorizer.prepare(&self.principal);
-                self.credentials_expire = admission.expires_at;
-                self.send(self.auth_packet(ReasonCode::Success));
-                Ok(())
-            }
-            Reauthenticated::Retry => {
-                self.send(self.auth_packet(ReasonCode::ContinueAuthentication));
-                Ok(())
-            }
-            Reauthenticated::Refused(violation) => Err(self.violation(violation)),
-        }
-    }
-
-    /// Remove subscriptions the current policy no longer allows (logged), so nothing more
-    /// is delivered on them.
-    fn revoke_disallowed_subscriptions(&mut self) {
-        let revoked: Vec<ByteString> = self
-            .session
-            .subscriptions
-            .keys()
-            .filter(|raw| {
-                !self
-                    .authorizer
-                    .authorize(&self.principal, Action::Subscribe { filter: raw })
-            })
-            .cloned()
-            .collect();
-        for raw in revoked {
-            if let Some((filter, _)) = self.session.subscriptions.remove(&raw) {
-                self.bus.index.unsubscribe(&filter, self.session.key);
-            }
-            self.persist_session();
-            tracing::warn!(
-                listener = %self.listener.name, port = self.listener.port,
-                username = %ShortOpt(self.principal.username.as_deref()), filter = %Short(&raw),
-                "subscription revoked: {}",
-                self.authorizer.explain(&self.principal, Action::Subscribe { filter: &raw })
-            );
-        }
-    }
-
-    /// Whether the policy allows `action`; a denial is logged (rate-limited) with the rule
-    /// explanation.
-    pub(super) fn authorized(&mut self, action: Action<'_>) -> bool {
-        if self
-            .authorizer
-            .authorize_prepared(&self.principal, &self.authz_prepared, action)
-        {
-            return true;
-        }
-        if let Some(events) = self.warnings.admit(self.bus.now()) {
-            let suppressed = events - 1;
-            let (kind, topic) = match action {
-                Action::Connect => ("connect", ""),
-                Action::Publish { topic } => ("publish", topic),
-                Action::Subscribe { filter } => ("subscribe", filter),
-            };
-            tracing::warn!(
-                listener = %self.listener.name, port = self.listener.port,
-                username = %ShortOpt(self.principal.username.as_deref()),
-                attributes = %Attrs(&self.principal.attributes), action = kind, topic = ?Short(topic),
-                suppressed,
-                "not authorized: {}", self.authorizer.explain(&self.principal, action)
-            );
-        }
-        false
-    }
-
     /// A warning about what this client sent, rate-limited per connection
     /// ([`LogLimiter`]); the text names the limit or rule.
     pub(super) fn warn_input(&mut self, what: std::fmt::Arguments<'_>) {
         if let Some(events) = self.warnings.admit(self.bus.now()) {
             tracing::warn!(suppressed = events - 1, "{what}");
         }
-    }
-
-    /// An AUTH carrying this connection's authentication method.
-    fn auth_packet(&self, reason: ReasonCode) -> Packet {
-        Packet::Auth(Auth {
-            reason,
-            properties: Properties {
-                authentication_method: self.protocol.authentication_method().map(ByteString::from),
-                ..Properties::default()
-            },
-        })
     }
 
     /// Decode and handle every whole packet in the read buffer.
@@ -828,217 +572,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }));
         }
         Exit::Violation(v)
-    }
-
-    /// Tear down after the loop: flush, hand the session back, publish the will if due.
-    async fn finish(mut self: Box<Self>, exit: Exit) {
-        self.session.mailbox.set_connected(false);
-        self.return_work();
-        self.release_or_drop_held().await;
-        let reason = match &exit {
-            Exit::TakenOver { .. } => Some(ReasonCode::SessionTakenOver),
-            Exit::Shutdown => Some(ReasonCode::ServerShuttingDown),
-            _ => None,
-        };
-        if let (Some(reason), true) = (reason, self.version.is_v5()) {
-            self.send(Packet::Disconnect(Disconnect {
-                reason,
-                properties: Default::default(),
-            }));
-        }
-        // A client that does not read cannot hold the task: bounded flush.
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            let _ = self.io.flush_all().await;
-            let _ = self.io.writer.shutdown().await;
-        })
-        .await;
-        tracing::info!(exit = ?ExitLog(&exit), "client disconnected");
-        let will = self.will_to_publish(&exit);
-        match exit {
-            Exit::TakenOver { reply, .. } => {
-                // A takeover's will goes now or never (`lifetime::will_timing`).
-                if let Some((will, WillTiming::Now)) = will {
-                    self.bus.publish(will);
-                }
-                let _ = reply.send(self.session);
-            }
-            _ => self.hand_back(will),
-        }
-    }
-
-    /// Work in progress goes back to the session: entries being read back from the store,
-    /// and (for a session that outlives the connection) retained messages not yet sent,
-    /// queued like any message.
-    fn return_work(&mut self) {
-        if let Some(loading) = self.loading.take() {
-            self.session.mailbox.unpop(loading.entries);
-        }
-        if self.session.expiry_interval != 0 {
-            for item in self.retained_backlog.take_all() {
-                self.session
-                    .mailbox
-                    .push(item.into_delivery(), &self.bus.stats);
-            }
-        }
-    }
-
-    /// Held answers go out only once committed (bounded wait); otherwise they are dropped
-    /// and the client re-sends.
-    async fn release_or_drop_held(&mut self) {
-        let (Some(h), Some(committed)) = (self.io.hold, self.committed.as_mut()) else {
-            return;
-        };
-        let reached = tokio::time::timeout(
-            Duration::from_secs(2),
-            committed.wait_for(|c| *c >= h.ticket),
-        )
-        .await;
-        let failed = self.session.mailbox.journal().failed();
-        if !matches!(reached, Ok(Ok(_))) || failed {
-            self.io.wbuf.truncate(h.from);
-        }
-        self.io.hold = None;
-    }
-
-    /// The will and when it goes, if this exit publishes it (`lifetime::will_timing`) and
-    /// the policy allows this client to publish it.
-    fn will_to_publish(&mut self, exit: &Exit) -> Option<(Arc<Message>, WillTiming)> {
-        let ending = match exit {
-            Exit::ClientDisconnect { with_will } => Ending::Disconnect {
-                with_will: *with_will,
-            },
-            Exit::TakenOver {
-                new_clean_start, ..
-            } => Ending::TakenOver {
-                new_clean_start: *new_clean_start,
-            },
-            Exit::Shutdown | Exit::Closed | Exit::Violation(_) => Ending::Lost,
-        };
-        let will = self.will.take()?;
-        let timing = will_timing(ending, will.delay, self.session.expiry_interval);
-        if timing == WillTiming::Never {
-            return None;
-        }
-        let topic = will.message.topic.clone();
-        self.authorized(Action::Publish { topic: &topic })
-            .then_some((will.message, timing))
-    }
-
-    /// The session goes back to the registry (offline, or ended), with its will.
-    fn hand_back(mut self: Box<Self>, will: Option<(Arc<Message>, WillTiming)>) {
-        redistribute_shared(&self.bus, &mut self.session);
-        let closed =
-            self.bus
-                .sessions
-                .close(&self.bus, &self.client_id, self.conn_id, self.session, will);
-        if let Err(data) = closed {
-            // Taken over while we were exiting: the request is in our channel.
-            if let Some(Control::TakeOver { reply, .. }) = self.control.try_recv() {
-                let _ = reply.send(*data);
-            }
-        }
-    }
-}
-
-/// Something from outside the connection.
-enum Signal {
-    /// Another connection takes the session.
-    TakeOver(Control),
-    Shutdown,
-    /// The listener's authorization policy changed.
-    PolicyChanged,
-}
-
-async fn signal(
-    control: &ControlSlot,
-    shutdown: &mut watch::Receiver<bool>,
-    authz_changes: &mut watch::Receiver<u64>,
-) -> Signal {
-    tokio::select! {
-        biased;
-        control = control.recv() => Signal::TakeOver(control),
-        _ = shutdown.changed() => Signal::Shutdown,
-        _ = authz_changes.changed() => Signal::PolicyChanged,
-    }
-}
-
-/// The store committed further, or read deliveries back.
-enum StoreEvent {
-    Committed(u64),
-    Loaded(Vec<Delivery>),
-}
-
-async fn store_event(
-    committed: &mut Option<watch::Receiver<u64>>,
-    holding: bool,
-    loading: &mut Option<Loading>,
-) -> StoreEvent {
-    tokio::select! {
-        biased;
-        c = changed(committed), if holding => StoreEvent::Committed(c),
-        loaded = load_done(loading) => StoreEvent::Loaded(loaded),
-    }
-}
-
-/// A deadline that passed.
-enum Due {
-    /// The subscriber queue (or the memory pressure) that held this publisher back eased,
-    /// or the patience ran out.
-    Relieved,
-    /// The credentials' expiry.
-    Credentials,
-    /// The keep-alive timer (the deadline itself may have moved since it was set).
-    KeepAlive,
-}
-
-async fn deadline(
-    held_back: &mut Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    credentials: &mut Option<Pin<Box<tokio::time::Sleep>>>,
-    keep_alive: Pin<&mut tokio::time::Sleep>,
-    keep_alive_on: bool,
-) -> Due {
-    tokio::select! {
-        biased;
-        () = fires(held_back) => Due::Relieved,
-        () = fires(credentials) => Due::Credentials,
-        () = keep_alive, if keep_alive_on => Due::KeepAlive,
-    }
-}
-
-/// The next value of a commit watch (never resolves without a store). A closed watch reads
-/// as everything committed: the writer stops only after committing what it was given, or
-/// after a failure, which `on_commit` checks first.
-async fn changed(committed: &mut Option<watch::Receiver<u64>>) -> u64 {
-    match committed {
-        Some(rx) => match rx.changed().await {
-            Ok(()) => *rx.borrow_and_update(),
-            Err(_) => u64::MAX,
-        },
-        None => std::future::pending().await,
-    }
-}
-
-/// Deliveries read back from the store (empty if the store stopped).
-async fn load_done(loading: &mut Option<Loading>) -> Vec<Delivery> {
-    match loading {
-        Some(l) => (&mut l.reply).await.unwrap_or_default(),
-        None => std::future::pending().await,
-    }
-}
-
-/// Log form of an exit without the session data.
-struct ExitLog<'a>(&'a Exit);
-
-impl std::fmt::Debug for ExitLog<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Exit::ClientDisconnect { with_will } => write!(f, "disconnect(with_will={with_will})"),
-            Exit::Closed => write!(f, "connection closed"),
-            Exit::Violation(v) => {
-                write!(f, "refused(reason=0x{:02X}, rule={:?})", v.reason.0, v.rule)
-            }
-            Exit::TakenOver { .. } => write!(f, "session taken over"),
-            Exit::Shutdown => write!(f, "server shutting down"),
-        }
     }
 }
