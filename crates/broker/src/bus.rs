@@ -75,7 +75,7 @@ pub struct Bus {
     pub index: SubscriptionIndex<MailboxHandle>,
     pub retained: RetainedStore,
     pub sessions: Registry,
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
     pub limits: Limits,
     /// Durable state (none with `--in-memory`): reached only through it.
     pub durable: Durability,
@@ -113,7 +113,7 @@ impl Bus {
                 limits.max_retained_bytes,
             ),
             sessions: Registry::default(),
-            stats: Stats::default(),
+            stats: Arc::default(),
             limits,
             next_id: AtomicU64::new(1),
             retain_warning: LimitWarning::default(),
@@ -150,6 +150,10 @@ impl Bus {
 
     fn publish_with(&self, message: Arc<Message>, route_when_refused: bool) -> Routed {
         self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+        let payload = message.payload.len() as u64;
+        self.stats
+            .payload_bytes_received
+            .fetch_add(payload, Ordering::Relaxed);
         let mut durable = false;
         let mut retain_refused = false;
         let store_full = self.store_full();

@@ -531,6 +531,9 @@ impl Registry {
         }
         for (client_id, data) in ended {
             tracing::debug!(client_id = %Short(&client_id), "session expired");
+            bus.stats
+                .sessions_expired
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             end_session(bus, data);
         }
         next

@@ -52,13 +52,36 @@ impl DropReason {
 
 pub use edgemq_core::limits::Limit;
 
+/// What the broker counts. Monotonic counters except the `clients_connected` gauge; what
+/// other parts already know (sessions, subscriptions, retained messages, the store) is read
+/// from them when reported, not counted twice.
 #[derive(Debug, Default)]
 pub struct Stats {
     drops: [AtomicU64; DropReason::ALL.len()],
     refusals: [AtomicU64; Limit::ALL.len()],
+    /// Application messages routed: PUBLISHes from clients, wills, the broker's own.
     pub messages_received: AtomicU64,
+    /// PUBLISHes written to clients.
     pub messages_sent: AtomicU64,
+    /// Payload bytes of `messages_received` / `messages_sent`.
+    pub payload_bytes_received: AtomicU64,
+    pub payload_bytes_sent: AtomicU64,
+    /// Bytes read from and written to client connections (every packet).
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// Connections accepted by a listener (before the handshake).
     pub connections: AtomicU64,
+    /// Clients past CONNACK now, and the most there have been at once.
+    clients_connected: AtomicU64,
+    clients_maximum: AtomicU64,
+    /// Offline sessions ended by their expiry.
+    pub sessions_expired: AtomicU64,
+    /// Authentication decisions (CONNECT and re-authentication).
+    pub authentication_successes: AtomicU64,
+    pub authentication_failures: AtomicU64,
+    /// Authorization decisions (connect, publish, subscribe, wills, re-checks).
+    pub authorization_allow: AtomicU64,
+    pub authorization_deny: AtomicU64,
 }
 
 impl Stats {
@@ -79,6 +102,47 @@ impl Stats {
         self.refusals[limit as usize].load(Ordering::Relaxed)
     }
 
+    /// Every drop, whatever its reason.
+    pub fn drops_total(&self) -> u64 {
+        DropReason::ALL.iter().map(|r| self.drops(*r)).sum()
+    }
+
+    /// A client got its CONNACK; the returned guard counts it until dropped.
+    pub fn client_connected(self: &std::sync::Arc<Self>) -> ConnectedClient {
+        let now = self.clients_connected.fetch_add(1, Ordering::Relaxed) + 1;
+        self.clients_maximum.fetch_max(now, Ordering::Relaxed);
+        ConnectedClient(self.clone())
+    }
+
+    pub fn clients_connected(&self) -> u64 {
+        self.clients_connected.load(Ordering::Relaxed)
+    }
+
+    pub fn clients_maximum(&self) -> u64 {
+        self.clients_maximum.load(Ordering::Relaxed)
+    }
+
+    /// Count one authorization decision; returns it.
+    pub fn authorization(&self, allowed: bool) -> bool {
+        let counter = if allowed {
+            &self.authorization_allow
+        } else {
+            &self.authorization_deny
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        allowed
+    }
+
+    /// Count one authentication decision.
+    pub fn authentication(&self, admitted: bool) {
+        let counter = if admitted {
+            &self.authentication_successes
+        } else {
+            &self.authentication_failures
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// `reason=count` pairs for the non-zero drop counters, for log lines.
     pub fn drop_summary(&self) -> String {
         DropReason::ALL
@@ -97,5 +161,15 @@ impl Stats {
             .map(|l| format!("{}={}", l.as_str(), self.refusals(*l)))
             .collect::<Vec<_>>()
             .join(" ")
+    }
+}
+
+/// A connected client on [`Stats::clients_connected`], for as long as it lives.
+#[derive(Debug)]
+pub struct ConnectedClient(std::sync::Arc<Stats>);
+
+impl Drop for ConnectedClient {
+    fn drop(&mut self) {
+        self.0.clients_connected.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -50,7 +50,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             client_certificates: &self.peer.client_certificates,
         };
         let authenticator = self.listener.authenticator();
-        match reauthenticated(authenticator.authenticate(&request).await) {
+        let decision = authenticator.authenticate(&request).await;
+        let decided = reauthenticated(decision);
+        let admitted = matches!(decided, Reauthenticated::Admitted(_));
+        if !matches!(decided, Reauthenticated::Retry) {
+            self.bus.stats.authentication(admitted);
+        }
+        match decided {
             Reauthenticated::Admitted(admission) => {
                 self.principal.attributes = admission.attributes;
                 self.authz_prepared = self.authorizer.prepare(&self.principal);
@@ -97,10 +103,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Whether the policy allows `action`; a denial is logged (rate-limited) with the rule
     /// explanation.
     pub(super) fn authorized(&mut self, action: Action<'_>) -> bool {
-        if self
-            .authorizer
-            .authorize_prepared(&self.principal, &self.authz_prepared, action)
-        {
+        let allowed =
+            (self.authorizer).authorize_prepared(&self.principal, &self.authz_prepared, action);
+        if self.bus.stats.authorization(allowed) {
             return true;
         }
         if let Some(events) = self.warnings.admit(self.bus.now()) {

@@ -148,7 +148,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
             client_certificates: &self.peer.client_certificates,
         };
         // The authenticator logs its decision with the method and the reason.
-        let mut admission = match self.listener.authenticator().authenticate(&request).await {
+        let decision = self.listener.authenticator().authenticate(&request).await;
+        self.bus
+            .stats
+            .authentication(matches!(decision, AuthDecision::Allow(_)));
+        let mut admission = match decision {
             AuthDecision::Allow(admission) => admission,
             AuthDecision::Deny(reason) => {
                 self.refuse_with(version, reason);
@@ -170,7 +174,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
 
     fn authorize_connect(&mut self, version: ProtocolVersion, principal: &Principal) -> Option<()> {
         let (authorizer, _) = self.listener.authorizer();
-        if authorizer.authorize(principal, Action::Connect) {
+        let allowed = authorizer.authorize(principal, Action::Connect);
+        if self.bus.stats.authorization(allowed) {
             return Some(());
         }
         tracing::warn!(

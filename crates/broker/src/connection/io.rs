@@ -2,11 +2,15 @@
 //! mark, and the reads and writes the loop waits on.
 
 use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use edgemq_codec::{Packet, ProtocolVersion};
+
+use crate::stats::Stats;
 
 /// Bytes read per wake-up when the read buffer has no room (a stack buffer, copied into a
 /// read buffer sized to what arrived).
@@ -28,6 +32,8 @@ pub(crate) struct Io<S> {
     pub(super) wbuf: BytesMut,
     /// Output waiting for a store commit.
     pub(super) hold: Option<Hold>,
+    /// Where the bytes read and written are counted.
+    pub(super) stats: Arc<Stats>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
@@ -69,6 +75,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
 
     /// `n` bytes were written from the front of the buffer.
     pub(super) fn advance(&mut self, n: usize) {
+        self.stats.bytes_sent.fetch_add(n as u64, Relaxed);
         let _ = self.wbuf.split_to(n);
         if let Some(h) = &mut self.hold {
             h.from -= n;
@@ -77,7 +84,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
 
     /// Read more bytes into `rbuf`; Ok(0) means the peer closed.
     pub(super) async fn read_more(&mut self) -> std::io::Result<usize> {
-        read_some(&mut self.reader, &mut self.rbuf).await
+        let n = read_some(&mut self.reader, &mut self.rbuf).await?;
+        self.received(n);
+        Ok(n)
+    }
+
+    /// `n` bytes were read into the read buffer.
+    pub(super) fn received(&self, n: usize) {
+        self.stats.bytes_received.fetch_add(n as u64, Relaxed);
     }
 
     /// Write everything buffered (used at the end of a connection, bounded by the caller).
@@ -85,6 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         if !self.wbuf.is_empty() {
             let buf = self.wbuf.split();
             self.writer.write_all(&buf).await?;
+            self.stats.bytes_sent.fetch_add(buf.len() as u64, Relaxed);
         }
         self.writer.flush().await
     }

@@ -48,6 +48,7 @@ use crate::bus::Bus;
 use crate::listener::ListenerContext;
 use crate::mailbox::Mailbox;
 use crate::sessions::{Control, ControlSlot, SessionData};
+use crate::stats::ConnectedClient;
 use edgemq_core::backlog::RetainedBacklog;
 use edgemq_core::logtext::LogLimiter;
 use edgemq_core::logtext::Short;
@@ -100,6 +101,7 @@ pub async fn serve<S>(
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
         hold: None,
+        stats: bus.stats.clone(),
     };
     let decoder = Decoder::for_server(bus.limits.max_packet_size);
     let accepted = match handshake::accept(&mut io, decoder, &peer, &listener, &bus).await {
@@ -220,6 +222,8 @@ pub(crate) struct Connection<S> {
     authz_changes: watch::Receiver<u64>,
     /// Warnings about this client's input and denials, rate-limited together.
     warnings: LogLimiter,
+    /// Counted as connected while the connection lives.
+    _connected: ConnectedClient,
     /// Set while a subscriber queue this client's publishes filled is draining: reading
     /// pauses until it resolves (back-pressure). Boxed: rare, and a timer is large.
     held_back: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -254,6 +258,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             a.authentication_method,
             a.session.mailbox.journal().is_durable(),
         );
+        let connected = bus.stats.client_connected();
         Connection {
             io,
             last_read: bus.now(),
@@ -279,6 +284,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             authz_generation,
             authz_changes,
             warnings: LogLimiter::default(),
+            _connected: connected,
             held_back: None,
             routed_in_batch: 0,
             committed,
@@ -330,7 +336,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 event = store_event(&mut self.committed, holding, &mut self.loading) => self.on_store_event(event),
                 read = read_some(reader, rbuf), if reading => match read {
                     Ok(0) | Err(_) => Err(Exit::Closed),
-                    Ok(_) => self.on_read().await,
+                    Ok(n) => { self.io.received(n); self.on_read().await }
                 },
                 _ = self.session.mailbox.notified(), if below_high_water => Ok(()),
                 due = deadline(&mut self.held_back, &mut credentials, keep_alive.as_mut(), keep_alive_on) => {

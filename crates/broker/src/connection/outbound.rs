@@ -120,9 +120,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let stats = &self.bus.stats;
         match written {
             Written::Sent => {
-                stats
-                    .messages_sent
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                use std::sync::atomic::Ordering::Relaxed;
+                stats.messages_sent.fetch_add(1, Relaxed);
+                let payload = delivery.message.payload.len() as u64;
+                stats.payload_bytes_sent.fetch_add(payload, Relaxed);
                 return true;
             }
             Written::TooLarge => {
