@@ -43,7 +43,8 @@ if [ -z "$RUMQTTD" ]; then
   RUMQTTD="$OUT/rumqttd/bin/rumqttd"
 fi
 cargo build --release --quiet -p edgemq -p edgemq-bench
-EDGEMQ=target/release/edgemq
+# EDGEMQ: another build to measure (e.g. before/after a change); default this tree's.
+EDGEMQ=${EDGEMQ:-target/release/edgemq}
 BENCH=target/release/edgemq-bench
 
 # --- broker configurations ------------------------------------------------------------
