@@ -140,6 +140,13 @@ impl Bus {
     /// is not routed either, so the publisher's 0x97 means "not accepted" and a retry cannot
     /// deliver it twice.
     pub fn publish_from_client(&self, message: Arc<Message>) -> Routed {
+        self.stats
+            .publishes_received
+            .fetch_add(1, Ordering::Relaxed);
+        let payload = message.payload.len() as u64;
+        self.stats
+            .payload_bytes_received
+            .fetch_add(payload, Ordering::Relaxed);
         self.publish_with(message, false)
     }
 
@@ -150,10 +157,6 @@ impl Bus {
 
     fn publish_with(&self, message: Arc<Message>, route_when_refused: bool) -> Routed {
         self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
-        let payload = message.payload.len() as u64;
-        self.stats
-            .payload_bytes_received
-            .fetch_add(payload, Ordering::Relaxed);
         let mut durable = false;
         let mut retain_refused = false;
         let store_full = self.store_full();

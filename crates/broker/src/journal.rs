@@ -56,6 +56,17 @@ impl Durability {
             .map_or((0, 0), |s| (s.usage(), s.budget()))
     }
 
+    /// How the store is doing, for health checks and metrics: `"in-memory"`, `"ok"`,
+    /// `"degraded"` (commits failing, retried) or `"failed"`.
+    pub fn state(&self) -> &'static str {
+        match self.store.as_ref().map(|s| s.health()) {
+            None => "in-memory",
+            Some(Health::Ok) => "ok",
+            Some(Health::Degraded { .. }) => "degraded",
+            Some(Health::Failed { .. }) => "failed",
+        }
+    }
+
     /// For the state line: where the store is and how it is doing.
     pub fn summary(&self) -> String {
         let Some(store) = &self.store else {

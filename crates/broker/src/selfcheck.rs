@@ -30,11 +30,26 @@ pub struct SelfCheckConfig {
     pub timeout: Duration,
 }
 
-/// Results so far (exported by the admin endpoint later).
+/// Results so far, for `/readyz` and the metrics.
 #[derive(Debug, Default)]
 pub struct SelfCheckStats {
     pub passed: AtomicU64,
     pub failed: AtomicU64,
+    /// The last probe: 0 none yet, 1 passed, 2 failed.
+    pub last: std::sync::atomic::AtomicU8,
+    /// The last probe's round trip in microseconds (0 when it failed).
+    pub last_latency_us: AtomicU64,
+}
+
+impl SelfCheckStats {
+    /// Whether the last probe passed (`None`: none has run yet).
+    pub fn last_passed(&self) -> Option<bool> {
+        match self.last.load(Ordering::Relaxed) {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
+        }
+    }
 }
 
 /// Run until `stop` turns true. Logs the first result and every change (pass ↔ fail) at
@@ -79,6 +94,7 @@ pub async fn run(
             _ = stop.changed() => break,
             _ = ticker.tick() => {}
         }
+        let sent = crate::bus::now();
         let payload = Bytes::from(format!("{{\"seq\":{seq}}}"));
         while mailbox.pop(true).is_some() {} // stale probes from a previous timeout
         bus.publish(Arc::new(Message::broker_generated(
@@ -100,6 +116,18 @@ pub async fn run(
         })
         .await
         .is_ok();
+        let latency = if came_back {
+            crate::bus::now()
+                .saturating_duration_since(sent)
+                .as_micros()
+        } else {
+            0
+        };
+        let latency = u64::try_from(latency).unwrap_or(u64::MAX);
+        stats.last_latency_us.store(latency, Ordering::Relaxed);
+        stats
+            .last
+            .store(if came_back { 1 } else { 2 }, Ordering::Relaxed);
         if came_back {
             stats.passed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(seq, "self-check probe returned");

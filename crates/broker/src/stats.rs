@@ -61,9 +61,11 @@ pub struct Stats {
     refusals: [AtomicU64; Limit::ALL.len()],
     /// Application messages routed: PUBLISHes from clients, wills, the broker's own.
     pub messages_received: AtomicU64,
+    /// PUBLISHes from clients routed (AIO's `publishes_received`), and their payload bytes.
+    pub publishes_received: AtomicU64,
     /// PUBLISHes written to clients.
     pub messages_sent: AtomicU64,
-    /// Payload bytes of `messages_received` / `messages_sent`.
+    /// Payload bytes of `publishes_received` / `messages_sent`.
     pub payload_bytes_received: AtomicU64,
     pub payload_bytes_sent: AtomicU64,
     /// Bytes read from and written to client connections (every packet).
@@ -76,8 +78,10 @@ pub struct Stats {
     clients_maximum: AtomicU64,
     /// Offline sessions ended by their expiry.
     pub sessions_expired: AtomicU64,
-    /// Authentication decisions (CONNECT and re-authentication).
+    /// Authentication decisions (CONNECT and re-authentication): admitted, refused, and
+    /// failures (the verifier could not answer: 0x88 / 0x89), as AIO counts them.
     pub authentication_successes: AtomicU64,
+    pub authentication_deny: AtomicU64,
     pub authentication_failures: AtomicU64,
     /// Authorization decisions (connect, publish, subscribe, wills, re-checks).
     pub authorization_allow: AtomicU64,
@@ -134,11 +138,15 @@ impl Stats {
     }
 
     /// Count one authentication decision.
-    pub fn authentication(&self, admitted: bool) {
-        let counter = if admitted {
-            &self.authentication_successes
-        } else {
-            &self.authentication_failures
+    pub fn authentication(&self, decision: &edgemq_core::auth::AuthDecision) {
+        use edgemq_codec::ReasonCode;
+        use edgemq_core::auth::AuthDecision;
+        let counter = match decision {
+            AuthDecision::Allow(_) => &self.authentication_successes,
+            AuthDecision::Deny(ReasonCode::ServerUnavailable | ReasonCode::ServerBusy) => {
+                &self.authentication_failures
+            }
+            AuthDecision::Deny(_) => &self.authentication_deny,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

@@ -75,6 +75,10 @@ pub struct BrokerSettings {
     pub max_client_id_length: Option<usize>,
     pub self_check: SelfCheck,
     pub log_level: Option<String>,
+    /// AIO `diagnostics.metrics.prometheusPort`: `/metrics` (and health) served on this port
+    /// of every address; `None` when `metrics` is absent (no port opened), 9600 (AIO's
+    /// default) when `metrics` has no port, 0 = off.
+    pub prometheus_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

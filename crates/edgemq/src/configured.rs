@@ -62,6 +62,7 @@ pub async fn serve(
     data_dir: &Path,
     store: &StoreOptions,
     base: Limits,
+    admin_args: &crate::admin::AdminArgs,
     shutdown: impl Future<Output = ()>,
 ) -> ExitCode {
     let config = match load(dir) {
@@ -94,20 +95,32 @@ pub async fn serve(
             return ExitCode::from(1);
         }
     };
-    match server.apply(listeners).await {
-        Ok(report) => {
-            tracing::info!(
-                listeners = report.started.len(),
-                "ready: every listener is bound"
-            )
+    let checks = Arc::new(SelfCheckStats::default());
+    let self_check = config.broker.self_check.enabled.then(|| checks.clone());
+    let prometheus_port = config.broker.prometheus_port;
+    let ports = match crate::admin::start(admin_args, prometheus_port, &server, self_check).await {
+        Ok(ports) => ports,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            server.shutdown().await;
+            return ExitCode::from(1);
+        }
+    };
+    ports.set_config_loaded(true);
+    tokio::pin!(shutdown);
+    match crate::bind_listeners(&server, listeners, &ports, admin_args, &mut shutdown).await {
+        Ok(true) => {}
+        Ok(false) => {
+            server.shutdown().await;
+            return ExitCode::SUCCESS;
         }
         Err(e) => {
             tracing::error!("{e}");
+            server.shutdown().await;
             return ExitCode::from(2);
         }
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let checks = Arc::new(SelfCheckStats::default());
     if config.broker.self_check.enabled {
         tokio::spawn(selfcheck::run(
             server.bus.clone(),

@@ -1,5 +1,6 @@
 //! The `edgemq` binary: command line, logging, runtime. `anyhow` lives here only.
 
+mod admin;
 mod authn;
 mod authz;
 mod cli_tools;
@@ -218,6 +219,8 @@ struct ServeArgs {
     /// (up to each client's Topic Alias Maximum); 0 = none (Broker: serverTopicAliases).
     #[arg(long, value_name = "N", default_value_t = 0)]
     server_topic_aliases: u16,
+    #[command(flatten)]
+    admin: admin::AdminArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -293,6 +296,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             &args.data_dir,
             &store,
             limits,
+            &args.admin,
             shutdown_signal(),
         ));
     }
@@ -317,11 +321,77 @@ fn serve(args: ServeArgs) -> ExitCode {
         tracing::warn!(listener = %l.name, addr = %l.addr, "listener admits anonymous clients (no authentication configured)");
     }
     let config = ServerConfig { listeners, limits };
-    match runtime.block_on(edgemq_broker::run(config, durable, shutdown_signal())) {
-        Ok(()) => ExitCode::SUCCESS,
+    runtime.block_on(serve_plain(config, durable, &args.admin))
+}
+
+/// `serve` without --config: the listeners of the command line, and the admin ports.
+async fn serve_plain(
+    config: ServerConfig,
+    durable: Option<edgemq_broker::Durable>,
+    admin_args: &admin::AdminArgs,
+) -> ExitCode {
+    let server = edgemq_broker::Server::new(config.limits.clone(), durable);
+    let ports = match admin::start(admin_args, None, &server, None).await {
+        Ok(ports) => ports,
         Err(e) => {
-            tracing::error!("{e}");
-            ExitCode::from(2)
+            tracing::error!("{e:#}");
+            server.shutdown().await;
+            return ExitCode::from(1);
+        }
+    };
+    ports.set_config_loaded(true);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let code =
+        match bind_listeners(&server, config.listeners, &ports, admin_args, &mut shutdown).await {
+            Ok(true) => {
+                shutdown.await;
+                tracing::info!("shutting down");
+                ExitCode::SUCCESS
+            }
+            Ok(false) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::from(2)
+            }
+        };
+    server.shutdown().await;
+    code
+}
+
+/// Bind every listener. Without an admin port a listener that cannot bind ends `serve`;
+/// with one, the broker stays up, `/readyz` says not ready, and binding is tried again
+/// every second (a port held by a process that is going away). `Ok(false)`: shut down
+/// while waiting.
+pub(crate) async fn bind_listeners(
+    server: &std::sync::Arc<edgemq_broker::Server>,
+    listeners: Vec<ListenerConfig>,
+    ports: &admin::AdminPorts,
+    admin_args: &admin::AdminArgs,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> Result<bool, edgemq_broker::ServerError> {
+    let mut warned = false;
+    loop {
+        match server.apply(listeners.clone()).await {
+            Ok(report) => {
+                ports.set_listeners_bound(true);
+                tracing::info!(
+                    listeners = report.started.len(),
+                    "ready: every listener is bound"
+                );
+                return Ok(true);
+            }
+            Err(e) if !admin_args.listen.is_empty() => {
+                if !warned {
+                    tracing::error!("{e}; not ready (/readyz): trying again every second");
+                    warned = true;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            () = &mut *shutdown => return Ok(false),
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
         }
     }
 }

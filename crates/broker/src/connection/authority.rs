@@ -51,12 +51,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         let authenticator = self.listener.authenticator();
         let decision = authenticator.authenticate(&request).await;
-        let decided = reauthenticated(decision);
-        let admitted = matches!(decided, Reauthenticated::Admitted(_));
-        if !matches!(decided, Reauthenticated::Retry) {
-            self.bus.stats.authentication(admitted);
-        }
-        match decided {
+        self.bus.stats.authentication(&decision);
+        match reauthenticated(decision) {
             Reauthenticated::Admitted(admission) => {
                 self.principal.attributes = admission.attributes;
                 self.authz_prepared = self.authorizer.prepare(&self.principal);

@@ -149,9 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
         };
         // The authenticator logs its decision with the method and the reason.
         let decision = self.listener.authenticator().authenticate(&request).await;
-        self.bus
-            .stats
-            .authentication(matches!(decision, AuthDecision::Allow(_)));
+        self.bus.stats.authentication(&decision);
         let mut admission = match decision {
             AuthDecision::Allow(admission) => admission,
             AuthDecision::Deny(reason) => {

@@ -63,6 +63,7 @@ const CLIENTS: &[&str] = &[
 const QUEUE_LIMIT: &[&str] = &["length", "strategy"];
 const DIAGNOSTICS: &[&str] = &["logs", "metrics", "selfCheck", "traces"];
 const LOGS: &[&str] = &["level"];
+const METRICS: &[&str] = &["prometheusPort"];
 const SELF_CHECK: &[&str] = &["mode", "intervalSeconds", "timeoutSeconds"];
 const LEGACY_SPEC: &[&str] = &[
     "mode",
@@ -145,7 +146,13 @@ fn read_v1(spec: &Val<'_>, settings: &mut BrokerSettings) {
         }
     }
     if let Some(diag) = spec.get("diagnostics").and_then(|d| d.obj(DIAGNOSTICS)) {
-        diag.no_effect("metrics", "metrics are not exported yet");
+        if let Some(m) = diag.get("metrics").and_then(|m| m.obj(METRICS)) {
+            let port = m.get("prometheusPort").map(|p| p.int::<u16>(0, 65_535));
+            settings.prometheus_port = match port {
+                None => Some(9600),
+                Some(port) => port,
+            };
+        }
         diag.no_effect("traces", "traces are not exported yet");
         settings.log_level = diag
             .get("logs")

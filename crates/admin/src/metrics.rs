@@ -1,0 +1,322 @@
+//! `/metrics`: the broker's counters in the Prometheus/OpenMetrics text format, read from the
+//! broker when scraped (nothing is counted twice, and the message path pays only its relaxed
+//! atomic increments).
+//!
+//! Names: AIO's where AIO has the metric (`aio_broker_*`), so AIO's dashboards and alerts
+//! work unchanged. AIO exposes them without the `_total` suffix OpenMetrics gives counters,
+//! so they are typed `unknown` here, which keeps the names exact (Prometheus ingests them
+//! alike; `rate()` works on them). edgemq's own are `edgemq_*`, typed, counters ending in
+//! `_total`. Labels have bounded values: never a topic or a client.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use edgemq_broker::selfcheck::SelfCheckStats;
+use edgemq_broker::stats::{DropReason, Limit};
+use edgemq_broker::Bus;
+
+/// What `/metrics` reads.
+#[derive(Debug)]
+pub struct BrokerCollector {
+    pub bus: Arc<Bus>,
+    pub self_check: Option<Arc<SelfCheckStats>>,
+    /// The `hostname` label AIO puts on every metric.
+    pub hostname: String,
+}
+
+/// One sample family: name, help, type, then (labels, value) samples.
+struct Family<'a> {
+    name: &'a str,
+    help: &'a str,
+    kind: MetricType,
+}
+
+impl BrokerCollector {
+    fn family(
+        &self,
+        encoder: &mut DescriptorEncoder<'_>,
+        family: Family<'_>,
+        samples: &[(&[(&str, &str)], u64)],
+    ) -> Result<(), std::fmt::Error> {
+        let mut metric = encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
+        for (labels, value) in samples {
+            let mut set: Vec<(&str, &str)> = vec![("hostname", &self.hostname)];
+            set.extend_from_slice(labels);
+            let sample = metric.encode_family(&set)?;
+            match family.kind {
+                MetricType::Counter => ConstCounter::new(*value).encode(sample)?,
+                _ => ConstGauge::new(i64::try_from(*value).unwrap_or(i64::MAX)).encode(sample)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// AIO's names (typed `unknown`: see the module comment).
+    fn aio(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let bus = &self.bus;
+        let s = &bus.stats;
+        let aio = [
+            (
+                "aio_broker_publishes_received",
+                "PUBLISH packets received from clients.",
+                s.publishes_received.load(Relaxed),
+            ),
+            (
+                "aio_broker_publishes_sent",
+                "PUBLISH packets sent to clients (each delivery).",
+                s.messages_sent.load(Relaxed),
+            ),
+            (
+                "aio_broker_payload_bytes_received",
+                "Payload bytes of the PUBLISH packets received.",
+                s.payload_bytes_received.load(Relaxed),
+            ),
+            (
+                "aio_broker_payload_bytes_sent",
+                "Payload bytes of the PUBLISH packets sent.",
+                s.payload_bytes_sent.load(Relaxed),
+            ),
+            (
+                "aio_broker_authentication_successes",
+                "Clients admitted by authentication.",
+                s.authentication_successes.load(Relaxed),
+            ),
+            (
+                "aio_broker_authentication_deny",
+                "Clients refused by authentication.",
+                s.authentication_deny.load(Relaxed),
+            ),
+            (
+                "aio_broker_authentication_failures",
+                "Authentications that could not be decided (the verifier did not answer).",
+                s.authentication_failures.load(Relaxed),
+            ),
+            (
+                "aio_broker_authorization_allow",
+                "Actions allowed by authorization.",
+                s.authorization_allow.load(Relaxed),
+            ),
+            (
+                "aio_broker_authorization_deny",
+                "Actions denied by authorization.",
+                s.authorization_deny.load(Relaxed),
+            ),
+            (
+                "aio_broker_connected_sessions",
+                "Sessions with a connected client.",
+                s.clients_connected(),
+            ),
+            (
+                "aio_broker_total_sessions",
+                "Sessions, connected and offline.",
+                bus.sessions.len() as u64,
+            ),
+            (
+                "aio_broker_total_subscriptions",
+                "Subscriptions.",
+                bus.index.len() as u64,
+            ),
+            (
+                "aio_broker_store_retained_messages",
+                "Retained messages.",
+                bus.retained.len() as u64,
+            ),
+            (
+                "aio_broker_store_retained_bytes",
+                "Bytes of retained messages.",
+                bus.retained.bytes() as u64,
+            ),
+        ];
+        for (name, help, value) in aio {
+            let family = Family {
+                name,
+                help,
+                kind: MetricType::Unknown,
+            };
+            self.family(e, family, &[(&[], value)])?;
+        }
+        Ok(())
+    }
+
+    /// edgemq's own counters.
+    fn counters(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = &self.bus.stats;
+        let plain = [
+            (
+                "edgemq_messages_received",
+                "Messages routed: from clients, wills and the broker's own.",
+                s.messages_received.load(Relaxed),
+            ),
+            (
+                "edgemq_bytes_received",
+                "Bytes read from client connections.",
+                s.bytes_received.load(Relaxed),
+            ),
+            (
+                "edgemq_bytes_sent",
+                "Bytes written to client connections.",
+                s.bytes_sent.load(Relaxed),
+            ),
+            (
+                "edgemq_connections_accepted",
+                "Connections accepted by the listeners.",
+                s.connections.load(Relaxed),
+            ),
+            (
+                "edgemq_sessions_expired",
+                "Offline sessions ended by their expiry.",
+                s.sessions_expired.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in plain {
+            let family = Family {
+                name,
+                help,
+                kind: MetricType::Counter,
+            };
+            self.family(e, family, &[(&[], value)])?;
+        }
+        let drops: Vec<_> = DropReason::ALL
+            .iter()
+            .map(|r| ([("reason", r.as_str())], s.drops(*r)))
+            .collect();
+        let samples: Vec<_> = drops.iter().map(|(l, v)| (&l[..], *v)).collect();
+        let family = Family {
+            name: "edgemq_messages_dropped",
+            help: "Messages that did not reach a subscriber, by reason.",
+            kind: MetricType::Counter,
+        };
+        self.family(e, family, &samples)?;
+        let refusals: Vec<_> = Limit::ALL
+            .iter()
+            .map(|l| ([("limit", l.as_str())], s.refusals(*l)))
+            .collect();
+        let samples: Vec<_> = refusals.iter().map(|(l, v)| (&l[..], *v)).collect();
+        let family = Family {
+            name: "edgemq_limit_refusals",
+            help: "What a limit refused (connections, packets, subscriptions, messages), by limit.",
+            kind: MetricType::Counter,
+        };
+        self.family(e, family, &samples)
+    }
+
+    /// edgemq's gauges: clients, memory, the store, the self-check.
+    fn gauges(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let bus = &self.bus;
+        let (store_bytes, store_budget) = bus.durable.usage_and_budget();
+        let gauges = [
+            (
+                "edgemq_clients_connected",
+                "Clients connected now.",
+                bus.stats.clients_connected(),
+            ),
+            (
+                "edgemq_clients_maximum",
+                "Most clients connected at once since start.",
+                bus.stats.clients_maximum(),
+            ),
+            (
+                "edgemq_memory_accounted_bytes",
+                "Memory the broker accounts against its budget.",
+                edgemq_broker::memory::accounted(bus) as u64,
+            ),
+            (
+                "edgemq_memory_budget_bytes",
+                "The memory budget (0: none).",
+                bus.pressure.budget(),
+            ),
+            (
+                "edgemq_store_bytes",
+                "Bytes of records in the durable store.",
+                store_bytes,
+            ),
+            (
+                "edgemq_store_budget_bytes",
+                "The store's budget, max_store_bytes (0: none).",
+                store_budget,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let family = Family {
+                name,
+                help,
+                kind: MetricType::Gauge,
+            };
+            self.family(e, family, &[(&[], value)])?;
+        }
+        let state = bus.durable.state();
+        let states = ["in-memory", "ok", "degraded", "failed"];
+        let labels: Vec<_> = states.iter().map(|s| [("state", *s)]).collect();
+        let samples: Vec<_> = labels
+            .iter()
+            .zip(states)
+            .map(|(l, s)| (&l[..], u64::from(s == state)))
+            .collect();
+        let family = Family {
+            name: "edgemq_store_state",
+            help: "1 for the durable store's current state.",
+            kind: MetricType::Gauge,
+        };
+        self.family(e, family, &samples)?;
+        self.self_check(e)
+    }
+
+    fn self_check(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(checks) = &self.self_check else {
+            return Ok(());
+        };
+        let results = [
+            ([("result", "passed")], checks.passed.load(Relaxed)),
+            ([("result", "failed")], checks.failed.load(Relaxed)),
+        ];
+        let samples: Vec<_> = results.iter().map(|(l, v)| (&l[..], *v)).collect();
+        let family = Family {
+            name: "edgemq_self_checks",
+            help: "Self-check probes (diagnostics.selfCheck), by result.",
+            kind: MetricType::Counter,
+        };
+        self.family(e, family, &samples)?;
+        let family = Family {
+            name: "edgemq_self_check_last_latency_microseconds",
+            help: "Round trip of the last self-check probe (0 when it failed).",
+            kind: MetricType::Gauge,
+        };
+        self.family(e, family, &[(&[], checks.last_latency_us.load(Relaxed))])
+    }
+}
+
+impl Collector for BrokerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.aio(&mut encoder)?;
+        self.counters(&mut encoder)?;
+        self.gauges(&mut encoder)?;
+        let version = [("version", env!("CARGO_PKG_VERSION"))];
+        let family = Family {
+            name: "edgemq_build_info",
+            help: "1, labelled with the version.",
+            kind: MetricType::Gauge,
+        };
+        self.family(&mut encoder, family, &[(&version[..], 1)])
+    }
+}
+
+/// The registry `/metrics` encodes.
+pub fn registry(collector: BrokerCollector) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(collector));
+    registry
+}
+
+/// The exposition of `registry`, or an error if a value cannot be encoded.
+pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry)?;
+    Ok(text)
+}
