@@ -16,6 +16,7 @@
 //! only be bound to loopback — binding it elsewhere is refused at start (fail closed).
 
 pub mod access;
+pub mod api;
 pub mod health;
 pub mod metrics;
 
@@ -71,11 +72,11 @@ fn router(state: AdminState, role: Role, addr: SocketAddr) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
     let metrics = Router::new().route("/metrics", get(health::metrics));
-    let metrics = match role {
+    let guarded = match role {
         Role::Metrics => metrics,
-        Role::Admin => access::guarded(metrics, &state, addr),
+        Role::Admin => access::guarded(metrics.merge(api::routes()), &state, addr),
     };
-    open.merge(metrics).with_state(state)
+    open.merge(guarded).with_state(state)
 }
 
 /// Bind `addr` for `role` and serve until `stop` turns true. An admin server on an address

@@ -87,6 +87,8 @@ pub struct Bus {
     /// Where the broker stands against its memory budget, and what it accounts.
     pub pressure: crate::memory::Pressure,
     pub held: Arc<crate::memory::Held>,
+    /// When the bus was made (the broker's start), on the broker's clock.
+    started: Instant,
 }
 
 impl std::fmt::Debug for Bus {
@@ -121,7 +123,13 @@ impl Bus {
             connect_refusal_warning: LimitWarning::default(),
             pressure: crate::memory::Pressure::new(limits_budget),
             held: Arc::default(),
+            started: now(),
         })
+    }
+
+    /// How long the broker has run.
+    pub fn uptime(&self) -> std::time::Duration {
+        now().saturating_duration_since(self.started)
     }
 
     /// A process-unique id for sessions and connections.

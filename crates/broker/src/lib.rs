@@ -13,6 +13,7 @@
 
 pub mod bus;
 mod connection;
+pub mod inspect;
 pub mod journal;
 pub mod listener;
 pub mod mailbox;

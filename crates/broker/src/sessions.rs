@@ -40,6 +40,9 @@ use edgemq_store::record::unix_ms;
 use edgemq_store::{RecoveredSession, SessionRecord};
 
 use crate::bus::{Bus, LimitWarning};
+use crate::inspect::{
+    ClientInfo, ClientSnapshot, OfflineView, Outcome, SessionView, SubscriptionView,
+};
 use crate::mailbox::{Mailbox, MailboxHandle};
 use crate::stats::{DropReason, Limit};
 
@@ -109,20 +112,48 @@ pub enum Control {
         new_clean_start: bool,
         reply: oneshot::Sender<SessionData>,
     },
+    /// An operator ends the connection (v5: DISCONNECT 0x98 Administrative action), and
+    /// the session with it when `end_session`.
+    Disconnect { end_session: bool },
+    /// An operator asks what the connection holds.
+    Inspect(oneshot::Sender<ClientSnapshot>),
 }
 
-/// How the registry reaches an online session's connection task: at most one request (a
-/// takeover) and a wake-up. A few dozen bytes, where a channel would cost every idle
-/// connection a kilobyte.
-#[derive(Debug, Default)]
+impl Control {
+    /// Ends the connection (an inspection does not).
+    fn ends(&self) -> bool {
+        !matches!(self, Control::Inspect(_))
+    }
+}
+
+/// How the registry reaches an online session's connection task: at most one request and a
+/// wake-up (a few dozen bytes, where a channel would cost every idle connection a
+/// kilobyte), and what CONNECT settled about the client, for operators.
+#[derive(Debug)]
 pub struct ControlSlot {
     request: Mutex<Option<Control>>,
     wake: Notify,
+    pub info: Arc<ClientInfo>,
 }
 
 impl ControlSlot {
+    pub fn new(info: Arc<ClientInfo>) -> ControlSlot {
+        ControlSlot {
+            request: Mutex::new(None),
+            wake: Notify::new(),
+            info,
+        }
+    }
+
+    /// Leave `request` for the task. A request that ends the connection is never replaced
+    /// by an inspection (which is then dropped: its asker sees the client closing).
     pub fn send(&self, request: Control) {
-        *self.request.lock() = Some(request);
+        let mut slot = self.request.lock();
+        if slot.as_ref().is_some_and(Control::ends) && !request.ends() {
+            return;
+        }
+        *slot = Some(request);
+        drop(slot);
         self.wake.notify_one();
     }
 
@@ -245,6 +276,54 @@ fn schedule(
     deadlines
         .first_key_value()
         .is_some_and(|(first, _)| *first == key)
+}
+
+impl Slot {
+    fn view(&self, client_id: &ByteString, now: Instant) -> SessionView {
+        let (client, offline) = match self {
+            Slot::Online { control, .. } => (Some(control.info.clone()), None),
+            Slot::Offline(offline) => (None, Some(offline.view(now))),
+        };
+        SessionView {
+            client_id: client_id.clone(),
+            client,
+            offline,
+        }
+    }
+}
+
+impl Offline {
+    fn view(&self, now: Instant) -> OfflineView {
+        OfflineView {
+            queued: self.data.mailbox.len(),
+            inflight: self.data.outgoing.len(),
+            subscriptions: self.data.subscription_views(),
+            session_expiry: self.data.expiry_interval,
+            expires_in_secs: self
+                .expires_at
+                .map(|at| at.saturating_duration_since(now).as_secs()),
+            will_pending: self.will.is_some(),
+        }
+    }
+}
+
+impl SessionData {
+    /// The subscriptions as the client made them, in filter order.
+    pub fn subscription_views(&self) -> Vec<SubscriptionView> {
+        let mut views: Vec<SubscriptionView> = self
+            .subscriptions
+            .iter()
+            .map(|(filter, (_, stored))| SubscriptionView {
+                filter: filter.clone(),
+                qos: stored.options.qos,
+                no_local: stored.options.no_local,
+                retain_as_published: stored.options.retain_as_published,
+                subscription_id: stored.subscription_id,
+            })
+            .collect();
+        views.sort_by(|a, b| a.filter.cmp(&b.filter));
+        views
+    }
 }
 
 fn unschedule(deadlines: &mut Deadlines, offline: &mut Offline) {
@@ -631,6 +710,68 @@ impl Registry {
     /// Sessions (online and offline) created from `ip` that still exist.
     pub fn created_from(&self, ip: IpAddr) -> usize {
         self.state.lock().created_from(ip.to_canonical())
+    }
+
+    /// Up to `limit` sessions whose client id contains `search`, in client id order.
+    pub fn list(&self, search: &str, limit: usize) -> Vec<SessionView> {
+        let now = crate::bus::now();
+        let state = self.state.lock();
+        let mut views: Vec<SessionView> = state
+            .slots
+            .iter()
+            .filter(|(id, _)| id.contains(search))
+            .map(|(id, slot)| slot.view(id, now))
+            .collect();
+        drop(state);
+        views.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        views.truncate(limit);
+        views
+    }
+
+    /// `client_id`'s session, if it has one.
+    pub fn get(&self, client_id: &str) -> Option<SessionView> {
+        let now = crate::bus::now();
+        let state = self.state.lock();
+        let (id, slot) = state.slots.get_key_value(client_id)?;
+        Some(slot.view(id, now))
+    }
+
+    /// The control slot of `client_id`'s connection, if one is connected.
+    pub fn control(&self, client_id: &str) -> Option<Arc<ControlSlot>> {
+        match self.state.lock().slots.get(client_id)? {
+            Slot::Online { control, .. } => Some(control.clone()),
+            Slot::Offline(_) => None,
+        }
+    }
+
+    /// An operator disconnects `client_id` (and ends its session when `end_session`; an
+    /// offline session is then ended at once).
+    pub fn disconnect(&self, bus: &Bus, client_id: &str, end: bool) -> Outcome {
+        let mut state = self.state.lock();
+        match state.slots.get(client_id) {
+            None => Outcome::NotFound,
+            Some(Slot::Online { control, .. }) => {
+                control.send(Control::Disconnect { end_session: end });
+                Outcome::Done
+            }
+            Some(Slot::Offline(_)) if !end => Outcome::NotFound,
+            Some(Slot::Offline(_)) => {
+                let Some((id, Slot::Offline(mut offline))) = state.slots.remove_entry(client_id)
+                else {
+                    return Outcome::NotFound;
+                };
+                state.detach(&id);
+                unschedule(&mut state.deadlines, &mut offline);
+                drop(state);
+                tracing::info!(client_id = %Short(&id), "session ended by an operator");
+                // The session ends: its delayed will goes now [MQTT-3.1.3-9].
+                if let Some((will, _)) = offline.will.take() {
+                    bus.publish(will);
+                }
+                end_session(bus, offline.data);
+                Outcome::Done
+            }
+        }
     }
 
     /// Number of sessions (online and offline).

@@ -20,7 +20,7 @@ pub struct AdminArgs {
     /// Serve the admin port here (repeatable): /metrics, /healthz, /readyz. On an address
     /// other than loopback it needs --admin-token-file.
     #[arg(long = "admin-listen", value_name = "ADDR")]
-    pub listen: Vec<SocketAddr>,
+    pub admin_listen: Vec<SocketAddr>,
     /// File holding the admin bearer token (at least 16 bytes): required by everything but
     /// /healthz and /readyz, and for an admin port on an address other than loopback.
     #[arg(long, value_name = "FILE")]
@@ -78,7 +78,7 @@ pub async fn start(
         token,
     };
     let (stop, stopped) = watch::channel(false);
-    for addr in &args.listen {
+    for addr in &args.admin_listen {
         edgemq_admin::serve(*addr, Role::Admin, state.clone(), stopped.clone()).await?;
     }
     if let Some(port) = prometheus_port.filter(|p| *p != 0) {

@@ -7,6 +7,7 @@ mod cli_tools;
 mod configured;
 mod durable;
 mod logging;
+mod status;
 mod tls;
 
 use std::net::SocketAddr;
@@ -61,6 +62,8 @@ enum Command {
     /// Authorization policies.
     #[command(subcommand)]
     Authz(AuthzCommand),
+    /// Print the running broker's overview from its admin port (serve --admin-listen).
+    Status(status::StatusArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,6 +257,7 @@ fn main() -> ExitCode {
         Command::PasswordHash(args) => cli_tools::password_hash(&args),
         Command::Certs(command) => cli_tools::certs(&command),
         Command::Authz(AuthzCommand::Explain(args)) => authz::explain(&args),
+        Command::Status(args) => status::status(&args),
     }
 }
 
@@ -381,7 +385,7 @@ pub(crate) async fn bind_listeners(
                 );
                 return Ok(true);
             }
-            Err(e) if !admin_args.listen.is_empty() => {
+            Err(e) if !admin_args.admin_listen.is_empty() => {
                 if !warned {
                     tracing::error!("{e}; not ready (/readyz): trying again every second");
                     warned = true;

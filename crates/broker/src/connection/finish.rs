@@ -23,6 +23,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let reason = match &exit {
             Exit::TakenOver { .. } => Some(ReasonCode::SessionTakenOver),
             Exit::Shutdown => Some(ReasonCode::ServerShuttingDown),
+            Exit::Administrative => Some(ReasonCode::AdministrativeAction),
             _ => None,
         };
         if let (Some(reason), true) = (reason, self.version.is_v5()) {
@@ -97,7 +98,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             } => Ending::TakenOver {
                 new_clean_start: *new_clean_start,
             },
-            Exit::Shutdown | Exit::Closed | Exit::Violation(_) => Ending::Lost,
+            Exit::Shutdown | Exit::Closed | Exit::Violation(_) | Exit::Administrative => {
+                Ending::Lost
+            }
         };
         let will = self.will.take()?;
         let timing = will_timing(ending, will.delay, self.session.expiry_interval);
@@ -138,6 +141,7 @@ impl std::fmt::Debug for ExitLog<'_> {
             }
             Exit::TakenOver { .. } => write!(f, "session taken over"),
             Exit::Shutdown => write!(f, "server shutting down"),
+            Exit::Administrative => write!(f, "disconnected by an operator"),
         }
     }
 }

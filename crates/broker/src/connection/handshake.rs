@@ -17,6 +17,7 @@ use edgemq_core::session::{IncomingQos2, OutgoingWindow};
 
 use super::{Accepted, Io, Peer, Will};
 use crate::bus::Bus;
+use crate::inspect::ClientInfo;
 use crate::listener::ListenerContext;
 use crate::mailbox::{Mailbox, QueueLimits};
 use crate::sessions::{ControlSlot, Opened, SessionData};
@@ -58,7 +59,10 @@ pub(super) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     let terms = rules::terms(&connect, &bus.limits, &checked, method);
     let terms = terms.map_err(|r| cx.refuse(&connect, r)).ok()?;
     let will = will(&connect, bus);
-    let (opened, conn_id, control) = cx.open_session(&connect, &checked.id, terms.expiry).await?;
+    let info = cx.client_info(&connect, &principal, terms.keep_alive);
+    let (opened, conn_id, control) = cx
+        .open_session(&connect, &checked.id, terms.expiry, info)
+        .await?;
     Some(cx.accepted(Accepting {
         connect,
         decoder,
@@ -193,6 +197,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
         connect: &Connect,
         client_id: &ByteString,
         expiry: u32,
+        info: ClientInfo,
     ) -> Option<(Opened, u64, Arc<ControlSlot>)> {
         let (bus, version) = (self.bus, connect.protocol_version);
         if expiry != 0 && refuse_persistent_session(bus, client_id) {
@@ -200,7 +205,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
             return None;
         }
         let conn_id = bus.next_id();
-        let control = Arc::new(ControlSlot::default());
+        let control = Arc::new(ControlSlot::new(Arc::new(info)));
         let new_session = || new_session(bus, client_id, expiry);
         let opened = bus.sessions.open(
             bus,
@@ -218,6 +223,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
                 self.refuse_with(version, rules::quota_exceeded(version));
                 None
             }
+        }
+    }
+
+    /// What operators see of this client while it is connected.
+    fn client_info(&self, connect: &Connect, principal: &Principal, keep_alive: u16) -> ClientInfo {
+        ClientInfo {
+            listener: Arc::from(self.listener.name.as_str()),
+            port: self.listener.port,
+            peer: self.peer.addr,
+            protocol: connect.protocol_version,
+            username: principal.username.clone(),
+            attributes: principal.attributes.clone(),
+            keep_alive,
+            clean_start: connect.clean_start,
+            connected_at: std::time::SystemTime::now(),
         }
     }
 

@@ -45,6 +45,7 @@ use edgemq_core::protocol::{Inbound, Rules, Violation};
 use edgemq_core::session::Delivery;
 
 use crate::bus::Bus;
+use crate::inspect::ClientSnapshot;
 use crate::listener::ListenerContext;
 use crate::mailbox::Mailbox;
 use crate::sessions::{Control, ControlSlot, SessionData};
@@ -179,6 +180,8 @@ enum Exit {
     },
     /// The peer closed or the socket failed.
     Closed,
+    /// An operator disconnected the client (admin API).
+    Administrative,
     /// We refused something and (v5) sent a DISCONNECT with its reason.
     Violation(Violation),
     /// Another connection took the session.
@@ -404,16 +407,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     fn on_signal(&mut self, signal: Signal) -> Result<(), Exit> {
         match signal {
-            Signal::TakeOver(Control::TakeOver {
+            Signal::Control(Control::TakeOver {
                 new_clean_start,
                 reply,
             }) => Err(Exit::TakenOver {
                 new_clean_start,
                 reply,
             }),
+            Signal::Control(Control::Disconnect { end_session }) => {
+                if end_session {
+                    self.session.expiry_interval = 0;
+                }
+                tracing::info!(end_session, "disconnected by an operator");
+                Err(Exit::Administrative)
+            }
+            Signal::Control(Control::Inspect(reply)) => {
+                let _ = reply.send(self.snapshot());
+                Ok(())
+            }
             Signal::Shutdown => Err(Exit::Shutdown),
             // A new policy: `prepare` re-checks the subscriptions.
             Signal::PolicyChanged => Ok(()),
+        }
+    }
+
+    /// What this connection holds now, for an operator.
+    fn snapshot(&self) -> ClientSnapshot {
+        let outgoing = &self.session.outgoing;
+        ClientSnapshot {
+            inflight: outgoing.len(),
+            inflight_bytes: outgoing.bytes(),
+            queued: self.session.mailbox.len(),
+            incoming_qos2: self.session.incoming_qos2.len(),
+            session_expiry: self.session.expiry_interval,
+            subscriptions: self.session.subscription_views(),
+            idle_secs: self
+                .bus
+                .now()
+                .saturating_duration_since(self.last_read)
+                .as_secs(),
         }
     }
 

@@ -23,8 +23,8 @@ pub(super) async fn fires<F: Future<Output = ()> + ?Sized>(future: &mut Option<P
 
 /// Something from outside the connection.
 pub(super) enum Signal {
-    /// Another connection takes the session.
-    TakeOver(Control),
+    /// From the registry: a takeover, or an operator's request.
+    Control(Control),
     Shutdown,
     /// The listener's authorization policy changed.
     PolicyChanged,
@@ -37,7 +37,7 @@ pub(super) async fn signal(
 ) -> Signal {
     tokio::select! {
         biased;
-        control = control.recv() => Signal::TakeOver(control),
+        control = control.recv() => Signal::Control(control),
         _ = shutdown.changed() => Signal::Shutdown,
         _ = authz_changes.changed() => Signal::PolicyChanged,
     }
