@@ -110,6 +110,6 @@ pub async fn serve(
         Role::Admin => "admin",
         Role::Metrics => "metrics",
     };
-    tracing::info!(%addr, role = what, "admin port listening");
+    tracing::info!(%addr, role = %what, "admin port open");
     Ok(Bound { addr, task })
 }

@@ -175,6 +175,32 @@ impl Broker {
             .unwrap_or_else(|| panic!("no listener {name} in the log:\n{}", self.log()))
     }
 
+    /// The address of the admin port (`--admin-listen`) with `role` (`admin`, or `metrics`
+    /// for the Broker resource's prometheusPort), from its `admin port open` log line.
+    pub fn admin_addr(&self, role: &str) -> SocketAddr {
+        let wanted = format!("role={role}");
+        let deadline = Instant::now() + crate::fixtures::WAIT;
+        loop {
+            let log = self.log();
+            let found = log
+                .lines()
+                .filter(|l| l.contains("admin port open") && l.contains(&wanted))
+                .find_map(|l| {
+                    let rest = &l[l.find(" addr=")? + 6..];
+                    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                    rest[..end].parse().ok()
+                });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no admin port ({wanted}) in the log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Every (listener, address) logged as listening so far (restarts included).
     pub fn listening(&self) -> Vec<(String, SocketAddr)> {
         self.listening.lock().unwrap().clone()

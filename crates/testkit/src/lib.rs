@@ -4,6 +4,7 @@
 //!   end of the test; run `edgemq` commands with a time limit.
 //! - [`in_process`]: a broker inside the test process on port 0, its limits set in code, and
 //!   [`in_process::Target`], which is that broker or the one `EDGEMQ_TEST_AGAINST` names.
+//! - [`http`]: a minimal HTTP/1.1 client for the admin port.
 //! - [`raw`]: a raw MQTT client, byte-exact packets in and out.
 //! - [`fixtures`]: configuration folders, resource builders, mosquitto client wrappers and
 //!   the documentation's password file.
@@ -15,6 +16,7 @@
 
 pub mod broker;
 pub mod fixtures;
+pub mod http;
 pub mod in_process;
 pub mod pki;
 pub mod raw;

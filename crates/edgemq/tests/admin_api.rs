@@ -1,0 +1,231 @@
+//! The admin API (`serve --admin-listen`), driven over HTTP while real clients (the raw
+//! MQTT client) are connected: what it lists matches what the clients did, and what it does
+//! (disconnect, end a session, delete a retained message) reaches the clients.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use edgemq_testkit::broker::Broker;
+use edgemq_testkit::fixtures::WAIT;
+use edgemq_testkit::http::{self, Response};
+use edgemq_testkit::raw::*;
+
+fn broker(extra: &[&str]) -> (Broker, SocketAddr) {
+    let mut args = vec!["--in-memory", "--admin-listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let b = Broker::start_with(&args);
+    let admin = b.admin_addr("admin");
+    (b, admin)
+}
+
+/// GET `path` until `ok` holds for its JSON (the API reads live state: a client's
+/// SUBSCRIBE is answered before the test asks, but a closing one takes a moment).
+fn poll(
+    admin: SocketAddr,
+    path: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = http::get(admin, path);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        let v = r.json();
+        if ok(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{path} never matched: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn expiry(secs: u32) -> Vec<u8> {
+    props(&[p_u32(prop::SESSION_EXPIRY_INTERVAL, secs)])
+}
+
+#[test]
+fn clients_are_listed_with_their_connect_and_live_state() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let (b, admin) = broker(&[]);
+    let (mut c, _) = RawClient::v5_with(b.addr, "sensor-1", &expiry(300));
+    c.send(&subscribe(1, Some(&no_props()), &[("plant/+/temp", 1)]));
+    c.expect_packet(&[0x90, 0x04, 0x00, 0x01, 0x00, 0x01]);
+    let _other = RawClient::v311(b.addr, "gateway-7");
+
+    let list = http::get(admin, "/api/v1/clients?search=sensor").json();
+    let clients = list["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 1, "{list}");
+    assert_eq!(clients[0]["client_id"], "sensor-1");
+    assert_eq!(clients[0]["client"]["protocol"], "5.0");
+    assert_eq!(clients[0]["client"]["listener"], "default");
+    let all = http::get(admin, "/api/v1/clients").json();
+    assert_eq!(all["clients"].as_array().unwrap().len(), 2, "{all}");
+
+    // The client's own task answers with its live state.
+    let one = http::get(admin, "/api/v1/clients/sensor-1").json();
+    assert_eq!(one["state"]["session_expiry"], 300);
+    assert_eq!(one["state"]["subscriptions"][0]["filter"], "plant/+/temp");
+    assert_eq!(one["state"]["subscriptions"][0]["qos"], 1);
+    assert_eq!(http::get(admin, "/api/v1/clients/nobody").status, 404);
+
+    let overview = http::get(admin, "/api/v1/overview").json();
+    assert_eq!(overview["clients_connected"], 2, "{overview}");
+    assert_eq!(overview["subscriptions"], 1);
+}
+
+#[test]
+fn disconnect_from_the_api_sends_0x98_and_closes() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let (b, admin) = broker(&[]);
+    let (mut c, _) = RawClient::v5(b.addr, "to-kick");
+    let r: Response = http::request(admin, "POST", "/api/v1/clients/to-kick/disconnect", None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    // MQTT 5 §3.14.2.1: 0x98 Administrative action.
+    c.expect_disconnect(0x98);
+    poll(admin, "/api/v1/clients", |v| {
+        v["clients"].as_array().unwrap().is_empty()
+    });
+    let again = http::request(admin, "POST", "/api/v1/clients/to-kick/disconnect", None);
+    assert_eq!(again.status, 404);
+}
+
+#[test]
+fn an_offline_session_is_listed_and_ended_from_the_api() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let (b, admin) = broker(&[]);
+    let mut watcher = RawClient::v311(b.addr, "watcher");
+    watcher.send(&subscribe(1, None, &[("wills/#", 0)]));
+    watcher.expect_packet(&[0x90, 0x03, 0x00, 0x01, 0x00]);
+    // A persistent session with a will delayed longer than the test: it waits offline.
+    let mut c = RawClient::open(b.addr);
+    let delay = props(&[p_u32(prop::WILL_DELAY_INTERVAL, 3600)]);
+    let payload = cat(&[&lp(b"keeper"), &delay, &lp(b"wills/keeper"), &lp(b"gone")]);
+    c.send(&connect_raw(
+        b"MQTT",
+        5,
+        flags::WILL,
+        0,
+        Some(&expiry(3600)),
+        &payload,
+    ));
+    assert_eq!(c.expect_connack(true).code, 0);
+    drop(c);
+
+    let v = poll(admin, "/api/v1/sessions?search=keeper", |v| {
+        v["sessions"][0]["connected"] == false
+    });
+    let offline = &v["sessions"][0]["offline"];
+    assert_eq!(offline["session_expiry"], 3600, "{v}");
+    assert_eq!(offline["will_pending"], true);
+
+    let r = http::request(admin, "DELETE", "/api/v1/sessions/keeper", None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    // The session ended, so its delayed will goes now [MQTT-3.1.3-9].
+    let will = watcher.expect_publish(false);
+    assert_eq!(
+        (will.topic.as_str(), &will.payload[..]),
+        ("wills/keeper", &b"gone"[..])
+    );
+    // Nothing to resume [MQTT-3.2.2-2]: Session Present 0.
+    let mut back = RawClient::open(b.addr);
+    back.send(&connect_v5("keeper", 0, 0, &expiry(3600)));
+    let ack = back.expect_connack(true);
+    assert_eq!((ack.code, ack.session_present), (0, false));
+    let missing = http::request(admin, "DELETE", "/api/v1/sessions/nobody", None);
+    assert_eq!(missing.status, 404);
+}
+
+#[test]
+fn retained_messages_are_browsed_and_deleted() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let (b, admin) = broker(&[]);
+    let mut p = RawClient::v311(b.addr, "publisher");
+    for (topic, payload) in [
+        ("site/a/state", "on"),
+        ("site/b/state", "off"),
+        ("other/x", "1"),
+    ] {
+        p.send(&publish_raw(
+            pub_flags(0, false, true),
+            topic.as_bytes(),
+            None,
+            None,
+            payload.as_bytes(),
+        ));
+    }
+    p.ping();
+    let v = poll(admin, "/api/v1/retained?filter=site/%2B/state", |v| {
+        v["total"] == 2
+    });
+    assert_eq!(v["retained"][0]["topic"], "site/a/state");
+    assert_eq!(v["retained"][0]["payload_text"], "on");
+    assert_eq!(
+        http::get(admin, "/api/v1/retained?filter=a/%23/b").status,
+        400
+    );
+
+    let r = http::request(admin, "DELETE", "/api/v1/retained?topic=site/a/state", None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    poll(admin, "/api/v1/retained", |v| v["total"] == 2);
+    // A new subscriber gets only what is left [MQTT-3.3.1-6].
+    let mut s = RawClient::v311(b.addr, "late");
+    s.send(&subscribe(1, None, &[("site/#", 0)]));
+    s.expect_packet(&[0x90, 0x03, 0x00, 0x01, 0x00]);
+    let got = s.expect_publish(false);
+    assert_eq!(got.topic, "site/b/state");
+    s.expect_nothing(Duration::from_millis(100));
+    let gone = http::request(admin, "DELETE", "/api/v1/retained?topic=site/a/state", None);
+    assert_eq!(gone.status, 404);
+}
+
+#[test]
+fn the_api_needs_the_token_when_one_is_set() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let dir = edgemq_testkit::fresh_data_dir();
+    let token_file = dir.join("admin.token");
+    let token = "0123456789abcdef0123456789abcdef";
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let (_b, admin) = broker(&["--admin-token-file", token_file.to_str().unwrap()]);
+    let refused = http::get(admin, "/api/v1/overview");
+    assert_eq!(refused.status, 401);
+    assert!(refused
+        .header("www-authenticate")
+        .is_some_and(|h| h.starts_with("Bearer")));
+    let wrong = http::request(
+        admin,
+        "GET",
+        "/api/v1/overview",
+        Some("not-the-token-at-all"),
+    );
+    assert_eq!(wrong.status, 401);
+    let ok = http::request(admin, "GET", "/api/v1/overview", Some(token));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    // Probes stay open: they say only ok / not ok.
+    assert_eq!(http::get(admin, "/healthz").status, 200);
+    assert_eq!(http::get(admin, "/readyz").status, 200);
+}
+
+#[test]
+fn edgemq_status_prints_the_overview() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let (b, admin) = broker(&[]);
+    let _c = RawClient::v311(b.addr, "status-client");
+    let admin = admin.to_string();
+    let (code, out, err) = edgemq_testkit::edgemq(&["status", "--admin", &admin]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("1 connected"), "{out}");
+    assert!(out.starts_with("edgemq "), "{out}");
+}
