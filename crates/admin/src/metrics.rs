@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -292,11 +292,63 @@ impl BrokerCollector {
     }
 }
 
+/// A histogram read from the broker's buckets at scrape time.
+#[derive(Debug)]
+struct HistogramSnapshot {
+    /// (upper bound in seconds, count in that bucket); the last is +Inf.
+    buckets: Vec<(f64, u64)>,
+    count: u64,
+    sum: f64,
+}
+
+impl HistogramSnapshot {
+    fn of(histogram: &edgemq_broker::stats::Histogram) -> HistogramSnapshot {
+        let (counts, sum_us) = histogram.snapshot();
+        let seconds = |us: u64| match us {
+            u64::MAX => f64::INFINITY,
+            us => us as f64 / 1e6,
+        };
+        HistogramSnapshot {
+            count: counts.iter().map(|(_, n)| n).sum(),
+            buckets: counts
+                .iter()
+                .map(|(bound, n)| (seconds(*bound), *n))
+                .collect(),
+            sum: sum_us as f64 / 1e6,
+        }
+    }
+}
+
+impl EncodeMetric for HistogramSnapshot {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+impl BrokerCollector {
+    fn latency(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let snapshot = HistogramSnapshot::of(&self.bus.stats.delivery_latency);
+        let mut metric = e.encode_descriptor(
+            "edgemq_delivery_latency_seconds",
+            "From a client's PUBLISH arriving to each delivery of it written for a subscriber (includes time queued for an offline session).",
+            None,
+            MetricType::Histogram,
+        )?;
+        let hostname = [("hostname", self.hostname.as_str())];
+        snapshot.encode(metric.encode_family(&hostname)?)
+    }
+}
+
 impl Collector for BrokerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         self.aio(&mut encoder)?;
         self.counters(&mut encoder)?;
         self.gauges(&mut encoder)?;
+        self.latency(&mut encoder)?;
         let version = [("version", env!("CARGO_PKG_VERSION"))];
         let family = Family {
             name: "edgemq_build_info",

@@ -86,6 +86,42 @@ pub struct Stats {
     /// Authorization decisions (connect, publish, subscribe, wills, re-checks).
     pub authorization_allow: AtomicU64,
     pub authorization_deny: AtomicU64,
+    /// From a client's PUBLISH arriving to each delivery of it being written for a
+    /// subscriber (live deliveries only: not retained messages, re-sends or stored ones).
+    pub delivery_latency: Histogram,
+}
+
+/// A fixed-bucket latency histogram: a relaxed increment per observation, read when
+/// reported. Bucket upper bounds in microseconds, the last one open.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; Histogram::BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub const BOUNDS_US: [u64; 15] = [
+        50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+        1_000_000, 5_000_000,
+    ];
+
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let bucket = Self::BOUNDS_US.partition_point(|bound| *bound < us);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// (upper bound in µs, count in this bucket) per bucket, the open one last as
+    /// `u64::MAX`; and the sum in µs.
+    pub fn snapshot(&self) -> (Vec<(u64, u64)>, u64) {
+        let bounds = Self::BOUNDS_US.iter().copied().chain([u64::MAX]);
+        let counts = bounds
+            .zip(&self.buckets)
+            .map(|(bound, n)| (bound, n.load(Ordering::Relaxed)))
+            .collect();
+        (counts, self.sum_us.load(Ordering::Relaxed))
+    }
 }
 
 impl Stats {

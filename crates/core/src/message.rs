@@ -31,6 +31,9 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The session that published it (for No Local); `None` for broker-generated messages.
     pub publisher: Option<SessionKey>,
+    /// When the broker received it from a client (publish-to-delivery latency); `None` for
+    /// the broker's own messages and for messages read back from the store.
+    pub received_at: Option<Instant>,
 }
 
 impl Message {
@@ -45,6 +48,7 @@ impl Message {
             properties: Bytes::new(),
             expires_at: None,
             publisher: None,
+            received_at: None,
         }
     }
 
@@ -104,6 +108,7 @@ impl Message {
             properties,
             expires_at: expiry.map(|s| now + Duration::from_secs(u64::from(s))),
             publisher,
+            received_at: Some(now),
         }
     }
 

@@ -229,3 +229,55 @@ fn edgemq_status_prints_the_overview() {
     assert!(out.contains("1 connected"), "{out}");
     assert!(out.starts_with("edgemq "), "{out}");
 }
+
+/// The value of the sample `name` (with `labels`, e.g. `{le="+Inf"`) in a scrape, 0 if absent.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn the_delivery_latency_histogram_counts_each_live_delivery() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let (b, admin) = broker(&[]);
+    let mut subscribers: Vec<RawClient> = (0..2)
+        .map(|i| {
+            let mut s = RawClient::v311(b.addr, &format!("lat-{i}"));
+            s.send(&subscribe(1, None, &[("lat/t", 0)]));
+            s.expect_packet(&[0x90, 0x03, 0x00, 0x01, 0x00]);
+            s
+        })
+        .collect();
+    let mut p = RawClient::v311(b.addr, "lat-pub");
+    for _ in 0..5 {
+        p.send(&publish_v311("lat/t", 0, 0, b"x"));
+    }
+    for s in &mut subscribers {
+        for _ in 0..5 {
+            s.expect_publish(false);
+        }
+    }
+    // A retained message sent on SUBSCRIBE is not a live delivery.
+    p.send(&publish_raw(
+        pub_flags(0, false, true),
+        b"lat/r",
+        None,
+        None,
+        b"r",
+    ));
+    p.ping();
+    let mut late = RawClient::v311(b.addr, "lat-late");
+    late.send(&subscribe(1, None, &[("lat/r", 0)]));
+    late.expect_packet(&[0x90, 0x03, 0x00, 0x01, 0x00]);
+    late.expect_publish(false);
+    let metrics = http::get(admin, "/metrics").body;
+    let count = "edgemq_delivery_latency_seconds_count";
+    assert_eq!(sample(&metrics, count), 10.0, "{metrics}");
+    let inf = "edgemq_delivery_latency_seconds_bucket{le=\"+Inf\"";
+    assert_eq!(sample(&metrics, inf), 10.0);
+}

@@ -192,6 +192,7 @@ fn get_message(r: &mut Reader<'_>, clock: Clock) -> Result<Message, RecordError>
         expires_at: (expires != 0).then(|| clock.from_unix_ms(expires)),
         // The publishing session's key is per process: No Local cannot apply after a restart.
         publisher: None,
+        received_at: None,
     })
 }
 

@@ -37,6 +37,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 self.session.mailbox.forget(delivery.stored);
                 continue;
             }
+            if let Some(at) = delivery.message.received_at {
+                let latency = now.saturating_duration_since(at);
+                self.bus.stats.delivery_latency.observe(latency);
+            }
             if !self.send_delivery(delivery, now) {
                 return Ok(());
             }
