@@ -19,6 +19,7 @@ pub mod access;
 pub mod api;
 pub mod health;
 pub mod metrics;
+pub mod operate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +51,10 @@ pub struct AdminState {
     pub registry: Arc<prometheus_client::registry::Registry>,
     pub readiness: Arc<Readiness>,
     pub token: Option<Token>,
+    /// The running server: its listeners and their policies.
+    pub server: Arc<edgemq_broker::Server>,
+    /// What the binary loaded and the last (re)load's diagnostics (`GET /api/v1/config`).
+    pub config: Arc<std::sync::Mutex<serde_json::Value>>,
 }
 
 /// A bound admin server: its address (port 0 resolved) and the task serving it.
@@ -74,7 +79,10 @@ fn router(state: AdminState, role: Role, addr: SocketAddr) -> Router {
     let metrics = Router::new().route("/metrics", get(health::metrics));
     let guarded = match role {
         Role::Metrics => metrics,
-        Role::Admin => access::guarded(metrics.merge(api::routes()), &state, addr),
+        Role::Admin => {
+            let admin = metrics.merge(api::routes()).merge(operate::routes());
+            access::guarded(admin, &state, addr)
+        }
     };
     open.merge(guarded).with_state(state)
 }

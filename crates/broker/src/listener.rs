@@ -106,6 +106,11 @@ impl ListenerContext {
 
     /// The port's own connection limit (`None`: the broker's `max_connections_per_listener`).
     /// A lower one applies to new connections; open ones stay.
+    /// Connections open on this listener now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
     pub fn set_max_connections(&self, max: Option<usize>) {
         self.max_connections
             .store(max.unwrap_or(0), Ordering::Relaxed);

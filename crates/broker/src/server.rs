@@ -311,6 +311,16 @@ impl Server {
         Ok(report)
     }
 
+    /// (listener name, bound address, context) of every running listener: what operators
+    /// see of them, and their policy for `authz explain`.
+    pub async fn listeners(&self) -> Vec<(String, SocketAddr, Arc<ListenerContext>)> {
+        let running = self.running.lock().await;
+        running
+            .iter()
+            .map(|((name, _), r)| (name.clone(), r.local_addr, r.context.clone()))
+            .collect()
+    }
+
     /// (listener name, bound address) of every running listener.
     pub async fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
         let running = self.running.lock().await;

@@ -30,6 +30,8 @@ pub struct AdminArgs {
 /// The running admin ports; they stop when this is dropped.
 pub struct AdminPorts {
     pub readiness: Arc<Readiness>,
+    /// What `GET /api/v1/config` shows.
+    pub config: Arc<std::sync::Mutex<serde_json::Value>>,
     _stop: watch::Sender<bool>,
 }
 
@@ -44,6 +46,30 @@ impl AdminPorts {
         self.readiness
             .config_loaded
             .store(loaded, Ordering::Release);
+    }
+
+    /// Record a (re)load: where the configuration came from, whether it was applied, and
+    /// its diagnostics (`file:line: …` lines).
+    pub fn report_config(&self, source: &str, applied: bool, diagnostics: &[String]) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let outcome = if applied {
+            "applied"
+        } else {
+            "rejected: the running configuration stays"
+        };
+        let report = serde_json::json!({
+            "source": source,
+            "last_load": {
+                "at_unix_ms": at.as_millis() as u64,
+                "outcome": outcome,
+                "diagnostics": diagnostics,
+            },
+        });
+        if let Ok(mut slot) = self.config.lock() {
+            *slot = report;
+        }
     }
 }
 
@@ -72,10 +98,13 @@ pub async fn start(
         self_check,
         hostname: hostname(),
     };
+    let config = Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
     let state = AdminState {
         registry: Arc::new(edgemq_admin::metrics::registry(collector)),
         readiness: readiness.clone(),
         token,
+        server: server.clone(),
+        config: config.clone(),
     };
     let (stop, stopped) = watch::channel(false);
     for addr in &args.admin_listen {
@@ -87,6 +116,7 @@ pub async fn start(
     }
     Ok(AdminPorts {
         readiness,
+        config,
         _stop: stop,
     })
 }

@@ -47,13 +47,14 @@ pub fn check(dir: &Path) -> ExitCode {
     }
 }
 
-/// Load and report: warnings are logged, errors are returned for the caller to log.
-fn load(dir: &Path) -> Result<Config, Vec<Diagnostic>> {
+/// Load and report: warnings are logged (and returned as text for the admin API's
+/// configuration report), errors are returned for the caller to log.
+fn load_with_warnings(dir: &Path) -> Result<(Config, Vec<String>), Vec<Diagnostic>> {
     let Loaded { config, warnings } = edgemq_config::load_dir(dir).and_then(crate::tls::checked)?;
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    Ok(config)
+    Ok((config, warnings.iter().map(ToString::to_string).collect()))
 }
 
 /// `edgemq serve --config DIR`. Exit 1 on an invalid configuration, 2 on runtime failure.
@@ -65,8 +66,8 @@ pub async fn serve(
     admin_args: &crate::admin::AdminArgs,
     shutdown: impl Future<Output = ()>,
 ) -> ExitCode {
-    let config = match load(dir) {
-        Ok(c) => c,
+    let (config, warnings) = match load_with_warnings(dir) {
+        Ok(loaded) => loaded,
         Err(diagnostics) => {
             // Each problem once on stderr (through the log, which writes there).
             for d in diagnostics.iter().filter(|d| d.severity == Severity::Error) {
@@ -107,6 +108,8 @@ pub async fn serve(
         }
     };
     ports.set_config_loaded(true);
+    ports.report_config(&dir.display().to_string(), true, &warnings);
+    let ports = Arc::new(ports);
     tokio::pin!(shutdown);
     match crate::bind_listeners(&server, listeners, &ports, admin_args, &mut shutdown).await {
         Ok(true) => {}
@@ -142,6 +145,7 @@ pub async fn serve(
         running_limits: limits,
         server: server.clone(),
         tls,
+        ports: ports.clone(),
     };
     reloader.run_until(shutdown).await;
     let _ = stop_tx.send(true);
@@ -158,6 +162,8 @@ struct Reloader {
     running_limits: Limits,
     server: Arc<Server>,
     tls: TlsManager,
+    /// The admin API's configuration report.
+    ports: Arc<crate::admin::AdminPorts>,
 }
 
 impl Reloader {
@@ -202,16 +208,20 @@ impl Reloader {
     }
 
     async fn reload(&mut self) {
-        let config = match load(&self.dir) {
-            Ok(c) => c,
+        let source = self.dir.display().to_string();
+        let (config, warnings) = match load_with_warnings(&self.dir) {
+            Ok(loaded) => loaded,
             Err(diagnostics) => {
                 for d in diagnostics.iter().filter(|d| d.severity == Severity::Error) {
                     tracing::error!("{d}");
                 }
                 tracing::error!("configuration rejected; the running configuration stays");
+                let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+                self.ports.report_config(&source, false, &lines);
                 return;
             }
         };
+        self.ports.report_config(&source, true, &warnings);
         crate::logging::apply_config_level(config.broker.log_level.as_deref());
         let wanted = limits(&config, self.base.clone());
         if wanted != self.running_limits {

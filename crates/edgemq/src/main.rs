@@ -344,6 +344,7 @@ async fn serve_plain(
         }
     };
     ports.set_config_loaded(true);
+    ports.report_config("command line", true, &[]);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let code =

@@ -433,3 +433,47 @@ fn v1beta1_authorization_form_is_enforced() {
     // client2 is authenticated but no rule lets it connect.
     assert_eq!(raw_login(port, 5, "c2", "client2", "password2").1, 0x87);
 }
+
+#[test]
+fn authz_explain_over_the_admin_api_decides_as_the_running_policy() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let d = Dirs::new();
+    let port = free_port();
+    d.write(
+        "config.yaml",
+        &EXAMPLE
+            .replace("port: 1884", &format!("port: {port}"))
+            .replace("serviceType: LoadBalancer", "serviceType: ClusterIp"),
+    );
+    d.write("secrets/passwords-db/passwords.toml", &passwords());
+    let b = Broker::start_config(&d.config, &d.data, 1, &["--admin-listen", "127.0.0.1:0"]);
+    let admin = b.admin_addr("admin");
+    let listeners = edgemq_testkit::http::get(admin, "/api/v1/listeners").json();
+    let name = listeners["listeners"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(listeners["listeners"][0]["port"], port, "{listeners}");
+    let explain = |username: &str, topic: &str| {
+        let body = serde_json::json!({
+            "listener": name, "client_id": "c1", "username": username,
+            "attributes": { "site": "site1", "floor": "floor1" },
+            "action": "publish", "topic": topic,
+        });
+        edgemq_testkit::http::post_json(admin, "/api/v1/authz/explain", None, &body).json()
+    };
+    let allowed = explain("client1", "telemetry/floor1/c1");
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    assert_eq!(
+        allowed["explanation"],
+        "allowed by BrokerAuthorization/my-authz-policies rules[0]"
+    );
+    let denied = explain("client1", "telemetry/floor2/c1");
+    assert_eq!(denied["allowed"], false, "{denied}");
+    // The configuration report names the folder and the load's outcome.
+    let config = edgemq_testkit::http::get(admin, "/api/v1/config").json();
+    assert_eq!(config["last_load"]["outcome"], "applied", "{config}");
+    assert_eq!(config["source"], d.config.display().to_string());
+}

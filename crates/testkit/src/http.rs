@@ -29,13 +29,33 @@ impl Response {
 
 /// `method path` on `addr`, with a bearer `token` if given.
 pub fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Response {
+    send(addr, method, path, token, "")
+}
+
+/// POST `body` as JSON.
+pub fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> Response {
+    send(addr, "POST", path, token, &body.to_string())
+}
+
+fn send(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> Response {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream
         .set_read_timeout(Some(crate::fixtures::WAIT))
         .unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let kind = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
+    let length = body.len();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{kind}Content-Length: {length}\r\nConnection: close\r\n\r\n{body}"
     );
     stream.write_all(head.as_bytes()).unwrap();
     let mut raw = Vec::new();

@@ -1,0 +1,91 @@
+//! `/api/v1/listeners`, `/api/v1/config` and `/api/v1/authz/explain`: what the broker runs
+//! with, and how its policy decides.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/api/v1/listeners` | each listener: name, bound address, open connections |
+//! | GET | `/api/v1/config` | the configuration source and the last (re)load's diagnostics |
+//! | POST | `/api/v1/authz/explain` | decide an action as a listener's policy would, and why |
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytestring::ByteString;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use edgemq_core::auth::{Action, Principal};
+
+use crate::AdminState;
+
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/api/v1/listeners", get(listeners))
+        .route("/api/v1/config", get(config))
+        .route("/api/v1/authz/explain", post(explain))
+}
+
+async fn listeners(State(state): State<AdminState>) -> Json<Value> {
+    let listeners: Vec<Value> = state
+        .server
+        .listeners()
+        .await
+        .iter()
+        .map(|(name, addr, context)| {
+            json!({ "name": name, "address": addr.to_string(), "port": context.port, "connections": context.open_connections() })
+        })
+        .collect();
+    Json(json!({ "listeners": listeners }))
+}
+
+async fn config(State(state): State<AdminState>) -> Json<Value> {
+    let report = state
+        .config
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or(Value::Null);
+    Json(report)
+}
+
+/// An action to decide.
+#[derive(Debug, Deserialize)]
+pub struct ExplainRequest {
+    listener: String,
+    client_id: String,
+    username: Option<String>,
+    #[serde(default)]
+    attributes: std::collections::BTreeMap<String, String>,
+    /// `connect`, `publish` or `subscribe`.
+    action: String,
+    /// The topic (publish) or filter (subscribe).
+    topic: Option<String>,
+}
+
+async fn explain(State(state): State<AdminState>, Json(req): Json<ExplainRequest>) -> Response {
+    let bad =
+        |error: &str| (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response();
+    let topic = req.topic.as_deref().unwrap_or("");
+    let action = match req.action.as_str() {
+        "connect" => Action::Connect,
+        "publish" if !topic.is_empty() => Action::Publish { topic },
+        "subscribe" if !topic.is_empty() => Action::Subscribe { filter: topic },
+        "publish" | "subscribe" => return bad("topic is required for publish and subscribe"),
+        _ => return bad("action is connect, publish or subscribe"),
+    };
+    let listeners = state.server.listeners().await;
+    let Some((_, _, context)) = listeners.iter().find(|(name, _, _)| *name == req.listener) else {
+        let body = json!({ "error": "no such listener" });
+        return (StatusCode::NOT_FOUND, Json(body)).into_response();
+    };
+    let principal = Principal {
+        client_id: ByteString::from(req.client_id),
+        username: req.username.map(ByteString::from),
+        attributes: req.attributes.into_iter().collect(),
+    };
+    let (authorizer, _) = context.authorizer();
+    let allowed = authorizer.authorize(&principal, action);
+    let explanation = authorizer.explain(&principal, action);
+    Json(json!({ "allowed": allowed, "explanation": explanation })).into_response()
+}
