@@ -73,6 +73,13 @@ pub async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AdminState>) -> Response {
+    let listeners: Vec<(String, u16, usize)> = (state.server.listeners().await)
+        .iter()
+        .map(|(name, _, context)| (name.clone(), context.port, context.open_connections()))
+        .collect();
+    if let Ok(mut slot) = state.listeners.lock() {
+        *slot = listeners;
+    }
     match crate::metrics::render(&state.registry) {
         Ok(text) => {
             let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";

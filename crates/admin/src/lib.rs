@@ -55,6 +55,8 @@ pub struct AdminState {
     pub server: Arc<edgemq_broker::Server>,
     /// What the binary loaded and the last (re)load's diagnostics (`GET /api/v1/config`).
     pub config: Arc<std::sync::Mutex<serde_json::Value>>,
+    /// The collector's view of the listeners (see [`BrokerCollector::listeners`]).
+    pub listeners: Arc<std::sync::Mutex<Vec<(String, u16, usize)>>>,
 }
 
 /// A bound admin server: its address (port 0 resolved) and the task serving it.

@@ -29,6 +29,9 @@ pub struct BrokerCollector {
     pub self_check: Option<Arc<SelfCheckStats>>,
     /// The `hostname` label AIO puts on every metric.
     pub hostname: String,
+    /// (listener, port, open connections), refreshed by the `/metrics` handler before each
+    /// scrape (the server's listener table is behind an async lock).
+    pub listeners: Arc<std::sync::Mutex<Vec<(String, u16, usize)>>>,
 }
 
 /// One sample family: name, help, type, then (labels, value) samples.
@@ -330,6 +333,30 @@ impl EncodeMetric for HistogramSnapshot {
 }
 
 impl BrokerCollector {
+    fn listener_connections(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let listeners = self.listeners.lock().map(|l| l.clone()).unwrap_or_default();
+        let ports: Vec<String> = listeners
+            .iter()
+            .map(|(_, port, _)| port.to_string())
+            .collect();
+        let labels: Vec<[(&str, &str); 2]> = listeners
+            .iter()
+            .zip(&ports)
+            .map(|((name, _, _), port)| [("listener", name.as_str()), ("port", port.as_str())])
+            .collect();
+        let samples: Vec<_> = labels
+            .iter()
+            .zip(&listeners)
+            .map(|(l, (_, _, open))| (&l[..], *open as u64))
+            .collect();
+        let family = Family {
+            name: "edgemq_listener_connections",
+            help: "Connections open on each listener port.",
+            kind: MetricType::Gauge,
+        };
+        self.family(e, family, &samples)
+    }
+
     fn latency(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let snapshot = HistogramSnapshot::of(&self.bus.stats.delivery_latency);
         let mut metric = e.encode_descriptor(
@@ -348,6 +375,7 @@ impl Collector for BrokerCollector {
         self.aio(&mut encoder)?;
         self.counters(&mut encoder)?;
         self.gauges(&mut encoder)?;
+        self.listener_connections(&mut encoder)?;
         self.latency(&mut encoder)?;
         let version = [("version", env!("CARGO_PKG_VERSION"))];
         let family = Family {

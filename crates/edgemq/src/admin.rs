@@ -93,10 +93,12 @@ pub async fn start(
     };
     let bus = server.bus.clone();
     let readiness = Arc::new(Readiness::new(bus.clone(), self_check.clone()));
+    let listeners = Arc::default();
     let collector = BrokerCollector {
         bus,
         self_check,
         hostname: hostname(),
+        listeners: Arc::clone(&listeners),
     };
     let config = Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
     let state = AdminState {
@@ -105,6 +107,7 @@ pub async fn start(
         token,
         server: server.clone(),
         config: config.clone(),
+        listeners,
     };
     let (stop, stopped) = watch::channel(false);
     for addr in &args.admin_listen {

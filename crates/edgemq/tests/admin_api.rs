@@ -74,6 +74,13 @@ fn clients_are_listed_with_their_connect_and_live_state() {
     let overview = http::get(admin, "/api/v1/overview").json();
     assert_eq!(overview["clients_connected"], 2, "{overview}");
     assert_eq!(overview["subscriptions"], 1);
+    let metrics = http::get(admin, "/metrics").body;
+    let port = format!("port=\"{}\"", b.addr.port());
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("edgemq_listener_connections{") && l.contains(&port))
+        .unwrap_or_else(|| panic!("no listener gauge in {metrics}"));
+    assert!(line.ends_with(" 2"), "{line}");
 }
 
 #[test]
