@@ -168,6 +168,13 @@ fn every_readme_command_sequence_runs_as_written() {
         "{transcript}"
     );
     assert!(out.contains("allowed"), "authz explain:\n{transcript}");
+    // Observe and operate: the overview and the metrics count the publish.
+    assert!(out.contains("1 received"), "edgemq status:\n{transcript}");
+    assert!(
+        out.contains("aio_broker_publishes_received{hostname="),
+        "metrics:\n{transcript}"
+    );
+    assert!(out.contains("\"clients\":"), "admin API:\n{transcript}");
     let ca = std::fs::read_to_string(dir.path().join("broker-ca.crt")).unwrap();
     assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
 }
