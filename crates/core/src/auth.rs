@@ -90,6 +90,18 @@ pub enum AuthDecision {
     Deny(ReasonCode),
 }
 
+/// A CONNECT naming an enhanced authentication method the listener's chain does not
+/// handle is refused with 0x8C Bad authentication method [MQTT-4.12.0-1], before any
+/// credential is looked at. `None`: no method, or a supported one.
+pub fn unsupported_method(
+    method: Option<&str>,
+    authenticator: &dyn Authenticator,
+) -> Option<ReasonCode> {
+    method
+        .filter(|m| !authenticator.supports_method(m))
+        .map(|_| ReasonCode::BadAuthenticationMethod)
+}
+
 /// What a re-authentication's decision means for the connection [MQTT-4.12.1].
 #[derive(Debug)]
 pub enum Reauthenticated {
@@ -218,6 +230,39 @@ mod tests {
             reauthenticated(AuthDecision::Deny(ReasonCode::NotAuthorized)),
             Reauthenticated::Refused(_)
         ));
+    }
+
+    #[derive(Debug)]
+    struct SatOnly;
+
+    impl Authenticator for SatOnly {
+        fn authenticate<'a>(
+            &'a self,
+            _request: &'a ConnectRequest<'a>,
+        ) -> BoxFuture<'a, AuthDecision> {
+            Box::pin(async { AuthDecision::Deny(ReasonCode::NotAuthorized) })
+        }
+
+        fn supports_method(&self, method: &str) -> bool {
+            method == "K8S-SAT"
+        }
+    }
+
+    #[test]
+    fn mqtt_4_12_0_1_an_unsupported_authentication_method_gets_0x8c() {
+        // [MQTT-4.12.0-1] If the Server does not support the Authentication Method supplied
+        // by the Client, it MAY send a CONNACK with a Reason Code of 0x8C (Bad
+        // authentication method) or 0x87 (Not Authorized) and MUST close the Network
+        // Connection.
+        let refused = unsupported_method(Some("SCRAM-SHA-1"), &SatOnly);
+        assert_eq!(refused, Some(ReasonCode::BadAuthenticationMethod));
+        assert_eq!(unsupported_method(Some("K8S-SAT"), &SatOnly), None);
+        assert_eq!(
+            unsupported_method(None, &SatOnly),
+            None,
+            "no method: plain CONNECT"
+        );
+        assert!(unsupported_method(Some("K8S-SAT"), &AllowAll).is_some());
     }
 
     #[test]

@@ -238,6 +238,20 @@ fn the_expiry_sent_is_what_is_left_of_it() {
 }
 
 #[test]
+fn an_expired_message_is_not_delivered() {
+    // [MQTT-3.3.2-5] If the Message Expiry Interval has passed and the Server has not
+    // managed to start onward delivery to a matching subscriber, then it MUST delete the
+    // copy of the message for that subscriber. (The runtime drops a delivery that
+    // `Message::is_expired` at the moment it would be written.)
+    let start = Instant::now();
+    let mut message =
+        Message::broker_generated(ByteString::from("t"), Bytes::new(), QoS::AtMostOnce, false);
+    message.expires_at = Some(start + Duration::from_secs(10));
+    assert!(!message.is_expired(start + Duration::from_secs(9)));
+    assert!(message.is_expired(start + Duration::from_secs(10)));
+}
+
+#[test]
 fn a_resend_carries_dup_and_its_original_packet_identifier() {
     // [MQTT-3.3.1-1] The DUP flag MUST be set to 1 by the Client or Server when it
     // attempts to re-deliver a PUBLISH packet. [MQTT-4.4.0-1] ... original Packet Identifiers.

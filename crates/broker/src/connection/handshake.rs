@@ -134,9 +134,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
         let method = connect.properties.authentication_method.as_deref();
         // Enhanced authentication: only methods this listener's chain handles (single step:
         // the CONNECT carries everything, as K8S-SAT does).
-        if let Some(method) = method.filter(|m| !self.listener.authenticator().supports_method(m)) {
+        let authenticator = self.listener.authenticator();
+        if let Some(reason) = edgemq_core::auth::unsupported_method(method, &*authenticator) {
+            let method = method.unwrap_or_default();
             tracing::warn!(listener = %self.listener.name, port = self.listener.port, peer = %self.peer.addr, client_id = %Short(client_id), method = %Short(method), "refused: unsupported authentication method");
-            self.refuse_with(version, ReasonCode::BadAuthenticationMethod);
+            self.refuse_with(version, reason);
             return None;
         }
         let request = ConnectRequest {
