@@ -633,3 +633,33 @@ fn a_broker_resource_max_connections_is_held_to_the_descriptor_limit() {
     idle.pop();
     served_eventually(b.addr, "fresh-configured").ping();
 }
+
+#[test]
+fn a_websocket_text_frame_closes_the_connection_without_a_connack() {
+    // [MQTT-6.0.0-1] MQTT Control Packets MUST be sent in WebSocket binary data frames. If
+    // any other type of data frame is received the recipient MUST close the Network
+    // Connection.
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let d = Dirs::new();
+    let ws = edgemq_testkit::broker::free_port();
+    let port = format!("    - port: {ws}\n      protocol: WebSockets\n");
+    d.write("listeners.yaml", &listener("ws", "ClusterIp", &port));
+    let b = Broker::start_config(&d.config, &d.data, 1, &[]);
+    let addr = b.listener_addr("ws");
+    let mut s = ws_open(addr);
+    let connect = connect_v311("text-frame", flags::CLEAN, 0);
+    let mut frame = ws_header(true, 0x1, connect.len() as u64);
+    frame.extend_from_slice(&connect);
+    s.write_all(&frame).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    // At most a WebSocket close frame (opcode 8), never a binary frame with a CONNACK.
+    assert!(
+        rest.is_empty() || rest[0] & 0x0F == 0x8,
+        "expected a close, got {rest:02x?}"
+    );
+    // The broker still serves binary frames.
+    ws_mqtt_round_trip(addr);
+}
