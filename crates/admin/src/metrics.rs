@@ -19,7 +19,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use edgemq_broker::selfcheck::SelfCheckStats;
-use edgemq_broker::stats::{DropReason, Limit};
+use edgemq_broker::stats::{DropReason, Limit, TlsFailure};
 use edgemq_broker::Bus;
 
 /// What `/metrics` reads.
@@ -177,6 +177,11 @@ impl BrokerCollector {
                 "Offline sessions ended by their expiry.",
                 s.sessions_expired.load(Relaxed),
             ),
+            (
+                "edgemq_tls_handshakes",
+                "TLS handshakes completed on the listeners.",
+                s.tls_handshakes.load(Relaxed),
+            ),
         ];
         for (name, help, value) in plain {
             let family = Family {
@@ -194,6 +199,17 @@ impl BrokerCollector {
         let family = Family {
             name: "edgemq_messages_dropped",
             help: "Messages that did not reach a subscriber, by reason.",
+            kind: MetricType::Counter,
+        };
+        self.family(e, family, &samples)?;
+        let tls: Vec<_> = TlsFailure::ALL
+            .iter()
+            .map(|r| ([("reason", r.as_str())], s.tls_failures(*r)))
+            .collect();
+        let samples: Vec<_> = tls.iter().map(|(l, v)| (&l[..], *v)).collect();
+        let family = Family {
+            name: "edgemq_tls_handshakes_failed",
+            help: "TLS handshakes that failed on the listeners, by reason.",
             kind: MetricType::Counter,
         };
         self.family(e, family, &samples)?;

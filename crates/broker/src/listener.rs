@@ -263,7 +263,15 @@ async fn serve_stream(
     // A WebSocket frame or message may not be larger than the largest MQTT packet: the
     // WebSocket layer refuses a bigger one from its header, before buffering it.
     let max_ws_message = usize::try_from(bus.limits.max_packet_size).unwrap_or(usize::MAX);
-    match transport::accept(tcp, &transport, handshake_timeout, max_ws_message).await {
+    match transport::accept(
+        tcp,
+        &transport,
+        handshake_timeout,
+        max_ws_message,
+        &bus.stats,
+    )
+    .await
+    {
         Ok(Accepted {
             stream,
             client_certificates,
@@ -284,13 +292,7 @@ async fn serve_stream(
             "connection closed before MQTT: {e}{}",
             {
                 use tokio_rustls::rustls::{AlertDescription as A, Error as R};
-                let tls = match &e {
-                    transport::HandshakeError::Tls(io) => {
-                        io.get_ref().and_then(|r| r.downcast_ref::<R>())
-                    }
-                    _ => None,
-                };
-                match tls {
+                match e.rustls() {
                     Some(R::AlertReceived(A::UnknownCA)) => " (the client sent alert UnknownCA: it cannot chain the server certificate to a CA it trusts: give the client the root CA of the chain in tls.crt (--cafile), make sure tls.crt holds the intermediates and that they are CAs: edgemq certs inspect tls.crt)",
                     Some(R::AlertReceived(A::BadCertificate | A::CertificateUnknown)) => " (the client rejected the server certificate: usually the address it connects to is not among the certificate's SANs, or a chain certificate is not a CA: edgemq certs inspect tls.crt)",
                     Some(R::AlertReceived(A::CertificateExpired)) => " (the client says the server certificate or a CA in its chain has expired, or the client's clock is wrong: edgemq certs inspect tls.crt)",

@@ -52,6 +52,42 @@ impl DropReason {
 
 pub use edgemq_core::limits::Limit;
 
+/// Why a TLS handshake failed: a small fixed set, so it can label a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The client does not trust the server certificate's CA (alert UnknownCA), or the
+    /// server could not chain a client certificate.
+    UnknownCa,
+    /// A certificate was refused for another reason (bad, expired, wrong name, missing).
+    BadCertificate,
+    /// Not TLS, or no common version, cipher suite or signature scheme.
+    Protocol,
+    /// Not completed within the handshake timeout.
+    Timeout,
+    /// Anything else, e.g. the client closed the connection mid-handshake.
+    Other,
+}
+
+impl TlsFailure {
+    pub const ALL: [TlsFailure; 5] = [
+        TlsFailure::UnknownCa,
+        TlsFailure::BadCertificate,
+        TlsFailure::Protocol,
+        TlsFailure::Timeout,
+        TlsFailure::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsFailure::UnknownCa => "unknown_ca",
+            TlsFailure::BadCertificate => "bad_certificate",
+            TlsFailure::Protocol => "protocol",
+            TlsFailure::Timeout => "timeout",
+            TlsFailure::Other => "other",
+        }
+    }
+}
+
 /// What the broker counts. Monotonic counters except the `clients_connected` gauge; what
 /// other parts already know (sessions, subscriptions, retained messages, the store) is read
 /// from them when reported, not counted twice.
@@ -59,6 +95,9 @@ pub use edgemq_core::limits::Limit;
 pub struct Stats {
     drops: [AtomicU64; DropReason::ALL.len()],
     refusals: [AtomicU64; Limit::ALL.len()],
+    tls_failures: [AtomicU64; TlsFailure::ALL.len()],
+    /// TLS handshakes completed.
+    pub tls_handshakes: AtomicU64,
     /// Application messages routed: PUBLISHes from clients, wills, the broker's own.
     pub messages_received: AtomicU64,
     /// PUBLISHes from clients routed (AIO's `publishes_received`), and their payload bytes.
@@ -131,6 +170,14 @@ impl Stats {
 
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn tls_failed(&self, reason: TlsFailure) {
+        self.tls_failures[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn tls_failures(&self, reason: TlsFailure) -> u64 {
+        self.tls_failures[reason as usize].load(Ordering::Relaxed)
     }
 
     /// Count `n` things a client sent that `limit` refused.

@@ -4,6 +4,7 @@
 
 mod ws;
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 pub use ws::WsStream;
+
+use crate::stats::{Stats, TlsFailure};
 
 /// What a port speaks above TCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,32 +99,89 @@ pub enum HandshakeError {
     Timeout(Duration),
 }
 
+impl HandshakeError {
+    /// The rustls error inside a failed TLS handshake, if there is one.
+    pub fn rustls(&self) -> Option<&tokio_rustls::rustls::Error> {
+        match self {
+            HandshakeError::Tls(io) => io.get_ref()?.downcast_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// The metric reason of a failed TLS handshake.
+fn tls_failure(error: &HandshakeError) -> TlsFailure {
+    use tokio_rustls::rustls::{AlertDescription as A, CertificateError as C, Error as R};
+    if let HandshakeError::Timeout(_) = error {
+        return TlsFailure::Timeout;
+    }
+    match error.rustls() {
+        Some(R::AlertReceived(A::UnknownCA) | R::InvalidCertificate(C::UnknownIssuer)) => {
+            TlsFailure::UnknownCa
+        }
+        Some(
+            R::AlertReceived(
+                A::BadCertificate
+                | A::CertificateUnknown
+                | A::CertificateExpired
+                | A::CertificateRevoked
+                | A::UnsupportedCertificate
+                | A::CertificateRequired,
+            )
+            | R::InvalidCertificate(_)
+            | R::NoCertificatesPresented,
+        ) => TlsFailure::BadCertificate,
+        Some(
+            R::AlertReceived(A::ProtocolVersion | A::HandshakeFailure | A::InsufficientSecurity)
+            | R::InvalidMessage(_)
+            | R::PeerIncompatible(_)
+            | R::InappropriateMessage { .. }
+            | R::InappropriateHandshakeMessage { .. },
+        ) => TlsFailure::Protocol,
+        _ => TlsFailure::Other,
+    }
+}
+
 /// Run the TLS and/or WebSocket handshakes, bounded by `timeout` so a silent client cannot
 /// hold a task and a socket forever. `max_ws_message` bounds a WebSocket frame and message
-/// (the broker passes its maximum MQTT packet size).
+/// (the broker passes its maximum MQTT packet size). TLS handshakes are counted in `stats`,
+/// failures by reason (a WebSocket failure after TLS completed is not a TLS failure).
 pub async fn accept(
     tcp: TcpStream,
     transport: &Transport,
     timeout: Duration,
     max_ws_message: usize,
+    stats: &Stats,
 ) -> Result<Accepted, HandshakeError> {
     if transport.tls.is_none() && transport.protocol == Protocol::Mqtt {
         return Ok(Accepted::plain(Stream::Plain(tcp)));
     }
+    let mut tls_done = false;
     // Boxed: a rustls handshake's state is ~11 KB, and an unboxed future would make every
     // connection's task that large for its whole life, plain TCP included.
-    Box::pin(tokio::time::timeout(
+    let result = Box::pin(tokio::time::timeout(
         timeout,
-        handshakes(tcp, transport, max_ws_message),
+        handshakes(tcp, transport, max_ws_message, &mut tls_done),
     ))
     .await
-    .map_err(|_| HandshakeError::Timeout(timeout))?
+    .map_err(|_| HandshakeError::Timeout(timeout))
+    .and_then(|r| r);
+    if transport.tls.is_some() {
+        if tls_done {
+            stats.tls_handshakes.fetch_add(1, Relaxed);
+        } else if let Err(e) = &result {
+            stats.tls_failed(tls_failure(e));
+        }
+    }
+    result
 }
 
+/// `tls_done` turns true once the TLS handshake completed.
 async fn handshakes(
     tcp: TcpStream,
     transport: &Transport,
     max_ws_message: usize,
+    tls_done: &mut bool,
 ) -> Result<Accepted, HandshakeError> {
     match (&transport.tls, transport.protocol) {
         (None, Protocol::Mqtt) => Ok(Accepted::plain(Stream::Plain(tcp))),
@@ -133,6 +193,7 @@ async fn handshakes(
                 .accept(tcp)
                 .await
                 .map_err(HandshakeError::Tls)?;
+            *tls_done = true;
             let client_certificates = stream
                 .get_ref()
                 .1
@@ -154,6 +215,56 @@ async fn handshakes(
                 stream,
                 client_certificates,
             })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_rustls::rustls::{AlertDescription as A, CertificateError as C, Error as R};
+
+    fn tls(e: R) -> HandshakeError {
+        HandshakeError::Tls(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    #[test]
+    fn tls_failures_have_a_bounded_reason() {
+        let cases = [
+            (tls(R::AlertReceived(A::UnknownCA)), TlsFailure::UnknownCa),
+            (
+                tls(R::InvalidCertificate(C::UnknownIssuer)),
+                TlsFailure::UnknownCa,
+            ),
+            (
+                tls(R::AlertReceived(A::BadCertificate)),
+                TlsFailure::BadCertificate,
+            ),
+            (
+                tls(R::InvalidCertificate(C::Expired)),
+                TlsFailure::BadCertificate,
+            ),
+            (
+                tls(R::AlertReceived(A::ProtocolVersion)),
+                TlsFailure::Protocol,
+            ),
+            (
+                tls(R::InvalidMessage(
+                    tokio_rustls::rustls::InvalidMessage::InvalidContentType,
+                )),
+                TlsFailure::Protocol,
+            ),
+            (
+                HandshakeError::Timeout(Duration::from_secs(1)),
+                TlsFailure::Timeout,
+            ),
+            (
+                HandshakeError::Tls(std::io::ErrorKind::UnexpectedEof.into()),
+                TlsFailure::Other,
+            ),
+        ];
+        for (error, reason) in cases {
+            assert_eq!(tls_failure(&error), reason, "{error}");
         }
     }
 }
