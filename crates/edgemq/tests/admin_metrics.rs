@@ -24,45 +24,14 @@ const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 // Helpers: the admin address, HTTP, samples
 // ---------------------------------------------------------------------------------------
 
-/// The admin port's address from `admin port open addr=...` in `log`.
-fn parse_admin_addr(log: &str) -> Option<SocketAddr> {
-    let line = log.lines().find(|l| l.contains("admin port open"))?;
-    let rest = &line[line.find(" addr=")? + " addr=".len()..];
-    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-    let addr: SocketAddr = rest[..end].trim_matches('"').parse().ok()?;
-    // Bound to 0.0.0.0: reach it on loopback.
-    Some(SocketAddr::from(([127, 0, 0, 1], addr.port())))
+/// `GET path` (with a bearer `token`): (status, body).
+fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let r = edgemq_testkit::http::request(addr, "GET", path, token);
+    (r.status, r.body)
 }
 
 fn admin_addr(b: &Broker) -> SocketAddr {
-    assert!(b.wait_for_log("admin port open", WAIT), "{}", b.log());
-    parse_admin_addr(&b.log()).unwrap_or_else(|| panic!("no admin addr in:\n{}", b.log()))
-}
-
-/// `GET path` over HTTP/1.1 (Connection: close): (status, body).
-fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, WAIT).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    b.admin_addr("admin")
 }
 
 fn scrape(addr: SocketAddr) -> String {
@@ -475,7 +444,7 @@ impl Unready {
         let deadline = Instant::now() + WAIT;
         loop {
             let log = self.log.lock().unwrap().clone();
-            if let Some(addr) = parse_admin_addr(&log) {
+            if let Some(addr) = edgemq_testkit::broker::parse_admin_addr(&log, "admin") {
                 return addr;
             }
             assert!(Instant::now() < deadline, "no admin port:\n{log}");

@@ -178,24 +178,15 @@ impl Broker {
     /// The address of the admin port (`--admin-listen`) with `role` (`admin`, or `metrics`
     /// for the Broker resource's prometheusPort), from its `admin port open` log line.
     pub fn admin_addr(&self, role: &str) -> SocketAddr {
-        let wanted = format!("role={role}");
         let deadline = Instant::now() + crate::fixtures::WAIT;
         loop {
             let log = self.log();
-            let found = log
-                .lines()
-                .filter(|l| l.contains("admin port open") && l.contains(&wanted))
-                .find_map(|l| {
-                    let rest = &l[l.find(" addr=")? + 6..];
-                    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-                    rest[..end].parse().ok()
-                });
-            if let Some(addr) = found {
+            if let Some(addr) = parse_admin_addr(&log, role) {
                 return addr;
             }
             assert!(
                 Instant::now() < deadline,
-                "no admin port ({wanted}) in the log:\n{log}"
+                "no admin port ({role}) in the log:\n{log}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -326,6 +317,22 @@ fn against_mosquitto() -> bool {
 }
 
 /// `... listening listener=NAME addr=127.0.0.1:PORT ...` → (NAME, address).
+/// The address of the admin port with `role` from its `admin port open addr=… role=…` log
+/// line; an unspecified address (0.0.0.0) is reached on loopback.
+pub fn parse_admin_addr(log: &str, role: &str) -> Option<SocketAddr> {
+    let wanted = format!("role={role}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("admin port open") && l.contains(&wanted))?;
+    let rest = &line[line.find(" addr=")? + " addr=".len()..];
+    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    let addr: SocketAddr = rest[..end].trim_matches('"').parse().ok()?;
+    if addr.ip().is_unspecified() {
+        return Some(SocketAddr::from(([127, 0, 0, 1], addr.port())));
+    }
+    Some(addr)
+}
+
 fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
     if !line.contains("listening") {
         return None;
