@@ -244,8 +244,8 @@ mod tests {
         assert!(close(one, 60.0 * (1.0 - (-1.0f64).exp())), "{one}");
         assert!(close(five, 60.0 * (1.0 - (-0.2f64).exp())), "{five}");
         assert!(one > five && five > fifteen && fifteen > 0.0);
-        // An hour at the same rate: all three at the rate.
-        for i in 7..=366 {
+        // Three hours at the same rate: all three at the rate.
+        for i in 7..=1086 {
             load.update(i * 10, Duration::from_secs(10));
         }
         assert!(
