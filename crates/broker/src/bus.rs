@@ -74,6 +74,9 @@ impl LimitWarning {
 pub struct Bus {
     pub index: SubscriptionIndex<MailboxHandle>,
     pub retained: RetainedStore,
+    /// The `$SYS` tree ([`crate::sys`]), retained apart: outside the retained budgets, the
+    /// store and the operator's counts, as Mosquitto does not persist it either.
+    pub sys_retained: RetainedStore,
     pub sessions: Registry,
     pub stats: Arc<Stats>,
     pub limits: Limits,
@@ -114,6 +117,7 @@ impl Bus {
                 limits.max_retained_messages,
                 limits.max_retained_bytes,
             ),
+            sys_retained: RetainedStore::new(),
             sessions: Registry::default(),
             stats: Arc::default(),
             limits,
@@ -141,7 +145,18 @@ impl Bus {
     /// the retained budgets: a refused one is still routed, see [`Routed::retain_refused`]):
     /// wills and the broker's own messages.
     pub fn publish(&self, message: Arc<Message>) -> Routed {
-        self.publish_with(message, true)
+        self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+        self.publish_with(message, true, true)
+    }
+
+    /// A `$SYS` message ([`crate::sys`]): kept in [`Bus::sys_retained`] and routed, not
+    /// counted as received (Mosquitto counts only what clients send).
+    pub fn publish_sys(&self, message: Arc<Message>) -> Routed {
+        if message.retain {
+            // Unlimited store: never refused.
+            let _ = self.sys_retained.set(message.clone());
+        }
+        self.publish_with(message, true, false)
     }
 
     /// A client's PUBLISH: all or nothing. A retained message the retained budgets refuse
@@ -155,7 +170,8 @@ impl Bus {
         self.stats
             .payload_bytes_received
             .fetch_add(payload, Ordering::Relaxed);
-        self.publish_with(message, false)
+        self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+        self.publish_with(message, false, true)
     }
 
     /// Whether the store is at its budget (`max_store_bytes`): nothing new is stored.
@@ -163,12 +179,17 @@ impl Bus {
         self.durable.level() == edgemq_store::Level::Full
     }
 
-    fn publish_with(&self, message: Arc<Message>, route_when_refused: bool) -> Routed {
-        self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+    /// Route `message`; with `retain`, keep it in the retained store if it is retained.
+    fn publish_with(
+        &self,
+        message: Arc<Message>,
+        route_when_refused: bool,
+        retain: bool,
+    ) -> Routed {
         let mut durable = false;
         let mut retain_refused = false;
         let store_full = self.store_full();
-        if message.retain && self.limits.retain_available {
+        if retain && message.retain && self.limits.retain_available {
             // The durable write under the retained store's lock: the store sees the changes
             // to one topic in the order memory does.
             // At the memory or store budget, nothing new is retained (deleting still is).

@@ -10,6 +10,7 @@
 //! - [`sessions`]: the session registry (takeover, offline sessions, will delay, expiry).
 //! - [`mailbox`]: a session's bounded queue with its overflow policy.
 //! - [`stats`]: counters, including every dropped message by reason.
+//! - [`sys`]: the `$SYS` topics, published from those counters.
 
 pub mod bus;
 mod connection;
@@ -22,6 +23,7 @@ pub mod selfcheck;
 pub mod server;
 pub mod sessions;
 pub mod stats;
+pub mod sys;
 pub mod transport;
 
 use std::future::Future;

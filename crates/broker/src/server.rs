@@ -47,6 +47,8 @@ pub struct Server {
     running: Mutex<BTreeMap<Key, Running>>,
     connections: Arc<parking_lot::Mutex<JoinSet<()>>>,
     housekeeping: JoinHandle<()>,
+    /// The `$SYS` publisher, unless `sys_interval_secs` is 0.
+    sys: Option<JoinHandle<()>>,
     /// The memory-budget monitor, if there is a budget (it ends when the bus is dropped).
     _memory: Option<std::thread::JoinHandle<()>>,
 }
@@ -233,6 +235,10 @@ impl Server {
         };
         log_state_on_signals(&bus);
         let housekeeping = spawn_housekeeping(&bus, retained_purge_interval());
+        let sys = (bus.limits.sys_interval_secs > 0).then(|| {
+            let every = Duration::from_secs(u64::from(bus.limits.sys_interval_secs));
+            crate::sys::spawn(&bus, every)
+        });
         let budget = bus.pressure.budget();
         let memory = crate::memory::spawn_monitor(Arc::downgrade(&bus), budget);
         Arc::new(Server {
@@ -240,6 +246,7 @@ impl Server {
             running: Mutex::new(BTreeMap::new()),
             connections: Arc::new(parking_lot::Mutex::new(JoinSet::new())),
             housekeeping,
+            sys,
             _memory: memory,
         })
     }
@@ -346,7 +353,7 @@ impl Server {
             tracing::warn!("some connections did not close within 5s");
         }
         // Timers stop: nothing expires or is purged while the store closes.
-        self.housekeeping.abort();
+        self.abort_tasks();
         self.bus.sessions.stop_timers();
         let drops = self.bus.stats.drop_summary();
         if !drops.is_empty() {
@@ -361,9 +368,18 @@ impl Server {
     }
 }
 
+impl Server {
+    fn abort_tasks(&self) {
+        self.housekeeping.abort();
+        if let Some(sys) = &self.sys {
+            sys.abort();
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        self.housekeeping.abort();
+        self.abort_tasks();
         self.bus.sessions.stop_timers();
     }
 }

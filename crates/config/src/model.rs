@@ -73,6 +73,9 @@ pub struct BrokerSettings {
     pub max_sessions_per_address: Option<usize>,
     /// edgemq extension `maxClientIdLength`: longest client identifier accepted, bytes.
     pub max_client_id_length: Option<usize>,
+    /// edgemq extension `advanced.sysIntervalSeconds`: seconds between publications of the
+    /// `$SYS` topics (0 = none).
+    pub sys_interval_secs: Option<u32>,
     pub self_check: SelfCheck,
     pub log_level: Option<String>,
     /// AIO `diagnostics.metrics.prometheusPort`: `/metrics` (and health) served on this port

@@ -724,6 +724,7 @@ fn broker_settings_and_defaults() {
                       maxSessions: 5000
                       maxSessionsPerAddress: 20
                       maxClientIdLength: 256
+                    sysIntervalSeconds: 0
                   diagnostics:
                     logs: {level: info}
                     selfCheck: {mode: Enabled, intervalSeconds: 60, timeoutSeconds: 20}
@@ -789,6 +790,7 @@ fn broker_settings_and_defaults() {
             max_sessions: Some(5000),
             max_sessions_per_address: Some(20),
             max_client_id_length: Some(256),
+            sys_interval_secs: Some(0),
             ..BrokerSettings::default()
         }
     );

@@ -85,6 +85,9 @@ pub struct Limits {
     /// Topic aliases the broker assigns on what it sends to a v5 client that allows them
     /// (up to the client's Topic Alias Maximum); 0 = none.
     pub server_topic_aliases: u16,
+    /// Seconds between publications of the `$SYS` topics (Mosquitto's `sys_interval`);
+    /// 0 = none.
+    pub sys_interval_secs: u32,
 }
 
 impl Default for Limits {
@@ -120,6 +123,7 @@ impl Default for Limits {
             v3_session_expiry: 7 * 24 * 3600,
             memory_budget: 0,
             server_topic_aliases: 0,
+            sys_interval_secs: 10,
         }
     }
 }

@@ -344,6 +344,9 @@ fn limits(config: &Config, mut limits: Limits) -> Limits {
     if let Some(v) = b.server_topic_aliases {
         limits.server_topic_aliases = v;
     }
+    if let Some(v) = b.sys_interval_secs {
+        limits.sys_interval_secs = v;
+    }
     if let Some(v) = b.v3_session_expiry {
         limits.v3_session_expiry = v;
     }

@@ -222,6 +222,10 @@ struct ServeArgs {
     /// (up to each client's Topic Alias Maximum); 0 = none (Broker: serverTopicAliases).
     #[arg(long, value_name = "N", default_value_t = 0)]
     server_topic_aliases: u16,
+    /// Seconds between publications of the Mosquitto-compatible `$SYS` topics
+    /// (docs/observability.md); 0 = none (Broker: advanced.sysIntervalSeconds).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    sys_interval: u32,
     #[command(flatten)]
     admin: admin::AdminArgs,
 }
@@ -515,6 +519,7 @@ fn limits_from_args(args: &ServeArgs) -> Limits {
             .memory_budget
             .unwrap_or_else(edgemq_broker::memory::default_budget),
         server_topic_aliases: args.server_topic_aliases,
+        sys_interval_secs: args.sys_interval,
         ..Limits::default()
     }
 }

@@ -219,10 +219,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         let now = self.bus.now();
         let retained = &self.bus.retained;
+        let sys = &self.bus.sys_retained;
         self.retained_backlog
             .add(retained_for.into_iter().flat_map(|(filter, stored)| {
                 let mut found = Vec::new();
                 retained.matching(&filter, now, &mut found);
+                // Only a filter starting with `$` can match `$SYS` [MQTT-4.7.2-1].
+                if filter.starts_with('$') {
+                    sys.matching(&filter, now, &mut found);
+                }
                 found.into_iter().map(move |message| RetainedItem {
                     message,
                     qos: stored.options.qos,

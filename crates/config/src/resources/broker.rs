@@ -32,7 +32,13 @@ const PERSISTENCE: &[&str] = &[
     "subscriberQueue",
     "stateStore",
 ];
-const ADVANCED: &[&str] = &["clients", "encryptInternalTraffic", "internalCerts"];
+const ADVANCED: &[&str] = &[
+    "clients",
+    "encryptInternalTraffic",
+    "internalCerts",
+    // edgemq extension (docs/observability.md).
+    "sysIntervalSeconds",
+];
 const CLIENTS: &[&str] = &[
     "maxSessionExpirySeconds",
     "maxMessageExpirySeconds",
@@ -141,6 +147,9 @@ fn read_v1(spec: &Val<'_>, settings: &mut BrokerSettings) {
     if let Some(adv) = spec.get("advanced").and_then(|a| a.obj(ADVANCED)) {
         adv.no_effect("encryptInternalTraffic", "there is no internal traffic");
         adv.no_effect("internalCerts", "there is no internal traffic");
+        settings.sys_interval_secs = adv
+            .get("sysIntervalSeconds")
+            .and_then(|v| v.int(0, i128::from(u32::MAX)));
         if let Some(c) = adv.get("clients").and_then(|c| c.obj(CLIENTS)) {
             read_clients(&c, settings);
         }

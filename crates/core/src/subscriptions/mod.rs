@@ -71,6 +71,8 @@ pub struct SubscriptionIndex<T: SubscriberHandle> {
     /// Filters whose first level is `+` or `#`.
     wildcard: RwLock<Node<T>>,
     count: AtomicUsize,
+    /// Of `count`, those in a shared group (for `$SYS`; not on the publish path).
+    shared: AtomicUsize,
 }
 
 /// One trie level. `+` and `#` are ordinary child keys; matching treats them specially.
@@ -124,6 +126,7 @@ impl<T: SubscriberHandle> SubscriptionIndex<T> {
             shards: std::array::from_fn(|_| RwLock::new(Node::default())),
             wildcard: RwLock::new(Node::default()),
             count: AtomicUsize::new(0),
+            shared: AtomicUsize::new(0),
         }
     }
 
@@ -170,6 +173,9 @@ impl<T: SubscriberHandle> SubscriptionIndex<T> {
             None => {
                 list.push((subscriber, options));
                 self.count.fetch_add(1, Ordering::Relaxed);
+                if filter.share_group.is_some() {
+                    self.shared.fetch_add(1, Ordering::Relaxed);
+                }
                 false
             }
         }
@@ -182,6 +188,9 @@ impl<T: SubscriberHandle> SubscriptionIndex<T> {
         let removed = remove(&mut root, &levels, filter.share_group.as_ref(), key);
         if removed {
             self.count.fetch_sub(1, Ordering::Relaxed);
+            if filter.share_group.is_some() {
+                self.shared.fetch_sub(1, Ordering::Relaxed);
+            }
         }
         removed
     }
@@ -274,6 +283,11 @@ impl<T: SubscriberHandle> SubscriptionIndex<T> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Of [`len`](Self::len), the subscriptions in a shared group.
+    pub fn shared_len(&self) -> usize {
+        self.shared.load(Ordering::Relaxed)
     }
 }
 

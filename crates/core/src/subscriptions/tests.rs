@@ -363,3 +363,19 @@ fn many_overlapping_identifiers_fold_into_one_route() {
     let ids: Vec<u32> = (1..=5_000).collect();
     assert_eq!(&routes[0].subscription_ids[..], &ids[..]);
 }
+
+#[test]
+fn shared_subscriptions_are_counted_apart() {
+    let index = SubscriptionIndex::new();
+    let shared = filter("$share/g/t");
+    index.subscribe(&filter("t"), Sub::new(1), opts(QoS::AtMostOnce, None));
+    index.subscribe(&shared, Sub::new(1), opts(QoS::AtMostOnce, None));
+    index.subscribe(&shared, Sub::new(2), opts(QoS::AtMostOnce, None));
+    // Subscribing again replaces: not counted twice.
+    index.subscribe(&shared, Sub::new(2), opts(QoS::AtLeastOnce, None));
+    assert_eq!((index.len(), index.shared_len()), (3, 2));
+    assert!(index.unsubscribe(&shared, 1));
+    assert!(!index.unsubscribe(&shared, 1));
+    assert!(index.unsubscribe(&filter("t"), 1));
+    assert_eq!((index.len(), index.shared_len()), (1, 1));
+}
