@@ -6,7 +6,9 @@
 //! - `/healthz`: the process answers (Kubernetes liveness);
 //! - `/readyz`: every listener bound, the configuration loaded, the store not failing, the
 //!   last self-check passed (Kubernetes readiness), as JSON with each check;
-//! - `/metrics`: Prometheus/OpenMetrics text ([`metrics`]).
+//! - `/metrics`: Prometheus/OpenMetrics text ([`metrics`]);
+//! - `/api/v1/…`: the admin API ([`api`], [`listeners`]);
+//! - `/` and `/console/…`: the web console ([`console`]; see docs/console.md).
 //!
 //! The AIO `Broker`'s `diagnostics.metrics.prometheusPort` gets a server of its own that
 //! serves the same `/metrics`, `/healthz` and `/readyz` and nothing else.
@@ -17,7 +19,9 @@
 
 pub mod access;
 pub mod api;
+pub mod console;
 pub mod health;
+pub mod listeners;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -27,6 +31,8 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use edgemq_broker::Server;
 
 pub use access::{AccessError, Token};
 pub use health::Readiness;
@@ -50,6 +56,8 @@ pub struct AdminState {
     pub registry: Arc<prometheus_client::registry::Registry>,
     pub readiness: Arc<Readiness>,
     pub token: Option<Token>,
+    /// The broker's server, for its listeners' bound addresses (None: not known here).
+    pub server: Option<Arc<Server>>,
 }
 
 /// A bound admin server: its address (port 0 resolved) and the task serving it.
@@ -74,7 +82,11 @@ fn router(state: AdminState, role: Role, addr: SocketAddr) -> Router {
     let metrics = Router::new().route("/metrics", get(health::metrics));
     let guarded = match role {
         Role::Metrics => metrics,
-        Role::Admin => access::guarded(metrics.merge(api::routes()), &state, addr),
+        Role::Admin => {
+            let data = metrics.merge(api::routes()).merge(listeners::routes());
+            // The console's static shell is open (see `console`); its data is not.
+            access::guarded(data, &state, addr).merge(console::routes())
+        }
     };
     open.merge(guarded).with_state(state)
 }

@@ -17,8 +17,9 @@ use edgemq_broker::Server;
 /// The command line's admin options.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AdminArgs {
-    /// Serve the admin port here (repeatable): /metrics, /healthz, /readyz. On an address
-    /// other than loopback it needs --admin-token-file.
+    /// Serve the admin port here (repeatable): /metrics, /healthz, /readyz, the admin API
+    /// and the web console at /. On an address other than loopback it needs
+    /// --admin-token-file.
     #[arg(long = "admin-listen", value_name = "ADDR")]
     pub admin_listen: Vec<SocketAddr>,
     /// File holding the admin bearer token (at least 16 bytes): required by everything but
@@ -76,6 +77,7 @@ pub async fn start(
         registry: Arc::new(edgemq_admin::metrics::registry(collector)),
         readiness: readiness.clone(),
         token,
+        server: Some(server.clone()),
     };
     let (stop, stopped) = watch::channel(false);
     for addr in &args.admin_listen {
