@@ -227,19 +227,21 @@ function chart(container, series) {
     label.textContent = formatNumber(max * f);
     root.append(label);
   }
+  // The x axis spans the history kept so far (up to HISTORY samples), newest at the right.
+  const n = Math.max(...series.map((s) => s.values.length), 0);
   const span = svg("text", { x: W - R, y: H - 4, "text-anchor": "end" });
-  span.textContent = `last ${duration(Math.round((HISTORY * POLL_MS) / 1000))}`;
+  span.textContent = `last ${duration(Math.round((Math.max(n - 1, 0) * POLL_MS) / 1000))}`;
   root.append(span);
   series.forEach((s, i) => {
-    const n = s.values.length;
-    if (n === 0) return;
-    // Newest sample at the right edge; the window is HISTORY samples wide.
+    if (s.values.length === 0) return;
     const points = s.values.map((v, j) => {
-      const x = L + ((W - L - R) * (HISTORY - n + j)) / (HISTORY - 1);
+      const x = L + ((W - L - R) * (n - s.values.length + j)) / Math.max(n - 1, 1);
       const y = T + (H - T - B) * (1 - v / max);
       return `${x.toFixed(1)},${y.toFixed(1)}`;
     });
-    root.append(svg("polyline", { points: points.join(" "), stroke: COLORS[i % COLORS.length] }));
+    const line = svg("polyline", { points: points.join(" "), stroke: COLORS[i % COLORS.length] });
+    if (i % 2) line.setAttribute("stroke-dasharray", "5 3"); // overlapping series stay visible
+    root.append(line);
   });
   const legend = el("div", null, "legend");
   series.forEach((s, i) => {
