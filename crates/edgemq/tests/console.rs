@@ -79,3 +79,86 @@ fn console_in_headless_chromium() {
         out.status.code()
     );
 }
+
+/// `GET path` on `addr` over plain HTTP/1.1, with `token` as the bearer; (status, headers,
+/// body), headers lower-cased.
+fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// Without a browser: the shell is served (with its CSP) even when a token is set, since the
+/// page must load to ask for it; the data behind it is not.
+#[test]
+fn console_shell_is_open_and_data_needs_the_token() {
+    use edgemq_testkit::broker::Broker;
+    if !Broker::edgemq_only() {
+        return;
+    }
+    const TOKEN: &str = "console-shell-token-0123456789";
+    let dir = edgemq_testkit::broker::fresh_data_dir();
+    let token_file = dir.join("admin-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let b = Broker::start_with(&[
+        "--in-memory",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--admin-token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    // The admin port logs before the MQTT listener binds: wait for both.
+    assert!(
+        b.wait_for_log(
+            "listening listener=default",
+            std::time::Duration::from_secs(30)
+        ),
+        "{}",
+        b.log()
+    );
+    let log = b.log();
+    let admin = log
+        .lines()
+        .find(|l| l.contains("admin port") && l.contains("role=") && l.contains("admin"))
+        .and_then(|l| l.split(" addr=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no admin port in the log:\n{log}"))
+        .to_string();
+
+    let (status, head, body) = http_get(&admin, "/", None);
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(head.contains("content-security-policy: default-src 'none'; script-src 'self'"));
+    assert!(body.contains("<title>edgemq console</title>"));
+    let (status, head, body) = http_get(&admin, "/console/app.js", None);
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("content-type: text/javascript"), "{head}");
+    assert!(body.contains("sessionStorage"));
+
+    let (status, _, _) = http_get(&admin, "/api/v1/listeners", None);
+    assert_eq!(status, 401);
+    let (status, _, body) = http_get(&admin, "/api/v1/listeners", Some(TOKEN));
+    assert_eq!(status, 200);
+    let mqtt = b.listener_addr("default");
+    let listeners: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        listeners,
+        serde_json::json!({ "listeners": [{ "name": "default", "address": mqtt.to_string() }] })
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
