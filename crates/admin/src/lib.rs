@@ -6,7 +6,9 @@
 //! - `/healthz`: the process answers (Kubernetes liveness);
 //! - `/readyz`: every listener bound, the configuration loaded, the store not failing, the
 //!   last self-check passed (Kubernetes readiness), as JSON with each check;
-//! - `/metrics`: Prometheus/OpenMetrics text ([`metrics`]).
+//! - `/metrics`: Prometheus/OpenMetrics text ([`metrics`]);
+//! - `/api/v1/…`: the admin API ([`api`], [`listeners`]);
+//! - `/` and `/console/…`: the web console ([`console`]; see docs/console.md).
 //!
 //! The AIO `Broker`'s `diagnostics.metrics.prometheusPort` gets a server of its own that
 //! serves the same `/metrics`, `/healthz` and `/readyz` and nothing else.
@@ -17,6 +19,7 @@
 
 pub mod access;
 pub mod api;
+pub mod console;
 pub mod health;
 pub mod metrics;
 pub mod operate;
@@ -26,6 +29,7 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use axum::Router;
+use edgemq_broker::Server;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -52,7 +56,7 @@ pub struct AdminState {
     pub readiness: Arc<Readiness>,
     pub token: Option<Token>,
     /// The running server: its listeners and their policies.
-    pub server: Arc<edgemq_broker::Server>,
+    pub server: Arc<Server>,
     /// What the binary loaded and the last (re)load's diagnostics (`GET /api/v1/config`).
     pub config: Arc<std::sync::Mutex<serde_json::Value>>,
     /// The collector's view of the listeners (see [`BrokerCollector::listeners`]).
@@ -82,8 +86,9 @@ fn router(state: AdminState, role: Role, addr: SocketAddr) -> Router {
     let guarded = match role {
         Role::Metrics => metrics,
         Role::Admin => {
-            let admin = metrics.merge(api::routes()).merge(operate::routes());
-            access::guarded(admin, &state, addr)
+            let data = metrics.merge(api::routes()).merge(operate::routes());
+            // The console's static shell is open (see `console`); its data is not.
+            access::guarded(data, &state, addr).merge(console::routes())
         }
     };
     open.merge(guarded).with_state(state)

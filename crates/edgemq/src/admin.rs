@@ -17,8 +17,9 @@ use edgemq_broker::Server;
 /// The command line's admin options.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AdminArgs {
-    /// Serve the admin port here (repeatable): /metrics, /healthz, /readyz. On an address
-    /// other than loopback it needs --admin-token-file.
+    /// Serve the admin port here (repeatable): /metrics, /healthz, /readyz, the admin API
+    /// and the web console at /. On an address other than loopback it needs
+    /// --admin-token-file.
     #[arg(long = "admin-listen", value_name = "ADDR")]
     pub admin_listen: Vec<SocketAddr>,
     /// File holding the admin bearer token (at least 16 bytes): required by everything but
