@@ -162,15 +162,8 @@ impl Bus {
     /// A client's PUBLISH: all or nothing. A retained message the retained budgets refuse
     /// is not routed either, so the publisher's 0x97 means "not accepted" and a retry cannot
     /// deliver it twice.
+    /// The caller counts it (`stats::Tally`: once per batch, not per message).
     pub fn publish_from_client(&self, message: Arc<Message>) -> Routed {
-        self.stats
-            .publishes_received
-            .fetch_add(1, Ordering::Relaxed);
-        let payload = message.payload.len() as u64;
-        self.stats
-            .payload_bytes_received
-            .fetch_add(payload, Ordering::Relaxed);
-        self.stats.messages_received.fetch_add(1, Ordering::Relaxed);
         self.publish_with(message, false, true)
     }
 

@@ -152,6 +152,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             self.bus.now(),
             self.bus.limits.max_message_expiry,
         );
+        self.tally.publishes_in += 1;
+        self.tally.payload_in += message.payload.len() as u64;
         let routed = self.bus.publish_from_client(Arc::new(message));
         if routed.matched > 0 {
             self.routed_in_batch += 1;

@@ -49,7 +49,7 @@ use crate::inspect::ClientSnapshot;
 use crate::listener::ListenerContext;
 use crate::mailbox::Mailbox;
 use crate::sessions::{Control, ControlSlot, SessionData};
-use crate::stats::ConnectedClient;
+use crate::stats::{ConnectedClient, Tally};
 use edgemq_core::backlog::RetainedBacklog;
 use edgemq_core::logtext::LogLimiter;
 use edgemq_core::logtext::Short;
@@ -227,6 +227,8 @@ pub(crate) struct Connection<S> {
     warnings: LogLimiter,
     /// Counted as connected while the connection lives.
     _connected: ConnectedClient,
+    /// Traffic counted since the last wake-up, added to the shared counters in `prepare`.
+    tally: Tally,
     /// Set while a subscriber queue this client's publishes filled is draining: reading
     /// pauses until it resolves (back-pressure). Boxed: rare, and a timer is large.
     held_back: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -288,6 +290,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             authz_changes,
             warnings: LogLimiter::default(),
             _connected: connected,
+            tally: Tally::default(),
             held_back: None,
             routed_in_batch: 0,
             committed,
@@ -386,6 +389,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             return Ok(false);
         }
         self.pump()?;
+        // Before anything just encoded is written: a client that got an answer finds it
+        // counted.
+        self.bus.stats.add(&mut self.tally);
         // Already committed (or nothing was submitted after all, e.g. a dropped message),
         // or failed: no change of the commit watch is coming for it.
         if self.io.hold.is_some() {

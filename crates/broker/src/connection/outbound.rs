@@ -12,7 +12,7 @@ use edgemq_core::session::{Delivery, OutgoingState};
 
 use super::{Connection, Exit, Loading, LOAD_BATCH, WRITE_HIGH_WATER};
 use crate::mailbox::Entry;
-use crate::stats::DropReason;
+use crate::stats::{DropReason, Stats, Tally};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Move deliveries from the mailbox into the write buffer while the buffer is below its
@@ -104,7 +104,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let written =
             self.outbound
                 .write(&inflight.delivery, Some(id), dup, now, &mut self.io.wbuf);
-        if !self.count_written(written, &inflight.delivery) {
+        let (stats, tally) = (&self.bus.stats, &mut self.tally);
+        if !count_written(stats, tally, written, &inflight.delivery) {
             if let Ok(dropped) = self.session.outgoing.remove(id) {
                 self.session.mailbox.forget(dropped.delivery.stored);
             }
@@ -116,27 +117,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let written = self
             .outbound
             .write(delivery, id, dup, now, &mut self.io.wbuf);
-        self.count_written(written, delivery);
-    }
-
-    /// Count and log what `Outbound::write` did; true if the PUBLISH is in the buffer.
-    fn count_written(&self, written: Written, delivery: &Delivery) -> bool {
-        let stats = &self.bus.stats;
-        match written {
-            Written::Sent => {
-                use std::sync::atomic::Ordering::Relaxed;
-                stats.messages_sent.fetch_add(1, Relaxed);
-                let payload = delivery.message.payload.len() as u64;
-                stats.payload_bytes_sent.fetch_add(payload, Relaxed);
-                return true;
-            }
-            Written::TooLarge => {
-                stats.dropped(DropReason::PacketTooLarge);
-                tracing::debug!(topic = %Short(&delivery.message.topic), "message larger than the client's Maximum Packet Size: dropped for this client");
-            }
-            Written::Unencodable(e) => tracing::error!(error = %e, "could not encode a PUBLISH"),
-        }
-        false
+        count_written(&self.bus.stats, &mut self.tally, written, delivery);
     }
 
     /// Send retained messages owed to SUBSCRIBEs, as the window and the write buffer allow.
@@ -173,4 +154,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
         }
     }
+}
+
+/// Count and log what `Outbound::write` did; true if the PUBLISH is in the buffer.
+fn count_written(stats: &Stats, tally: &mut Tally, written: Written, delivery: &Delivery) -> bool {
+    match written {
+        Written::Sent => {
+            tally.sent += 1;
+            tally.payload_out += delivery.message.payload.len() as u64;
+            return true;
+        }
+        Written::TooLarge => {
+            stats.dropped(DropReason::PacketTooLarge);
+            tracing::debug!(topic = %Short(&delivery.message.topic), "message larger than the client's Maximum Packet Size: dropped for this client");
+        }
+        Written::Unencodable(e) => tracing::error!(error = %e, "could not encode a PUBLISH"),
+    }
+    false
 }
