@@ -125,6 +125,29 @@ pub async fn start(
     })
 }
 
+/// [`start`] for `serve`: on failure the error is logged, the server shut down and the exit
+/// code (1) returned; on success the configuration from `source` is reported loaded.
+pub async fn open(
+    args: &AdminArgs,
+    prometheus_port: Option<u16>,
+    server: &Arc<Server>,
+    self_check: Option<Arc<SelfCheckStats>>,
+    (source, warnings): (&str, &[String]),
+) -> Result<AdminPorts, std::process::ExitCode> {
+    match start(args, prometheus_port, server, self_check).await {
+        Ok(ports) => {
+            ports.set_config_loaded(true);
+            ports.report_config(source, true, warnings);
+            Ok(ports)
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            server.shutdown().await;
+            Err(std::process::ExitCode::from(1))
+        }
+    }
+}
+
 /// The `hostname` label: `$HOSTNAME`, else /etc/hostname, else "edgemq".
 fn hostname() -> String {
     std::env::var("HOSTNAME")

@@ -99,17 +99,18 @@ pub async fn serve(
     let checks = Arc::new(SelfCheckStats::default());
     let self_check = config.broker.self_check.enabled.then(|| checks.clone());
     let prometheus_port = config.broker.prometheus_port;
-    let ports = match crate::admin::start(admin_args, prometheus_port, &server, self_check).await {
-        Ok(ports) => ports,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            server.shutdown().await;
-            return ExitCode::from(1);
-        }
+    let source = dir.display().to_string();
+    let opened = crate::admin::open(
+        admin_args,
+        prometheus_port,
+        &server,
+        self_check,
+        (&source, &warnings),
+    );
+    let ports = match opened.await {
+        Ok(ports) => Arc::new(ports),
+        Err(code) => return code,
     };
-    ports.set_config_loaded(true);
-    ports.report_config(&dir.display().to_string(), true, &warnings);
-    let ports = Arc::new(ports);
     tokio::pin!(shutdown);
     match crate::bind_listeners(&server, listeners, &ports, admin_args, &mut shutdown).await {
         Ok(true) => {}

@@ -339,16 +339,10 @@ async fn serve_plain(
     admin_args: &admin::AdminArgs,
 ) -> ExitCode {
     let server = edgemq_broker::Server::new(config.limits.clone(), durable);
-    let ports = match admin::start(admin_args, None, &server, None).await {
+    let ports = match admin::open(admin_args, None, &server, None, ("command line", &[])).await {
         Ok(ports) => ports,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            server.shutdown().await;
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
-    ports.set_config_loaded(true);
-    ports.report_config("command line", true, &[]);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let code =

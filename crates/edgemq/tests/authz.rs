@@ -36,6 +36,11 @@ struct Setup {
 }
 
 fn start() -> Setup {
+    start_with(&[])
+}
+
+/// [`start`] with extra `serve` arguments.
+fn start_with(extra: &[&str]) -> Setup {
     let d = Dirs::new();
     let port = free_port();
     d.write(
@@ -45,7 +50,7 @@ fn start() -> Setup {
             .replace("serviceType: LoadBalancer", "serviceType: ClusterIp"),
     );
     d.write("secrets/passwords-db/passwords.toml", &passwords());
-    let b = Broker::start_config(&d.config, &d.data, 1, &[]);
+    let b = Broker::start_config(&d.config, &d.data, 1, extra);
     Setup { d, b, port }
 }
 
@@ -439,16 +444,7 @@ fn authz_explain_over_the_admin_api_decides_as_the_running_policy() {
     if !Broker::edgemq_only() {
         return;
     }
-    let d = Dirs::new();
-    let port = free_port();
-    d.write(
-        "config.yaml",
-        &EXAMPLE
-            .replace("port: 1884", &format!("port: {port}"))
-            .replace("serviceType: LoadBalancer", "serviceType: ClusterIp"),
-    );
-    d.write("secrets/passwords-db/passwords.toml", &passwords());
-    let b = Broker::start_config(&d.config, &d.data, 1, &["--admin-listen", "127.0.0.1:0"]);
+    let Setup { d, b, port } = start_with(&["--admin-listen", "127.0.0.1:0"]);
     let admin = b.admin_addr("admin");
     let listeners = edgemq_testkit::http::get(admin, "/api/v1/listeners").json();
     let name = listeners["listeners"][0]["name"]
