@@ -61,31 +61,63 @@ impl BrokerCollector {
         Ok(())
     }
 
-    /// AIO's names (typed `unknown`: see the module comment).
-    fn aio(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let bus = &self.bus;
-        let s = &bus.stats;
-        let aio = [
+    /// AIO's traffic metrics, by the `category` a client named in its CONNECT (user
+    /// property `metriccategory`; `uncategorized` otherwise).
+    fn aio_traffic(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use edgemq_broker::stats::Category;
+        let mut categories = self.bus.stats.categories.all();
+        if categories.is_empty() {
+            categories.push(self.bus.stats.categories.get(None));
+        }
+        type Reading = fn(&Category) -> u64;
+        let traffic: [(&str, &str, Reading); 4] = [
             (
                 "aio_broker_publishes_received",
                 "PUBLISH packets received from clients.",
-                s.publishes_received.load(Relaxed),
+                |c| c.publishes_received.load(Relaxed),
             ),
             (
                 "aio_broker_publishes_sent",
                 "PUBLISH packets sent to clients (each delivery).",
-                s.messages_sent.load(Relaxed),
+                |c| c.publishes_sent.load(Relaxed),
             ),
             (
                 "aio_broker_payload_bytes_received",
                 "Payload bytes of the PUBLISH packets received.",
-                s.payload_bytes_received.load(Relaxed),
+                |c| c.payload_bytes_received.load(Relaxed),
             ),
             (
                 "aio_broker_payload_bytes_sent",
                 "Payload bytes of the PUBLISH packets sent.",
-                s.payload_bytes_sent.load(Relaxed),
+                |c| c.payload_bytes_sent.load(Relaxed),
             ),
+        ];
+        let labels: Vec<[(&str, &str); 1]> = categories
+            .iter()
+            .map(|c| [("category", &*c.name)])
+            .collect();
+        for (name, help, value) in traffic {
+            let samples: Vec<_> = labels
+                .iter()
+                .zip(&categories)
+                .map(|(l, c)| (&l[..], value(c)))
+                .collect();
+            let family = Family {
+                name,
+                help,
+                kind: MetricType::Unknown,
+            };
+            self.family(e, family, &samples)?;
+        }
+        Ok(())
+    }
+
+    /// AIO's names (typed `unknown`: see the module comment).
+    fn aio(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let bus = &self.bus;
+        let s = &bus.stats;
+        self.aio_traffic(e)?;
+        let aio = [
             (
                 "aio_broker_authentication_successes",
                 "Clients admitted by authentication.",

@@ -1,6 +1,7 @@
 //! Broker-wide counters. Relaxed atomics: they are reported, never used for control.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Why a message did not reach a subscriber. Every drop is counted under one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +129,63 @@ pub struct Stats {
     /// From a client's PUBLISH arriving to each delivery of it being written for a
     /// subscriber (live deliveries only: not retained messages, re-sends or stored ones).
     pub delivery_latency: Histogram,
+    /// Traffic by AIO metric category (the CONNECT user property `metriccategory`).
+    pub categories: Categories,
+}
+
+/// The traffic of the clients of one metric category.
+#[derive(Debug)]
+pub struct Category {
+    pub name: Arc<str>,
+    pub publishes_received: AtomicU64,
+    pub payload_bytes_received: AtomicU64,
+    pub publishes_sent: AtomicU64,
+    pub payload_bytes_sent: AtomicU64,
+}
+
+/// The categories clients named, at most [`Categories::MAX`]: a client chooses the name,
+/// so later ones share `other` (bounded label cardinality). Clients that name none are
+/// `uncategorized`, as AIO tags them.
+#[derive(Debug, Default)]
+pub struct Categories {
+    known: parking_lot::Mutex<Vec<Arc<Category>>>,
+}
+
+impl Categories {
+    pub const MAX: usize = 32;
+    pub const NONE: &'static str = "uncategorized";
+    pub const OTHER: &'static str = "other";
+
+    /// The counters of category `name` (`None`: uncategorized). Taken once per connection.
+    pub fn get(&self, name: Option<&str>) -> Arc<Category> {
+        let mut known = self.known.lock();
+        let name = name.filter(|n| !n.is_empty()).unwrap_or(Self::NONE);
+        if let Some(c) = known.iter().find(|c| &*c.name == name) {
+            return c.clone();
+        }
+        let name = if known.len() >= Self::MAX {
+            Self::OTHER
+        } else {
+            name
+        };
+        if let Some(c) = known.iter().find(|c| &*c.name == name) {
+            return c.clone();
+        }
+        let category = Arc::new(Category {
+            name: Arc::from(name),
+            publishes_received: AtomicU64::new(0),
+            payload_bytes_received: AtomicU64::new(0),
+            publishes_sent: AtomicU64::new(0),
+            payload_bytes_sent: AtomicU64::new(0),
+        });
+        known.push(category.clone());
+        category
+    }
+
+    /// Every category so far, `uncategorized` included once a client was.
+    pub fn all(&self) -> Vec<Arc<Category>> {
+        self.known.lock().clone()
+    }
 }
 
 /// One connection's traffic, counted locally and added to [`Stats`] once per wake-up of its
@@ -142,18 +200,22 @@ pub struct Tally {
 }
 
 impl Stats {
-    /// Add `tally` to the shared counters and clear it.
-    pub fn add(&self, tally: &mut Tally) {
+    /// Add `tally` to the shared counters and to its connection's `category`, and clear it.
+    pub fn add(&self, tally: &mut Tally, category: &Category) {
         if tally.publishes_in > 0 {
             let n = u64::from(tally.publishes_in);
             self.publishes_received.fetch_add(n, Ordering::Relaxed);
             self.messages_received.fetch_add(n, Ordering::Relaxed);
             (self.payload_bytes_received).fetch_add(tally.payload_in, Ordering::Relaxed);
+            category.publishes_received.fetch_add(n, Ordering::Relaxed);
+            (category.payload_bytes_received).fetch_add(tally.payload_in, Ordering::Relaxed);
         }
         if tally.sent > 0 {
             let n = u64::from(tally.sent);
             self.messages_sent.fetch_add(n, Ordering::Relaxed);
             (self.payload_bytes_sent).fetch_add(tally.payload_out, Ordering::Relaxed);
+            category.publishes_sent.fetch_add(n, Ordering::Relaxed);
+            (category.payload_bytes_sent).fetch_add(tally.payload_out, Ordering::Relaxed);
         }
         *tally = Tally::default();
     }

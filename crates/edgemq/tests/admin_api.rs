@@ -288,3 +288,38 @@ fn the_delivery_latency_histogram_counts_each_live_delivery() {
     let inf = "edgemq_delivery_latency_seconds_bucket{le=\"+Inf\"";
     assert_eq!(sample(&metrics, inf), 10.0);
 }
+
+#[test]
+fn traffic_is_counted_by_the_metric_category_a_client_names() {
+    // AIO: the CONNECT user property `metriccategory` becomes the `category` label of the
+    // client's traffic metrics; clients without one are `uncategorized`.
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let (b, admin) = broker(&[]);
+    let category = props(&[p_pair(prop::USER_PROPERTY, "metriccategory", "line-3")]);
+    let (mut tagged, _) = RawClient::v5_with(b.addr, "press-1", &category);
+    let mut plain = RawClient::v311(b.addr, "plain-1");
+    for _ in 0..3 {
+        tagged.send(&publish_v5("cat/t", 0, 0, &no_props(), b"12345"));
+    }
+    plain.send(&publish_v311("cat/t", 0, 0, b"x"));
+    tagged.ping();
+    plain.ping();
+    let line = |metrics: &str, category: &str| -> f64 {
+        let wanted = format!("category=\"{category}\"");
+        metrics
+            .lines()
+            .find(|l| l.starts_with("aio_broker_publishes_received{") && l.contains(&wanted))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let metrics = http::get(admin, "/metrics").body;
+    assert_eq!(line(&metrics, "line-3"), 3.0, "{metrics}");
+    assert_eq!(line(&metrics, "uncategorized"), 1.0, "{metrics}");
+    let bytes = metrics
+        .lines()
+        .find(|l| l.starts_with("aio_broker_payload_bytes_received{") && l.contains("line-3"))
+        .unwrap();
+    assert!(bytes.ends_with(" 15"), "{bytes}");
+}

@@ -18,7 +18,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Tear down after the loop: flush, hand the session back, publish the will if due.
     pub(super) async fn finish(mut self: Box<Self>, exit: Exit) {
         self.session.mailbox.set_connected(false);
-        self.bus.stats.add(&mut self.tally);
+        self.bus.stats.add(&mut self.tally, &self.category);
         self.return_work();
         self.release_or_drop_held().await;
         let reason = match &exit {

@@ -285,6 +285,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
             connect_expiry_zero: terms.connect_expiry_zero,
             credentials_expire: a.admission.expires_at,
             authentication_method: a.admission.authentication_method,
+            metric_category: metric_category(&connect),
         }
     }
 
@@ -428,4 +429,12 @@ fn refuse_persistent_session(bus: &Bus, client_id: &ByteString) -> bool {
     bus.stats.refused(Limit::StoreBudget, 1);
     bus.warn_store_budget(client_id, "new persistent session");
     true
+}
+
+/// The CONNECT user property `metriccategory` (AIO): the `category` label of the client's
+/// traffic metrics.
+fn metric_category(connect: &Connect) -> Option<ByteString> {
+    let properties = &connect.properties.user_properties;
+    let (_, value) = properties.iter().find(|(k, _)| k == "metriccategory")?;
+    Some(value.clone())
 }

@@ -49,7 +49,7 @@ use crate::inspect::ClientSnapshot;
 use crate::listener::ListenerContext;
 use crate::mailbox::Mailbox;
 use crate::sessions::{Control, ControlSlot, SessionData};
-use crate::stats::{ConnectedClient, Tally};
+use crate::stats::{Category, ConnectedClient, Tally};
 use edgemq_core::backlog::RetainedBacklog;
 use edgemq_core::logtext::LogLimiter;
 use edgemq_core::logtext::Short;
@@ -162,6 +162,8 @@ pub(crate) struct Accepted {
     pub credentials_expire: Option<SystemTime>,
     /// The MQTT 5 enhanced authentication method of the CONNECT, if any.
     pub authentication_method: Option<String>,
+    /// The CONNECT user property `metriccategory` (AIO), if any.
+    pub metric_category: Option<ByteString>,
 }
 
 /// The client's will message and its delay.
@@ -229,6 +231,8 @@ pub(crate) struct Connection<S> {
     _connected: ConnectedClient,
     /// Traffic counted since the last wake-up, added to the shared counters in `prepare`.
     tally: Tally,
+    /// The AIO metric category this client's traffic counts under.
+    category: Arc<Category>,
     /// Set while a subscriber queue this client's publishes filled is draining: reading
     /// pauses until it resolves (back-pressure). Boxed: rare, and a timer is large.
     held_back: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -264,6 +268,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             a.session.mailbox.journal().is_durable(),
         );
         let connected = bus.stats.client_connected();
+        let category = bus.stats.categories.get(a.metric_category.as_deref());
         Connection {
             io,
             last_read: bus.now(),
@@ -291,6 +296,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             warnings: LogLimiter::default(),
             _connected: connected,
             tally: Tally::default(),
+            category,
             held_back: None,
             routed_in_batch: 0,
             committed,
@@ -391,7 +397,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         self.pump()?;
         // Before anything just encoded is written: a client that got an answer finds it
         // counted.
-        self.bus.stats.add(&mut self.tally);
+        self.bus.stats.add(&mut self.tally, &self.category);
         // Already committed (or nothing was submitted after all, e.g. a dropped message),
         // or failed: no change of the commit watch is coming for it.
         if self.io.hold.is_some() {
