@@ -35,7 +35,7 @@ use tokio::sync::watch;
 
 pub use access::{AccessError, Token};
 pub use health::Readiness;
-pub use metrics::BrokerCollector;
+pub use metrics::{BrokerCollector, CertificateWatch, Certificates};
 
 /// Why the admin port could not start.
 #[derive(Debug, thiserror::Error)]

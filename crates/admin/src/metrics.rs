@@ -22,6 +22,23 @@ use edgemq_broker::selfcheck::SelfCheckStats;
 use edgemq_broker::stats::{DropReason, Limit, TlsFailure};
 use edgemq_broker::Bus;
 
+/// A TLS port's server certificate, read when scraped (a renewal swaps it in place).
+pub struct CertificateWatch {
+    pub listener: String,
+    pub port: u16,
+    /// The current certificate's notAfter.
+    pub not_after: Box<dyn Fn() -> Option<std::time::SystemTime> + Send + Sync>,
+}
+
+impl std::fmt::Debug for CertificateWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CertificateWatch({}:{})", self.listener, self.port)
+    }
+}
+
+/// The TLS ports' certificates, replaced by the binary at start and on every reload.
+pub type Certificates = Arc<std::sync::Mutex<Vec<CertificateWatch>>>;
+
 /// What `/metrics` reads.
 #[derive(Debug)]
 pub struct BrokerCollector {
@@ -32,6 +49,7 @@ pub struct BrokerCollector {
     /// (listener, port, open connections), refreshed by the `/metrics` handler before each
     /// scrape (the server's listener table is behind an async lock).
     pub listeners: Arc<std::sync::Mutex<Vec<(String, u16, usize)>>>,
+    pub certificates: Certificates,
 }
 
 /// One sample family: name, help, type, then (labels, value) samples.
@@ -405,6 +423,39 @@ impl BrokerCollector {
         self.family(e, family, &samples)
     }
 
+    fn certificate_expiry(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let now = std::time::SystemTime::now();
+        let rows: Vec<(String, String, i64)> = match self.certificates.lock() {
+            Ok(watches) => watches
+                .iter()
+                .filter_map(|w| {
+                    let at = (w.not_after)()?;
+                    let left = match at.duration_since(now) {
+                        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                        Err(past) => -i64::try_from(past.duration().as_secs()).unwrap_or(i64::MAX),
+                    };
+                    Some((w.listener.clone(), w.port.to_string(), left))
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut metric = e.encode_descriptor(
+            "edgemq_tls_certificate_expiry_seconds",
+            "Seconds until each TLS port's server certificate expires (negative: expired).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (listener, port, left) in &rows {
+            let labels = [
+                ("hostname", self.hostname.as_str()),
+                ("listener", listener.as_str()),
+                ("port", port.as_str()),
+            ];
+            ConstGauge::new(*left).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
     fn latency(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let snapshot = HistogramSnapshot::of(&self.bus.stats.delivery_latency);
         let mut metric = e.encode_descriptor(
@@ -424,6 +475,7 @@ impl Collector for BrokerCollector {
         self.counters(&mut encoder)?;
         self.gauges(&mut encoder)?;
         self.listener_connections(&mut encoder)?;
+        self.certificate_expiry(&mut encoder)?;
         self.latency(&mut encoder)?;
         let version = [("version", env!("CARGO_PKG_VERSION"))];
         let family = Family {

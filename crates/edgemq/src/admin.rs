@@ -31,6 +31,8 @@ pub struct AdminArgs {
 /// The running admin ports; they stop when this is dropped.
 pub struct AdminPorts {
     pub readiness: Arc<Readiness>,
+    /// The TLS ports' certificates the metrics read (`set_certificates`).
+    certificates: edgemq_admin::Certificates,
     /// What `GET /api/v1/config` shows.
     pub config: Arc<std::sync::Mutex<serde_json::Value>>,
     _stop: watch::Sender<bool>,
@@ -47,6 +49,13 @@ impl AdminPorts {
         self.readiness
             .config_loaded
             .store(loaded, Ordering::Release);
+    }
+
+    /// The TLS ports' certificates now (after a start or a reload).
+    pub fn set_certificates(&self, watches: Vec<edgemq_admin::CertificateWatch>) {
+        if let Ok(mut slot) = self.certificates.lock() {
+            *slot = watches;
+        }
     }
 
     /// Record a (re)load: where the configuration came from, whether it was applied, and
@@ -95,11 +104,13 @@ pub async fn start(
     let bus = server.bus.clone();
     let readiness = Arc::new(Readiness::new(bus.clone(), self_check.clone()));
     let listeners = Arc::default();
+    let certificates = edgemq_admin::Certificates::default();
     let collector = BrokerCollector {
         bus,
         self_check,
         hostname: hostname(),
         listeners: Arc::clone(&listeners),
+        certificates: certificates.clone(),
     };
     let config = Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
     let state = AdminState {
@@ -120,6 +131,7 @@ pub async fn start(
     }
     Ok(AdminPorts {
         readiness,
+        certificates,
         config,
         _stop: stop,
     })

@@ -111,6 +111,7 @@ pub async fn serve(
         Ok(ports) => Arc::new(ports),
         Err(code) => return code,
     };
+    ports.set_certificates(tls.watches());
     tokio::pin!(shutdown);
     match crate::bind_listeners(&server, listeners, &ports, admin_args, &mut shutdown).await {
         Ok(true) => {}
@@ -247,6 +248,7 @@ impl Reloader {
             Err(e) => tracing::error!("{e}; the running configuration stays"),
         }
         self.tls.retain_only(&config);
+        self.ports.set_certificates(self.tls.watches());
     }
 }
 

@@ -270,6 +270,21 @@ impl TlsManager {
     }
 
     /// Forget ports that are no longer configured (stops their renewals).
+    /// Each TLS port's certificate, for the metrics (read when scraped: a renewal shows).
+    pub fn watches(&self) -> Vec<edgemq_admin::CertificateWatch> {
+        self.ports
+            .iter()
+            .map(|((listener, port), tls)| {
+                let slot = tls.slot.clone();
+                edgemq_admin::CertificateWatch {
+                    listener: listener.clone(),
+                    port: *port,
+                    not_after: Box::new(move || slot.current_not_after()),
+                }
+            })
+            .collect()
+    }
+
     pub fn retain_only(&mut self, config: &Config) {
         self.ports.retain(|(listener, port), _| {
             config.listeners.iter().any(|l| {

@@ -323,3 +323,28 @@ fn traffic_is_counted_by_the_metric_category_a_client_names() {
         .unwrap();
     assert!(bytes.ends_with(" 15"), "{bytes}");
 }
+
+#[test]
+fn each_tls_port_reports_when_its_certificate_expires() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    use edgemq_testkit::fixtures::{auto_tls_port, listener, Dirs};
+    let d = Dirs::new();
+    let port = edgemq_testkit::free_port();
+    d.write(
+        "listeners.yaml",
+        &listener("secure", "ClusterIp", &auto_tls_port(port, "")),
+    );
+    let b = Broker::start_config(&d.config, &d.data, 1, &["--admin-listen", "127.0.0.1:0"]);
+    let metrics = http::get(b.admin_addr("admin"), "/metrics").body;
+    let wanted = format!("port=\"{port}\"");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("edgemq_tls_certificate_expiry_seconds{") && l.contains(&wanted))
+        .unwrap_or_else(|| panic!("no expiry gauge for port {port}:\n{metrics}"));
+    assert!(line.contains("listener=\"secure\""), "{line}");
+    let left: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    // A freshly issued automatic certificate: days to years ahead, not expired.
+    assert!((86_400..10 * 365 * 86_400).contains(&left), "{line}");
+}
