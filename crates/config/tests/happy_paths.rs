@@ -727,6 +727,7 @@ fn broker_settings_and_defaults() {
                     sysIntervalSeconds: 0
                   diagnostics:
                     logs: {level: info}
+                    metrics: {prometheusPort: 9601}
                     selfCheck: {mode: Enabled, intervalSeconds: 60, timeoutSeconds: 20}
                 "#),
             ),
@@ -791,6 +792,7 @@ fn broker_settings_and_defaults() {
             max_sessions_per_address: Some(20),
             max_client_id_length: Some(256),
             sys_interval_secs: Some(0),
+            prometheus_port: Some(9601),
             ..BrokerSettings::default()
         }
     );

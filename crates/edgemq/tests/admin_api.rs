@@ -348,3 +348,34 @@ fn each_tls_port_reports_when_its_certificate_expires() {
     // A freshly issued automatic certificate: days to years ahead, not expired.
     assert!((86_400..10 * 365 * 86_400).contains(&left), "{line}");
 }
+
+#[test]
+fn the_broker_resources_prometheus_port_serves_metrics_and_health_only() {
+    // AIO's `diagnostics.metrics.prometheusPort`: metrics and probes, no admin API.
+    if !Broker::edgemq_only() {
+        return;
+    }
+    use edgemq_testkit::fixtures::{listener, plain_port, Dirs, V1};
+    let d = Dirs::new();
+    let (mqtt, metrics_port) = (edgemq_testkit::free_port(), edgemq_testkit::free_port());
+    d.write(
+        "listeners.yaml",
+        &listener("plain", "ClusterIp", &plain_port(mqtt)),
+    );
+    d.write(
+        "broker.yaml",
+        &format!("apiVersion: {V1}\nkind: Broker\nmetadata:\n  name: default\nspec:\n  diagnostics:\n    metrics: {{prometheusPort: {metrics_port}}}\n"),
+    );
+    let b = Broker::start_config(&d.config, &d.data, 1, &[]);
+    let port = b.admin_addr("metrics");
+    assert_eq!(port.port(), metrics_port);
+    let scrape = http::get(port, "/metrics");
+    assert_eq!(scrape.status, 200);
+    assert!(
+        scrape.body.contains("aio_broker_total_sessions{"),
+        "{}",
+        scrape.body
+    );
+    assert_eq!(http::get(port, "/readyz").status, 200);
+    assert_eq!(http::get(port, "/api/v1/overview").status, 404);
+}
