@@ -201,6 +201,7 @@ impl BrokerCollector {
     /// edgemq's own counters.
     fn counters(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let s = &self.bus.stats;
+        let (commits, committed_ops, commit_micros) = self.bus.durable.commit_stats();
         let plain = [
             (
                 "edgemq_messages_received",
@@ -226,6 +227,21 @@ impl BrokerCollector {
                 "edgemq_sessions_expired",
                 "Offline sessions ended by their expiry.",
                 s.sessions_expired.load(Relaxed),
+            ),
+            (
+                "edgemq_store_commits",
+                "Durable-store commits (group commits) that succeeded.",
+                commits,
+            ),
+            (
+                "edgemq_store_committed_operations",
+                "Operations those commits carried (per commit: the batch size).",
+                committed_ops,
+            ),
+            (
+                "edgemq_store_commit_microseconds",
+                "Time those commits took (per commit: the commit latency).",
+                commit_micros,
             ),
             (
                 "edgemq_tls_handshakes",

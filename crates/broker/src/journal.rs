@@ -49,6 +49,12 @@ impl Durability {
         self.store.as_ref().map_or(Level::Ok, |s| s.level())
     }
 
+    /// Successful commits, the operations they carried, and their time in µs (zeros
+    /// without a store).
+    pub fn commit_stats(&self) -> (u64, u64, u64) {
+        self.store.as_ref().map_or((0, 0, 0), |s| s.commit_stats())
+    }
+
     /// Record bytes held, and the budget.
     pub fn usage_and_budget(&self) -> (u64, u64) {
         self.store

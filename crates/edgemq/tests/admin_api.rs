@@ -379,3 +379,28 @@ fn the_broker_resources_prometheus_port_serves_metrics_and_health_only() {
     assert_eq!(http::get(port, "/readyz").status, 200);
     assert_eq!(http::get(port, "/api/v1/overview").status, 404);
 }
+
+#[test]
+fn store_commits_are_counted_with_their_operations_and_time() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    // A durable store (no --in-memory): a retained QoS 1 message is committed before its
+    // PUBACK.
+    let b = Broker::start_with(&["--admin-listen", "127.0.0.1:0"]);
+    let admin = b.admin_addr("admin");
+    let mut p = RawClient::v311(b.addr, "durable-pub");
+    p.send(&publish_raw(
+        pub_flags(1, false, true),
+        b"kept/t",
+        Some(1),
+        None,
+        b"v",
+    ));
+    p.expect_packet(&[0x40, 0x02, 0x00, 0x01]);
+    let metrics = http::get(admin, "/metrics").body;
+    let value = |name: &str| sample(&metrics, name);
+    assert!(value("edgemq_store_commits_total") >= 1.0, "{metrics}");
+    assert!(value("edgemq_store_committed_operations_total") >= 1.0);
+    assert!(value("edgemq_store_commit_microseconds_total") > 0.0);
+}

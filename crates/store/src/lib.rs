@@ -214,6 +214,11 @@ pub(crate) struct Shared {
     pub(crate) usage: AtomicU64,
     /// See [`Store::set_budget`]; 0 = none.
     pub(crate) budget: AtomicU64,
+    /// Commits that succeeded, the operations they carried, and the time they took (µs,
+    /// from the transaction's start to its commit): see [`Store::commit_stats`].
+    pub(crate) commits: AtomicU64,
+    pub(crate) committed_ops: AtomicU64,
+    pub(crate) commit_micros: AtomicU64,
 }
 
 impl Shared {
@@ -311,6 +316,9 @@ impl Store {
             backlog,
             usage: AtomicU64::new(0),
             budget: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            committed_ops: AtomicU64::new(0),
+            commit_micros: AtomicU64::new(0),
         });
         Self::start(db, file, path, policy, shared, recovered)
     }
@@ -403,6 +411,17 @@ impl Store {
     /// Where the store stands against its budget, as of the last commit.
     pub fn level(&self) -> Level {
         self.shared.level()
+    }
+
+    /// Successful commits since start: (commits, operations they carried, microseconds they
+    /// took). Batch size and commit latency are their ratios.
+    pub fn commit_stats(&self) -> (u64, u64, u64) {
+        let s = &self.shared;
+        (
+            s.commits.load(Ordering::Relaxed),
+            s.committed_ops.load(Ordering::Relaxed),
+            s.commit_micros.load(Ordering::Relaxed),
+        )
     }
 
     /// Commits that failed since start (every failed retry counts).

@@ -95,12 +95,14 @@ pub(crate) fn run(
         let mut retry: Option<Retry> = None;
         // Until this batch is committed: nothing after it is reported committed before it.
         let loaded = loop {
+            let started = Instant::now();
             let attempt = match &db {
                 Some(db) => apply(db, &batch, &mut scratch, &mut index).map_err(|e| e.to_string()),
                 None => Err("the store file is not open".to_string()),
             };
             let error = match attempt {
                 Ok((loaded, usage)) => {
+                    count_commit(&shared, batch.len(), started.elapsed());
                     let before = shared.level();
                     index.usage = index.usage.saturating_add_signed(usage);
                     shared.usage.store(index.usage, Ordering::Relaxed);
@@ -636,6 +638,14 @@ impl<'t> Tables<'t> {
         }
         Ok(())
     }
+}
+
+/// A successful commit of `ops` operations that took `took`.
+fn count_commit(shared: &Shared, ops: usize, took: std::time::Duration) {
+    shared.commits.fetch_add(1, Ordering::Relaxed);
+    (shared.committed_ops).fetch_add(ops as u64, Ordering::Relaxed);
+    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    shared.commit_micros.fetch_add(micros, Ordering::Relaxed);
 }
 
 /// Apply `batch` in one transaction and commit it; what each `Load` read, in order, and the
