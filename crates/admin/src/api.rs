@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use edgemq_broker::inspect::{
-    ClientInfo, ClientSnapshot, OfflineView, Outcome, SessionView, SubscriptionView,
+    ClientInfo, ClientSnapshot, OfflineView, Outcome, SessionDrops, SessionView, SubscriptionView,
 };
 use edgemq_broker::sessions::Control;
 use edgemq_broker::stats::{DropReason, Limit};
@@ -141,6 +141,10 @@ fn subscription_json(s: &SubscriptionView) -> Value {
     })
 }
 
+fn drops_json(d: &SessionDrops) -> Value {
+    json!({ "queue_full": d.queue_full, "offline_qos0": d.offline_qos0, "unsendable": d.unsendable })
+}
+
 fn snapshot_json(s: &ClientSnapshot) -> Value {
     json!({
         "inflight": s.inflight,
@@ -149,6 +153,7 @@ fn snapshot_json(s: &ClientSnapshot) -> Value {
         "incoming_qos2": s.incoming_qos2,
         "session_expiry": s.session_expiry,
         "idle_secs": s.idle_secs,
+        "drops": drops_json(&s.drops),
         "subscriptions": s.subscriptions.iter().map(subscription_json).collect::<Vec<_>>(),
     })
 }
@@ -160,6 +165,7 @@ fn offline_json(o: &OfflineView) -> Value {
         "session_expiry": o.session_expiry,
         "expires_in_secs": o.expires_in_secs,
         "will_pending": o.will_pending,
+        "drops": drops_json(&o.drops),
         "subscriptions": o.subscriptions.iter().map(subscription_json).collect::<Vec<_>>(),
     })
 }

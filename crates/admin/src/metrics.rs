@@ -439,6 +439,34 @@ impl BrokerCollector {
         self.family(e, family, &samples)
     }
 
+    /// How many sessions have at most `le` messages queued (cumulative, like a histogram's
+    /// buckets, over the sessions that exist now).
+    fn queue_depths(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        const BOUNDS: [usize; 6] = [0, 1, 10, 100, 1_000, 10_000];
+        let depths = self.bus.sessions.queue_depths();
+        let les: Vec<String> = BOUNDS
+            .iter()
+            .map(|b| b.to_string())
+            .chain(["+Inf".into()])
+            .collect();
+        let labels: Vec<[(&str, &str); 1]> = les.iter().map(|le| [("le", le.as_str())]).collect();
+        let counts = BOUNDS
+            .iter()
+            .map(|b| depths.iter().filter(|d| **d <= *b).count())
+            .chain([depths.len()]);
+        let samples: Vec<_> = labels
+            .iter()
+            .zip(counts)
+            .map(|(l, n)| (&l[..], n as u64))
+            .collect();
+        let family = Family {
+            name: "edgemq_sessions_by_queue_depth",
+            help: "Sessions with at most `le` messages queued (connected or offline).",
+            kind: MetricType::Gauge,
+        };
+        self.family(e, family, &samples)
+    }
+
     fn certificate_expiry(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let now = std::time::SystemTime::now();
         let rows: Vec<(String, String, i64)> = match self.certificates.lock() {
@@ -491,6 +519,7 @@ impl Collector for BrokerCollector {
         self.counters(&mut encoder)?;
         self.gauges(&mut encoder)?;
         self.listener_connections(&mut encoder)?;
+        self.queue_depths(&mut encoder)?;
         self.certificate_expiry(&mut encoder)?;
         self.latency(&mut encoder)?;
         let version = [("version", env!("CARGO_PKG_VERSION"))];

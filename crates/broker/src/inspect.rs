@@ -11,6 +11,8 @@ use bytestring::ByteString;
 
 use edgemq_codec::{ProtocolVersion, QoS};
 
+pub use crate::mailbox::SessionDrops;
+
 /// A connected client as its CONNECT settled it.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
@@ -42,6 +44,7 @@ pub struct ClientSnapshot {
     pub subscriptions: Vec<SubscriptionView>,
     /// Seconds since the client last sent anything.
     pub idle_secs: u64,
+    pub drops: SessionDrops,
 }
 
 /// One subscription as the client made it.
@@ -75,6 +78,7 @@ pub struct OfflineView {
     pub expires_in_secs: Option<u64>,
     /// A delayed will is waiting.
     pub will_pending: bool,
+    pub drops: SessionDrops,
 }
 
 /// What an operator asked of a session.

@@ -50,10 +50,27 @@ pub struct Mailbox {
     connected: AtomicBool,
     /// Set when the Disconnect overflow policy fires; the connection task closes.
     overflowed: AtomicBool,
-    /// Messages dropped for this session (all reasons), for rate-limited warnings.
+    /// Messages dropped for this session (all reasons but offline QoS 0), for rate-limited
+    /// warnings and operators.
     drops: AtomicU64,
+    /// QoS 0 messages dropped because no client was connected (not warned about: normal).
+    offline_qos0_drops: AtomicU64,
+    /// Messages the connection dropped instead of sending: expired, or larger than the
+    /// client's Maximum Packet Size.
+    unsendable_drops: AtomicU64,
     /// The session's durable records.
     journal: Journal,
+}
+
+/// What one session lost, by cause.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionDrops {
+    /// The queue was full (its overflow policy dropped one).
+    pub queue_full: u64,
+    /// QoS 0 while no client was connected.
+    pub offline_qos0: u64,
+    /// Expired before it could be sent, or larger than the client's Maximum Packet Size.
+    pub unsendable: u64,
 }
 
 /// A queued delivery: in memory, or only on disk (an offline persistent session's).
@@ -217,6 +234,8 @@ impl Mailbox {
             connected: AtomicBool::new(false),
             overflowed: AtomicBool::new(false),
             drops: AtomicU64::new(0),
+            offline_qos0_drops: AtomicU64::new(0),
+            unsendable_drops: AtomicU64::new(0),
             journal,
             client_id,
         }
@@ -288,6 +307,7 @@ impl Mailbox {
         let store = self.stores(delivery.qos).then_some(shared);
         if !connected && delivery.qos == QoS::AtMostOnce {
             stats.dropped(DropReason::OfflineQos0);
+            self.offline_qos0_drops.fetch_add(1, Ordering::Relaxed);
             return PushOutcome::Dropped(DropReason::OfflineQos0);
         }
         let size = delivery.message.size();
@@ -362,6 +382,21 @@ impl Mailbox {
             }
             None => Entry::Ready(delivery),
         }
+    }
+
+    /// Messages dropped for this session, for operators.
+    pub fn drops(&self) -> SessionDrops {
+        SessionDrops {
+            queue_full: self.drops.load(Ordering::Relaxed),
+            offline_qos0: self.offline_qos0_drops.load(Ordering::Relaxed),
+            unsendable: self.unsendable_drops.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The connection dropped a delivery instead of sending it (expired, too large).
+    pub fn dropped_unsendable(&self, reason: DropReason, stats: &Stats) {
+        stats.dropped(reason);
+        self.unsendable_drops.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Count a drop broker-wide and warn about it: the first one per session and then every

@@ -134,6 +134,8 @@ pub struct ControlSlot {
     request: Mutex<Option<Control>>,
     wake: Notify,
     pub info: Arc<ClientInfo>,
+    /// The session's queue, once the connection has its session (for queue depths).
+    mailbox: std::sync::OnceLock<Arc<Mailbox>>,
 }
 
 impl ControlSlot {
@@ -142,7 +144,13 @@ impl ControlSlot {
             request: Mutex::new(None),
             wake: Notify::new(),
             info,
+            mailbox: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The connection has its session: its queue can be measured from now on.
+    pub fn attach(&self, mailbox: Arc<Mailbox>) {
+        let _ = self.mailbox.set(mailbox);
     }
 
     /// Leave `request` for the task. A request that ends the connection is never replaced
@@ -303,6 +311,7 @@ impl Offline {
                 .expires_at
                 .map(|at| at.saturating_duration_since(now).as_secs()),
             will_pending: self.will.is_some(),
+            drops: self.data.mailbox.drops(),
         }
     }
 }
@@ -772,6 +781,17 @@ impl Registry {
                 Outcome::Done
             }
         }
+    }
+
+    /// How many messages each session has queued (connected or not), for the metrics.
+    pub fn queue_depths(&self) -> Vec<usize> {
+        let state = self.state.lock();
+        (state.slots.values())
+            .map(|slot| match slot {
+                Slot::Online { control, .. } => control.mailbox.get().map_or(0, |m| m.len()),
+                Slot::Offline(offline) => offline.data.mailbox.len(),
+            })
+            .collect()
     }
 
     /// Number of sessions (online and offline).

@@ -404,3 +404,49 @@ fn store_commits_are_counted_with_their_operations_and_time() {
     assert!(value("edgemq_store_committed_operations_total") >= 1.0);
     assert!(value("edgemq_store_commit_microseconds_total") > 0.0);
 }
+
+#[test]
+fn each_session_shows_what_it_lost_and_the_queue_depths_are_a_distribution() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let (b, admin) = broker(&["--max-queued-messages", "2"]);
+    // An offline persistent session subscribed at QoS 1: 5 QoS 1 messages fill its queue
+    // of 2 (drop-oldest drops 3); 2 QoS 0 messages are dropped because it is offline.
+    let (mut s, _) = RawClient::v5_with(b.addr, "lossy", &expiry(600));
+    s.send(&subscribe(1, Some(&no_props()), &[("loss/t", 1)]));
+    s.expect_packet(&[0x90, 0x04, 0x00, 0x01, 0x00, 0x01]);
+    drop(s);
+    poll(admin, "/api/v1/sessions?search=lossy", |v| {
+        v["sessions"][0]["connected"] == false
+    });
+    let mut p = RawClient::v311(b.addr, "lossy-pub");
+    for i in 1..=5u16 {
+        p.send(&publish_v311("loss/t", 1, i, b"q1"));
+        p.expect_packet(&[0x40, 0x02, 0x00, i as u8]);
+    }
+    p.send(&publish_v311("loss/t", 0, 0, b"q0"));
+    p.send(&publish_v311("loss/t", 0, 0, b"q0"));
+    p.ping();
+    let v = http::get(admin, "/api/v1/sessions?search=lossy").json();
+    let drops = &v["sessions"][0]["offline"]["drops"];
+    assert_eq!(drops["queue_full"], 3, "{v}");
+    assert_eq!(drops["offline_qos0"], 2, "{v}");
+    assert_eq!(v["sessions"][0]["offline"]["queued"], 2);
+    let metrics = http::get(admin, "/metrics").body;
+    let bucket = |le: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("edgemq_sessions_by_queue_depth{")
+                    && l.contains(&format!("le=\"{le}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    // Two sessions: the publisher's (nothing queued) and lossy's (2 queued).
+    assert_eq!(bucket("0"), 1.0, "{metrics}");
+    assert_eq!(bucket("1"), 1.0);
+    assert_eq!(bucket("10"), 2.0);
+    assert_eq!(bucket("+Inf"), 2.0);
+}

@@ -249,6 +249,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
         let client_id = a.client_id;
         let version = connect.protocol_version;
         let mut session = opened.data;
+        a.control.attach(session.mailbox.clone());
         session.expiry_interval = terms.expiry;
         // A persistent session goes to the store as it opens, with its will: a broker
         // that stops while the client is connected sends it after the restart. (Once

@@ -458,6 +458,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 .now()
                 .saturating_duration_since(self.last_read)
                 .as_secs(),
+            drops: self.session.mailbox.drops(),
         }
     }
 

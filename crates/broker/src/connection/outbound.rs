@@ -11,7 +11,7 @@ use edgemq_core::outbound::{Resend, Written};
 use edgemq_core::session::{Delivery, OutgoingState};
 
 use super::{Connection, Exit, Loading, LOAD_BATCH, WRITE_HIGH_WATER};
-use crate::mailbox::Entry;
+use crate::mailbox::{Entry, Mailbox};
 use crate::stats::{DropReason, Stats, Tally};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
@@ -33,7 +33,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             };
             if delivery.message.is_expired(now) {
                 // [MQTT-3.3.2-5]: expired before onward delivery started.
-                self.bus.stats.dropped(DropReason::Expired);
+                let mailbox = &self.session.mailbox;
+                mailbox.dropped_unsendable(DropReason::Expired, &self.bus.stats);
                 self.session.mailbox.forget(delivery.stored);
                 continue;
             }
@@ -104,8 +105,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let written =
             self.outbound
                 .write(&inflight.delivery, Some(id), dup, now, &mut self.io.wbuf);
-        let (stats, tally) = (&self.bus.stats, &mut self.tally);
-        if !count_written(stats, tally, written, &inflight.delivery) {
+        let out = Counting(&self.bus.stats, &self.session.mailbox, &mut self.tally);
+        if !count_written(out, written, &inflight.delivery) {
             if let Ok(dropped) = self.session.outgoing.remove(id) {
                 self.session.mailbox.forget(dropped.delivery.stored);
             }
@@ -117,7 +118,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let written = self
             .outbound
             .write(delivery, id, dup, now, &mut self.io.wbuf);
-        count_written(&self.bus.stats, &mut self.tally, written, delivery);
+        let out = Counting(&self.bus.stats, &self.session.mailbox, &mut self.tally);
+        count_written(out, written, delivery);
     }
 
     /// Send retained messages owed to SUBSCRIBEs, as the window and the write buffer allow.
@@ -156,8 +158,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 }
 
+/// Where a written PUBLISH is counted: broker-wide, the session's drops, the wake-up's tally.
+struct Counting<'a>(&'a Stats, &'a Mailbox, &'a mut Tally);
+
 /// Count and log what `Outbound::write` did; true if the PUBLISH is in the buffer.
-fn count_written(stats: &Stats, tally: &mut Tally, written: Written, delivery: &Delivery) -> bool {
+fn count_written(out: Counting<'_>, written: Written, delivery: &Delivery) -> bool {
+    let Counting(stats, mailbox, tally) = out;
     match written {
         Written::Sent => {
             tally.sent += 1;
@@ -165,7 +171,7 @@ fn count_written(stats: &Stats, tally: &mut Tally, written: Written, delivery: &
             return true;
         }
         Written::TooLarge => {
-            stats.dropped(DropReason::PacketTooLarge);
+            mailbox.dropped_unsendable(DropReason::PacketTooLarge, stats);
             tracing::debug!(topic = %Short(&delivery.message.topic), "message larger than the client's Maximum Packet Size: dropped for this client");
         }
         Written::Unencodable(e) => tracing::error!(error = %e, "could not encode a PUBLISH"),
