@@ -12,6 +12,8 @@
 //! | GET | `/api/v1/retained?filter=&limit=` | retained messages matching a filter (default `#`) |
 //! | DELETE | `/api/v1/retained?topic=` | delete a topic's retained message |
 //!
+//! `/api/v1/openapi.json` (crate::openapi) documents all of them.
+//!
 //! Lists are bounded (`limit`, at most 10,000; default 1,000). Client ids and topics in
 //! paths are percent-encoded.
 
@@ -56,7 +58,8 @@ pub fn routes() -> Router<AdminState> {
         .route("/api/v1/retained", get(retained).delete(delete_retained))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[serde(default)]
     search: String,
@@ -74,7 +77,8 @@ fn not_found(what: &str) -> Response {
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
-async fn overview(State(state): State<AdminState>) -> Json<Value> {
+#[utoipa::path(get, path = "/api/v1/overview", tag = "broker", responses((status = 200, description = "Counters, gauges, drops by reason, refusals by limit, memory and store")))]
+pub(crate) async fn overview(State(state): State<AdminState>) -> Json<Value> {
     Json(overview_json(&state.readiness.bus))
 }
 
@@ -179,7 +183,11 @@ fn session_json(v: &SessionView) -> Value {
     })
 }
 
-async fn clients(State(state): State<AdminState>, Query(q): Query<ListQuery>) -> Json<Value> {
+#[utoipa::path(get, path = "/api/v1/clients", tag = "clients", params(ListQuery), responses((status = 200, description = "Connected clients")))]
+pub(crate) async fn clients(
+    State(state): State<AdminState>,
+    Query(q): Query<ListQuery>,
+) -> Json<Value> {
     let bus = &state.readiness.bus;
     let views = bus.sessions.list(&q.search, usize::MAX);
     let clients: Vec<Value> = views
@@ -202,7 +210,8 @@ pub async fn inspect(bus: &Arc<Bus>, client_id: &str) -> Option<ClientSnapshot> 
         .ok()
 }
 
-async fn client(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+#[utoipa::path(get, path = "/api/v1/clients/{id}", tag = "clients", params(("id" = String, Path, description = "Client identifier")), responses((status = 200, description = "The client and its live state"), (status = 404, description = "Not connected")))]
+pub(crate) async fn client(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     let bus = &state.readiness.bus;
     let Some(view) = bus.sessions.get(&id).filter(|v| v.client.is_some()) else {
         return not_found("client");
@@ -214,7 +223,11 @@ async fn client(State(state): State<AdminState>, Path(id): Path<String>) -> Resp
     Json(body).into_response()
 }
 
-async fn disconnect(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+#[utoipa::path(post, path = "/api/v1/clients/{id}/disconnect", tag = "clients", params(("id" = String, Path, description = "Client identifier")), responses((status = 204, description = "DISCONNECT 0x98 sent, connection closing"), (status = 404, description = "Not connected")))]
+pub(crate) async fn disconnect(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Response {
     let bus = &state.readiness.bus;
     if bus.sessions.control(&id).is_none() {
         return not_found("client");
@@ -225,12 +238,20 @@ async fn disconnect(State(state): State<AdminState>, Path(id): Path<String>) -> 
     }
 }
 
-async fn sessions(State(state): State<AdminState>, Query(q): Query<ListQuery>) -> Json<Value> {
+#[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions", params(ListQuery), responses((status = 200, description = "Sessions, connected and offline")))]
+pub(crate) async fn sessions(
+    State(state): State<AdminState>,
+    Query(q): Query<ListQuery>,
+) -> Json<Value> {
     let views = state.readiness.bus.sessions.list(&q.search, q.limit());
     Json(json!({ "sessions": views.iter().map(session_json).collect::<Vec<_>>() }))
 }
 
-async fn delete_session(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+#[utoipa::path(delete, path = "/api/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "Client identifier")), responses((status = 204, description = "Session ended"), (status = 404, description = "No such session")))]
+pub(crate) async fn delete_session(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Response {
     let bus = &state.readiness.bus;
     match bus.sessions.disconnect(bus, &id, true) {
         Outcome::Done => StatusCode::NO_CONTENT.into_response(),
@@ -238,7 +259,11 @@ async fn delete_session(State(state): State<AdminState>, Path(id): Path<String>)
     }
 }
 
-async fn subscriptions(State(state): State<AdminState>, Query(q): Query<ListQuery>) -> Json<Value> {
+#[utoipa::path(get, path = "/api/v1/subscriptions", tag = "sessions", params(ListQuery), responses((status = 200, description = "Every session's subscriptions")))]
+pub(crate) async fn subscriptions(
+    State(state): State<AdminState>,
+    Query(q): Query<ListQuery>,
+) -> Json<Value> {
     let bus = &state.readiness.bus;
     let mut rows = Vec::new();
     for view in bus.sessions.list(&q.search, q.limit()) {
@@ -263,7 +288,8 @@ async fn subscriptions(State(state): State<AdminState>, Query(q): Query<ListQuer
     Json(json!({ "subscriptions": rows }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RetainedQuery {
     filter: Option<String>,
     topic: Option<String>,
@@ -273,7 +299,11 @@ pub struct RetainedQuery {
 /// Payloads are shown when they are short UTF-8 text; otherwise only their size.
 const PREVIEW: usize = 256;
 
-async fn retained(State(state): State<AdminState>, Query(q): Query<RetainedQuery>) -> Response {
+#[utoipa::path(get, path = "/api/v1/retained", tag = "retained", params(RetainedQuery), responses((status = 200, description = "Retained messages matching the filter"), (status = 400, description = "Not a valid topic filter")))]
+pub(crate) async fn retained(
+    State(state): State<AdminState>,
+    Query(q): Query<RetainedQuery>,
+) -> Response {
     let bus = &state.readiness.bus;
     let filter = q.filter.unwrap_or_else(|| "#".to_string());
     if edgemq_core::topic::validate_topic_filter(&filter).is_err() {
@@ -296,7 +326,8 @@ async fn retained(State(state): State<AdminState>, Query(q): Query<RetainedQuery
     Json(json!({ "filter": filter, "total": found.len(), "retained": rows })).into_response()
 }
 
-async fn delete_retained(
+#[utoipa::path(delete, path = "/api/v1/retained", tag = "retained", params(RetainedQuery), responses((status = 204, description = "Deleted"), (status = 400, description = "No or invalid topic"), (status = 404, description = "No retained message on that topic")))]
+pub(crate) async fn delete_retained(
     State(state): State<AdminState>,
     Query(q): Query<RetainedQuery>,
 ) -> Response {

@@ -51,11 +51,13 @@ impl Readiness {
     }
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "probes", responses((status = 200, description = "The process answers")))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// 200 when every check passes, 503 otherwise; the body names each check.
+#[utoipa::path(get, path = "/readyz", tag = "probes", responses((status = 200, description = "Ready"), (status = 503, description = "Not ready; the body names the failing checks")))]
 pub async fn readyz(State(state): State<AdminState>) -> Response {
     let checks = state.readiness.checks();
     let ready = checks.iter().all(|(_, ok)| *ok);
@@ -72,6 +74,7 @@ pub async fn readyz(State(state): State<AdminState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "probes", responses((status = 200, description = "OpenMetrics text")))]
 pub async fn metrics(State(state): State<AdminState>) -> Response {
     let listeners: Vec<(String, u16, usize)> = (state.server.listeners().await)
         .iter()

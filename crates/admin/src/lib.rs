@@ -22,6 +22,7 @@ pub mod api;
 pub mod console;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod operate;
 
 use std::net::SocketAddr;
@@ -86,7 +87,10 @@ fn router(state: AdminState, role: Role, addr: SocketAddr) -> Router {
     let guarded = match role {
         Role::Metrics => metrics,
         Role::Admin => {
-            let data = metrics.merge(api::routes()).merge(operate::routes());
+            let data = metrics
+                .merge(api::routes())
+                .merge(operate::routes())
+                .merge(openapi::routes());
             // The console's static shell is open (see `console`); its data is not.
             access::guarded(data, &state, addr).merge(console::routes())
         }

@@ -27,7 +27,8 @@ pub fn routes() -> Router<AdminState> {
         .route("/api/v1/authz/explain", post(explain))
 }
 
-async fn listeners(State(state): State<AdminState>) -> Json<Value> {
+#[utoipa::path(get, path = "/api/v1/listeners", tag = "broker", responses((status = 200, description = "Each listener: name, address, port, open connections")))]
+pub(crate) async fn listeners(State(state): State<AdminState>) -> Json<Value> {
     let listeners: Vec<Value> = state
         .server
         .listeners()
@@ -40,7 +41,8 @@ async fn listeners(State(state): State<AdminState>) -> Json<Value> {
     Json(json!({ "listeners": listeners }))
 }
 
-async fn config(State(state): State<AdminState>) -> Json<Value> {
+#[utoipa::path(get, path = "/api/v1/config", tag = "broker", responses((status = 200, description = "The configuration source and the last load")))]
+pub(crate) async fn config(State(state): State<AdminState>) -> Json<Value> {
     let report = state
         .config
         .lock()
@@ -50,7 +52,7 @@ async fn config(State(state): State<AdminState>) -> Json<Value> {
 }
 
 /// An action to decide.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ExplainRequest {
     listener: String,
     client_id: String,
@@ -63,7 +65,11 @@ pub struct ExplainRequest {
     topic: Option<String>,
 }
 
-async fn explain(State(state): State<AdminState>, Json(req): Json<ExplainRequest>) -> Response {
+#[utoipa::path(post, path = "/api/v1/authz/explain", tag = "authorization", request_body = ExplainRequest, responses((status = 200, description = "allowed, and the rule that decided"), (status = 400, description = "Bad action or topic"), (status = 404, description = "No such listener")))]
+pub(crate) async fn explain(
+    State(state): State<AdminState>,
+    Json(req): Json<ExplainRequest>,
+) -> Response {
     let bad =
         |error: &str| (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response();
     let topic = req.topic.as_deref().unwrap_or("");

@@ -450,3 +450,45 @@ fn each_session_shows_what_it_lost_and_the_queue_depths_are_a_distribution() {
     assert_eq!(bucket("10"), 2.0);
     assert_eq!(bucket("+Inf"), 2.0);
 }
+
+#[test]
+fn the_openapi_document_lists_every_route() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let (_b, admin) = broker(&[]);
+    let doc = http::get(admin, "/api/v1/openapi.json").json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let mut paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort_unstable();
+    let expected = [
+        "/api/v1/authz/explain",
+        "/api/v1/clients",
+        "/api/v1/clients/{id}",
+        "/api/v1/clients/{id}/disconnect",
+        "/api/v1/config",
+        "/api/v1/listeners",
+        "/api/v1/overview",
+        "/api/v1/retained",
+        "/api/v1/sessions",
+        "/api/v1/sessions/{id}",
+        "/api/v1/subscriptions",
+        "/healthz",
+        "/metrics",
+        "/readyz",
+    ];
+    assert_eq!(paths, expected);
+    // Each documented GET without a path parameter answers on the running broker.
+    for path in expected.iter().filter(|p| !p.contains('{')) {
+        let methods = doc["paths"][*path].as_object().unwrap();
+        if methods.contains_key("get") {
+            let status = http::get(admin, path).status;
+            assert_eq!(status, 200, "GET {path}");
+        }
+    }
+}
