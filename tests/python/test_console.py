@@ -210,11 +210,17 @@ def test_console_pages_and_disconnect(start_broker, driver, shots):
 
     tab(d, "listeners")
     cell(d, "listeners-table", f"{b.host}:{b.port}")
+    cell(d, "listeners-table", "mqtt")
+    cell(d, "listeners-table", "anonymous (no authentication)")
     d.save_screenshot(str(shots / "listeners.png"))
 
     tab(d, "health")
     wait(d).until(lambda d: d.find_element(By.ID, "ready").text == "Ready", "readiness never shown")
     cell(d, "health-table", "listeners_bound")
+    wait(d).until(
+        lambda d: d.find_element(By.ID, "config-source").text == "command line", "configuration never shown"
+    )
+    assert d.find_element(By.ID, "config-outcome").text == "applied"
     d.save_screenshot(str(shots / "health.png"))
 
     # End the offline session from the page.

@@ -369,7 +369,10 @@ async function deleteRetained(topic) {
 
 async function loadListeners() {
   const { listeners } = await api("/api/v1/listeners");
-  fillTable("listeners-table", listeners, (l) => [l.name, l.address]);
+  const expiry = (s) => (s == null ? "–" : new Date(s * 1000).toISOString().slice(0, 16).replace("T", " "));
+  fillTable("listeners-table", listeners, (l) => [
+    l.name, l.address, l.transport, String(l.connections), l.authentication, expiry(l.certificate_expires_unix_s),
+  ]);
 }
 
 async function loadHealth() {
@@ -384,6 +387,11 @@ async function loadHealth() {
     tr.append(el("td", name), el("td", ok ? "pass" : "fail", ok ? "ok" : "bad"));
     body.append(tr);
   }
+  const config = await api("/api/v1/config");
+  $("config-source").textContent = config.source || "–";
+  $("config-outcome").textContent = (config.last_load && config.last_load.outcome) || "–";
+  const diagnostics = (config.last_load && config.last_load.diagnostics) || [];
+  fillTable("config-table", diagnostics, (d) => [d]);
 }
 
 // ---- tabs ------------------------------------------------------------------------------

@@ -62,6 +62,8 @@ pub struct AdminState {
     pub config: Arc<std::sync::Mutex<serde_json::Value>>,
     /// The collector's view of the listeners (see [`BrokerCollector::listeners`]).
     pub listeners: Arc<std::sync::Mutex<Vec<(String, u16, usize)>>>,
+    /// The TLS ports' certificates (also read by the collector).
+    pub certificates: Certificates,
 }
 
 /// A bound admin server: its address (port 0 resolved) and the task serving it.

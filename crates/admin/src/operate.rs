@@ -35,7 +35,13 @@ pub(crate) async fn listeners(State(state): State<AdminState>) -> Json<Value> {
         .await
         .iter()
         .map(|(name, addr, context)| {
-            json!({ "name": name, "address": addr.to_string(), "port": context.port, "connections": context.open_connections() })
+            let expires = certificate_expiry(&state, name, context.port);
+            json!({
+                "name": name, "address": addr.to_string(), "port": context.port,
+                "transport": context.transport, "connections": context.open_connections(),
+                "authentication": context.authenticator().describe(),
+                "certificate_expires_unix_s": expires,
+            })
         })
         .collect();
     Json(json!({ "listeners": listeners }))
@@ -94,4 +100,14 @@ pub(crate) async fn explain(
     let allowed = authorizer.authorize(&principal, action);
     let explanation = authorizer.explain(&principal, action);
     Json(json!({ "allowed": allowed, "explanation": explanation })).into_response()
+}
+
+/// When the TLS certificate of `listener`'s `port` expires (Unix seconds), if it has one.
+fn certificate_expiry(state: &AdminState, listener: &str, port: u16) -> Option<u64> {
+    let watches = state.certificates.lock().ok()?;
+    let watch = watches
+        .iter()
+        .find(|w| w.listener == listener && w.port == port)?;
+    let at = (watch.not_after)()?;
+    Some(at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())
 }

@@ -70,6 +70,8 @@ impl std::fmt::Debug for ListenerConfig {
 pub struct ListenerContext {
     pub name: String,
     pub port: u16,
+    /// `mqtt`, `mqtt+tls`, `websockets` or `websockets+tls`, for operators.
+    pub transport: String,
     /// Replaced in place on reload (new passwords, CA bundles, auth servers) so connected
     /// clients stay; each CONNECT takes the current one.
     authenticator: RwLock<Arc<dyn Authenticator>>,
@@ -95,6 +97,7 @@ impl ListenerContext {
         ListenerContext {
             name,
             port,
+            transport: String::from("mqtt"),
             authenticator: RwLock::new(authenticator),
             authorizer: RwLock::new(authorizer),
             authz_generation: AtomicU64::new(0),
@@ -169,12 +172,18 @@ impl BoundListener {
     pub async fn bind(config: &ListenerConfig) -> std::io::Result<BoundListener> {
         let socket = TcpListener::bind(config.addr).await?;
         let local_addr = socket.local_addr()?;
-        let context = ListenerContext::new(
+        let mut context = ListenerContext::new(
             config.name.clone(),
             local_addr.port(),
             config.authenticator.clone(),
             config.authorizer.clone(),
         );
+        let tls = if config.transport.tls.is_some() {
+            "+tls"
+        } else {
+            ""
+        };
+        context.transport = format!("{}{tls}", config.transport.protocol);
         context.set_max_connections(config.max_connections);
         Ok(BoundListener {
             context: Arc::new(context),

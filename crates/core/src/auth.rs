@@ -143,6 +143,11 @@ pub trait Authenticator: Send + Sync + 'static {
         false
     }
 
+    /// What it checks, for operators: e.g. `x509-policy: X509, UsernamePassword`.
+    fn describe(&self) -> String {
+        "custom".to_string()
+    }
+
     /// Whether TLS ports should ask clients for a certificate.
     fn wants_client_certificates(&self) -> bool {
         false
@@ -202,6 +207,10 @@ impl Authenticator for AllowAll {
         Box::pin(std::future::ready(
             AuthDecision::Allow(Admission::default()),
         ))
+    }
+
+    fn describe(&self) -> String {
+        "anonymous (no authentication)".to_string()
     }
 }
 

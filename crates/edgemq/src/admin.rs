@@ -120,6 +120,7 @@ pub async fn start(
         server: server.clone(),
         config: config.clone(),
         listeners,
+        certificates: certificates.clone(),
     };
     let (stop, stopped) = watch::channel(false);
     for addr in &args.admin_listen {

@@ -347,6 +347,15 @@ fn each_tls_port_reports_when_its_certificate_expires() {
     let left: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     // A freshly issued automatic certificate: days to years ahead, not expired.
     assert!((86_400..10 * 365 * 86_400).contains(&left), "{line}");
+    // The listeners API shows the same port: TLS, its certificate's expiry, who may connect.
+    let listeners = http::get(b.admin_addr("admin"), "/api/v1/listeners").json();
+    let secure = &listeners["listeners"][0];
+    assert_eq!(secure["transport"], "mqtt+tls", "{listeners}");
+    assert!(
+        secure["certificate_expires_unix_s"].as_u64().is_some(),
+        "{listeners}"
+    );
+    assert!(secure["authentication"].is_string(), "{listeners}");
 }
 
 #[test]

@@ -92,4 +92,9 @@ impl Authenticator for AuthChain {
     fn wants_client_certificates(&self) -> bool {
         self.methods.iter().any(|m| m.wants_client_certificates())
     }
+
+    fn describe(&self) -> String {
+        let methods: Vec<&str> = self.methods.iter().map(|m| m.name()).collect();
+        format!("{}: {}", self.name, methods.join(", "))
+    }
 }
