@@ -49,12 +49,46 @@ pub(crate) async fn listeners(State(state): State<AdminState>) -> Json<Value> {
 
 #[utoipa::path(get, path = "/api/v1/config", tag = "broker", responses((status = 200, description = "The configuration source and the last load")))]
 pub(crate) async fn config(State(state): State<AdminState>) -> Json<Value> {
-    let report = state
+    let mut report = state
         .config
         .lock()
         .map(|v| v.clone())
         .unwrap_or(Value::Null);
+    if let Value::Object(fields) = &mut report {
+        fields.insert("limits".into(), limits_json(&state.readiness.bus.limits));
+    }
     Json(report)
+}
+
+/// The limits the broker runs with (a reload that changes them applies after a restart).
+fn limits_json(l: &edgemq_core::limits::Limits) -> Value {
+    json!({
+        "max_packet_size": l.max_packet_size,
+        "receive_maximum": l.receive_maximum,
+        "max_session_expiry": l.max_session_expiry,
+        "max_message_expiry": l.max_message_expiry,
+        "max_keep_alive": l.max_keep_alive,
+        "maximum_qos": l.maximum_qos as u8,
+        "topic_alias_maximum": l.topic_alias_maximum,
+        "max_queued_messages": l.max_queued_messages,
+        "max_queued_bytes": l.max_queued_bytes,
+        "overflow_policy": format!("{:?}", l.overflow_policy),
+        "max_inflight_messages": l.max_inflight_messages,
+        "max_inflight_bytes": l.max_inflight_bytes,
+        "max_topic_levels": l.max_topic_levels,
+        "max_subscriptions": l.max_subscriptions,
+        "max_subscriptions_per_session": l.max_subscriptions_per_session,
+        "max_sessions": l.max_sessions,
+        "max_sessions_per_address": l.max_sessions_per_address,
+        "max_retained_messages": l.max_retained_messages,
+        "max_retained_bytes": l.max_retained_bytes,
+        "max_connections": l.max_connections,
+        "max_connections_per_address": l.max_connections_per_address,
+        "max_client_id_length": l.max_client_id_len,
+        "memory_budget": l.memory_budget,
+        "sys_interval_secs": l.sys_interval_secs,
+        "server_topic_aliases": l.server_topic_aliases,
+    })
 }
 
 /// An action to decide.

@@ -472,4 +472,5 @@ fn authz_explain_over_the_admin_api_decides_as_the_running_policy() {
     let config = edgemq_testkit::http::get(admin, "/api/v1/config").json();
     assert_eq!(config["last_load"]["outcome"], "applied", "{config}");
     assert_eq!(config["source"], d.config.display().to_string());
+    assert_eq!(config["limits"]["max_topic_levels"], 200, "{config}");
 }
