@@ -76,6 +76,8 @@ pub struct BrokerSettings {
     /// edgemq extension `advanced.sysIntervalSeconds`: seconds between publications of the
     /// `$SYS` topics (0 = none).
     pub sys_interval_secs: Option<u32>,
+    /// edgemq extension `advanced.adminListen`: admin ports, loopback only (docs/admin.md).
+    pub admin_listen: Vec<std::net::SocketAddr>,
     pub self_check: SelfCheck,
     pub log_level: Option<String>,
     /// AIO `diagnostics.metrics.prometheusPort`: `/metrics` (and health) served on this port

@@ -100,6 +100,15 @@ pub async fn serve(
     let self_check = config.broker.self_check.enabled.then(|| checks.clone());
     let prometheus_port = config.broker.prometheus_port;
     let source = dir.display().to_string();
+    // The Broker resource's admin ports (loopback only: `check` refuses others) join the
+    // command line's.
+    let mut admin_args = admin_args.clone();
+    for addr in &config.broker.admin_listen {
+        if !admin_args.admin_listen.contains(addr) {
+            admin_args.admin_listen.push(*addr);
+        }
+    }
+    let admin_args = &admin_args;
     let opened = crate::admin::open(
         admin_args,
         prometheus_port,

@@ -501,3 +501,50 @@ fn the_openapi_document_lists_every_route() {
         }
     }
 }
+
+#[test]
+fn the_broker_resource_opens_admin_ports_on_loopback_only() {
+    // edgemq extension `spec.advanced.adminListen`: what `check` accepts, `serve` runs; an
+    // address off loopback would need a token, which only the command line gives.
+    if !Broker::edgemq_only() {
+        return;
+    }
+    use edgemq_testkit::fixtures::{listener, plain_port, Dirs, V1};
+    let broker_yaml = |addr: &str| {
+        format!("apiVersion: {V1}\nkind: Broker\nmetadata:\n  name: default\nspec:\n  advanced:\n    adminListen: [\"{addr}\"]\n")
+    };
+    let d = Dirs::new();
+    let (mqtt, admin_port) = (edgemq_testkit::free_port(), edgemq_testkit::free_port());
+    d.write(
+        "listeners.yaml",
+        &listener("plain", "ClusterIp", &plain_port(mqtt)),
+    );
+    d.write(
+        "broker.yaml",
+        &broker_yaml(&format!("127.0.0.1:{admin_port}")),
+    );
+    let config = d.config.to_str().unwrap().to_string();
+    let (code, out, err) = edgemq_testkit::edgemq(&["check", "--config", &config]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let b = Broker::start_config(&d.config, &d.data, 1, &[]);
+    assert_eq!(b.admin_addr("admin").port(), admin_port);
+    assert_eq!(
+        http::get(b.admin_addr("admin"), "/api/v1/overview").status,
+        200
+    );
+    drop(b);
+
+    let open = Dirs::new();
+    open.write(
+        "listeners.yaml",
+        &listener("plain", "ClusterIp", &plain_port(mqtt)),
+    );
+    open.write("broker.yaml", &broker_yaml("0.0.0.0:9090"));
+    let config = open.config.to_str().unwrap().to_string();
+    let (code, out, err) = edgemq_testkit::edgemq(&["check", "--config", &config]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("is not a loopback address"), "{out}{err}");
+    let (code, log) = open.serve_to_exit();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("is not a loopback address"), "{log}");
+}

@@ -36,8 +36,9 @@ const ADVANCED: &[&str] = &[
     "clients",
     "encryptInternalTraffic",
     "internalCerts",
-    // edgemq extension (docs/observability.md).
+    // edgemq extensions (docs/observability.md, docs/admin.md).
     "sysIntervalSeconds",
+    "adminListen",
 ];
 const CLIENTS: &[&str] = &[
     "maxSessionExpirySeconds",
@@ -150,6 +151,9 @@ fn read_v1(spec: &Val<'_>, settings: &mut BrokerSettings) {
         settings.sys_interval_secs = adv
             .get("sysIntervalSeconds")
             .and_then(|v| v.int(0, i128::from(u32::MAX)));
+        if let Some(list) = adv.get("adminListen").and_then(|v| v.seq()) {
+            settings.admin_listen = list.iter().filter_map(admin_address).collect();
+        }
         if let Some(c) = adv.get("clients").and_then(|c| c.obj(CLIENTS)) {
             read_clients(&c, settings);
         }
@@ -315,4 +319,25 @@ fn read_legacy(spec: &Val<'_>, settings: &mut BrokerSettings) {
         ("selfCheckFrequencySeconds", "selfCheckTimeoutSeconds"),
         &mut settings.self_check,
     );
+}
+
+/// One `advanced.adminListen` address. Only loopback: the token that an admin port off
+/// loopback needs is a command-line option (`--admin-token-file`), so a configuration that
+/// opened the admin port to the network would be one `serve` refuses: an error here too.
+fn admin_address(v: &Val<'_>) -> Option<std::net::SocketAddr> {
+    let text = v.string()?;
+    let Ok(addr) = text.parse::<std::net::SocketAddr>() else {
+        v.error(format!(
+            "{text:?} is not an address with a port (e.g. 127.0.0.1:9090)"
+        ));
+        return None;
+    };
+    if !addr.ip().is_loopback() {
+        v.error(format!(
+            "{addr} is not a loopback address: an admin port open to the network needs a token; \
+             use `serve --admin-listen {addr} --admin-token-file FILE` instead"
+        ));
+        return None;
+    }
+    Some(addr)
 }
