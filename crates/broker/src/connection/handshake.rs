@@ -13,6 +13,7 @@ use edgemq_core::connect as rules;
 use edgemq_core::logtext::{Attrs, Short, ShortOpt};
 use edgemq_core::message::Message;
 use edgemq_core::outbound::OutboundTerms;
+use edgemq_core::protocol::Violation;
 use edgemq_core::session::{IncomingQos2, OutgoingWindow};
 
 use super::{Accepted, Io, Peer, Will};
@@ -106,12 +107,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Handshake<'_, S> {
         let timeout = Duration::from_secs(self.bus.limits.connect_timeout_secs);
         match tokio::time::timeout(timeout, read_connect(self.io, decoder)).await {
             Ok(Ok(connect)) => Some(connect),
-            Ok(Err(Refusal {
+            Ok(Err(Refusal::Closed)) => {
+                tracing::debug!(%listener, %peer, "closed before CONNECT");
+                None
+            }
+            Ok(Err(Refusal::Violation {
                 version,
-                reason,
+                violation,
                 detail,
             })) => {
-                tracing::warn!(%listener, %peer, reason = reason.0, "connection refused: {detail}");
+                let reason = violation.reason;
+                tracing::warn!(%listener, %peer, reason = reason.0, rule = violation.rule, "connection refused: {detail}");
                 if let Some(version) = version {
                     self.refuse_with(version, reason);
                 }
@@ -372,11 +378,17 @@ fn will(connect: &Connect, bus: &Bus) -> Option<Will> {
     })
 }
 
-struct Refusal {
-    /// The version to answer in, if known (or sniffed from a malformed CONNECT).
-    version: Option<ProtocolVersion>,
-    reason: ReasonCode,
-    detail: String,
+/// Why no CONNECT was accepted.
+enum Refusal {
+    /// The peer closed first (a port check, a client giving up).
+    Closed,
+    /// A protocol violation, answered in `version` if it is known (or sniffed from a
+    /// malformed CONNECT).
+    Violation {
+        version: Option<ProtocolVersion>,
+        violation: Violation,
+        detail: String,
+    },
 }
 
 /// Read until the first packet decodes; it must be CONNECT [MQTT-3.1.0-1].
@@ -390,32 +402,23 @@ async fn read_connect<S: AsyncRead + AsyncWrite + Unpin>(
         match decoder.decode(&mut io.rbuf) {
             Ok(Some(Packet::Connect(connect))) => return Ok(connect),
             Ok(Some(other)) => {
-                return Err(Refusal {
+                return Err(Refusal::Violation {
                     version: None,
-                    reason: ReasonCode::ProtocolError,
-                    detail: format!(
-                        "[MQTT-3.1.0-1] first packet is {:?}, not CONNECT",
-                        other.packet_type()
-                    ),
+                    violation: Violation::protocol("[MQTT-3.1.0-1]"),
+                    detail: format!("the first packet is {:?}, not CONNECT", other.packet_type()),
                 })
             }
             Ok(None) => {}
             Err(e) => {
-                return Err(Refusal {
+                return Err(Refusal::Violation {
                     version: rules::refusal_version(e.reason, sniffed),
-                    reason: e.reason,
                     detail: e.to_string(),
+                    violation: e.into(),
                 });
             }
         }
         match io.read_more().await {
-            Ok(0) | Err(_) => {
-                return Err(Refusal {
-                    version: None,
-                    reason: ReasonCode::Success,
-                    detail: "closed before CONNECT".into(),
-                })
-            }
+            Ok(0) | Err(_) => return Err(Refusal::Closed),
             Ok(_) => {}
         }
     }
