@@ -439,11 +439,34 @@ impl BrokerCollector {
         self.family(e, family, &samples)
     }
 
-    /// How many sessions have at most `le` messages queued (cumulative, like a histogram's
-    /// buckets, over the sessions that exist now).
+    /// How many sessions have at most `le` messages queued, and in flight (cumulative, like
+    /// a histogram's buckets, over the sessions that exist now).
     fn queue_depths(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let depths = self.bus.sessions.depths();
+        let queued: Vec<usize> = depths.iter().map(|(q, _)| *q).collect();
+        let inflight: Vec<usize> = depths.iter().map(|(_, f)| *f).collect();
+        let family = Family {
+            name: "edgemq_sessions_by_queue_depth",
+            help: "Sessions with at most `le` messages queued (connected or offline).",
+            kind: MetricType::Gauge,
+        };
+        self.distribution(e, family, &queued)?;
+        let family = Family {
+            name: "edgemq_sessions_by_inflight",
+            help: "Sessions with at most `le` QoS 1/2 messages in flight (as of each connection's last wake-up).",
+            kind: MetricType::Gauge,
+        };
+        self.distribution(e, family, &inflight)
+    }
+
+    /// `values` as cumulative `le` buckets 0, 1, 10, 100, 1,000, 10,000, +Inf.
+    fn distribution(
+        &self,
+        e: &mut DescriptorEncoder<'_>,
+        family: Family<'_>,
+        values: &[usize],
+    ) -> Result<(), std::fmt::Error> {
         const BOUNDS: [usize; 6] = [0, 1, 10, 100, 1_000, 10_000];
-        let depths = self.bus.sessions.queue_depths();
         let les: Vec<String> = BOUNDS
             .iter()
             .map(|b| b.to_string())
@@ -452,18 +475,13 @@ impl BrokerCollector {
         let labels: Vec<[(&str, &str); 1]> = les.iter().map(|le| [("le", le.as_str())]).collect();
         let counts = BOUNDS
             .iter()
-            .map(|b| depths.iter().filter(|d| **d <= *b).count())
-            .chain([depths.len()]);
+            .map(|b| values.iter().filter(|v| **v <= *b).count())
+            .chain([values.len()]);
         let samples: Vec<_> = labels
             .iter()
             .zip(counts)
             .map(|(l, n)| (&l[..], n as u64))
             .collect();
-        let family = Family {
-            name: "edgemq_sessions_by_queue_depth",
-            help: "Sessions with at most `le` messages queued (connected or offline).",
-            kind: MetricType::Gauge,
-        };
         self.family(e, family, &samples)
     }
 

@@ -136,6 +136,8 @@ pub struct ControlSlot {
     pub info: Arc<ClientInfo>,
     /// The session's queue, once the connection has its session (for queue depths).
     mailbox: std::sync::OnceLock<Arc<Mailbox>>,
+    /// Messages in flight to the client, as of its task's last wake-up (for the metrics).
+    inflight: std::sync::atomic::AtomicU32,
 }
 
 impl ControlSlot {
@@ -145,7 +147,14 @@ impl ControlSlot {
             wake: Notify::new(),
             info,
             mailbox: std::sync::OnceLock::new(),
+            inflight: std::sync::atomic::AtomicU32::new(0),
         }
+    }
+
+    /// The task's in-flight count now (a relaxed store, once per wake-up).
+    pub fn set_inflight(&self, n: usize) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        (self.inflight).store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The connection has its session: its queue can be measured from now on.
@@ -783,13 +792,17 @@ impl Registry {
         }
     }
 
-    /// How many messages each session has queued (connected or not), for the metrics.
-    pub fn queue_depths(&self) -> Vec<usize> {
+    /// (queued, in flight) of every session, connected or not, for the metrics.
+    pub fn depths(&self) -> Vec<(usize, usize)> {
+        use std::sync::atomic::Ordering::Relaxed;
         let state = self.state.lock();
         (state.slots.values())
             .map(|slot| match slot {
-                Slot::Online { control, .. } => control.mailbox.get().map_or(0, |m| m.len()),
-                Slot::Offline(offline) => offline.data.mailbox.len(),
+                Slot::Online { control, .. } => (
+                    control.mailbox.get().map_or(0, |m| m.len()),
+                    control.inflight.load(Relaxed) as usize,
+                ),
+                Slot::Offline(offline) => (offline.data.mailbox.len(), offline.data.outgoing.len()),
             })
             .collect()
     }

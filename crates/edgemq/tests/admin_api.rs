@@ -548,3 +548,36 @@ fn the_broker_resource_opens_admin_ports_on_loopback_only() {
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("is not a loopback address"), "{log}");
 }
+
+#[test]
+fn in_flight_messages_are_a_distribution_over_sessions() {
+    if !Broker::edgemq_only() {
+        return;
+    }
+    let (b, admin) = broker(&[]);
+    // A subscriber that never acknowledges: what it was sent stays in flight.
+    let mut s = RawClient::v311(b.addr, "slow-acker");
+    s.send(&subscribe(1, None, &[("fl/t", 1)]));
+    s.expect_packet(&[0x90, 0x03, 0x00, 0x01, 0x01]);
+    let mut p = RawClient::v311(b.addr, "fl-pub");
+    for i in 1..=3u16 {
+        p.send(&publish_v311("fl/t", 1, i, b"x"));
+        p.expect_packet(&[0x40, 0x02, 0x00, i as u8]);
+    }
+    for _ in 0..3 {
+        s.expect_publish(false);
+    }
+    let metrics = http::get(admin, "/metrics").body;
+    let bucket = |le: &str| {
+        let wanted = format!("le=\"{le}\"");
+        metrics
+            .lines()
+            .find(|l| l.starts_with("edgemq_sessions_by_inflight{") && l.contains(&wanted))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    // The publisher's session has none in flight, the subscriber's 3.
+    assert_eq!(bucket("0"), 1.0, "{metrics}");
+    assert_eq!(bucket("1"), 1.0);
+    assert_eq!(bucket("10"), 2.0);
+}

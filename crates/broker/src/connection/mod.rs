@@ -398,6 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         // Before anything just encoded is written: a client that got an answer finds it
         // counted.
         self.bus.stats.add(&mut self.tally, &self.category);
+        self.control.set_inflight(self.session.outgoing.len());
         // Already committed (or nothing was submitted after all, e.g. a dropped message),
         // or failed: no change of the commit watch is coming for it.
         if self.io.hold.is_some() {
