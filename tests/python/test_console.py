@@ -221,6 +221,8 @@ def test_console_pages_and_disconnect(start_broker, driver, shots):
         lambda d: d.find_element(By.ID, "config-source").text == "command line", "configuration never shown"
     )
     assert d.find_element(By.ID, "config-outcome").text == "applied"
+    cell(d, "config-table", "none")
+    assert d.find_element(By.ID, "error").text == "", d.find_element(By.ID, "error").text
     d.save_screenshot(str(shots / "health.png"))
 
     # End the offline session from the page.

@@ -89,7 +89,9 @@ function fillTable(tableId, items, cells, onRowClick) {
   if (items.length === 0) {
     const td = el("td", "none", "empty");
     td.colSpan = $(tableId).tHead.rows[0].cells.length;
-    body.append(el("tr")).append(td);
+    const tr = el("tr");
+    tr.append(td);
+    body.append(tr);
     return;
   }
   for (const item of items) {
