@@ -143,7 +143,8 @@ pub struct Category {
     pub payload_bytes_sent: AtomicU64,
 }
 
-/// The categories clients named, at most [`Categories::MAX`]: a client chooses the name,
+/// The categories clients named, at most [`Categories::MAX`] (`uncategorized` included) and
+/// then `other`: a client chooses the name,
 /// so later ones share `other` (bounded label cardinality). Clients that name none are
 /// `uncategorized`, as AIO tags them.
 #[derive(Debug, Default)]
@@ -353,5 +354,32 @@ pub struct ConnectedClient(std::sync::Arc<Stats>);
 impl Drop for ConnectedClient {
     fn drop(&mut self) {
         self.0.clients_connected.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client chooses its `metriccategory`: the label's values stay bounded.
+    #[test]
+    fn categories_are_bounded_and_later_names_share_other() {
+        let categories = Categories::default();
+        assert_eq!(&*categories.get(None).name, Categories::NONE);
+        assert_eq!(&*categories.get(Some("")).name, Categories::NONE);
+        for i in 0..10 * Categories::MAX {
+            categories.get(Some(&format!("c{i}")));
+        }
+        // `uncategorized`, then names until the cap, then one `other` for everything else.
+        assert_eq!(categories.all().len(), Categories::MAX + 1);
+        assert_eq!(
+            &*categories.get(Some("yet-another")).name,
+            Categories::OTHER
+        );
+        assert_eq!(
+            &*categories.get(Some("c1")).name,
+            "c1",
+            "known names keep theirs"
+        );
     }
 }

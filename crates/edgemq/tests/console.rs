@@ -8,18 +8,13 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use edgemq_testkit::python::workspace_root;
 use std::process::Command;
 
 const INSTALL: &str = "install them with: apt-get install chromium chromium-driver && \
                        python3 -m pip install selenium \"paho-mqtt>=2,<3\" pytest (or run scripts/test)";
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
-}
 
 /// Fail with an actionable message unless the browser, its driver and the Python packages
 /// are there.
@@ -50,34 +45,9 @@ fn require_deps(root: &Path) {
 
 #[test]
 fn console_in_headless_chromium() {
-    let root = workspace_root();
-    require_deps(&root);
-    let out = Command::new("python3")
-        .args([
-            "-m",
-            "pytest",
-            "tests/python/test_console.py",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-rfEsxX",
-        ])
-        .current_dir(&root)
-        .env("EDGEMQ_BIN", env!("CARGO_BIN_EXE_edgemq"))
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1")
-        .output()
-        .expect("run python3 -m pytest");
-    println!("{}", String::from_utf8_lossy(&out.stdout));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !stderr.trim().is_empty() {
-        eprintln!("{stderr}");
-    }
-    assert!(
-        out.status.success(),
-        "the console test failed (pytest exit status {:?}); its output is above",
-        out.status.code()
-    );
+    require_deps(&workspace_root());
+    let args = ["tests/python/test_console.py"];
+    edgemq_testkit::python::pytest(&args, env!("CARGO_BIN_EXE_edgemq"), "console test");
 }
 
 /// `GET path` on `addr` with `token` as the bearer: (status, headers lower-cased, body).

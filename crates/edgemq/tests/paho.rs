@@ -8,15 +8,10 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed assertion
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
-}
+use edgemq_testkit::python::workspace_root;
+use std::process::Command;
 
 /// Run `python3 <args>`; `None` if python3 itself cannot be started.
 fn python(args: &[&str], root: &Path) -> Option<std::process::Output> {
@@ -60,32 +55,6 @@ fn require_python_deps(root: &Path) {
 fn paho_mqtt_python_suite() {
     let root = workspace_root();
     require_python_deps(&root);
-    let out = Command::new("python3")
-        .args([
-            "-m",
-            "pytest",
-            "tests/python",
-            "--ignore=tests/python/test_console.py",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-rfEsxX",
-        ])
-        .current_dir(&root)
-        .env("EDGEMQ_BIN", env!("CARGO_BIN_EXE_edgemq"))
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PYTHONUNBUFFERED", "1")
-        .output()
-        .expect("run python3 -m pytest");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    if !stderr.trim().is_empty() {
-        eprintln!("{stderr}");
-    }
-    assert!(
-        out.status.success(),
-        "the paho-mqtt suite failed (pytest exit status {:?}); its output is above",
-        out.status.code()
-    );
+    let args = ["tests/python", "--ignore=tests/python/test_console.py"];
+    edgemq_testkit::python::pytest(&args, env!("CARGO_BIN_EXE_edgemq"), "paho-mqtt suite");
 }

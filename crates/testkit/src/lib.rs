@@ -5,6 +5,7 @@
 //! - [`in_process`]: a broker inside the test process on port 0, its limits set in code, and
 //!   [`in_process::Target`], which is that broker or the one `EDGEMQ_TEST_AGAINST` names.
 //! - [`http`]: a minimal HTTP/1.1 client for the admin port.
+//! - [`python`]: the Python (pytest) suites run against the binary.
 //! - [`raw`]: a raw MQTT client, byte-exact packets in and out.
 //! - [`fixtures`]: configuration folders, resource builders, mosquitto client wrappers and
 //!   the documentation's password file.
@@ -19,6 +20,7 @@ pub mod fixtures;
 pub mod http;
 pub mod in_process;
 pub mod pki;
+pub mod python;
 pub mod raw;
 
 pub use broker::{binary, edgemq, free_port, fresh_data_dir, run_with_timeout, Broker};
