@@ -162,8 +162,9 @@ pub fn qos_of(qos: u8) -> QoS {
 }
 
 impl Client {
-    /// TCP connect (and TLS handshake), CONNECT (clean start), wait for CONNACK.
-    /// `session_expiry` (v5): a persistent session, whose QoS 1/2 messages a broker with
+    /// TCP connect (and TLS handshake), CONNECT, wait for CONNACK. Without `session_expiry`
+    /// a clean start; with it a persistent session (Clean Start 0, and in v5 this Session
+    /// Expiry Interval; in v3.1.1 Clean Session 0), whose QoS 1/2 messages a broker with
     /// durable state stores.
     pub async fn connect(
         target: &Target,
@@ -195,7 +196,7 @@ impl Client {
         client.decoder.version = Some(version);
         client.send(&Packet::Connect(Box::new(Connect {
             protocol_version: version,
-            clean_start: true,
+            clean_start: session_expiry.is_none(),
             // Not 0: rumqttd refuses it. Runs are far shorter, so no PINGREQ is needed.
             keep_alive: KEEP_ALIVE_SECS,
             properties,

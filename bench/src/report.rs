@@ -22,6 +22,9 @@ pub struct Report {
     pub msgs_per_sec: f64,
     pub latency_us: Option<Percentiles>,
     pub broker_cpu_pct: Option<f64>,
+    /// Broker CPU time (user + system) over the measured window per message delivered
+    /// (duplicates not counted), in microseconds: throughput scenarios only.
+    pub broker_cpu_us_per_msg: Option<f64>,
     pub connects_per_sec: Option<f64>,
     pub rss_before_kb: Option<u64>,
     pub rss_after_kb: Option<u64>,
@@ -86,6 +89,9 @@ impl Report {
         let opt =
             |v: Option<f64>, prec: usize| v.map_or("null".to_string(), |v| format!("{v:.prec$}"));
         field("broker_cpu_pct", opt(self.broker_cpu_pct, 1));
+        if self.connects_per_sec.is_none() {
+            field("broker_cpu_us_per_msg", opt(self.broker_cpu_us_per_msg, 3));
+        }
         if self.connects_per_sec.is_some() {
             field("connects_per_sec", opt(self.connects_per_sec, 0));
             field(

@@ -209,10 +209,14 @@ async fn throughput(cli: &Cli, plan: Plan) -> anyhow::Result<Report> {
     let active = published.duration_since(started).as_secs_f64().max(1e-9);
     report.seconds = active;
     // Throughput over the whole delivery window (publishing plus drain of what was sent).
-    report.msgs_per_sec = (report.delivered - report.duplicates) as f64 / window.max(1e-9);
+    let unique = report.delivered - report.duplicates;
+    report.msgs_per_sec = unique as f64 / window.max(1e-9);
     report.latency_us = Percentiles::from_samples(&mut latencies);
     if let (Some(a), Some(b)) = (cpu_start, cpu_end) {
-        report.broker_cpu_pct = Some((b - a) as f64 / TICKS_PER_SEC / window * 100.0);
+        let cpu_secs = b.saturating_sub(a) as f64 / TICKS_PER_SEC;
+        report.broker_cpu_pct = Some(cpu_secs / window * 100.0);
+        // The same window as msgs/s: publishing plus the drain of what was sent.
+        report.broker_cpu_us_per_msg = (unique > 0).then(|| cpu_secs * 1e6 / unique as f64);
     }
     Ok(report)
 }
