@@ -81,7 +81,8 @@ EOF
   echo "persistence_location $OUT/mosquitto-store/"
 } >"$OUT/mosquitto-persist.conf"
 # FlashMQ (when FLASHMQ is set): plain on 18838, TLS on 18839 (below); the persistent rows
-# add a storage_dir. Queue limits at their maximum (65535 messages, ~4 GB per client).
+# add a storage_dir. Queue limits at their maximum (65535 messages, a 16-bit setting, and
+# ~4 GB per client): past them FlashMQ drops, which the fan-in rows can show as "lost".
 # rlimit_nofile: as many descriptors as allowed here (FlashMQ asks for 1,000,000 by default
 # and logs an error when the hard limit is lower).
 NOFILE=$(ulimit -Hn); [ "$NOFILE" = unlimited ] && NOFILE=1000000
