@@ -294,6 +294,12 @@ fn a_qos1_stream_survives_kill_9_without_loss_or_reordering() {
     let history = history.lock().unwrap();
     let report = history.check(&Expectations::default());
     eprintln!("killed after {acked_at_kill} acknowledgements\n{report}");
+    if !report.is_clean() {
+        // Kept for checking offline (History::from_json_lines).
+        let path = std::env::temp_dir().join(format!("history_kill9-{}.jsonl", std::process::id()));
+        std::fs::write(&path, history.to_json_lines()).unwrap();
+        eprintln!("history kept in {}", path.display());
+    }
     assert_eq!(report.publishes, N as usize);
     assert_eq!(
         report.acked, N as usize,

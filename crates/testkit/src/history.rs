@@ -12,6 +12,9 @@
 //!   ([`Outcome::Refused`]), or never known ([`Outcome::Unknown`], Jepsen's `info`);
 //! - [`History::deliver`]: a PUBLISH arrived at a subscriber (topic, payload, QoS, DUP).
 //!
+//! [`History::to_json_lines`] and [`History::from_json_lines`] keep a history in a file (the
+//! design's JSON lines) to check it offline.
+//!
 //! Every published payload carries a unique [`PayloadId`] (publisher name and sequence
 //! number), encoded into the payload bytes with [`PayloadId::encode`] and read back with
 //! [`PayloadId::decode`].
@@ -212,6 +215,132 @@ impl History {
     /// Record any event as is (for hand-built histories).
     pub fn push(&mut self, event: Event) {
         self.events.push(event);
+    }
+
+    /// The history as JSON lines, one event a line, on the model of the design's format
+    /// (`{t, process, type, f, value}`), for keeping a failed run's history and checking it
+    /// offline. A publish is one line at its invocation, its `type` the final outcome (`ok`,
+    /// `fail`, `info`), instead of Jepsen's invoke/complete pair.
+    pub fn to_json_lines(&self) -> String {
+        use serde_json::json;
+        let id = |id: &PayloadId| json!({"publisher": id.publisher, "seq": id.seq});
+        let mut out = String::new();
+        for (t, event) in self.events.iter().enumerate() {
+            let line = match event {
+                Event::Subscribed {
+                    subscriber,
+                    filter,
+                    qos,
+                } => json!({"t": t, "process": subscriber, "type": "ok", "f": "subscribe",
+                            "value": {"filter": filter, "qos": qos}}),
+                Event::SessionLost { subscriber } => {
+                    json!({"t": t, "process": subscriber, "type": "info", "f": "session-lost"})
+                }
+                Event::Publish {
+                    publisher,
+                    topic,
+                    payload_id,
+                    qos,
+                    outcome,
+                } => {
+                    let kind = match outcome {
+                        Outcome::Acked => "ok",
+                        Outcome::Refused => "fail",
+                        Outcome::Unknown => "info",
+                    };
+                    json!({"t": t, "process": publisher, "type": kind, "f": "publish",
+                           "value": {"topic": topic, "id": id(payload_id), "qos": qos}})
+                }
+                Event::Delivery {
+                    subscriber,
+                    topic,
+                    payload_id,
+                    qos,
+                    dup,
+                } => json!({"t": t, "process": subscriber, "type": "ok", "f": "receive",
+                            "value": {"topic": topic, "id": payload_id.as_ref().map(id),
+                                      "qos": qos, "dup": dup}}),
+            };
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Read back what [`History::to_json_lines`] wrote (the `t` fields are ignored: lines are
+    /// taken in order).
+    pub fn from_json_lines(text: &str) -> Result<History, String> {
+        fn field<'v>(
+            v: &'v serde_json::Value,
+            path: &[&str],
+        ) -> Result<&'v serde_json::Value, String> {
+            path.iter()
+                .try_fold(v, |v, k| v.get(k))
+                .ok_or_else(|| format!("no {} in {v}", path.join(".")))
+        }
+        fn string(v: &serde_json::Value, path: &[&str]) -> Result<String, String> {
+            field(v, path)?
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("{} is not a string in {v}", path.join(".")))
+        }
+        fn number(v: &serde_json::Value, path: &[&str]) -> Result<u64, String> {
+            field(v, path)?
+                .as_u64()
+                .ok_or_else(|| format!("{} is not a number in {v}", path.join(".")))
+        }
+        fn qos(v: &serde_json::Value) -> Result<u8, String> {
+            u8::try_from(number(v, &["value", "qos"])?).map_err(|e| e.to_string())
+        }
+        fn id(v: &serde_json::Value) -> Result<PayloadId, String> {
+            Ok(PayloadId {
+                publisher: string(v, &["publisher"])?,
+                seq: number(v, &["seq"])?,
+            })
+        }
+        let mut history = History::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+            let process = string(&v, &["process"])?;
+            let event = match string(&v, &["f"])?.as_str() {
+                "subscribe" => Event::Subscribed {
+                    subscriber: process,
+                    filter: string(&v, &["value", "filter"])?,
+                    qos: qos(&v)?,
+                },
+                "session-lost" => Event::SessionLost {
+                    subscriber: process,
+                },
+                "publish" => Event::Publish {
+                    publisher: process,
+                    topic: string(&v, &["value", "topic"])?,
+                    payload_id: id(field(&v, &["value", "id"])?)?,
+                    qos: qos(&v)?,
+                    outcome: match string(&v, &["type"])?.as_str() {
+                        "ok" => Outcome::Acked,
+                        "fail" => Outcome::Refused,
+                        _ => Outcome::Unknown,
+                    },
+                },
+                "receive" => {
+                    let payload_id = field(&v, &["value", "id"])?;
+                    Event::Delivery {
+                        subscriber: process,
+                        topic: string(&v, &["value", "topic"])?,
+                        payload_id: if payload_id.is_null() {
+                            None
+                        } else {
+                            Some(id(payload_id)?)
+                        },
+                        qos: qos(&v)?,
+                        dup: field(&v, &["value", "dup"])?.as_bool().unwrap_or(false),
+                    }
+                }
+                other => return Err(format!("unknown f {other:?} in {line}")),
+            };
+            history.push(event);
+        }
+        Ok(history)
     }
 
     /// Classify the history (see the module documentation).
@@ -993,6 +1122,24 @@ mod tests {
         let r = check(&h);
         assert!(r.is_clean(), "{r}");
         assert_eq!(r.total.ordered_receipts, 4);
+    }
+
+    #[test]
+    fn json_lines_round_trip() {
+        let mut h = published(1, 2, 2);
+        h.publish("p", "t/a", id("p", 3), 1);
+        let refused = h.publish("p", "t/a", id("p", 4), 1);
+        h.resolve(refused, Outcome::Refused);
+        deliver(&mut h, 1, 1, false);
+        deliver(&mut h, 1, 1, true);
+        h.deliver("sub", "t/a", b"foreign", 0, false);
+        h.session_lost("sub");
+        let text = h.to_json_lines();
+        assert_eq!(text.lines().count(), h.events().len());
+        let back = History::from_json_lines(&text).unwrap();
+        assert_eq!(back.events(), h.events());
+        assert_eq!(check(&back), check(&h));
+        assert!(History::from_json_lines("{\"f\": \"dance\", \"process\": \"x\"}").is_err());
     }
 
     #[test]
