@@ -65,7 +65,7 @@ fn connect(
             0,
             &props(&[p_u32(prop::SESSION_EXPIRY_INTERVAL, 3600)]),
         ));
-        match c.next_event(WAIT) {
+        match c.next_event_or_crash(WAIT) {
             Event::Packet(p) => {
                 let ack = parse_connack(&p, true);
                 assert_eq!(ack.code, 0, "{client_id}: CONNACK refused: {ack:?}");
@@ -109,7 +109,7 @@ fn publish_stream(addr: SocketAddr, history: Arc<Mutex<History>>, deadline: Inst
             next += 1;
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match c.next_event(remaining) {
+        match c.next_event_or_crash(remaining) {
             Event::Packet(p) if p[0] == 0x40 => {
                 let pid = u16::from_be_bytes([p[2], p[3]]);
                 let code = p.get(4).copied().unwrap_or(0);
@@ -160,7 +160,7 @@ fn subscribe_until_drained(
         } else {
             Duration::from_millis(200)
         };
-        match c.next_event(wait) {
+        match c.next_event_or_crash(wait) {
             Event::Packet(p) if p[0] & 0xF0 == 0x30 => {
                 let publish = parse_publish(&p, true);
                 history.lock().unwrap().deliver(
