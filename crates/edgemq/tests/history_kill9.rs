@@ -1,5 +1,6 @@
 //! The history checker (`edgemq_testkit::history`, `docs/cluster.md`) driven by a crash: a
-//! QoS 1 stream is published while a persistent subscriber is online, the broker is
+//! QoS 1 stream is published while a persistent subscriber is online (and another one is
+//! offline), the broker is
 //! SIGKILLed mid-stream and restarted on the same data dir and port, both clients resume
 //! their sessions, and the recorded history must show no loss, nothing unexpected and no
 //! reordering.
@@ -23,7 +24,11 @@ use edgemq_testkit::raw::*;
 const TOPIC: &str = "hist/stream";
 const FILTER: &str = "hist/#";
 const PUBLISHER: &str = "hist-pub";
+/// Online through the crash.
 const SUBSCRIBER: &str = "hist-sub";
+/// Offline from before the stream until after the restart: everything reaches it from its
+/// queue.
+const OFFLINE: &str = "hist-offline";
 /// Messages in the stream, and how many must be acknowledged before the kill.
 const N: u64 = 400;
 const KILL_AFTER: usize = 150;
@@ -143,6 +148,7 @@ fn publish_stream(addr: SocketAddr, history: Arc<Mutex<History>>, deadline: Inst
 /// message of the stream arrived, and the broker stayed quiet for a second (so late
 /// duplicates are seen); or at the deadline (then the checker reports what is missing).
 fn subscribe_until_drained(
+    name: &str,
     mut c: RawClient,
     addr: SocketAddr,
     history: Arc<Mutex<History>>,
@@ -164,7 +170,7 @@ fn subscribe_until_drained(
             Event::Packet(p) if p[0] & 0xF0 == 0x30 => {
                 let publish = parse_publish(&p, true);
                 history.lock().unwrap().deliver(
-                    SUBSCRIBER,
+                    name,
                     &publish.topic,
                     &publish.payload,
                     publish.qos,
@@ -179,7 +185,7 @@ fn subscribe_until_drained(
             }
             Event::Packet(p) => panic!("subscriber got {}", hex(&p)),
             Event::Closed => {
-                let (fresh, ack) = connect(addr, SUBSCRIBER, false, deadline);
+                let (fresh, ack) = connect(addr, name, false, deadline);
                 assert!(
                     ack.session_present,
                     "the subscriber's session survives the crash [MQTT-3.2.2-2]"
@@ -193,6 +199,24 @@ fn subscribe_until_drained(
             Event::TimedOut => {}
         }
     }
+}
+
+/// A new persistent session (clean start) subscribed to `FILTER` at QoS 1, recorded.
+fn subscribed(
+    addr: SocketAddr,
+    name: &str,
+    history: &Mutex<History>,
+    deadline: Instant,
+) -> RawClient {
+    let (mut c, ack) = connect(addr, name, true, deadline);
+    assert!(!ack.session_present);
+    c.send(&subscribe(1, Some(&no_props()), &[(FILTER, 1)]));
+    let suback = c.read_packet();
+    assert_eq!(suback[0], 0x90, "expected SUBACK, got {}", hex(&suback));
+    let granted = *suback.last().unwrap();
+    assert_eq!(granted, 1, "QoS 1 granted");
+    history.lock().unwrap().subscribed(name, FILTER, granted);
+    c
 }
 
 fn acked(history: &Mutex<History>) -> usize {
@@ -211,9 +235,10 @@ fn acked(history: &Mutex<History>) -> usize {
         .count()
 }
 
-/// A persistent QoS 1 subscriber is online while a publisher streams QoS 1 messages; the
+/// A persistent QoS 1 subscriber is online (and another offline, its messages queued) while
+/// a publisher streams QoS 1 messages; the
 /// broker is SIGKILLed once `KILL_AFTER` are acknowledged and restarted on the same data dir
-/// and port. After both clients resumed and the stream drained, the history shows:
+/// and port. After the clients resumed and the stream drained, the history shows:
 /// - no acknowledged message lost: a PUBACK means the broker accepted ownership
 ///   [MQTT-4.3.2-4], and under the default sync policy that it is committed; the
 ///   subscriber's session, with its queued and in-flight messages, comes back
@@ -237,22 +262,18 @@ fn a_qos1_stream_survives_kill_9_without_loss_or_reordering() {
     let addr = broker.addr;
     let history = Arc::new(Mutex::new(History::new()));
 
-    let (mut sub, ack) = connect(addr, SUBSCRIBER, true, deadline);
-    assert!(!ack.session_present);
-    sub.send(&subscribe(1, Some(&no_props()), &[(FILTER, 1)]));
-    let suback = sub.read_packet();
-    assert_eq!(suback[0], 0x90, "expected SUBACK, got {}", hex(&suback));
-    let granted = *suback.last().unwrap();
-    assert_eq!(granted, 1, "QoS 1 granted");
-    history
-        .lock()
-        .unwrap()
-        .subscribed(SUBSCRIBER, FILTER, granted);
+    let sub = subscribed(addr, SUBSCRIBER, &history, deadline);
+    let mut offline = subscribed(addr, OFFLINE, &history, deadline);
+    // A normal DISCONNECT keeps the session (expiry 1 h) [MQTT-3.1.2-23].
+    offline.send(&DISCONNECT);
+    offline.expect_closed();
 
     let done = Arc::new(AtomicBool::new(false));
     let subscriber = {
         let (history, done) = (history.clone(), done.clone());
-        std::thread::spawn(move || subscribe_until_drained(sub, addr, history, done, deadline))
+        std::thread::spawn(move || {
+            subscribe_until_drained(SUBSCRIBER, sub, addr, history, done, deadline);
+        })
     };
     let publisher = {
         let history = history.clone();
@@ -279,14 +300,28 @@ fn a_qos1_stream_survives_kill_9_without_loss_or_reordering() {
         broker.log()
     );
 
+    // The offline subscriber comes back to the restarted broker: its session and queue
+    // survived the crash [MQTT-3.2.2-2].
+    let (offline, ack) = connect(addr, OFFLINE, false, deadline);
+    assert!(
+        ack.session_present,
+        "{OFFLINE}'s session survives the crash"
+    );
+    let offline = {
+        let (history, done) = (history.clone(), done.clone());
+        std::thread::spawn(move || {
+            subscribe_until_drained(OFFLINE, offline, addr, history, done, deadline);
+        })
+    };
+
     let published = publisher.join();
     done.store(true, Ordering::SeqCst);
-    let subscribed = subscriber.join();
-    if published.is_err() || subscribed.is_err() {
+    let subscribed = [subscriber.join(), offline.join()];
+    if published.is_err() || subscribed.iter().any(Result::is_err) {
         panic!(
-            "a client failed (publisher ok: {}, subscriber ok: {}); log:\n{}",
+            "a client failed (publisher ok: {}, subscribers ok: {:?}); log:\n{}",
             published.is_ok(),
-            subscribed.is_ok(),
+            subscribed.iter().map(Result::is_ok).collect::<Vec<_>>(),
             broker.log()
         );
     }
@@ -305,7 +340,11 @@ fn a_qos1_stream_survives_kill_9_without_loss_or_reordering() {
         report.acked, N as usize,
         "every message acknowledged in the end"
     );
-    assert_eq!(report.total.owed, N as usize);
+    assert_eq!(
+        report.total.owed,
+        2 * N as usize,
+        "both subscribers owed everything"
+    );
     assert_eq!(report.total.lost, 0, "{report}");
     assert_eq!(report.total.unexpected, 0, "{report}");
     assert_eq!(report.total.reordered, 0, "{report}");
