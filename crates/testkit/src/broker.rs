@@ -65,10 +65,16 @@ impl Broker {
     /// they name a data dir (or `--in-memory`), the broker gets a fresh one of its own,
     /// removed when it stops.
     pub fn start_with(extra: &[&str]) -> Broker {
+        Self::start_listening("127.0.0.1:0", extra)
+    }
+
+    /// Like [`Broker::start_with`], listening on `listen` (e.g. a port from [`free_port`], to
+    /// restart a broker where its clients expect it).
+    pub fn start_listening(listen: &str, extra: &[&str]) -> Broker {
         if against_mosquitto() {
             return Self::start_mosquitto();
         }
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--log-level", "debug"];
+        let mut args = vec!["serve", "--listen", listen, "--log-level", "debug"];
         args.extend_from_slice(extra);
         let own_dir = !extra
             .iter()

@@ -4,6 +4,8 @@
 //!   end of the test; run `edgemq` commands with a time limit.
 //! - [`in_process`]: a broker inside the test process on port 0, its limits set in code, and
 //!   [`in_process::Target`], which is that broker or the one `EDGEMQ_TEST_AGAINST` names.
+//! - [`history`]: a history checker (lost, duplicated, unexpected, reordered messages) on
+//!   Jepsen's model, for crash and fault-injection tests.
 //! - [`http`]: a minimal HTTP/1.1 client for the admin port.
 //! - [`python`]: the Python (pytest) suites run against the binary.
 //! - [`raw`]: a raw MQTT client, byte-exact packets in and out.
@@ -17,6 +19,7 @@
 
 pub mod broker;
 pub mod fixtures;
+pub mod history;
 pub mod http;
 pub mod in_process;
 pub mod pki;

@@ -703,6 +703,16 @@ impl RawClient {
 
     /// Next packet, a close, or a timeout, waiting at most `timeout`.
     pub fn next_event(&mut self, timeout: Duration) -> Event {
+        self.next_event_from(timeout, false)
+    }
+
+    /// Like [`RawClient::next_event`], for a peer that may be killed: a close in the middle
+    /// of a packet (a SIGKILL can cut a write short) is a close, the partial packet dropped.
+    pub fn next_event_or_crash(&mut self, timeout: Duration) -> Event {
+        self.next_event_from(timeout, true)
+    }
+
+    fn next_event_from(&mut self, timeout: Duration, torn_ok: bool) -> Event {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(n) = self.complete() {
@@ -712,10 +722,11 @@ impl RawClient {
                 Ok(true) => {}
                 Ok(false) => {
                     assert!(
-                        self.buf.is_empty(),
+                        torn_ok || self.buf.is_empty(),
                         "connection closed in the middle of a packet: {}",
                         hex(&self.buf)
                     );
+                    self.buf.clear();
                     return Event::Closed;
                 }
                 Err(ev) => return ev,
