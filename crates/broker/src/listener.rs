@@ -255,11 +255,13 @@ impl BoundListener {
     }
 }
 
-/// Transport handshakes, then the MQTT connection. `_admitted` is held for the task's
+/// Transport handshakes, then the MQTT connection. `admitted` is held for the task's
 /// whole life: however it ends (handshake failure or timeout, disconnect, listener stop,
-/// abort), dropping it gives the connection's place back.
+/// abort), dropping it gives the connection's place back. The transport handshakes run in
+/// a box of their own (their futures are large and over once the transport is up), so the
+/// task that lives as long as the connection holds little more than pointers.
 #[allow(clippy::too_many_arguments)]
-async fn serve_stream(
+fn serve_stream(
     tcp: TcpStream,
     peer: SocketAddr,
     transport: Transport,
@@ -267,8 +269,38 @@ async fn serve_stream(
     listener: Arc<ListenerContext>,
     bus: Arc<Bus>,
     stop: watch::Receiver<bool>,
-    _admitted: Admitted,
-) {
+    admitted: Admitted,
+) -> impl std::future::Future<Output = ()> + Send {
+    let up = Box::pin(transport_up(
+        tcp,
+        peer,
+        transport,
+        handshake_timeout,
+        listener.clone(),
+        bus.clone(),
+    ));
+    async move {
+        let _admitted = admitted;
+        let Some((stream, peer)) = up.await else {
+            return;
+        };
+        match stream {
+            Stream::Plain(s) => crate::connection::serve(s, peer, listener, bus, stop).await,
+            Stream::Wrapped(s) => crate::connection::serve(s, peer, listener, bus, stop).await,
+        }
+    }
+}
+
+/// The transport's handshakes (TLS, WebSocket): the stream and who is on it, or `None`
+/// (logged) if they failed.
+async fn transport_up(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    transport: Transport,
+    handshake_timeout: Duration,
+    listener: Arc<ListenerContext>,
+    bus: Arc<Bus>,
+) -> Option<(Stream, Peer)> {
     // A WebSocket frame or message may not be larger than the largest MQTT packet: the
     // WebSocket layer refuses a bigger one from its header, before buffering it.
     let max_ws_message = usize::try_from(bus.limits.max_packet_size).unwrap_or(usize::MAX);
@@ -284,39 +316,39 @@ async fn serve_stream(
         Ok(Accepted {
             stream,
             client_certificates,
-        }) => {
-            let peer = Peer {
+        }) => Some((
+            stream,
+            Peer {
                 addr: peer,
                 client_certificates,
-            };
-            match stream {
-                Stream::Plain(s) => crate::connection::serve(s, peer, listener, bus, stop).await,
-                Stream::Wrapped(s) => crate::connection::serve(s, peer, listener, bus, stop).await,
-            }
-        }
+            },
+        )),
         // Info, not debug: "the client only saw a reset" is the operator's first question.
         // A failed TLS handshake says what the client objected to and what usually fixes it.
-        Err(e) => tracing::info!(
-            listener = %listener.name, port = listener.port, peer = %peer,
-            "connection closed before MQTT: {e}{}",
-            {
-                use tokio_rustls::rustls::{AlertDescription as A, Error as R};
-                match e.rustls() {
-                    Some(R::AlertReceived(A::UnknownCA)) => " (the client sent alert UnknownCA: it cannot chain the server certificate to a CA it trusts: give the client the root CA of the chain in tls.crt (--cafile), make sure tls.crt holds the intermediates and that they are CAs: edgemq certs inspect tls.crt)",
-                    Some(R::AlertReceived(A::BadCertificate | A::CertificateUnknown)) => " (the client rejected the server certificate: usually the address it connects to is not among the certificate's SANs, or a chain certificate is not a CA: edgemq certs inspect tls.crt)",
-                    Some(R::AlertReceived(A::CertificateExpired)) => " (the client says the server certificate or a CA in its chain has expired, or the client's clock is wrong: edgemq certs inspect tls.crt)",
-                    Some(R::AlertReceived(
-                        A::ProtocolVersion | A::HandshakeFailure | A::InsufficientSecurity,
-                    )) => " (the client and the broker share no TLS version or cipher suite: the broker speaks TLS 1.2 and 1.3)",
-                    Some(R::AlertReceived(A::InternalError)) => " (OpenSSL-based clients such as mosquitto_pub send InternalError when the server certificate does not name the host they connect to: compare the address with the certificate's SANs: edgemq certs inspect tls.crt)",
-                    Some(R::AlertReceived(_)) => " (an alert the client sent)",
-                    Some(R::InvalidMessage(_)) => " (the client does not speak TLS: a plain MQTT client on a TLS port? connect with TLS, e.g. mosquitto_pub --cafile CA, mqtts://)",
-                    Some(R::NoCertificatesPresented | R::InvalidCertificate(_)) => " (the client's certificate was refused: it must chain to the port's trusted client CA)",
-                    Some(R::PeerIncompatible(_)) => " (the client's TLS offer is incompatible: it shares no TLS version, cipher suite or signature scheme with the broker)",
-                    _ => "",
+        Err(e) => {
+            tracing::info!(
+                listener = %listener.name, port = listener.port, peer = %peer,
+                "connection closed before MQTT: {e}{}",
+                {
+                    use tokio_rustls::rustls::{AlertDescription as A, Error as R};
+                    match e.rustls() {
+                        Some(R::AlertReceived(A::UnknownCA)) => " (the client sent alert UnknownCA: it cannot chain the server certificate to a CA it trusts: give the client the root CA of the chain in tls.crt (--cafile), make sure tls.crt holds the intermediates and that they are CAs: edgemq certs inspect tls.crt)",
+                        Some(R::AlertReceived(A::BadCertificate | A::CertificateUnknown)) => " (the client rejected the server certificate: usually the address it connects to is not among the certificate's SANs, or a chain certificate is not a CA: edgemq certs inspect tls.crt)",
+                        Some(R::AlertReceived(A::CertificateExpired)) => " (the client says the server certificate or a CA in its chain has expired, or the client's clock is wrong: edgemq certs inspect tls.crt)",
+                        Some(R::AlertReceived(
+                            A::ProtocolVersion | A::HandshakeFailure | A::InsufficientSecurity,
+                        )) => " (the client and the broker share no TLS version or cipher suite: the broker speaks TLS 1.2 and 1.3)",
+                        Some(R::AlertReceived(A::InternalError)) => " (OpenSSL-based clients such as mosquitto_pub send InternalError when the server certificate does not name the host they connect to: compare the address with the certificate's SANs: edgemq certs inspect tls.crt)",
+                        Some(R::AlertReceived(_)) => " (an alert the client sent)",
+                        Some(R::InvalidMessage(_)) => " (the client does not speak TLS: a plain MQTT client on a TLS port? connect with TLS, e.g. mosquitto_pub --cafile CA, mqtts://)",
+                        Some(R::NoCertificatesPresented | R::InvalidCertificate(_)) => " (the client's certificate was refused: it must chain to the port's trusted client CA)",
+                        Some(R::PeerIncompatible(_)) => " (the client's TLS offer is incompatible: it shares no TLS version, cipher suite or signature scheme with the broker)",
+                        _ => "",
+                    }
                 }
-            }
-        ),
+            );
+            None
+        }
     }
 }
 
