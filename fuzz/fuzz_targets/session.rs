@@ -240,13 +240,13 @@ impl PacketSpec {
                 subscription_identifier,
             } => {
                 let qos = QoS::from_u8(qos % 3).unwrap_or_default();
-                let mut properties = Properties {
+                let mut properties = Properties::from(edgemq_codec::PropertyValues {
                     topic_alias: topic_alias.map(|a| u16::from(a % 6)),
                     message_expiry_interval: message_expiry.map(|e| u32::from(e % 8)),
                     response_topic: response_topic.as_ref().map(|t| ByteString::from(t.0.as_str())),
                     payload_format_indicator: payload_format.map(u8::from),
-                    ..Properties::default()
-                };
+                    ..Default::default()
+                });
                 if let Some((k, v)) = user_property {
                     properties
                         .user_properties
@@ -275,13 +275,13 @@ impl PacketSpec {
                 subscription_identifier,
             } => Packet::Subscribe(Subscribe {
                 packet_id: pid.0,
-                properties: Properties {
+                properties: Properties::from(edgemq_codec::PropertyValues {
                     subscription_identifiers: subscription_identifier
                         .iter()
                         .map(|s| u32::from(*s % 8))
                         .collect(),
-                    ..Properties::default()
-                },
+                    ..Default::default()
+                }),
                 filters: filters
                     .iter()
                     .take(4)
@@ -321,11 +321,11 @@ impl PacketSpec {
                 session_expiry,
             } => Packet::Disconnect(Disconnect {
                 reason: reason(*r),
-                properties: Properties {
+                properties: Properties::from(edgemq_codec::PropertyValues {
                     session_expiry_interval: session_expiry
                         .map(|s| interval(u32::from(s % 4), s % 2 == 0)),
-                    ..Properties::default()
-                },
+                    ..Default::default()
+                }),
             }),
             PacketSpec::Auth(r) => Packet::Auth(Auth {
                 reason: ReasonCode([0x00, 0x18, 0x19][usize::from(*r) % 3]),

@@ -115,20 +115,20 @@ fn connect_v5(id: &str, keep_alive: u16, expiry: u32, will_delay: Option<u32>) -
         protocol_version: ProtocolVersion::V5,
         clean_start: false,
         keep_alive,
-        properties: Properties {
+        properties: Properties::from(edgemq_codec::PropertyValues {
             session_expiry_interval: Some(expiry),
-            ..Properties::default()
-        },
+            ..Default::default()
+        }),
         client_id: ByteString::from(id),
         last_will: will_delay.map(|delay| LastWill {
             topic: ByteString::from_static("wills/gone"),
             payload: Bytes::from_static(b"gone"),
             qos: QoS::AtMostOnce,
             retain: false,
-            properties: Properties {
+            properties: Properties::from(edgemq_codec::PropertyValues {
                 will_delay_interval: Some(delay),
-                ..Properties::default()
-            },
+                ..Default::default()
+            }),
         }),
         username: None,
         password: None,

@@ -25,5 +25,5 @@ pub mod reason;
 pub use decoder::Decoder;
 pub use error::{DecodeError, EncodeError};
 pub use packet::*;
-pub use properties::Properties;
+pub use properties::{Properties, PropertyValues};
 pub use reason::ReasonCode;

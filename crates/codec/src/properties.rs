@@ -62,8 +62,54 @@ pub enum PropertyContext {
 
 /// Every MQTT 5 property. `None`/empty means absent. Decoding fills only the properties the
 /// context allows; encoding writes whatever is set (callers set only valid ones).
+///
+/// The values live in a box, allocated at the first property set: most packets carry none,
+/// and a packet moved through decode, routing and encode is then ~50 bytes, not ~450
+/// (the moves of the inline struct measured 15 % of the broker's CPU on QoS 1 traffic).
+/// Fields are read and written through `Deref`/`DerefMut` (`props.topic_alias = Some(1)`);
+/// a literal is built as [`PropertyValues`] and converted with `.into()`.
+#[derive(Clone, Default)]
+pub struct Properties(Option<Box<PropertyValues>>);
+
+impl std::ops::Deref for Properties {
+    type Target = PropertyValues;
+    fn deref(&self) -> &PropertyValues {
+        self.0.as_deref().unwrap_or(&NO_VALUES)
+    }
+}
+
+impl std::ops::DerefMut for Properties {
+    fn deref_mut(&mut self) -> &mut PropertyValues {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl From<PropertyValues> for Properties {
+    fn from(values: PropertyValues) -> Self {
+        Properties(Some(Box::new(values)))
+    }
+}
+
+impl PartialEq for Properties {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Properties {}
+
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+/// What an unset [`Properties`] reads as.
+static NO_VALUES: PropertyValues = PropertyValues::NONE;
+
+/// The values of [`Properties`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Properties {
+pub struct PropertyValues {
     pub payload_format_indicator: Option<u8>,
     pub message_expiry_interval: Option<u32>,
     pub content_type: Option<ByteString>,
@@ -96,10 +142,43 @@ pub struct Properties {
     pub shared_subscription_available: Option<u8>,
 }
 
+impl PropertyValues {
+    /// No property set.
+    pub const NONE: PropertyValues = PropertyValues {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        subscription_identifiers: Vec::new(),
+        session_expiry_interval: None,
+        assigned_client_identifier: None,
+        server_keep_alive: None,
+        authentication_method: None,
+        authentication_data: None,
+        request_problem_information: None,
+        will_delay_interval: None,
+        request_response_information: None,
+        response_information: None,
+        server_reference: None,
+        reason_string: None,
+        receive_maximum: None,
+        topic_alias_maximum: None,
+        topic_alias: None,
+        maximum_qos: None,
+        retain_available: None,
+        user_properties: Vec::new(),
+        maximum_packet_size: None,
+        wildcard_subscription_available: None,
+        subscription_identifier_available: None,
+        shared_subscription_available: None,
+    };
+}
+
 impl Properties {
     /// True when no property is set (encodes as a single 0x00 length byte).
     pub fn is_empty(&self) -> bool {
-        *self == Properties::default()
+        self.0.as_deref().is_none_or(|v| *v == PropertyValues::NONE)
     }
 
     /// Decode a property block (length prefix included) from the front of `buf`, enforcing

@@ -36,16 +36,18 @@ fn publish_props() -> impl Strategy<Value = Properties> {
         proptest::collection::vec(1u32..=268_435_455, 0..3),
         proptest::option::of(1u16..),
     )
-        .prop_map(|(pfi, exp, ct, rt, cd, up, ids, alias)| Properties {
-            payload_format_indicator: pfi,
-            message_expiry_interval: exp,
-            content_type: ct,
-            response_topic: rt,
-            correlation_data: cd.map(Bytes::from),
-            user_properties: up,
-            subscription_identifiers: ids,
-            topic_alias: alias,
-            ..Default::default()
+        .prop_map(|(pfi, exp, ct, rt, cd, up, ids, alias)| {
+            Properties::from(edgemq_codec::PropertyValues {
+                payload_format_indicator: pfi,
+                message_expiry_interval: exp,
+                content_type: ct,
+                response_topic: rt,
+                correlation_data: cd.map(Bytes::from),
+                user_properties: up,
+                subscription_identifiers: ids,
+                topic_alias: alias,
+                ..Default::default()
+            })
         })
 }
 
@@ -197,11 +199,11 @@ fn outgoing_matches(
     };
     prop_assert!(out.is_empty());
     let properties = if version.is_v5() {
-        Properties {
+        Properties::from(edgemq_codec::PropertyValues {
             message_expiry_interval: expiry,
             subscription_identifiers: ids,
-            ..forwarded
-        }
+            ..(*forwarded).clone()
+        })
     } else {
         Properties::default()
     };
@@ -228,12 +230,12 @@ proptest! {
         payload in proptest::collection::vec(any::<u8>(), 0..64), v5 in any::<bool>(),
     ) {
         // Forwarded properties never carry the per-delivery ones.
-        let forwarded = Properties {
+        let forwarded = Properties::from(edgemq_codec::PropertyValues {
             message_expiry_interval: None,
             subscription_identifiers: Vec::new(),
             topic_alias: None,
-            ..forwarded
-        };
+            ..(*forwarded).clone()
+        });
         // A Payload Format Indicator of 1 promises UTF-8 [MQTT-3.3.2-4].
         let payload = if forwarded.payload_format_indicator == Some(1) {
             String::from_utf8_lossy(&payload).into_owned().into_bytes()

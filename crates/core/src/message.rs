@@ -64,7 +64,7 @@ impl Message {
             qos,
             retain,
             topic,
-            properties: p,
+            properties: mut p,
             payload,
             ..
         } = publish;
@@ -82,14 +82,14 @@ impl Message {
             || !p.user_properties.is_empty();
         // Most messages carry none: no 400-byte struct built or compared for them.
         let properties = if forwarded {
-            encode_body(&Properties {
+            encode_body(&Properties::from(edgemq_codec::PropertyValues {
                 payload_format_indicator: p.payload_format_indicator,
-                content_type: p.content_type,
-                response_topic: p.response_topic,
-                correlation_data: p.correlation_data,
-                user_properties: p.user_properties,
-                ..Properties::default()
-            })
+                content_type: std::mem::take(&mut p.content_type),
+                response_topic: std::mem::take(&mut p.response_topic),
+                correlation_data: std::mem::take(&mut p.correlation_data),
+                user_properties: std::mem::take(&mut p.user_properties),
+                ..Default::default()
+            }))
         } else {
             Bytes::new()
         };

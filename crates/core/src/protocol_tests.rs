@@ -475,10 +475,10 @@ fn mqtt_3_14_2_2_disconnect_may_not_set_an_expiry_after_connect_had_0() {
     let disconnect = |expiry| {
         Packet::Disconnect(Disconnect {
             reason: ReasonCode::Success,
-            properties: Properties {
+            properties: Properties::from(edgemq_codec::PropertyValues {
                 session_expiry_interval: expiry,
-                ..Properties::default()
-            },
+                ..Default::default()
+            }),
         })
     };
     let zero = Inbound::new(ProtocolVersion::V5, rules(), true, None, false);
@@ -529,10 +529,10 @@ fn mqtt_4_12_1_1_re_authentication_only_with_the_connect_method() {
     let auth = |reason, method: Option<&str>| {
         Packet::Auth(Auth {
             reason,
-            properties: Properties {
+            properties: Properties::from(edgemq_codec::PropertyValues {
                 authentication_method: method.map(ByteString::from),
-                ..Properties::default()
-            },
+                ..Default::default()
+            }),
         })
     };
     let none = v5();

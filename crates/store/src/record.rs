@@ -455,11 +455,12 @@ mod tests {
             QoS::ExactlyOnce,
             true,
         );
-        message.properties = edgemq_core::message::encode_body(&Properties {
-            content_type: Some(ByteString::from_static("text/plain")),
-            user_properties: vec![(ByteString::from_static("k"), ByteString::from_static("v"))],
-            ..Properties::default()
-        });
+        message.properties =
+            edgemq_core::message::encode_body(&Properties::from(edgemq_codec::PropertyValues {
+                content_type: Some(ByteString::from_static("text/plain")),
+                user_properties: vec![(ByteString::from_static("k"), ByteString::from_static("v"))],
+                ..Default::default()
+            }));
         message.expires_at = Some(clock.now + Duration::from_secs(60));
         let d = Delivery {
             message: Arc::new(message),

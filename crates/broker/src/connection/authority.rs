@@ -126,10 +126,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     pub(super) fn auth_packet(&self, reason: ReasonCode) -> Packet {
         Packet::Auth(Auth {
             reason,
-            properties: Properties {
+            properties: Properties::from(edgemq_codec::PropertyValues {
                 authentication_method: self.protocol.authentication_method().map(ByteString::from),
-                ..Properties::default()
-            },
+                ..Default::default()
+            }),
         })
     }
 }
