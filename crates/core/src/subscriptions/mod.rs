@@ -78,6 +78,9 @@ pub struct SubscriptionIndex<T: SubscriberHandle> {
 /// One trie level. `+` and `#` are ordinary child keys; matching treats them specially.
 struct Node<T> {
     children: HashMap<Box<str>, Node<T>>,
+    /// Which of `+` and `#` are among `children` ([`PLUS`], [`HASH`]): matching looks them up
+    /// only where they exist, one hash per level instead of three on the publish path.
+    wild: u8,
     /// Non-shared subscriptions whose filter ends at this node.
     subscribers: Vec<(T, StoredOptions)>,
     /// Shared groups whose filter ends at this node, by name (found without a scan: one
@@ -95,9 +98,22 @@ impl<T> Default for Node<T> {
     fn default() -> Self {
         Node {
             children: HashMap::new(),
+            wild: 0,
             subscribers: Vec::new(),
             groups: HashMap::new(),
         }
+    }
+}
+
+const PLUS: u8 = 1;
+const HASH: u8 = 2;
+
+/// The [`Node::wild`] bit of a filter level.
+fn wild_bit(level: &str) -> u8 {
+    match level {
+        "+" => PLUS,
+        "#" => HASH,
+        _ => 0,
     }
 }
 
@@ -149,6 +165,7 @@ impl<T: SubscriberHandle> SubscriptionIndex<T> {
         let mut root = self.shard_for(levels[0]).write();
         let mut node = &mut *root;
         for level in &levels {
+            node.wild |= wild_bit(level);
             node = node.children.entry(Box::from(*level)).or_default();
         }
         let key = subscriber.key();
@@ -313,15 +330,19 @@ fn walk<T>(root: &Node<T>, levels: &[&str], visit: &mut impl FnMut(&Node<T>)) {
     while let Some((node, depth)) = pending.pop() {
         // `#` matches this level and everything below, including the parent itself
         // (`sport/#` matches `sport`).
-        if let Some(hash) = node.children.get("#") {
-            visit(hash);
+        if node.wild & HASH != 0 {
+            if let Some(hash) = node.children.get("#") {
+                visit(hash);
+            }
         }
         let Some(level) = levels.get(depth) else {
             visit(node);
             continue;
         };
-        if let Some(plus) = node.children.get("+") {
-            pending.push((plus, depth + 1));
+        if node.wild & PLUS != 0 {
+            if let Some(plus) = node.children.get("+") {
+                pending.push((plus, depth + 1));
+            }
         }
         if let Some(child) = node.children.get(*level) {
             pending.push((child, depth + 1));
@@ -450,6 +471,7 @@ fn remove<T: SubscriberHandle>(
             parent = child;
         }
         parent.children.remove(levels[cut]);
+        parent.wild &= !wild_bit(levels[cut]);
     }
     true
 }

@@ -296,6 +296,29 @@ mod prop {
             want.sort_unstable();
             prop_assert_eq!(got, want);
         }
+
+        /// Unsubscribing (which prunes nodes and clears a node's wildcard marks) leaves
+        /// exactly the remaining filters matching [MQTT-4.7.1-2] [MQTT-4.7.1-3].
+        #[test]
+        fn route_after_unsubscribes_matches_brute_force(
+            filters in proptest::collection::vec(filter_str(), 1..12),
+            gone in proptest::collection::vec(any::<bool>(), 12),
+            t in topic(),
+        ) {
+            let index = SubscriptionIndex::new();
+            for (i, f) in filters.iter().enumerate() {
+                index.subscribe(&super::filter(f), Sub::new(i as u64), opts(QoS::AtMostOnce, None));
+            }
+            for (i, f) in filters.iter().enumerate().filter(|(i, _)| gone[*i]) {
+                index.unsubscribe(&super::filter(f), i as u64);
+            }
+            let mut got: Vec<u64> = route(&index, &t, None).iter().map(|r| r.subscriber.key).collect();
+            got.sort_unstable();
+            let mut want: Vec<u64> = filters.iter().enumerate()
+                .filter(|(i, f)| !gone[*i] && matches(f, &t)).map(|(i, _)| i as u64).collect();
+            want.sort_unstable();
+            prop_assert_eq!(got, want);
+        }
     }
 }
 
