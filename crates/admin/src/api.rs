@@ -178,6 +178,7 @@ fn session_json(v: &SessionView) -> Value {
     json!({
         "client_id": &*v.client_id,
         "connected": v.client.is_some(),
+        "epoch": v.epoch,
         "client": v.client.as_deref().map(client_json),
         "offline": v.offline.as_ref().map(offline_json),
     })

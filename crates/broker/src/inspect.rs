@@ -66,6 +66,8 @@ pub struct SessionView {
     pub client: Option<Arc<ClientInfo>>,
     /// Offline sessions: what the registry holds (online ones: ask the client).
     pub offline: Option<OfflineView>,
+    /// The session's epoch: bumped by every connection that takes it.
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -59,6 +59,11 @@ pub struct SessionData {
     pub incoming_qos2: IncomingQos2,
     /// Seconds the session outlives its connection; 0 = ends with it.
     pub expiry_interval: u32,
+    /// Bumped by every connection that takes the session ([`Registry::open`]): a later
+    /// owner always holds a higher epoch, also across restarts (it is stored with the
+    /// session). A session that ended and is created again starts over at 1. The fencing
+    /// token of cluster mode (docs/cluster.md, "Seams").
+    pub epoch: u64,
 }
 
 impl SessionData {
@@ -77,6 +82,7 @@ impl SessionData {
                 .map(|(raw, (_, options))| (raw.clone(), *options))
                 .collect(),
             will,
+            epoch: self.epoch,
         }
     }
 
@@ -194,6 +200,9 @@ enum Slot {
     Online {
         conn_id: u64,
         control: Arc<ControlSlot>,
+        /// The epoch this connection took the session at (known here even if the session
+        /// data never comes back from a task that is taken over).
+        epoch: u64,
     },
     /// Boxed: most slots are online, and the map's entries are as large as its largest.
     Offline(Box<Offline>),
@@ -301,10 +310,15 @@ impl Slot {
             Slot::Online { control, .. } => (Some(control.info.clone()), None),
             Slot::Offline(offline) => (None, Some(offline.view(now))),
         };
+        let epoch = match self {
+            Slot::Online { epoch, .. } => *epoch,
+            Slot::Offline(offline) => offline.data.epoch,
+        };
         SessionView {
             client_id: client_id.clone(),
             client,
             offline,
+            epoch,
         }
     }
 }
@@ -381,6 +395,7 @@ impl Registry {
         control: Arc<ControlSlot>,
         new_session: impl FnOnce() -> SessionData,
     ) -> Result<Opened, OpenRefused> {
+        let epoch;
         let previous = {
             let mut guard = self.state.lock();
             let state = &mut *guard;
@@ -422,9 +437,20 @@ impl Registry {
             if !exists || clean_start {
                 state.attach(client_id, origin);
             }
-            let old = state
-                .slots
-                .insert(client_id.clone(), Slot::Online { conn_id, control });
+            let previous_epoch = match state.slots.get(client_id) {
+                Some(Slot::Online { epoch, .. }) => *epoch,
+                Some(Slot::Offline(offline)) => offline.data.epoch,
+                None => 0,
+            };
+            epoch = previous_epoch + 1;
+            let old = state.slots.insert(
+                client_id.clone(),
+                Slot::Online {
+                    conn_id,
+                    control,
+                    epoch,
+                },
+            );
             match old {
                 None => Previous::None,
                 Some(Slot::Offline(mut offline)) => {
@@ -459,7 +485,7 @@ impl Registry {
                 .ok()
                 .and_then(Result::ok),
         };
-        Ok(match old {
+        let mut opened = match old {
             Some(data) if lifetime::resumes(clean_start, Some(data.expiry_interval)) => Opened {
                 data,
                 session_present: true,
@@ -475,7 +501,9 @@ impl Registry {
                 data: new_session(),
                 session_present: false,
             },
-        })
+        };
+        opened.data.epoch = epoch;
+        Ok(opened)
     }
 
     /// The connection `conn_id` ended. Keeps the session offline (with its delayed will) or
@@ -686,6 +714,7 @@ impl Registry {
                 outgoing,
                 incoming_qos2,
                 expiry_interval: recovered.record.expiry_interval,
+                epoch: recovered.record.epoch,
             };
             let disconnected_at = recovered.record.disconnected_at.unwrap_or(restarted_at);
             // Not yet marked disconnected (the broker stopped while it was connected): from now.

@@ -23,6 +23,10 @@ const FORMAT: u8 = 1;
 /// Sessions with their number, and queued deliveries that name a message stored once for
 /// several sessions.
 const FORMAT_2: u8 = 2;
+/// Sessions with their number and their epoch (cluster stage 0). Format 1 and 2 session
+/// records are still read, with epoch 0; a session is rewritten in format 3 the next time
+/// it is stored (at its next connect at the latest), so no migration pass is needed.
+const FORMAT_3: u8 = 3;
 
 /// A record could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +88,9 @@ pub struct SessionRecord {
     /// The will and its delay: kept while connected (an unclean stop sends it) and while
     /// offline until it is due.
     pub will: Option<(Arc<Message>, u32)>,
+    /// Bumped by every connection that takes the session (new, resumed or taken over):
+    /// a later owner always holds a higher epoch. 0 for records written before format 3.
+    pub epoch: u64,
 }
 
 struct Writer(BytesMut);
@@ -345,12 +352,28 @@ pub fn decode_delivery_inline(raw: &[u8], seq: u64, clock: Clock) -> Result<Deli
     })
 }
 
-/// A session and its number, which keys its queued and in-flight records (so the client id
-/// is stored once, here).
+/// A session, its number, which keys its queued and in-flight records (so the client id
+/// is stored once, here), and its epoch.
 pub fn encode_session(s: &SessionRecord, number: u64, clock: Clock) -> Bytes {
+    let mut w = Writer(BytesMut::with_capacity(72));
+    w.u8(FORMAT_3);
+    w.u64(number);
+    w.u64(s.epoch);
+    put_session_fields(&mut w, s, clock);
+    w.0.freeze()
+}
+
+/// A session as format 2 wrote it (no epoch): for tests of reading old stores.
+#[cfg(test)]
+pub(crate) fn encode_session_v2(s: &SessionRecord, number: u64, clock: Clock) -> Bytes {
     let mut w = Writer(BytesMut::with_capacity(64));
     w.u8(FORMAT_2);
     w.u64(number);
+    put_session_fields(&mut w, s, clock);
+    w.0.freeze()
+}
+
+fn put_session_fields(w: &mut Writer, s: &SessionRecord, clock: Clock) {
     w.u32(s.expiry_interval);
     w.u64(s.disconnected_at.unwrap_or(0));
     w.u32(u32::try_from(s.subscriptions.len()).unwrap_or(u32::MAX));
@@ -367,22 +390,23 @@ pub fn encode_session(s: &SessionRecord, number: u64, clock: Clock) -> Bytes {
         Some((message, delay)) => {
             w.u8(1);
             w.u32(*delay);
-            put_message(&mut w, message, clock);
+            put_message(w, message, clock);
         }
         None => w.u8(0),
     }
-    w.0.freeze()
 }
 
-/// A session and its number (`None` for a format 1 record, which has none).
+/// A session and its number (`None` for a format 1 record, which has none). Records
+/// before format 3 have epoch 0.
 pub fn decode_session(
     raw: &[u8],
     clock: Clock,
 ) -> Result<(SessionRecord, Option<u64>), RecordError> {
     let mut r = Reader(raw);
-    let number = match r.u8()? {
-        FORMAT => None,
-        FORMAT_2 => Some(r.u64()?),
+    let (number, epoch) = match r.u8()? {
+        FORMAT => (None, 0),
+        FORMAT_2 => (Some(r.u64()?), 0),
+        FORMAT_3 => (Some(r.u64()?), r.u64()?),
         _ => return Err(RecordError("unknown record format")),
     };
     let expiry_interval = r.u32()?;
@@ -425,6 +449,7 @@ pub fn decode_session(
         disconnected_at,
         subscriptions,
         will,
+        epoch,
     };
     Ok((record, number))
 }
@@ -506,21 +531,37 @@ mod tests {
     }
 
     #[test]
-    fn a_session_keeps_its_number_and_format_1_has_none() {
+    fn a_session_keeps_its_number_and_epoch_and_older_formats_read_as_epoch_0() {
         let clock = Clock::now();
         let s = SessionRecord {
             expiry_interval: 60,
             disconnected_at: Some(5),
             subscriptions: Vec::new(),
             will: None,
+            epoch: 12,
         };
         let raw = encode_session(&s, 77, clock);
+        assert_eq!(raw[0], FORMAT_3);
         let (back, number) = decode_session(&raw, clock).unwrap();
-        assert_eq!((back.expiry_interval, number), (60, Some(77)));
+        assert_eq!(
+            (back.expiry_interval, number, back.epoch),
+            (60, Some(77), 12)
+        );
+        let v2 = encode_session_v2(&s, 77, clock);
+        let (back, number) = decode_session(&v2, clock).unwrap();
+        assert_eq!(
+            (back.expiry_interval, number, back.epoch),
+            (60, Some(77), 0)
+        );
         let mut v1 = vec![FORMAT];
-        v1.extend_from_slice(&raw[9..]);
+        v1.extend_from_slice(&v2[9..]);
         let (back, number) = decode_session(&v1, clock).unwrap();
-        assert_eq!((back.disconnected_at, number), (Some(5), None));
+        assert_eq!(
+            (back.disconnected_at, number, back.epoch),
+            (Some(5), None, 0)
+        );
+        // Truncated in the epoch.
+        assert!(decode_session(&raw[..12], clock).is_err());
     }
 
     #[test]

@@ -25,6 +25,7 @@ fn session() -> SessionRecord {
         disconnected_at: None,
         subscriptions: Vec::new(),
         will: None,
+        epoch: 1,
     }
 }
 
@@ -425,7 +426,7 @@ fn a_format_1_store_is_migrated() {
         {
             let mut sessions = txn.open_table(crate::writer::SESSIONS).unwrap();
             let mut v1 = vec![1u8];
-            v1.extend_from_slice(&record::encode_session(&session(), 0, clock)[9..]);
+            v1.extend_from_slice(&record::encode_session_v2(&session(), 0, clock)[9..]);
             sessions.insert("old-client", &v1[..]).unwrap();
             let mut queue = txn.open_table(QUEUE_V1).unwrap();
             let v1 = |d: &Delivery| {
@@ -485,5 +486,46 @@ fn a_format_1_store_is_migrated() {
     let (store, recovered) = open(dir.path());
     assert_eq!(recovered.sessions[0].queued.len(), 1);
     assert_eq!(store.usage(), usage);
+    store.close();
+}
+
+/// A store whose sessions format 2 wrote (no epoch) opens with every epoch 0; a session
+/// stored again is written in format 3 and keeps its epoch across a reopen.
+#[test]
+fn a_format_2_session_reads_as_epoch_0_and_is_rewritten_with_its_epoch() {
+    use crate::record::{self, Clock};
+    use redb::ReadableDatabase;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::now();
+    {
+        let db = redb::Database::create(dir.path().join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut sessions = txn.open_table(crate::writer::SESSIONS).unwrap();
+            let v2 = record::encode_session_v2(&session(), 1, clock);
+            sessions.insert("old-client", &v2[..]).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let (store, recovered) = open(dir.path());
+    assert_eq!(recovered.damaged_records, 0);
+    assert_eq!(recovered.sessions.len(), 1);
+    let s = &recovered.sessions[0];
+    assert_eq!((&*s.client_id, s.record.epoch), ("old-client", 0));
+    let client = s.client_id.clone();
+    let mut next = s.record.clone();
+    next.epoch = s.record.epoch + 1;
+    store.put_session(&client, next);
+    store.close();
+    drop(store);
+    {
+        let db = redb::Database::create(dir.path().join(FILE_NAME)).unwrap();
+        let txn = db.begin_read().unwrap();
+        let sessions = txn.open_table(crate::writer::SESSIONS).unwrap();
+        let raw = sessions.get("old-client").unwrap().unwrap();
+        assert_eq!(raw.value()[0], 3, "rewritten in format 3");
+    }
+    let (store, recovered) = open(dir.path());
+    assert_eq!(recovered.sessions[0].record.epoch, 1);
     store.close();
 }

@@ -349,6 +349,8 @@ fn new_session(bus: &Bus, client_id: &ByteString, expiry: u32) -> SessionData {
         outgoing,
         incoming_qos2: IncomingQos2::default(),
         expiry_interval: expiry,
+        // Set by the registry as it hands the session over.
+        epoch: 0,
     }
 }
 
