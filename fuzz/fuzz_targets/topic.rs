@@ -18,7 +18,9 @@ use common::*;
 use edgemq_codec::{QoS, RetainHandling, SubscriptionOptions};
 use edgemq_core::message::Message;
 use edgemq_core::retained::RetainedStore;
-use edgemq_core::subscriptions::{Route, StoredOptions, SubscriberHandle, SubscriptionIndex};
+use edgemq_core::subscriptions::{
+    Route, Router, StoredOptions, SubscriberHandle, SubscriptionIndex,
+};
 use edgemq_core::topic::{
     matches, parse_subscription_filter, validate_topic_filter, validate_topic_name,
 };

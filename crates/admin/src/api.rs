@@ -35,6 +35,7 @@ use edgemq_broker::inspect::{
 use edgemq_broker::sessions::Control;
 use edgemq_broker::stats::{DropReason, Limit};
 use edgemq_broker::Bus;
+use edgemq_core::subscriptions::Router as _;
 
 use crate::AdminState;
 

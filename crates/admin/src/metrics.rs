@@ -21,6 +21,7 @@ use prometheus_client::registry::Registry;
 use edgemq_broker::selfcheck::SelfCheckStats;
 use edgemq_broker::stats::{DropReason, Limit, TlsFailure};
 use edgemq_broker::Bus;
+use edgemq_core::subscriptions::Router;
 
 /// A TLS port's server certificate, read when scraped (a renewal swaps it in place).
 pub struct CertificateWatch {

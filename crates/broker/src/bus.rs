@@ -14,7 +14,7 @@ use edgemq_core::logtext::LogLimiter;
 use edgemq_core::message::Message;
 use edgemq_core::retained::{RetainRefused, RetainedStore};
 use edgemq_core::session::Delivery;
-use edgemq_core::subscriptions::{Route, SubscriptionIndex};
+use edgemq_core::subscriptions::{Route, Router, SubscriptionIndex};
 use edgemq_store::Store;
 
 use crate::journal::Durability;
@@ -70,9 +70,15 @@ impl LimitWarning {
     }
 }
 
+/// The router the bus matches publishes with (the `Router` seam, docs/cluster.md "Seams"):
+/// a concrete type, so every call is statically dispatched. Single node: the subscription
+/// index. Callers reach it only through [`Router`]'s methods, so another implementation
+/// replaces this alias (or becomes a type parameter of [`Bus`]) without touching them.
+pub type BusRouter = SubscriptionIndex<MailboxHandle>;
+
 /// Shared broker state. One per process; every connection holds an `Arc<Bus>`.
 pub struct Bus {
-    pub index: SubscriptionIndex<MailboxHandle>,
+    pub index: BusRouter,
     pub retained: RetainedStore,
     /// The `$SYS` tree ([`crate::sys`]), retained apart: outside the retained budgets, the
     /// store and the operator's counts, as Mosquitto does not persist it either.
@@ -112,7 +118,7 @@ impl Bus {
         let limits_budget = limits.memory_budget;
         Arc::new(Bus {
             durable: Durability::new(store),
-            index: SubscriptionIndex::new(),
+            index: BusRouter::new(),
             retained: RetainedStore::with_limits(
                 limits.max_retained_messages,
                 limits.max_retained_bytes,

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use edgemq_core::subscriptions::Router;
+
 use crate::bus::Bus;
 use crate::stats::Limit;
 

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use edgemq_codec::QoS;
 use edgemq_core::message::Message;
-use edgemq_core::subscriptions::StoredOptions;
+use edgemq_core::subscriptions::{Router, StoredOptions};
 use edgemq_core::topic::SubscriptionFilter;
 
 use crate::bus::Bus;

@@ -34,7 +34,7 @@ use edgemq_core::lifetime::{self, WillTiming};
 use edgemq_core::logtext::Short;
 use edgemq_core::message::Message;
 use edgemq_core::session::{Delivery, IncomingQos2, Inflight, OutgoingState, OutgoingWindow};
-use edgemq_core::subscriptions::{SessionKey, StoredOptions};
+use edgemq_core::subscriptions::{Router, SessionKey, StoredOptions};
 use edgemq_core::topic::{parse_subscription_filter, SubscriptionFilter};
 use edgemq_store::record::unix_ms;
 use edgemq_store::{RecoveredSession, SessionRecord};

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use edgemq_codec::QoS;
 use edgemq_core::message::Message;
+use edgemq_core::subscriptions::Router;
 use tokio::task::JoinHandle;
 
 use crate::bus::Bus;

@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use edgemq_codec::{Auth, Packet, Properties, ReasonCode};
 use edgemq_core::auth::{reauthenticated, Action, ConnectRequest, Reauthenticated, RequestKind};
 use edgemq_core::logtext::{Attrs, Short, ShortOpt};
+use edgemq_core::subscriptions::Router;
 
 use super::{Connection, Exit};
 

@@ -14,6 +14,7 @@ use edgemq_core::message::Message;
 use edgemq_core::protocol::{Batch, Control, Effect, Outcome, PublishStep, Violation};
 use edgemq_core::session::OutgoingState;
 use edgemq_core::subscribe::{self, Refusal, Tally};
+use edgemq_core::subscriptions::Router;
 use edgemq_core::subscriptions::StoredOptions;
 
 use super::{Connection, Exit};

@@ -62,6 +62,38 @@ pub struct Route<T> {
     pub share_group: Option<bytestring::ByteString>,
 }
 
+/// Where a publish finds its subscribers: the seam between the broker and subscription
+/// matching (cluster stage 0, docs/cluster.md "Seams"). The single-node implementation is
+/// [`SubscriptionIndex`]; a cluster implementation matches against its partitions'
+/// indexes. The broker holds a concrete router type and calls it through this trait, so
+/// a publish costs no dynamic dispatch.
+pub trait Router<T: SubscriberHandle>: Send + Sync + 'static {
+    /// Add or replace `subscriber`'s subscription to `filter`. Returns true if it already
+    /// existed (Retain Handling 1).
+    fn subscribe(&self, filter: &SubscriptionFilter, subscriber: T, options: StoredOptions)
+        -> bool;
+    /// Remove the subscription; true if it existed.
+    fn unsubscribe(&self, filter: &SubscriptionFilter, key: SessionKey) -> bool;
+    /// Append to `out` the routes for a message on `topic` (a valid topic name), one per
+    /// subscriber and one per matching shared group; `publisher`'s own No Local
+    /// subscriptions are skipped.
+    fn route(&self, topic: &str, publisher: Option<SessionKey>, out: &mut Vec<Route<T>>);
+    /// One other member of shared group `group` matching `topic`, `excluded` left out.
+    fn route_shared_excluding(
+        &self,
+        group: &str,
+        topic: &str,
+        excluded: SessionKey,
+    ) -> Option<Route<T>>;
+    /// Subscriptions held.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Of [`len`](Self::len), the subscriptions in a shared group.
+    fn shared_len(&self) -> usize;
+}
+
 const SHARDS: usize = 16;
 
 /// The sharded subscription trie. `Send + Sync`; share it behind an `Arc`.
@@ -152,10 +184,12 @@ impl<T: SubscriberHandle> SubscriptionIndex<T> {
         }
         &self.shards[fnv1a(first_level.as_bytes()) % SHARDS]
     }
+}
 
+impl<T: SubscriberHandle> Router<T> for SubscriptionIndex<T> {
     /// Add or replace `subscriber`'s subscription to `filter`. Returns true if it already
     /// existed (the runtime uses this for Retain Handling 1).
-    pub fn subscribe(
+    fn subscribe(
         &self,
         filter: &SubscriptionFilter,
         subscriber: T,
@@ -199,7 +233,7 @@ impl<T: SubscriberHandle> SubscriptionIndex<T> {
     }
 
     /// Remove the subscription; true if it existed. Empty trie nodes are pruned.
-    pub fn unsubscribe(&self, filter: &SubscriptionFilter, key: SessionKey) -> bool {
+    fn unsubscribe(&self, filter: &SubscriptionFilter, key: SessionKey) -> bool {
         let levels: Levels<'_> = filter.filter.split('/').collect();
         let mut root = self.shard_for(levels[0]).write();
         let removed = remove(&mut root, &levels, filter.share_group.as_ref(), key);
@@ -216,7 +250,7 @@ impl<T: SubscriberHandle> SubscriptionIndex<T> {
     /// `publisher` is the publishing session's key: non-shared subscriptions of that same
     /// session with No Local set are skipped [MQTT-3.8.3-3]. `out` is reused by the caller to
     /// avoid allocation per publish.
-    pub fn route(&self, topic: &str, publisher: Option<SessionKey>, out: &mut Vec<Route<T>>) {
+    fn route(&self, topic: &str, publisher: Option<SessionKey>, out: &mut Vec<Route<T>>) {
         let levels: Levels<'_> = topic.split('/').collect();
         let start = out.len();
         let mut visit = |node: &Node<T>| {
@@ -258,7 +292,7 @@ impl<T: SubscriberHandle> SubscriptionIndex<T> {
 
     /// Like `route` but only for one shared group's filter, excluding one member: used to
     /// re-deliver a message whose chosen member left. Returns `None` if no other member exists.
-    pub fn route_shared_excluding(
+    fn route_shared_excluding(
         &self,
         group: &str,
         topic: &str,
@@ -294,16 +328,16 @@ impl<T: SubscriberHandle> SubscriptionIndex<T> {
     }
 
     /// Number of stored subscriptions (for metrics and tests).
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
 
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Of [`len`](Self::len), the subscriptions in a shared group.
-    pub fn shared_len(&self) -> usize {
+    fn shared_len(&self) -> usize {
         self.shared.load(Ordering::Relaxed)
     }
 }
