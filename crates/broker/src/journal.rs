@@ -3,6 +3,10 @@
 //! journals its QoS 1/2 deliveries, the packet identifiers they were sent under, its QoS 2
 //! identifiers from the client and its session record; an answer that promises any of it is
 //! held until the store's group commit covers [`Journal::ticket`].
+//!
+//! Both types reach the store only through [`SessionStore`] (the seam of cluster stage 0,
+//! docs/cluster.md "Seams"), generic over it with the redb [`Store`] as the default: the
+//! broker names them without a parameter, and every call is statically dispatched.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,18 +16,24 @@ use tokio::sync::{oneshot, watch};
 
 use edgemq_core::message::Message;
 use edgemq_core::session::{Delivery, OutgoingState};
-use edgemq_store::{Health, Level, SessionRecord, Store};
+use edgemq_store::{Health, Level, SessionRecord, SessionStore, Store};
 
 /// The broker-wide side of durability: the session journals it hands out, retained
 /// messages, the store budget and health, and the clean close. With [`Journal`], the only
 /// broker code that reaches the store.
-#[derive(Debug, Default)]
-pub struct Durability {
-    store: Option<Arc<Store>>,
+#[derive(Debug)]
+pub struct Durability<S: SessionStore = Store> {
+    store: Option<Arc<S>>,
 }
 
-impl Durability {
-    pub fn new(store: Option<Arc<Store>>) -> Self {
+impl<S: SessionStore> Default for Durability<S> {
+    fn default() -> Self {
+        Durability { store: None }
+    }
+}
+
+impl<S: SessionStore> Durability<S> {
+    pub fn new(store: Option<Arc<S>>) -> Self {
         Durability { store }
     }
 
@@ -33,7 +43,7 @@ impl Durability {
     }
 
     /// A journal for `client_id`'s session.
-    pub fn journal(&self, client_id: ByteString) -> Journal {
+    pub fn journal(&self, client_id: ByteString) -> Journal<S> {
         Journal::new(self.store.clone(), client_id)
     }
 
@@ -104,16 +114,16 @@ impl Durability {
 }
 
 #[derive(Debug)]
-pub struct Journal {
-    store: Option<Arc<Store>>,
+pub struct Journal<S: SessionStore = Store> {
+    store: Option<Arc<S>>,
     client_id: ByteString,
     /// The session is persistent: its records go to the store from now on.
     durable: AtomicBool,
 }
 
-impl Journal {
+impl<S: SessionStore> Journal<S> {
     /// The journal of `client_id`'s session; it writes nothing until [`Journal::set_durable`].
-    pub fn new(store: Option<Arc<Store>>, client_id: ByteString) -> Self {
+    pub fn new(store: Option<Arc<S>>, client_id: ByteString) -> Self {
         Journal {
             store,
             client_id,
@@ -132,7 +142,7 @@ impl Journal {
         self.store.is_some() && self.durable.load(Ordering::Acquire)
     }
 
-    fn durable_store(&self) -> Option<&Arc<Store>> {
+    fn durable_store(&self) -> Option<&Arc<S>> {
         self.store.as_ref().filter(|_| self.is_durable())
     }
 

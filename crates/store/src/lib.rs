@@ -31,6 +31,7 @@ mod index;
 mod migrate;
 pub mod record;
 mod recover;
+mod session_store;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +48,7 @@ use edgemq_core::session::{Delivery, OutgoingState};
 
 pub use record::SessionRecord;
 pub use recover::{Recovered, RecoveredSession};
+pub use session_store::SessionStore;
 
 /// The store's file inside the data dir.
 pub const FILE_NAME: &str = "state.redb";
