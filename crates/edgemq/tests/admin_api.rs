@@ -131,7 +131,10 @@ fn an_offline_session_is_listed_and_ended_from_the_api() {
     let offline = &v["sessions"][0]["offline"];
     assert_eq!(offline["session_expiry"], 3600, "{v}");
     assert_eq!(offline["will_pending"], true);
-    assert_eq!(v["sessions"][0]["epoch"], 1, "the first connection took it: {v}");
+    assert_eq!(
+        v["sessions"][0]["epoch"], 1,
+        "the first connection took it: {v}"
+    );
 
     let r = http::request(admin, "DELETE", "/api/v1/sessions/keeper", None);
     assert_eq!(r.status, 204, "{}", r.body);
