@@ -71,10 +71,10 @@ impl Broker {
             protocol_version: ProtocolVersion::V5,
             clean_start,
             keep_alive: 0,
-            properties: Properties {
+            properties: Properties::from(edgemq_codec::PropertyValues {
                 session_expiry_interval: Some(expiry),
-                ..Properties::default()
-            },
+                ..Default::default()
+            }),
             client_id: ByteString::from(id),
             last_will: None,
             username: None,
