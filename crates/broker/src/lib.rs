@@ -14,6 +14,7 @@
 
 pub mod bus;
 mod connection;
+pub mod cores;
 pub mod inspect;
 pub mod journal;
 pub mod listener;

@@ -200,6 +200,7 @@ impl BoundListener {
         bus: Arc<Bus>,
         mut stop: watch::Receiver<bool>,
         connections: Arc<parking_lot::Mutex<JoinSet<()>>>,
+        cores: Option<Arc<crate::cores::Cores>>,
     ) {
         let tls = if self.transport.tls.is_some() {
             "tls"
@@ -234,14 +235,25 @@ impl BoundListener {
                         };
                         let _ = stream.set_nodelay(true);
                         bus.stats.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let task = serve_stream(
-                            stream, peer, self.transport.clone(), handshake_timeout,
-                            self.context.clone(), bus.clone(), stop.clone(), admitted,
-                        );
+                        let (transport, context) = (self.transport.clone(), self.context.clone());
+                        let (bus, stop) = (bus.clone(), stop.clone());
                         let mut set = connections.lock();
                         // Reap finished tasks so the set does not grow with churn.
                         while set.try_join_next().is_some() {}
-                        set.spawn(task);
+                        match &cores {
+                            // Registered with the reactor of the thread it is pinned to.
+                            Some(cores) => match stream.into_std() {
+                                Ok(std) => set.spawn_on(serve_stream(
+                                    move || TcpStream::from_std(std), peer, transport,
+                                    handshake_timeout, context, bus, stop, admitted,
+                                ), cores.next()),
+                                Err(e) => { tracing::warn!(error = %e, "cannot hand over an accepted socket"); continue }
+                            },
+                            None => set.spawn(serve_stream(
+                                move || Ok(stream), peer, transport,
+                                handshake_timeout, context, bus, stop, admitted,
+                            )),
+                        };
                     }
                     Err(e) => {
                         // EMFILE and friends: back off briefly instead of spinning.
@@ -262,7 +274,7 @@ impl BoundListener {
 /// task that lives as long as the connection holds little more than pointers.
 #[allow(clippy::too_many_arguments)]
 fn serve_stream(
-    tcp: TcpStream,
+    tcp: impl FnOnce() -> std::io::Result<TcpStream> + Send + 'static,
     peer: SocketAddr,
     transport: Transport,
     handshake_timeout: Duration,
@@ -291,10 +303,10 @@ fn serve_stream(
     }
 }
 
-/// The transport's handshakes (TLS, WebSocket): the stream and who is on it, or `None`
-/// (logged) if they failed.
+/// The transport's handshakes (TLS, WebSocket) on the socket `tcp` gives: the stream and
+/// who is on it, or `None` (logged) if they failed.
 async fn transport_up(
-    tcp: TcpStream,
+    tcp: impl FnOnce() -> std::io::Result<TcpStream>,
     peer: SocketAddr,
     transport: Transport,
     handshake_timeout: Duration,
@@ -304,6 +316,15 @@ async fn transport_up(
     // A WebSocket frame or message may not be larger than the largest MQTT packet: the
     // WebSocket layer refuses a bigger one from its header, before buffering it.
     let max_ws_message = usize::try_from(bus.limits.max_packet_size).unwrap_or(usize::MAX);
+    // The socket is registered with the reactor of the runtime this first runs on (the
+    // connection's thread, see `crate::cores`).
+    let tcp = match tcp() {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register an accepted socket");
+            return None;
+        }
+    };
     match transport::accept(
         tcp,
         &transport,

@@ -19,6 +19,7 @@ use edgemq_core::message::Message;
 use edgemq_core::topic::{level_count, parse_subscription_filter};
 
 use crate::bus::Bus;
+use crate::cores::Cores;
 use crate::listener::{BoundListener, ListenerConfig, ListenerContext};
 use crate::{Limits, ServerError};
 use edgemq_store::{Recovered, Store};
@@ -46,6 +47,8 @@ pub struct Server {
     pub bus: Arc<Bus>,
     running: Mutex<BTreeMap<Key, Running>>,
     connections: Arc<parking_lot::Mutex<JoinSet<()>>>,
+    /// The connection threads (`Limits::connection_threads`), if any.
+    cores: Option<Arc<Cores>>,
     housekeeping: JoinHandle<()>,
     /// The `$SYS` publisher, unless `sys_interval_secs` is 0.
     sys: Option<JoinHandle<()>>,
@@ -241,10 +244,21 @@ impl Server {
         });
         let budget = bus.pressure.budget();
         let memory = crate::memory::spawn_monitor(Arc::downgrade(&bus), budget);
+        let cores = match bus.limits.connection_threads {
+            0 => None,
+            n => match Cores::start(n) {
+                Ok(cores) => Some(Arc::new(cores)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the connection threads: connections share the main runtime");
+                    None
+                }
+            },
+        };
         Arc::new(Server {
             bus,
             running: Mutex::new(BTreeMap::new()),
             connections: Arc::new(parking_lot::Mutex::new(JoinSet::new())),
+            cores,
             housekeeping,
             sys,
             _memory: memory,
@@ -303,7 +317,12 @@ impl Server {
             let (stop_tx, stop_rx) = watch::channel(false);
             let local_addr = bound.local_addr;
             let context = bound.context.clone();
-            let task = tokio::spawn(bound.run(self.bus.clone(), stop_rx, self.connections.clone()));
+            let task = tokio::spawn(bound.run(
+                self.bus.clone(),
+                stop_rx,
+                self.connections.clone(),
+                self.cores.clone(),
+            ));
             running.insert(
                 key.clone(),
                 Running {

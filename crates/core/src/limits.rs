@@ -88,6 +88,10 @@ pub struct Limits {
     /// Seconds between publications of the `$SYS` topics (Mosquitto's `sys_interval`);
     /// 0 = none.
     pub sys_interval_secs: u32,
+    /// Threads serving connections, each with a single-threaded runtime of its own and the
+    /// connections pinned to it; 0: connections run on the caller's runtime (embedding,
+    /// tests with virtual time).
+    pub connection_threads: usize,
 }
 
 impl Default for Limits {
@@ -124,6 +128,7 @@ impl Default for Limits {
             memory_budget: 0,
             server_topic_aliases: 0,
             sys_interval_secs: 10,
+            connection_threads: 0,
         }
     }
 }

@@ -280,10 +280,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             limits.max_connections = cap;
         }
     }
+    // Connections run on threads of their own (`edgemq_broker::cores`); this runtime keeps
+    // the accept loops, the admin port and housekeeping, which one thread carries.
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.worker_threads {
-        builder.worker_threads(usize::from(n));
-    }
+    builder.worker_threads(1);
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -514,6 +514,10 @@ fn limits_from_args(args: &ServeArgs) -> Limits {
             .unwrap_or_else(edgemq_broker::memory::default_budget),
         server_topic_aliases: args.server_topic_aliases,
         sys_interval_secs: args.sys_interval,
+        connection_threads: args.worker_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            usize::from,
+        ),
         ..Limits::default()
     }
 }

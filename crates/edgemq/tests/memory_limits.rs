@@ -145,6 +145,11 @@ fn props_with(extra: &[u8], padding: &[u8]) -> Vec<u8> {
 /// An offline session whose CONNECT was padded to 1 MB kept the whole packet (its client id
 /// was a slice of it): 1.4 MB per session instead of 1.7 KB. What a session keeps is now
 /// copied out of the packet.
+///
+/// Measured as the growth over the second 30 sessions: pinning grows with every session
+/// (30 × 1.4 MB), while the allocator keeping freed 1 MB read buffers for reuse is a one-off
+/// that the first 30 pay (and that grows with the number of connection threads, each with
+/// its own malloc arena).
 #[test]
 fn padded_connects_do_not_pin_their_packets_in_offline_sessions() {
     if !Broker::edgemq_only() {
@@ -153,7 +158,11 @@ fn padded_connects_do_not_pin_their_packets_in_offline_sessions() {
     let b = Broker::start_with(&["--in-memory", "--max-packet-size", "2000000"]);
     let pad = padding();
     let before = b.rss_kib();
+    let mut halfway = 0;
     for i in 0..60 {
+        if i == 30 {
+            halfway = b.rss_kib();
+        }
         let mut c = RawClient::open(b.addr);
         // Session Expiry Interval 3600: the session stays after the connection.
         let props = props_with(&p_u32(0x11, 3600), &pad);
@@ -163,9 +172,14 @@ fn padded_connects_do_not_pin_their_packets_in_offline_sessions() {
         c.send(&[0xE0, 0x00]);
         c.expect_closed();
     }
-    let grew = grew_mib(&b, before);
-    eprintln!("60 offline sessions from padded CONNECTs: RSS +{grew} MiB");
-    assert!(grew < 40, "RSS grew {grew} MiB for 60 offline sessions");
+    let (grew, second_half) = (grew_mib(&b, before), grew_mib(&b, halfway));
+    eprintln!(
+        "60 offline sessions from padded CONNECTs: RSS +{grew} MiB, +{second_half} MiB over the last 30"
+    );
+    assert!(
+        second_half < 20,
+        "RSS grew {second_half} MiB for 30 more offline sessions (pinned packets: ~42 MiB)"
+    );
     let (_fresh, _) = RawClient::v5(b.addr, "fresh-after-padded");
 }
 
