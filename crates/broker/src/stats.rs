@@ -1,6 +1,6 @@
 //! Broker-wide counters. Relaxed atomics: they are reported, never used for control.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Why a message did not reach a subscriber. Every drop is counted under one of these.
@@ -195,6 +195,8 @@ impl Categories {
 #[derive(Debug, Default)]
 pub struct Tally {
     pub publishes_in: u32,
+    /// Actions the authorization policy allowed (denials are counted at once: rare).
+    pub authorized: u32,
     pub payload_in: u64,
     pub sent: u32,
     pub payload_out: u64,
@@ -211,6 +213,10 @@ impl Stats {
             category.publishes_received.fetch_add(n, Ordering::Relaxed);
             (category.payload_bytes_received).fetch_add(tally.payload_in, Ordering::Relaxed);
         }
+        if tally.authorized > 0 {
+            let n = u64::from(tally.authorized);
+            self.authorization_allow.fetch_add(n, Ordering::Relaxed);
+        }
         if tally.sent > 0 {
             let n = u64::from(tally.sent);
             self.messages_sent.fetch_add(n, Ordering::Relaxed);
@@ -222,12 +228,33 @@ impl Stats {
     }
 }
 
-/// A fixed-bucket latency histogram: a relaxed increment per observation, read when
+/// A fixed-bucket latency histogram: relaxed increments per observation, read when
 /// reported. Bucket upper bounds in microseconds, the last one open.
+///
+/// Spread over shards, one per thread (by a thread-local index): observed once per delivery
+/// by every connection thread, a single set of counters bounced its cache lines between
+/// cores on every message.
 #[derive(Debug, Default)]
 pub struct Histogram {
+    shards: [HistogramShard; HISTOGRAM_SHARDS],
+}
+
+const HISTOGRAM_SHARDS: usize = 8;
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct HistogramShard {
     buckets: [AtomicU64; Histogram::BOUNDS_US.len() + 1],
     sum_us: AtomicU64,
+}
+
+/// This thread's shard of every [`Histogram`].
+fn histogram_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % HISTOGRAM_SHARDS;
+    }
+    SHARD.with(|shard| *shard)
 }
 
 impl Histogram {
@@ -239,8 +266,9 @@ impl Histogram {
     pub fn observe(&self, elapsed: std::time::Duration) {
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let bucket = Self::BOUNDS_US.partition_point(|bound| *bound < us);
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        let shard = &self.shards[histogram_shard()];
+        shard.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        shard.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
     /// (upper bound in µs, count in this bucket) per bucket, the open one last as
@@ -248,10 +276,17 @@ impl Histogram {
     pub fn snapshot(&self) -> (Vec<(u64, u64)>, u64) {
         let bounds = Self::BOUNDS_US.iter().copied().chain([u64::MAX]);
         let counts = bounds
-            .zip(&self.buckets)
-            .map(|(bound, n)| (bound, n.load(Ordering::Relaxed)))
+            .enumerate()
+            .map(|(i, bound)| {
+                let n = self
+                    .shards
+                    .iter()
+                    .map(|s| s.buckets[i].load(Ordering::Relaxed));
+                (bound, n.sum())
+            })
             .collect();
-        (counts, self.sum_us.load(Ordering::Relaxed))
+        let sum = self.shards.iter().map(|s| s.sum_us.load(Ordering::Relaxed));
+        (counts, sum.sum())
     }
 }
 

@@ -102,9 +102,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     pub(super) fn authorized(&mut self, action: Action<'_>) -> bool {
         let allowed =
             (self.authorizer).authorize_prepared(&self.principal, &self.authz_prepared, action);
-        if self.bus.stats.authorization(allowed) {
+        if allowed {
+            // Counted with the connection's traffic, once per wake-up (`Stats::add`).
+            self.tally.authorized += 1;
             return true;
         }
+        self.bus.stats.authorization(false);
         if let Some(events) = self.warnings.admit(self.bus.now()) {
             let suppressed = events - 1;
             let (kind, topic) = match action {

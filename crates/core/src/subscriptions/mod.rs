@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytestring::ByteString;
-use parking_lot::RwLock;
+use crossbeam_utils::sync::{ShardedLock as RwLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use smallvec::SmallVec;
 
 use edgemq_codec::{QoS, SubscriptionOptions};
@@ -97,11 +97,17 @@ pub trait Router<T: SubscriberHandle>: Send + Sync + 'static {
 const SHARDS: usize = 16;
 
 /// The sharded subscription trie. `Send + Sync`; share it behind an `Arc`.
+///
+/// Its locks are reader-sharded (`crossbeam_utils::sync::ShardedLock`): a read locks only
+/// the calling thread's slot, so publishers on different cores do not bounce one lock word
+/// between them on every message; a (rare) subscribe or unsubscribe locks every slot.
 pub struct SubscriptionIndex<T: SubscriberHandle> {
     /// Filters whose first level is literal, by hash of that level.
     shards: [RwLock<Node<T>>; SHARDS],
     /// Filters whose first level is `+` or `#`.
     wildcard: RwLock<Node<T>>,
+    /// Of `count`, those in `wildcard`: a publish skips its lock while there are none.
+    wildcard_count: AtomicUsize,
     count: AtomicUsize,
     /// Of `count`, those in a shared group (for `$SYS`; not on the publish path).
     shared: AtomicUsize,
@@ -135,6 +141,18 @@ impl<T> Default for Node<T> {
             groups: HashMap::new(),
         }
     }
+}
+
+/// A read lock; a panic while it was held cannot have left a node half-changed that matters
+/// to matching (the trie is changed by `insert`/`remove` only), so poisoning is ignored.
+fn read<T>(lock: &RwLock<T>) -> ShardedLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> ShardedLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 const PLUS: u8 = 1;
@@ -174,6 +192,7 @@ impl<T: SubscriberHandle> SubscriptionIndex<T> {
             shards: std::array::from_fn(|_| RwLock::new(Node::default())),
             wildcard: RwLock::new(Node::default()),
             count: AtomicUsize::new(0),
+            wildcard_count: AtomicUsize::new(0),
             shared: AtomicUsize::new(0),
         }
     }
@@ -196,7 +215,7 @@ impl<T: SubscriberHandle> Router<T> for SubscriptionIndex<T> {
         options: StoredOptions,
     ) -> bool {
         let levels: Levels<'_> = filter.filter.split('/').collect();
-        let mut root = self.shard_for(levels[0]).write();
+        let mut root = write(self.shard_for(levels[0]));
         let mut node = &mut *root;
         for level in &levels {
             node.wild |= wild_bit(level);
@@ -224,6 +243,9 @@ impl<T: SubscriberHandle> Router<T> for SubscriptionIndex<T> {
             None => {
                 list.push((subscriber, options));
                 self.count.fetch_add(1, Ordering::Relaxed);
+                if wild_bit(levels[0]) != 0 {
+                    self.wildcard_count.fetch_add(1, Ordering::Relaxed);
+                }
                 if filter.share_group.is_some() {
                     self.shared.fetch_add(1, Ordering::Relaxed);
                 }
@@ -235,10 +257,13 @@ impl<T: SubscriberHandle> Router<T> for SubscriptionIndex<T> {
     /// Remove the subscription; true if it existed. Empty trie nodes are pruned.
     fn unsubscribe(&self, filter: &SubscriptionFilter, key: SessionKey) -> bool {
         let levels: Levels<'_> = filter.filter.split('/').collect();
-        let mut root = self.shard_for(levels[0]).write();
+        let mut root = write(self.shard_for(levels[0]));
         let removed = remove(&mut root, &levels, filter.share_group.as_ref(), key);
         if removed {
             self.count.fetch_sub(1, Ordering::Relaxed);
+            if wild_bit(levels[0]) != 0 {
+                self.wildcard_count.fetch_sub(1, Ordering::Relaxed);
+            }
             if filter.share_group.is_some() {
                 self.shared.fetch_sub(1, Ordering::Relaxed);
             }
@@ -279,12 +304,12 @@ impl<T: SubscriberHandle> Router<T> for SubscriptionIndex<T> {
             }
         };
         {
-            let shard = self.shard_for(levels[0]).read();
+            let shard = read(self.shard_for(levels[0]));
             walk(&shard, &levels, &mut visit);
         }
         // Filters starting with a wildcard never match `$` topics [MQTT-4.7.2-1].
-        if !topic.starts_with('$') {
-            let shard = self.wildcard.read();
+        if !topic.starts_with('$') && self.wildcard_count.load(Ordering::Relaxed) > 0 {
+            let shard = read(&self.wildcard);
             walk(&shard, &levels, &mut visit);
         }
         merge_per_subscriber(out, start);
@@ -317,11 +342,11 @@ impl<T: SubscriberHandle> Router<T> for SubscriptionIndex<T> {
             }
         };
         {
-            let shard = self.shard_for(levels[0]).read();
+            let shard = read(self.shard_for(levels[0]));
             walk(&shard, &levels, &mut visit);
         }
         if !topic.starts_with('$') {
-            let shard = self.wildcard.read();
+            let shard = read(&self.wildcard);
             walk(&shard, &levels, &mut visit);
         }
         found

@@ -194,7 +194,7 @@ fn unsubscribe_prunes() {
     assert!(index.unsubscribe(&filter("$share/g/a/b/c"), 1));
     assert!(index.is_empty());
     for shard in &index.shards {
-        assert!(shard.read().is_empty(), "empty nodes pruned");
+        assert!(read(shard).is_empty(), "empty nodes pruned");
     }
     let _ = RetainHandling::DoNotSend;
 }
@@ -359,7 +359,7 @@ fn unsubscribe_prunes_only_the_empty_branch() {
     assert_eq!(route(&index, "a/b/x", None).len(), 1);
     assert!(index.unsubscribe(&filter("a/b/x"), 3));
     assert!(index.is_empty());
-    let shard = index.shard_for("a").read();
+    let shard = read(index.shard_for("a"));
     assert!(shard.children.is_empty(), "every empty node pruned");
 }
 
