@@ -564,6 +564,10 @@ impl fmt::Display for Report {
 
 /// Does the topic filter `filter` match the topic name `topic` (MQTT §4.7)? Wildcards at the
 /// first level do not match topics starting with `$` [MQTT-4.7.2-1].
+///
+/// Written again here rather than taken from `edgemq_core::topic::matches` on purpose: the
+/// checker is an oracle for the broker, and a matcher it shared with the broker could not
+/// catch that matcher's mistakes.
 pub fn topic_matches(filter: &str, topic: &str) -> bool {
     if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
         return false;
