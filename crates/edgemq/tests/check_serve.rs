@@ -625,7 +625,11 @@ fn every_fixture_folder_that_check_accepts_starts_every_listener() {
             }
         }
     }
-    assert!(started >= 4, "only {started} configurations started");
+    // Not vacuous: the repository's own fixtures start 3 configurations, the shared
+    // specification's (when the checkout has it beside it) at least one more.
+    let shared = fixture_roots().len() > 1;
+    let least = if shared { 4 } else { 3 };
+    assert!(started >= least, "only {started} configurations started");
 }
 
 // ---------------------------------------------------------------------------------------
